@@ -1,0 +1,247 @@
+"""A slow, obviously-correct pure-Python xentrace decoder: the twin the fast numba decoder is tested against.
+
+Written from ../shared/spec/xentrace.md (§1 the ``t_rec`` layout, §2 the CPU_CHANGE window framing, §2.4 WRAP,
+§2.5 LOST_RECORDS, §2.7 how xenalyze orders records and attributes them to vCPUs, §4.3 the scheduler ids) and from
+the decoder contract (TSC inheritance, merge order, dom/vcpu state machine, error offsets), never from the fast
+decoder's code. Only ``struct`` is used for decoding; no numpy.
+
+Units: ``tsc`` is raw TSC cycles (u64); ``offset`` is a byte offset in the file.
+
+The decoder is split in two so tests can feed the semantic half from another source (the capture writer's truth):
+
+* :func:`parse_file` - framing only: bytes -> :class:`RawRecord` list in file order, CPU_CHANGE records included.
+* :func:`order_and_attribute` - rules 2-4 of the contract: per-pCPU streams -> output rows (TSC inheritance,
+  stable merge by running-max TSC, dom/vcpu).
+
+:func:`decode` chains the two and returns plain Python columns (lists, ``None`` for null).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+CPU_CHANGE = 0x0001F003
+WRAP_BUFFER = 0x0001F002
+LOST_RECORDS = 0x0001F001
+CPU_CHANGE_HEADER = 0x2001F003  # event 0x1f003, 2 extra words, no TSC (spec §2.2)
+RUNSTATE_MASK = 0x0FFFF00F
+RUNSTATE_CHANGE = 0x00021001
+CONTINUE_RUNNING = 0x00021002
+SCHED_SWITCH = 0x0002800A
+
+MAX_CPU = 4096  # a pCPU number at or above this is absurd
+MAX_WINDOW = 65535 * 4096  # t_info.tbuf_size is u16 pages: no ring holds more
+
+COLUMNS = ("cpu", "tsc", "has_tsc", "event", "n_extra", "d1", "d2", "d3", "d4", "d5", "d6", "d7",
+           "offset", "dom", "vcpu")
+
+_U32 = struct.Struct("<I")
+_U32x3 = struct.Struct("<III")
+
+
+class ReferenceFormatError(Exception):
+    """Damage found by the reference decoder; ``offset`` is the byte offset the contract says to report."""
+
+    def __init__(self, offset: int, reason: str):
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"at byte {offset}: {reason}")
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as it sits in the file. ``cpu`` is the window's pCPU (d1 for the CPU_CHANGE record itself).
+
+    ``tsc`` is the record's own TSC, or None when it has none. ``data`` holds exactly ``n_extra`` words
+    (for WRAP records these are the stale ring bytes; they are nulled in the output).
+    """
+
+    cpu: int
+    offset: int
+    event: int
+    n_extra: int
+    tsc: int | None
+    data: tuple[int, ...]
+
+    @property
+    def has_tsc(self) -> bool:
+        return self.tsc is not None
+
+
+@dataclass
+class ParseResult:
+    records: list[RawRecord]
+    windows: list[tuple[int, int, int]]  # (offset of CPU_CHANGE, pCPU, window_size)
+    skipped: list[tuple[int, int]]  # (start, end) byte ranges skipped under tolerance="skip"
+    stopped_at: int | None  # offset of the damage under tolerance="truncate" (None: read to the end)
+
+
+def _read_window_header(buf: bytes, pos: int, *, first: bool) -> tuple[int, int]:
+    """Validate the CPU_CHANGE record at ``pos``; return (pCPU, window_size) or raise with offset ``pos``."""
+    n = len(buf)
+    if n - pos < 4:
+        raise ReferenceFormatError(pos, "file ends inside a CPU_CHANGE header")
+    (word,) = _U32.unpack_from(buf, pos)
+    if word != CPU_CHANGE_HEADER:
+        if first:
+            raise ReferenceFormatError(pos, f"not a xentrace capture (first word 0x{word:08x})")
+        raise ReferenceFormatError(pos, f"garbage where a CPU_CHANGE header was expected (0x{word:08x})")
+    if n - pos < 12:
+        raise ReferenceFormatError(pos, "file ends inside a CPU_CHANGE header")
+    _, cpu, size = _U32x3.unpack_from(buf, pos)
+    if cpu >= MAX_CPU:
+        raise ReferenceFormatError(pos, f"absurd pCPU {cpu}")
+    if size % 4 or size > MAX_WINDOW:
+        raise ReferenceFormatError(pos, f"absurd window size {size}")
+    if pos + 12 + size > n:
+        raise ReferenceFormatError(pos, f"window of {size} bytes extends past the end of the file")
+    return cpu, size
+
+
+def _read_window_records(buf: bytes, start: int, end: int, cpu: int) -> list[RawRecord]:
+    """Decode the records in buf[start:end]; raise at the first record that crosses ``end``."""
+    out = []
+    p = start
+    while p < end:
+        (h,) = _U32.unpack_from(buf, p)
+        event = h & 0x0FFFFFFF
+        n_extra = (h >> 28) & 7
+        has_tsc = bool(h >> 31)
+        size = 4 + (8 if has_tsc else 0) + 4 * n_extra
+        if p + size > end:
+            raise ReferenceFormatError(p, f"record of {size} bytes crosses the end of its window at byte {end}")
+        q = p + 4
+        tsc = None
+        if has_tsc:
+            lo, hi = struct.unpack_from("<II", buf, q)
+            tsc = lo | (hi << 32)
+            q += 8
+        data = struct.unpack_from(f"<{n_extra}I", buf, q)
+        out.append(RawRecord(cpu, p, event, n_extra, tsc, tuple(data)))
+        p += size
+    return out
+
+
+def _plausible_window(buf: bytes, pos: int) -> bool:
+    try:
+        cpu, size = _read_window_header(buf, pos, first=False)
+        _read_window_records(buf, pos + 12, pos + 12 + size, cpu)
+    except ReferenceFormatError:
+        return False
+    return True
+
+
+def parse_file(buf: bytes, tolerance: str = "strict") -> ParseResult:
+    """Walk the CPU_CHANGE windows of a capture (spec §2.1-2.2).
+
+    strict: raise :class:`ReferenceFormatError` at the first damage.
+    truncate: stop at the first damage; keep every complete window before it.
+    skip: drop the damaged window, scan forward 4 bytes at a time for the next window that parses completely,
+    and record the skipped byte range.
+    """
+    if tolerance not in ("strict", "skip", "truncate"):
+        raise ValueError(tolerance)
+    if len(buf) == 0:
+        raise ReferenceFormatError(0, "empty file")
+    records: list[RawRecord] = []
+    windows = []
+    skipped = []
+    pos = 0
+    n = len(buf)
+    while pos < n:
+        try:
+            cpu, size = _read_window_header(buf, pos, first=(pos == 0))
+            recs = _read_window_records(buf, pos + 12, pos + 12 + size, cpu)
+        except ReferenceFormatError as e:
+            if tolerance == "strict":
+                raise
+            if tolerance == "truncate":
+                return ParseResult(records, windows, skipped, e.offset)
+            q = pos + 4
+            while q < n and not _plausible_window(buf, q):
+                q += 4
+            skipped.append((pos, min(q, n)))
+            pos = q
+            continue
+        windows.append((pos, cpu, size))
+        records.append(RawRecord(cpu, pos, CPU_CHANGE, 2, None, (cpu, size)))
+        records.extend(recs)
+        pos += 12 + size
+    return ParseResult(records, windows, skipped, None)
+
+
+def streams_by_cpu(records: list[RawRecord]) -> dict[int, list[RawRecord]]:
+    """Rule 1: each pCPU's stream is its records in file order (windows concatenated, CPU_CHANGE first)."""
+    streams: dict[int, list[RawRecord]] = {}
+    for r in records:
+        streams.setdefault(r.cpu, []).append(r)
+    return streams
+
+
+def _next_state(state, r: RawRecord):
+    """Rule 4: the running vCPU of a pCPU after record ``r``; ``state`` is (dom, vcpu) or None."""
+    ev, d = r.event, r.data
+    if ev == LOST_RECORDS:
+        return None
+    if (ev & RUNSTATE_MASK) == RUNSTATE_CHANGE and r.n_extra >= 1:
+        old = (ev >> 8) & 0xF
+        new = (ev >> 4) & 0xF
+        who = (d[0] >> 16, d[0] & 0xFFFF)
+        if new == 0:
+            return who
+        if old == 0 and state == who:
+            return None
+        return state
+    if ev == CONTINUE_RUNNING and r.n_extra >= 1:
+        return (d[0] >> 16, d[0] & 0xFFFF)
+    if ev == SCHED_SWITCH and r.n_extra >= 4:
+        return (d[2] & 0xFFFF, d[3] & 0xFFFF)
+    return state
+
+
+def order_and_attribute(streams: dict[int, list[RawRecord]]) -> dict[str, list]:
+    """Rules 2-4: TSC inheritance, merge order by (running-max TSC, pCPU, stream position), dom/vcpu.
+
+    Returns columns as Python lists (None = null), rows in output order.
+    """
+    rows = []
+    for cpu, stream in streams.items():
+        last_tsc = 0  # xenalyze's p->last_tsc starts at 0
+        k = 0
+        state = None
+        for pos, r in enumerate(stream):
+            if r.tsc is not None:
+                last_tsc = r.tsc
+            tsc = last_tsc
+            k = max(k, tsc)
+            if r.event == LOST_RECORDS and r.n_extra >= 2:
+                dom, vcpu = r.data[1] & 0xFFFF, r.data[1] >> 16
+            elif state is None:
+                dom = vcpu = None
+            else:
+                dom, vcpu = state
+            state = _next_state(state, r)
+            if r.event == WRAP_BUFFER:
+                d = [None] * 7
+            else:
+                d = list(r.data) + [None] * (7 - r.n_extra)
+            rows.append(((k, cpu, pos), (cpu, tsc, r.tsc is not None, r.event, r.n_extra, *d, r.offset, dom, vcpu)))
+    rows.sort(key=lambda x: x[0])
+    cols = {c: [] for c in COLUMNS}
+    cols["_k"] = []
+    for key, row in rows:
+        cols["_k"].append(key[0])
+        for c, v in zip(COLUMNS, row):
+            cols[c].append(v)
+    return cols
+
+
+def decode(buf: bytes, tolerance: str = "strict") -> dict[str, list]:
+    """Decode a capture's bytes into the contract's columns (plus ``_k``, the running-max TSC sort key)."""
+    return order_and_attribute(streams_by_cpu(parse_file(buf, tolerance).records))
+
+
+def decode_path(path, tolerance: str = "strict") -> dict[str, list]:
+    with open(path, "rb") as f:
+        return decode(f.read(), tolerance)
