@@ -1,0 +1,176 @@
+"""Differential tests: generated captures (the project's CaptureWriter) decoded by the reference decoder and by the
+fast decoder, compared with each other and with the writer's truth; then the real captures, fast vs reference.
+
+Oracles, in order of independence:
+* the writer's truth (every record's pCPU, TSC, payload and byte offset, per pCPU stream) with rules 2-4 applied by
+  :func:`xentrace_reference.order_and_attribute`;
+* the generator's own model of which vCPU runs on each pCPU (kept while it emits scheduler records), for dom/vcpu;
+* order properties checked directly on the output (running-max TSC then pCPU non-decreasing; each pCPU's records
+  keep their file order).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import defaultdict
+
+import pytest
+
+import xentrace_reference as ref
+from tracelens.parsers.xentrace.writer import CaptureWriter
+
+CPU_CHANGE, WRAP, LOST = 0x0001F003, 0x0001F002, 0x0001F001
+RUNSTATE_CHANGE, CONTINUE_RUNNING, SWITCH = 0x00021001, 0x00021002, 0x0002800A
+DOMS = (0, 1, 7, 14, 0x7FFF)
+
+
+# -- generated captures ------------------------------------------------------------------------------------------
+def generate(seed: int):
+    """A random multi-pCPU capture. Returns (writer, model) where model[(cpu, i)] is the (dom, vcpu) or None that
+    the generator knows was running on ``cpu`` when it added that pCPU's i-th record."""
+    rng = random.Random(seed)
+    pool = list(range(8)) + [rng.randrange(8, 4096) for _ in range(2)]
+    cpus = rng.sample(pool, rng.randint(1, 6))
+    w = CaptureWriter(poll_period=rng.choice([500, 2_000, 10_000]), max_window_records=rng.choice([1, 3, 17, 64]),
+                      seed=seed, shuffle=rng.random() < 0.9)
+    model = {}
+    gran = rng.choice([1, 50, 1000])  # coarse TSCs make ties across pCPUs likely
+    for j, cpu in enumerate(cpus):
+        t = rng.randrange(0, 3) * gran
+        running = None
+        n = rng.randint(0 if j else 1, 150)  # some pCPUs have no records, but the file is never empty
+        for i in range(n):
+            model[(cpu, i)] = running
+            if rng.random() < 0.7:
+                t += rng.randrange(0, 20) * gran
+            if rng.random() < 0.03:
+                t = max(0, t - rng.randrange(1, 30) * gran)  # TSC skew: goes backwards on this pCPU
+            if rng.random() < 0.005:
+                t += 1 << rng.choice([32, 40, 48])  # crosses the 32-bit boundary of cycles_lo
+            timed = rng.random() < 0.7
+            tsc = t if timed else None
+            dom, vcpu = rng.choice(DOMS), rng.randrange(0, 4)
+            kind = rng.random()
+            if kind < 0.12:  # runstate change, sometimes without payload
+                old, new = rng.randrange(4), rng.randrange(4)
+                n_extra = rng.choice([0, 1, 1, 1, 2])
+                data = [(dom << 16) | vcpu, rng.getrandbits(32)][:n_extra]
+                if rng.random() < 0.5 and running and n_extra and new != 0:
+                    old = 0  # out of running, often of the vCPU that is running here
+                    data[0] = (running[0] << 16) | running[1]
+                w.record(cpu, RUNSTATE_CHANGE | (old << 8) | (new << 4), data, tsc=tsc)
+                if n_extra >= 1:
+                    who = (data[0] >> 16, data[0] & 0xFFFF)
+                    if new == 0:
+                        running = who
+                    elif old == 0 and running == who:
+                        running = None
+            elif kind < 0.17:
+                n_extra = rng.choice([0, 1, 1, 2])
+                w.record(cpu, CONTINUE_RUNNING, [(dom << 16) | vcpu, 5][:n_extra], tsc=tsc)
+                if n_extra:
+                    running = (dom, vcpu)
+            elif kind < 0.25:
+                n_extra = rng.choice([0, 3, 4, 4, 4, 5])
+                # high halves of d3/d4 carry junk the attribution must mask off
+                data = [rng.choice(DOMS), rng.randrange(4), (rng.getrandbits(16) << 16) | dom,
+                        (rng.getrandbits(16) << 16) | vcpu, 77][:n_extra]
+                w.record(cpu, SWITCH, data, tsc=tsc)
+                if n_extra >= 4:
+                    running = (dom, vcpu)
+            elif kind < 0.28:
+                first = rng.randrange(0, t + 1)
+                w.lost(cpu, rng.randrange(1, 1000), dom, vcpu, first_tsc=first, tsc=t)
+                running = None
+            elif kind < 0.33:
+                w.wrap(cpu, rng.randrange(1, 10) * 4, garbage=rng.getrandbits(32))
+            else:  # any other id, any payload length
+                ev = rng.choice([0x00082013, 0x00081102, 0x0010F001, 0x0020100D, 0x0800F123,
+                                 rng.randrange(0x00020000, 0x0FFFFFFF)])
+                if ev in (CPU_CHANGE, WRAP, LOST):
+                    ev = 0x00082013
+                w.record(cpu, ev, [rng.getrandbits(32) for _ in range(rng.randrange(8))], tsc=tsc)
+    return w, model
+
+
+def truth_streams(w: CaptureWriter) -> dict[int, list[ref.RawRecord]]:
+    """The writer's truth as reference RawRecords, per pCPU in stream order (CPU_CHANGE rows included)."""
+    t = w.truth()
+    streams = defaultdict(list)
+    for i in range(len(t["cpu"])):
+        n = int(t["n_extra"][i])
+        streams[int(t["cpu"][i])].append(ref.RawRecord(
+            cpu=int(t["cpu"][i]), offset=int(t["offset"][i]), event=int(t["event"][i]), n_extra=n,
+            tsc=int(t["tsc"][i]) if t["has_tsc"][i] else None,
+            data=tuple(int(x) for x in t["data"][i][:n])))
+    return dict(streams)
+
+
+def first_difference(a: dict, b: dict, columns=ref.COLUMNS) -> str | None:
+    """None when equal; otherwise a message naming the first differing row (with both rows' offsets)."""
+    for c in columns:
+        if len(a[c]) != len(b[c]):
+            return f"row counts differ: {len(a[c])} != {len(b[c])}"
+    for c in columns:
+        if a[c] != b[c]:
+            i = next(i for i, (x, y) in enumerate(zip(a[c], b[c])) if x != y)
+            ra = {k: a[k][i] for k in columns}
+            rb = {k: b[k][i] for k in columns}
+            return f"column {c!r} differs first at row {i}:\n  {ra}\n  {rb}"
+    return None
+
+
+def check_order_properties(cols: dict):
+    """Rule 3 checked directly: (running-max TSC along the pCPU stream, pCPU) is non-decreasing over the rows, and
+    each pCPU's rows keep file order (offsets increase)."""
+    kmax: dict[int, int] = {}
+    prev = None
+    last_off: dict[int, int] = {}
+    for cpu, tsc, off in zip(cols["cpu"], cols["tsc"], cols["offset"]):
+        assert off > last_off.get(cpu, -1), f"pCPU {cpu} out of file order at offset {off}"
+        last_off[cpu] = off
+        kmax[cpu] = max(kmax.get(cpu, 0), tsc)
+        key = (kmax[cpu], cpu)
+        assert prev is None or key >= prev, f"not time-ordered at offset {off}: {key} after {prev}"
+        prev = key
+
+
+def check_model_attribution(cols: dict, w: CaptureWriter, model: dict) -> int:
+    """dom/vcpu of every generated record (not CPU_CHANGE, not LOST) equals the generator's model."""
+    t = w.truth()
+    # the truth lists records per pCPU in the order they were added, with a CPU_CHANGE row in front of each window
+    # (the generator never adds a 0x1f003 record itself)
+    index = {}
+    counters: dict[int, int] = defaultdict(int)
+    for cpu, ev, off in zip(t["cpu"].tolist(), t["event"].tolist(), t["offset"].tolist()):
+        if ev == CPU_CHANGE:
+            index[off] = None
+        else:
+            index[off] = (cpu, counters[cpu])
+            counters[cpu] += 1
+    n = 0
+    for off, ev, dom, vcpu in zip(cols["offset"], cols["event"], cols["dom"], cols["vcpu"]):
+        key = index[off]
+        if key is None or ev == LOST:
+            continue
+        want = model[key]
+        got = None if dom is None and vcpu is None else (dom, vcpu)
+        assert got == want, f"offset {off} (pCPU {key[0]} record {key[1]}): dom/vcpu {got}, generator says {want}"
+        n += 1
+    return n
+
+
+SEEDS = range(300)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_decoder_equals_writer_truth(seed):
+    w, model = generate(seed)
+    blob = w.to_bytes()
+    expected = ref.order_and_attribute(truth_streams(w))
+    got = ref.decode(blob)
+    diff = first_difference(got, expected, ref.COLUMNS + ("_k",))
+    assert diff is None, diff
+    check_order_properties(got)
+    check_model_attribution(got, w, model)
