@@ -1,0 +1,80 @@
+"""Linux crash dumps: ELF vmcore, makedumpfile kdump-compressed and flattened, Xen ``xl dump-core``.
+
+The format facts live in shared/spec/vmcore.md; each module names the section it mirrors. Entry points:
+
+* ``sniff(head)``: the dump kind from a file's first 4096 bytes (never from its name);
+* ``open(path)``: a ``Dump`` object (``dump.Dump``): ``info()``, ``pages()`` (the page index), ``notes_table()``,
+  ``vmcoreinfo``, ``prstatus()``, ``read_phys()``, ``read_virt()``, ``dmesg()`` / ``kernel_log()``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import struct
+
+from tracelens.errors import FormatError
+
+from . import constants as C
+from .dump import Dump, PageUnavailable
+
+__all__ = ["sniff", "open", "Dump", "PageUnavailable"]
+
+
+def sniff(head: bytes) -> str | None:
+    """``"elf-vmcore"``, ``"kdump"``, ``"flattened"``, ``"xc_core"`` or None, from the first bytes of a file."""
+    if head[:8] in (C.KDUMP_SIGNATURE, C.DISKDUMP_SIGNATURE):
+        return "kdump"
+    if head[:13] == C.FLAT_SIGNATURE + b"\0" or (head[:12] == C.FLAT_SIGNATURE and len(head) == 12):
+        return "flattened"
+    if head[:4] == C.ELF_MAGIC and len(head) >= 64 and head[4] in (C.ELFCLASS32, C.ELFCLASS64):
+        if head[4] == C.ELFCLASS64:
+            e_type = struct.unpack_from("<H", head, 16)[0]
+            e_phnum, _shentsize, e_shnum = struct.unpack_from("<HHH", head, 56)
+        else:
+            if len(head) < 52:
+                return None
+            e_type = struct.unpack_from("<H", head, 16)[0]
+            e_phnum, _shentsize, e_shnum = struct.unpack_from("<HHH", head, 44)
+        if e_type != C.ET_CORE:
+            return None
+        if e_phnum == 0 and e_shnum > 0:
+            return "xc_core"
+        return "elf-vmcore"
+    return None
+
+
+def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 - the module's verb
+    """Open a dump of any supported format (detected from its bytes). ``vmcoreinfo`` replaces the dump's own
+    VMCOREINFO (a text with KEY=VALUE lines) for dumps that lack one or carry a wrong one."""
+    path = os.fspath(path)
+    try:
+        with builtins.open(path, "rb") as f:
+            head = f.read(4096)
+    except IsADirectoryError:
+        raise FormatError(path, None, "is a directory, not a dump") from None
+    except OSError as e:
+        raise FormatError(path, None, f"cannot open: {e.strerror}") from None
+    if not head:
+        raise FormatError(path, 0, "empty file: not a dump")
+    kind = sniff(head)
+    if kind == "kdump":
+        from .kdump import KdumpDump
+        from .source import FileSource
+
+        return KdumpDump(FileSource(path), vmcoreinfo=vmcoreinfo)
+    if kind == "flattened":
+        from .flattened import open_flattened
+
+        return open_flattened(path, vmcoreinfo=vmcoreinfo)
+    if kind == "elf-vmcore":
+        from .elf import ElfDump
+        from .source import FileSource
+
+        return ElfDump(FileSource(path), vmcoreinfo=vmcoreinfo)
+    if kind == "xc_core":
+        from .source import FileSource
+        from .xc_core import XcCoreDump
+
+        return XcCoreDump(FileSource(path), vmcoreinfo=vmcoreinfo)
+    raise FormatError(path, 0, "not a known dump format (ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)")

@@ -1,0 +1,111 @@
+"""Page codecs of kdump-compressed dumps (shared/spec/vmcore.md §2.8), each bounded to one page.
+
+zlib pages are RFC 1950 streams (2-byte header), lzo pages lzo1x, snappy pages *raw* snappy, zstd pages one frame.
+Every decoder refuses to produce more than ``page_size`` bytes (a decompression bomb is a corrupt page, never an
+allocation) and anything but exactly ``page_size`` bytes is corruption. The codecs release the GIL, so pages
+decode in parallel threads. python-lzo is optional: without it an lzo page is reported, not a crash.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from . import constants as C
+
+
+class PageCodecError(Exception):
+    """A page that does not decode to exactly one page (caught by the readers and turned into FormatError)."""
+
+
+def _zlib(data: bytes, page_size: int) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, page_size)
+    except zlib.error as e:
+        raise PageCodecError(f"zlib: {e}") from None
+    if d.unconsumed_tail:
+        raise PageCodecError(f"zlib data expands past one page ({page_size} bytes)")
+    return out
+
+
+def _lzo(data: bytes, page_size: int) -> bytes:
+    try:
+        import lzo
+    except ImportError:
+        raise PageCodecError("lzo page but python-lzo is not installed (pip install python-lzo; Debian needs liblzo2-dev)") from None
+    try:
+        return lzo.decompress(bytes(data), False, page_size)
+    except lzo.error as e:
+        raise PageCodecError(f"lzo: {e}") from None
+
+
+def _snappy(data: bytes, page_size: int) -> bytes:
+    import cramjam
+
+    # the raw format starts with the uncompressed length as a varint: check it before decoding
+    n = shift = 0
+    for i, b in enumerate(bytes(data[:10])):
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    else:
+        raise PageCodecError("snappy: bad length prefix")
+    if n != page_size:
+        raise PageCodecError(f"snappy page claims {n} bytes, expected {page_size}")
+    try:
+        return bytes(cramjam.snappy.decompress_raw(bytes(data)))
+    except Exception as e:  # cramjam raises its own DecompressionError
+        raise PageCodecError(f"snappy: {e}") from None
+
+
+_zstd_local = None
+
+
+def _zstd(data: bytes, page_size: int) -> bytes:
+    import threading
+
+    import zstandard
+
+    global _zstd_local
+    if _zstd_local is None:
+        _zstd_local = threading.local()
+    dctx = getattr(_zstd_local, "dctx", None)
+    if dctx is None:
+        dctx = _zstd_local.dctx = zstandard.ZstdDecompressor()
+    try:
+        return dctx.decompress(bytes(data), max_output_size=page_size)
+    except zstandard.ZstdError as e:
+        raise PageCodecError(f"zstd: {e}") from None
+
+
+DECODERS = {
+    C.COMPRESSION_CODE["zlib"]: _zlib,
+    C.COMPRESSION_CODE["lzo"]: _lzo,
+    C.COMPRESSION_CODE["snappy"]: _snappy,
+    C.COMPRESSION_CODE["zstd"]: _zstd,
+}
+
+
+def decode_page(code: int, data: bytes, page_size: int) -> bytes:
+    """Decode one stored page; raises PageCodecError unless the result is exactly ``page_size`` bytes."""
+    if code == 0:
+        if len(data) != page_size:
+            raise PageCodecError(f"raw page of {len(data)} bytes, expected {page_size}")
+        return data
+    dec = DECODERS.get(code)
+    if dec is None:
+        raise PageCodecError(f"unknown compression code {code}")
+    out = dec(data, page_size)
+    if len(out) != page_size:
+        raise PageCodecError(f"{C.COMPRESSION_NAMES[code]} page decodes to {len(out)} bytes, expected {page_size}")
+    return out
+
+
+def codec_available(name: str) -> bool:
+    if name == "lzo":
+        try:
+            import lzo  # noqa: F401
+        except ImportError:
+            return False
+    return True

@@ -1,0 +1,456 @@
+"""The dump object every reader returns: page index, physical and kernel-virtual reads, notes, registers, log.
+
+Semantics shared by all formats (shared/spec/vmcore.md §1.9, §2.5-§2.7; docs/vmcore.md gives the reasons):
+
+* The page index lists every pfn the dump knows about, in pfn order, with a state: ``present`` (bytes stored),
+  ``zero`` (the kdump shared zero page), ``excluded`` (RAM the producer filtered out: 1st-bitmap bit without a
+  2nd-bitmap bit, or the p_filesz..p_memsz tail of an ELF segment), ``lost`` (an incomplete dump: a descriptor of
+  offset 0, or data past the end of a truncated file) and ``invalid`` (a descriptor that breaks the format's rules).
+  Holes (no segment, no bitmap bit) are not listed.
+* ``read_phys`` returns stored bytes and zeros for zero pages. Holes, excluded, lost and invalid pages raise
+  ``PageUnavailable`` (a FormatError, exit 3) naming the address and the reason; ``zero_excluded=True`` reads
+  excluded pages as zeros, as crash's ``zero_excluded`` and drgn do.
+* A page that a segment covers only in part (``/proc/vmcore``'s PT_LOAD ending at 0x9fc00) is present; the bytes
+  of that page outside every segment read as zeros, as libkdumpfile and crash do.
+
+Reads go through a bounded LRU of decoded pages; a full scan (``iter_pages``) reads spans of the file and decodes
+compressed pages on a thread pool (zlib, lzo, snappy and zstd release the GIL). Memory stays bounded by the batch
+size and the cache, whatever the dump size.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from tracelens.errors import FormatError
+
+from . import constants as C
+from .codecs import PageCodecError, decode_page
+from .notes import Note, notes_table, prstatus_table, qemu_cpu_table
+from .vmcoreinfo import MISSING_VMCOREINFO_HINT, VmcoreInfo
+
+#: decoded pages kept by read_phys (per dump object)
+PAGE_CACHE_PAGES = 256
+#: rows of the page index handled at once by scans and by pages()
+INDEX_BATCH = 65536
+SCAN_BATCH = 2048
+
+
+class PageUnavailable(FormatError):
+    """A physical page the dump cannot supply: a hole, or a page excluded, lost or damaged."""
+
+    def __init__(self, path, offset, message, *, pfn: int, state: str):
+        super().__init__(path, offset, message)
+        self.pfn = pfn
+        self.state = state
+
+
+@dataclass
+class IndexBatch:
+    """Rows of the page index as numpy arrays (pfn order). ``lead`` is internal: bytes at the start of the page
+    that the file does not hold (ELF segments starting mid-page)."""
+
+    pfn: np.ndarray  # uint64
+    offset: np.ndarray  # int64, -1 when nothing is stored
+    size: np.ndarray  # uint32, bytes stored
+    compression: np.ndarray  # uint8, index into constants.COMPRESSION_NAMES
+    state: np.ndarray  # uint8, index into constants.PAGE_STATES
+    lead: np.ndarray | None = None  # uint32
+
+    def __len__(self) -> int:
+        return len(self.pfn)
+
+
+@dataclass
+class PageBatch:
+    """A batch of readable pages from ``iter_pages``: ``data[i]`` is the page of ``pfn[i]``; ``ok[i]`` is False
+    when that page failed to decode (``errors`` maps pfn -> reason) and its row is zeros."""
+
+    pfn: np.ndarray
+    state: np.ndarray
+    data: np.ndarray  # uint8 [n, page_size]
+    ok: np.ndarray
+    errors: dict
+
+
+class Dump:
+    """Base class of the format readers. Subclasses fill the attributes in ``__init__`` and implement
+    ``_index_batches`` and ``_lookup``."""
+
+    kind = "dump"
+
+    def __init__(self, source, *, vmcoreinfo: bytes | str | None = None):
+        self.source = source
+        self.path = source.path
+        self.page_size = 4096
+        self.notes: list[Note] = []
+        self.vmcoreinfo = VmcoreInfo()
+        self._user_vmcoreinfo = vmcoreinfo
+        self.header: dict = {}
+        self.complete = True
+        self.compression = "none"
+        self.page_offset_base: int | None = None
+        self._header_phys_base: int | None = None
+        self._ktext_phys_base: int | None = None
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._xlat = None
+
+    # -- set-up helpers for subclasses ----------------------------------------------------------------------
+    def _finish_init(self) -> None:
+        if self._user_vmcoreinfo is not None:
+            text = self._user_vmcoreinfo
+            if isinstance(text, str):
+                text = text.encode()
+            self.vmcoreinfo = VmcoreInfo.parse(text)
+        elif not self.vmcoreinfo:
+            for n in self.notes:
+                if n.name == "VMCOREINFO":
+                    self.vmcoreinfo = VmcoreInfo.parse(n.desc)
+                    break
+        ps = self.vmcoreinfo.page_size
+        if ps and ps != self.page_size and self.kind.startswith("elf"):
+            self.page_size = ps
+
+    # -- format hooks ---------------------------------------------------------------------------------------
+    def _index_batches(self, batch: int = INDEX_BATCH):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _lookup(self, pfn: int):  # pragma: no cover - abstract
+        """-> (state, offset, size, compression, lead) or None for a hole."""
+        raise NotImplementedError
+
+    # -- page index -----------------------------------------------------------------------------------------
+    def iter_page_index(self, batch: int = INDEX_BATCH):
+        """The page index as pyarrow RecordBatches (columns pfn, offset, size, compression, state)."""
+        import pyarrow as pa
+
+        comp_dict = pa.array(C.COMPRESSION_NAMES)
+        state_dict = pa.array(C.PAGE_STATES)
+        for b in self._index_batches(batch):
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(b.pfn, pa.uint64()),
+                    pa.array(b.offset, pa.int64()),
+                    pa.array(b.size, pa.uint32()),
+                    pa.DictionaryArray.from_arrays(pa.array(b.compression.astype(np.int8)), comp_dict),
+                    pa.DictionaryArray.from_arrays(pa.array(b.state.astype(np.int8)), state_dict),
+                ],
+                names=["pfn", "offset", "size", "compression", "state"],
+            )
+
+    def pages(self):
+        """The whole page index as one pyarrow Table (for huge dumps prefer ``iter_page_index``)."""
+        import pyarrow as pa
+
+        batches = list(self.iter_page_index())
+        if not batches:
+            return pa.Table.from_batches([], schema=_page_schema())
+        return pa.Table.from_batches(batches)
+
+    def page_counts(self) -> dict[str, int]:
+        """Number of listed pfns per state (every state present as a key)."""
+        counts = np.zeros(len(C.PAGE_STATES), np.int64)
+        for b in self._index_batches():
+            counts += np.bincount(b.state, minlength=len(C.PAGE_STATES))[: len(C.PAGE_STATES)]
+        return {name: int(counts[i]) for i, name in enumerate(C.PAGE_STATES)}
+
+    # -- physical reads -------------------------------------------------------------------------------------
+    def _unavailable(self, pfn: int, state: str, offset=None, detail: str = "") -> PageUnavailable:
+        addr = pfn * self.page_size
+        reasons = {
+            "hole": "is not in the dump (no segment or bitmap covers it: a hole, MMIO or reserved memory)",
+            "excluded": "was excluded when the dump was written (filtered, e.g. makedumpfile -d); "
+            "read it as zeros with zero_excluded=True (--zero-excluded)",
+            "lost": "was lost: the dump is incomplete (truncated, or written until the disk filled)",
+            "invalid": "has a damaged page descriptor or data",
+        }
+        msg = f"physical address 0x{addr:x} (pfn 0x{pfn:x}) {reasons[state]}"
+        if detail:
+            msg += f": {detail}"
+        return PageUnavailable(self.path, offset, msg, pfn=pfn, state=state)
+
+    def read_page(self, pfn: int, *, zero_excluded: bool = False) -> bytes:
+        """The ``page_size`` bytes of page ``pfn``; raises PageUnavailable when the dump cannot supply them."""
+        with self._cache_lock:
+            page = self._cache.get(pfn)
+            if page is not None:
+                self._cache.move_to_end(pfn)
+                return page
+        hit = self._lookup(pfn)
+        if hit is None:
+            raise self._unavailable(pfn, "hole")
+        state, offset, size, comp, lead = hit
+        if state == C.STATE_ZERO:
+            return bytes(self.page_size)
+        if state == C.STATE_EXCLUDED:
+            if zero_excluded:
+                return bytes(self.page_size)
+            raise self._unavailable(pfn, "excluded")
+        if state == C.STATE_LOST:
+            raise self._unavailable(pfn, "lost", offset if offset and offset > 0 else None)
+        if state == C.STATE_INVALID:
+            raise self._unavailable(pfn, "invalid", offset, self._invalid_reason(pfn, offset, size, comp))
+        page = self._load(pfn, offset, size, comp, lead)
+        with self._cache_lock:
+            self._cache[pfn] = page
+            if len(self._cache) > PAGE_CACHE_PAGES:
+                self._cache.popitem(last=False)
+        return page
+
+    def _invalid_reason(self, pfn, offset, size, comp) -> str:
+        return f"descriptor offset {offset}, size {size}"
+
+    def _load(self, pfn: int, offset: int, size: int, comp: int, lead: int) -> bytes:
+        data = self.source.pread(offset, size)
+        if len(data) != size or not self.source.covered(offset, size):
+            raise self._unavailable(pfn, "lost", offset, f"{size} bytes at byte {offset} are missing from the file")
+        if comp == 0 and size != self.page_size:
+            return bytes(lead) + data + bytes(self.page_size - lead - size)
+        try:
+            return decode_page(comp, data, self.page_size)
+        except PageCodecError as e:
+            raise self._unavailable(pfn, "invalid", offset, str(e)) from None
+
+    def read_phys(self, addr: int, size: int, *, zero_excluded: bool = False) -> bytes:
+        """``size`` bytes at physical address ``addr`` (may span pages)."""
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        if addr < 0:
+            raise self._unavailable(0, "hole")
+        ps = self.page_size
+        out = bytearray()
+        end = addr + size
+        while addr < end:
+            pfn, off = divmod(addr, ps)
+            n = min(ps - off, end - addr)
+            page = self.read_page(pfn, zero_excluded=zero_excluded)
+            out += page[off : off + n]
+            addr += n
+        return bytes(out)
+
+    # -- scans ----------------------------------------------------------------------------------------------
+    def iter_pages(self, *, batch: int = SCAN_BATCH, threads: int | None = None, states=("present", "zero")):
+        """Every readable page in pfn order, as PageBatch objects. Compressed pages decode on ``threads``
+        threads (default: the CPU count). Damaged pages are flagged in ``ok``/``errors``, never raised."""
+        want = np.array([C.STATE_CODE[s] for s in states], np.uint8)
+        threads = threads or os.cpu_count() or 1
+        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        try:
+            for ib in self._index_batches(batch):
+                keep = np.isin(ib.state, want)
+                if not keep.any():
+                    continue
+                yield self._read_batch(ib, keep, pool, threads)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
+    def _read_batch(self, ib: IndexBatch, keep: np.ndarray, pool, threads: int) -> PageBatch:
+        ps = self.page_size
+        pfn = ib.pfn[keep]
+        state = ib.state[keep]
+        offset = ib.offset[keep]
+        size = ib.size[keep].astype(np.int64)
+        comp = ib.compression[keep]
+        lead = ib.lead[keep] if ib.lead is not None else None
+        n = len(pfn)
+        data = np.zeros((n, ps), np.uint8)
+        ok = np.ones(n, bool)
+        errors: dict = {}
+        stored = np.flatnonzero(state == C.STATE_PRESENT)
+        if len(stored):
+            lo = int(offset[stored].min())
+            hi = int((offset[stored] + size[stored]).max())
+            need = int(size[stored].sum())
+            if hi - lo <= 2 * need + (1 << 20):
+                buf = self.source.pread(lo, hi - lo)
+                spans_ok = self.source.covered(lo, hi - lo)
+            else:
+                buf = None
+                spans_ok = False
+            raw = np.flatnonzero((comp[stored] == 0) & (size[stored] == ps))
+            raw_rows = stored[raw]
+            if buf is not None and len(raw_rows) and spans_ok and len(buf) == hi - lo:
+                arr = np.frombuffer(buf, np.uint8)
+                starts = offset[raw_rows] - lo
+                if len(raw_rows) > 1 and np.all(np.diff(starts) == ps):
+                    s0 = int(starts[0])
+                    data[raw_rows] = arr[s0 : s0 + ps * len(raw_rows)].reshape(-1, ps)
+                else:
+                    for r, s in zip(raw_rows.tolist(), starts.tolist()):
+                        data[r] = arr[s : s + ps]
+                rest = np.setdiff1d(stored, raw_rows, assume_unique=True)
+            else:
+                rest = stored
+
+            def work(rows):
+                res = []
+                for r in rows:
+                    o = int(offset[r])
+                    sz = int(size[r])
+                    try:
+                        if buf is not None and spans_ok:
+                            chunk = buf[o - lo : o - lo + sz]
+                            if len(chunk) != sz:
+                                raise PageCodecError("data past the end of the file")
+                        else:
+                            chunk = self.source.pread(o, sz)
+                            if len(chunk) != sz or not self.source.covered(o, sz):
+                                raise PageCodecError(f"{sz} bytes at byte {o} are missing from the file")
+                        c = int(comp[r])
+                        if c == 0 and sz != ps:
+                            ld = int(lead[r]) if lead is not None else 0
+                            page = bytes(ld) + chunk + bytes(ps - ld - sz)
+                        else:
+                            page = decode_page(c, chunk, ps)
+                        res.append((r, page, None))
+                    except PageCodecError as e:
+                        res.append((r, None, str(e)))
+                return res
+
+            rest_list = rest.tolist()
+            if rest_list:
+                if pool is not None and len(rest_list) > 64:
+                    step = max(16, len(rest_list) // (threads * 4))
+                    chunks = [rest_list[i : i + step] for i in range(0, len(rest_list), step)]
+                    results = [x for part in pool.map(work, chunks) for x in part]
+                else:
+                    results = work(rest_list)
+                for r, page, err in results:
+                    if err is None:
+                        data[r] = np.frombuffer(page, np.uint8)
+                    else:
+                        ok[r] = False
+                        errors[int(pfn[r])] = err
+        return PageBatch(pfn, state, data, ok, errors)
+
+    # -- notes and registers ----------------------------------------------------------------------------------
+    def notes_table(self):
+        return notes_table(self.notes)
+
+    def prstatus(self):
+        """Per-CPU registers from NT_PRSTATUS (pyarrow Table)."""
+        return prstatus_table(self.notes)
+
+    def qemu_cpus(self):
+        """QEMU's per-vCPU state notes (pyarrow Table; empty for non-QEMU dumps)."""
+        return qemu_cpu_table(self.notes)
+
+    def require_vmcoreinfo(self) -> VmcoreInfo:
+        if not self.vmcoreinfo:
+            raise FormatError(self.path, None, MISSING_VMCOREINFO_HINT)
+        return self.vmcoreinfo
+
+    # -- address translation --------------------------------------------------------------------------------
+    @property
+    def phys_base(self) -> int | None:
+        """phys_base: VMCOREINFO NUMBER(phys_base), else the kernel-text PT_LOAD, else the kdump sub-header."""
+        pb = self.vmcoreinfo.phys_base if self.vmcoreinfo else None
+        if pb is not None:
+            return pb
+        if self._ktext_phys_base is not None:
+            return self._ktext_phys_base
+        return self._header_phys_base
+
+    @property
+    def translator(self):
+        if self._xlat is None:
+            from .addrxlat import KernelTranslator
+
+            self._xlat = KernelTranslator(self)
+        return self._xlat
+
+    def virt_to_phys(self, vaddr: int) -> int:
+        from .addrxlat import TranslationError
+
+        try:
+            return self.translator.to_phys(vaddr)
+        except TranslationError as e:
+            raise FormatError(self.path, None, f"kernel virtual address 0x{vaddr & (2**64 - 1):x}: {e}") from None
+
+    def read_virt(self, vaddr: int, size: int, *, zero_excluded: bool = False) -> bytes:
+        """``size`` bytes at kernel virtual address ``vaddr`` (translated page by page)."""
+        out = bytearray()
+        end = vaddr + size
+        while vaddr < end:
+            n = min(self.page_size - (vaddr % self.page_size), end - vaddr)
+            out += self.read_phys(self.virt_to_phys(vaddr), n, zero_excluded=zero_excluded)
+            vaddr += n
+        return bytes(out)
+
+    # -- kernel log -----------------------------------------------------------------------------------------
+    def kernel_log(self):
+        """The kernel log as a printk.KernelLog (records table + exact renderers)."""
+        from .printk import read_kernel_log
+
+        return read_kernel_log(self)
+
+    def dmesg(self):
+        """The kernel log records (pyarrow Table: seq, ts_nsec, level, facility, flags, caller, text...)."""
+        return self.kernel_log().table()
+
+    # -- summary --------------------------------------------------------------------------------------------
+    def cpu_count(self) -> int | None:
+        n = self.header.get("nr_cpus")
+        if n:
+            return int(n)
+        k = sum(1 for n in self.notes if n.name == "CORE" and n.type == C.NT_PRSTATUS)
+        return k or None
+
+    def info(self) -> dict:
+        """A JSON-ready summary: format, compression, header version, page counts, VMCOREINFO essentials."""
+        vi = self.vmcoreinfo
+        kaslr = vi.kerneloffset if vi else None
+        pb = self.phys_base
+        return {
+            "path": self.path,
+            "format": self.kind,
+            "container": getattr(self.source, "kind", "file"),
+            "file_size": os.path.getsize(self.path),
+            "complete": bool(self.complete),
+            "compression": self.compression,
+            "header_version": self.header.get("header_version"),
+            "dump_level": self.header.get("dump_level"),
+            "page_size": self.page_size,
+            "pages": self.page_counts(),
+            "osrelease": vi.osrelease if vi else None,
+            "vmcoreinfo_page_size": vi.page_size if vi else None,
+            "phys_base": pb,
+            "phys_base_hex": None if pb is None else f"0x{pb & (2**64 - 1):x}",
+            "kaslr_offset": None if kaslr is None else f"0x{kaslr:x}",
+            "cpus": self.cpu_count(),
+            "prstatus_notes": sum(1 for n in self.notes if n.name == "CORE" and n.type == C.NT_PRSTATUS),
+            "crashtime": vi.crashtime if vi else None,
+            "has_vmcoreinfo": bool(vi),
+            "notes": len(self.notes),
+        }
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _page_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("pfn", pa.uint64()),
+            ("offset", pa.int64()),
+            ("size", pa.uint32()),
+            ("compression", pa.dictionary(pa.int8(), pa.string())),
+            ("state", pa.dictionary(pa.int8(), pa.string())),
+        ]
+    )

@@ -1,0 +1,218 @@
+"""ELF64 vmcore reader: kernel /proc/vmcore (kexec-tools or kexec_file_load headers), makedumpfile -E, QEMU
+dump-guest-memory (shared/spec/vmcore.md §1; ELF64 ehdr/phdr layouts from the ELF gABI).
+
+* Program headers are found through e_phoff (QEMU puts section headers first: e_phoff 192), and e_phnum ==
+  PN_XNUM (0xffff) means the count is in section header 0's sh_info.
+* PT_LOAD [p_paddr, p_paddr + p_memsz) maps physical memory; bytes past p_filesz are *excluded* (makedumpfile -E
+  filtering). Segments with p_offset = all-ones or p_filesz = p_memsz = 0 hold nothing (QEMU non-RAM blocks,
+  the zeroed phdrs after a makedumpfile ENOSPC).
+* The kernel-text PT_LOAD (p_vaddr >= __START_KERNEL_map) overlaps a RAM segment with the same bytes; RAM segments
+  win, the text segment only fills pfns no RAM segment covers. It also gives phys_base
+  (``p_paddr - (p_vaddr - __START_KERNEL_map)``). Direct-map RAM segments give page_offset_base
+  (``p_vaddr - p_paddr``; QEMU writes p_vaddr = p_paddr or 0 there, which is never used as a VA).
+* e_flags bit 0 (DUMP_ELF_INCOMPLETE) marks an incomplete makedumpfile dump; data past the end of a truncated file
+  is *lost*.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+
+import numpy as np
+
+from tracelens.errors import FormatError
+
+from . import constants as C
+from .dump import INDEX_BATCH, Dump, IndexBatch
+from .notes import parse_notes
+
+#: largest note area accepted (the kernel's is a few pages; QEMU's grows with the vCPU count)
+MAX_NOTE_AREA = 64 << 20
+#: physical addresses above 2^52 do not exist on x86_64
+MAX_PHYS = 1 << 52
+
+
+def parse_ehdr(source) -> dict:
+    path = source.path
+    head = source.pread(0, C.EHDR64_SIZE)
+    if len(head) < 16 or not head.startswith(C.ELF_MAGIC):
+        raise FormatError(path, 0, "not an ELF file")
+    if head[4] == C.ELFCLASS32:
+        raise FormatError(path, 4, "32-bit ELF dumps (ELFCLASS32, e.g. QEMU dumps of 32-bit guests) are not supported")
+    if head[4] != C.ELFCLASS64:
+        raise FormatError(path, 4, f"unknown ELF class {head[4]}")
+    if head[5] != C.ELFDATA2LSB:
+        raise FormatError(path, 5, "big-endian ELF dumps are not supported (x86_64 dumps are little-endian)")
+    if len(head) < C.EHDR64_SIZE:
+        raise FormatError(path, 0, f"ELF header truncated: the file has {len(head)} of 64 bytes")
+    (e_type, e_machine, _ver, _entry, e_phoff, e_shoff, e_flags, _ehsize, e_phentsize, e_phnum, e_shentsize,
+     e_shnum, e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", head, 16)
+    if e_type != C.ET_CORE:
+        raise FormatError(path, 16, f"ELF type {e_type} is not ET_CORE (4): not a core dump")
+    return dict(
+        e_type=e_type, e_machine=e_machine, e_phoff=e_phoff, e_shoff=e_shoff, e_flags=e_flags,
+        e_phentsize=e_phentsize, e_phnum=e_phnum, e_shentsize=e_shentsize, e_shnum=e_shnum, e_shstrndx=e_shstrndx,
+    )
+
+
+def read_section_headers(source, eh: dict) -> list[dict]:
+    path = source.path
+    shnum = eh["e_shnum"]
+    if eh["e_shoff"] == 0:
+        return []
+    if eh["e_shentsize"] != C.SHDR64_SIZE:
+        raise FormatError(path, 58, f"e_shentsize {eh['e_shentsize']}, expected {C.SHDR64_SIZE}")
+    if shnum == 0:  # real count in sh_size of section 0 (> 0xff00 sections)
+        s0 = source.read_exact(eh["e_shoff"], C.SHDR64_SIZE, "section header 0")
+        shnum = struct.unpack_from("<Q", s0, 32)[0]
+    if shnum * C.SHDR64_SIZE > source.size:
+        raise FormatError(path, 60, f"{shnum} section headers cannot fit in a file of {source.size} bytes")
+    raw = source.read_exact(eh["e_shoff"], shnum * C.SHDR64_SIZE, "section header table")
+    out = []
+    for i in range(shnum):
+        (sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, sh_addralign,
+         sh_entsize) = struct.unpack_from("<IIQQQQIIQQ", raw, i * C.SHDR64_SIZE)
+        out.append(dict(name_off=sh_name, type=sh_type, offset=sh_offset, size=sh_size, info=sh_info,
+                        entsize=sh_entsize, header_offset=eh["e_shoff"] + i * C.SHDR64_SIZE))
+    return out
+
+
+class ElfDump(Dump):
+    kind = "elf-vmcore"
+
+    def __init__(self, source, **kw):
+        super().__init__(source, **kw)
+        path = self.path
+        eh = parse_ehdr(source)
+        self.header = {"e_machine": eh["e_machine"], "e_flags": eh["e_flags"], "e_phoff": eh["e_phoff"]}
+        self.complete = not (eh["e_flags"] & C.ELF_INCOMPLETE_FLAG) and source.complete
+        phnum = eh["e_phnum"]
+        if phnum == C.PN_XNUM:
+            shdrs = read_section_headers(source, eh)
+            if not shdrs:
+                raise FormatError(path, 56, "e_phnum is PN_XNUM but there is no section header 0 with the count")
+            phnum = shdrs[0]["info"]
+        if phnum == 0:
+            raise FormatError(path, 56, "no program headers: not a vmcore (an xl dump-core file has sections only)")
+        if eh["e_phentsize"] != C.PHDR64_SIZE:
+            raise FormatError(path, 54, f"e_phentsize {eh['e_phentsize']}, expected {C.PHDR64_SIZE}")
+        raw = source.read_exact(eh["e_phoff"], phnum * C.PHDR64_SIZE, f"program header table ({phnum} entries)")
+        loads = []
+        for i in range(phnum):
+            p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = struct.unpack_from(
+                "<IIQQQQQQ", raw, i * C.PHDR64_SIZE
+            )
+            where = eh["e_phoff"] + i * C.PHDR64_SIZE
+            if p_type == C.PT_NOTE:
+                if p_offset + p_filesz > source.size or p_filesz > MAX_NOTE_AREA:
+                    raise FormatError(path, where + 8, f"PT_NOTE of {p_filesz} bytes at byte {p_offset} runs past the end of the file")
+                notes, bad = parse_notes(source.pread(p_offset, p_filesz), p_offset)
+                self.notes.extend(notes)
+                if bad is not None and not notes:
+                    raise FormatError(path, p_offset + bad, "damaged ELF note header (name or desc runs past the PT_NOTE)")
+            elif p_type == C.PT_LOAD:
+                if p_memsz == 0 and p_filesz == 0:
+                    continue  # zeroed phdr (makedumpfile ENOSPC) or an empty block
+                if p_offset == 0xFFFFFFFFFFFFFFFF:
+                    continue  # QEMU: a block not backed by RAM in the file
+                if p_filesz > p_memsz:
+                    p_memsz = p_filesz
+                if p_paddr + p_memsz > MAX_PHYS:
+                    raise FormatError(path, where + 24, f"PT_LOAD at physical 0x{p_paddr:x} + 0x{p_memsz:x} is beyond 2^52")
+                if p_offset > (1 << 62):
+                    raise FormatError(path, where + 8, f"PT_LOAD p_offset 0x{p_offset:x} is not a file offset")
+                loads.append((p_paddr, p_memsz, p_offset, p_filesz, p_vaddr))
+        if not loads:
+            raise FormatError(path, eh["e_phoff"], "no PT_LOAD segments: the dump holds no memory")
+        self.segments = loads
+        ktext = [s for s in loads if s[4] >= C.START_KERNEL_MAP]
+        ram = [s for s in loads if s[4] < C.START_KERNEL_MAP]
+        if ktext:
+            s = ktext[0]
+            self._ktext_phys_base = (s[0] - (s[4] - C.START_KERNEL_MAP)) & (2**64 - 1)
+            if self._ktext_phys_base >= 1 << 63:
+                self._ktext_phys_base -= 1 << 64
+        direct = [s for s in ram if s[4] >= (1 << 63) and s[4] != s[0]]
+        if direct:
+            self.page_offset_base = direct[-1][4] - direct[-1][0]
+        self._build_runs(ram, ktext)
+        self._finish_init()
+
+    def _build_runs(self, ram, ktext) -> None:
+        """Paint pfn runs -> segment, RAM segments first (earlier wins), then kernel-text segments."""
+        ps = self.page_size
+        covered_lo: list[int] = []
+        covered_hi: list[int] = []
+        runs: list[tuple[int, int, tuple]] = []
+        for seg in sorted(ram, key=lambda s: s[0]) + ktext:
+            paddr, memsz = seg[0], seg[1]
+            lo, hi = paddr // ps, -(-(paddr + memsz) // ps)
+            pieces = [(lo, hi)]
+            i = bisect.bisect_right(covered_hi, lo)
+            while i < len(covered_lo) and covered_lo[i] < hi:
+                clo, chi = covered_lo[i], covered_hi[i]
+                new = []
+                for a, b in pieces:
+                    if chi <= a or clo >= b:
+                        new.append((a, b))
+                        continue
+                    if a < clo:
+                        new.append((a, clo))
+                    if chi < b:
+                        new.append((chi, b))
+                pieces = new
+                i += 1
+            for a, b in pieces:
+                if a < b:
+                    j = bisect.bisect_left(covered_lo, a)
+                    covered_lo.insert(j, a)
+                    covered_hi.insert(j, b)
+                    runs.append((a, b, seg))
+        runs.sort(key=lambda r: r[0])
+        self._runs = runs
+        self._run_starts = [r[0] for r in runs]
+
+    def _rows(self, lo: int, hi: int, seg) -> IndexBatch:
+        ps = self.page_size
+        paddr, memsz, p_offset, filesz, _ = seg
+        pfn = np.arange(lo, hi, dtype=np.uint64)
+        start = pfn.astype(np.int64) * ps
+        file_end = paddr + filesz
+        s_lo = np.maximum(start, paddr)
+        s_hi = np.minimum(start + ps, file_end)
+        size = np.maximum(s_hi - s_lo, 0)
+        stored = size > 0
+        offset = np.where(stored, p_offset + (s_lo - paddr), -1).astype(np.int64)
+        state = np.where(stored, C.STATE_PRESENT, C.STATE_EXCLUDED).astype(np.uint8)
+        lost = stored & (offset + size > self.source.size)
+        state[lost] = C.STATE_LOST
+        lead = np.where(stored, s_lo - start, 0).astype(np.uint32)
+        return IndexBatch(pfn, offset, size.astype(np.uint32), np.zeros(len(pfn), np.uint8), state, lead)
+
+    def _index_batches(self, batch: int = INDEX_BATCH):
+        for lo, hi, seg in self._runs:
+            for a in range(lo, hi, batch):
+                yield self._rows(a, min(hi, a + batch), seg)
+
+    def _lookup(self, pfn: int):
+        i = bisect.bisect_right(self._run_starts, pfn) - 1
+        if i < 0:
+            return None
+        lo, hi, seg = self._runs[i]
+        if pfn >= hi:
+            return None
+        r = self._rows(pfn, pfn + 1, seg)
+        return int(r.state[0]), int(r.offset[0]), int(r.size[0]), 0, int(r.lead[0])
+
+    def _load(self, pfn, offset, size, comp, lead):
+        if not self.source.covered(offset, size):
+            raise self._unavailable(pfn, "lost", offset, "its bytes are missing from the file")
+        return super()._load(pfn, offset, size, comp, lead)
+
+    def segments_table(self):
+        """PT_LOAD segments: paddr, memsz, offset, filesz, vaddr (pyarrow Table, uint64)."""
+        import pyarrow as pa
+
+        cols = list(zip(*self.segments)) if self.segments else [[]] * 5
+        return pa.table({name: pa.array(col, pa.uint64()) for name, col in zip(("paddr", "memsz", "offset", "filesz", "vaddr"), cols)})

@@ -1,0 +1,324 @@
+"""makedumpfile kdump-compressed ("KDUMP   ", and the older "DISKDUMP") reader (shared/spec/vmcore.md §2;
+makedumpfile diskdump_mod.h).
+
+Layout: disk_dump_header (block 0), kdump_sub_header + ELF notes (block 1..), the 1st bitmap (RAM pfns) and the
+2nd bitmap (dumpable pfns), one 24-byte page_desc per set 2nd-bitmap bit in pfn order, then page data. A pfn's
+descriptor is ``page_desc_start + 24 * (rank(pfn) - rank(start_pfn))``; ranks come from a prefix popcount kept
+every 4096 pfns (the 2nd bitmap stays in memory, the descriptor table is read in chunks through a bounded cache).
+
+Page states: a 2nd-bitmap bit -> the descriptor decides (offset 0 or data past EOF: ``lost``; pointing at the
+shared zero page at the start of the data area: ``zero``; size 0, size > block, a raw page not a block long, more
+than one codec bit, or data inside the headers: ``invalid``; else ``present``). A 1st-bitmap bit without a 2nd:
+``excluded``. Neither bit: a hole. The header checks (block size, bitmap size vs max_mapnr, every region inside the
+file, the first data offset vs the descriptor count) raise FormatError with the offending byte offset.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+
+import numpy as np
+
+from tracelens.errors import FormatError
+
+from . import constants as C
+from .dump import INDEX_BATCH, Dump, IndexBatch
+from .notes import parse_notes
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+#: pfns per prefix-count block (crash's BITMAP_SECT_LEN)
+RANK_BLOCK = 4096
+DESC_CHUNK = 4096
+DESC_CACHE_CHUNKS = 16
+MAX_NOTES = 64 << 20
+
+
+def parse_header(source) -> dict:
+    path = source.path
+    head = source.pread(0, C.KDUMP_HEADER_SIZE)
+    sig = head[:8]
+    if sig not in (C.KDUMP_SIGNATURE, C.DISKDUMP_SIGNATURE):
+        raise FormatError(path, 0, "not a kdump-compressed file (no 'KDUMP   ' signature)")
+    if len(head) < C.KDUMP_HEADER_SIZE:
+        raise FormatError(path, 0, f"disk_dump_header truncated: {len(head)} of {C.KDUMP_HEADER_SIZE} bytes")
+    version = struct.unpack_from("<i", head, 8)[0]
+    uts = [head[12 + 65 * i : 12 + 65 * (i + 1)].split(b"\0")[0].decode("ascii", "replace") for i in range(6)]
+    tv_sec, tv_usec = struct.unpack_from("<qq", head, 408)
+    (status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr, total_ram_blocks, device_blocks, written_blocks,
+     current_cpu, nr_cpus) = struct.unpack_from("<IiiIIIIIIi", head, 424)
+    return dict(
+        signature=sig.decode("ascii"), header_version=version,
+        utsname=dict(zip(("sysname", "nodename", "release", "version", "machine", "domainname"), uts)),
+        timestamp=tv_sec, status=status, block_size=block_size, sub_hdr_size=sub_hdr_size,
+        bitmap_blocks=bitmap_blocks, max_mapnr=max_mapnr, nr_cpus=nr_cpus, current_cpu=current_cpu,
+    )
+
+
+class KdumpDump(Dump):
+    kind = "kdump"
+
+    def __init__(self, source, **kw):
+        super().__init__(source, **kw)
+        path = self.path
+        h = parse_header(source)
+        self.header = h
+        bs = h["block_size"]
+        if bs < 512 or bs > (1 << 20) or bs & (bs - 1):
+            raise FormatError(path, 428, f"block_size {bs} is not a power of two between 512 and 1 MiB")
+        self.page_size = bs
+        fsize = source.size
+        if h["sub_hdr_size"] < 0 or (1 + h["sub_hdr_size"]) * bs > fsize:
+            raise FormatError(path, 432, f"sub_hdr_size {h['sub_hdr_size']} blocks runs past the end of the file ({fsize} bytes)")
+        if h["signature"] == "KDUMP   ":
+            self.complete = not (h["status"] & C.DUMP_DH_COMPRESSED_INCOMPLETE) and source.complete
+            codec_bits = h["status"] & C.CODEC_MASK
+            self.compression = "+".join(name for bit, name in C.CODEC_BITS.items() if codec_bits & bit) or "none"
+        else:  # old RH diskdump: status 1 = incomplete, 8 = compressed (zlib)
+            self.complete = not (h["status"] & 1) and source.complete
+            self.compression = "zlib" if h["status"] & 8 else "none"
+        self._read_sub_header(h)
+        max_mapnr = h["max_mapnr_64"] if h.get("max_mapnr_64") else h["max_mapnr"]
+        self.max_mapnr = max_mapnr
+        self._setup_bitmaps(h)
+        self._setup_descriptors(h)
+        self._finish_init()
+
+    # -- headers ----------------------------------------------------------------------------------------------
+    def _read_sub_header(self, h) -> None:
+        path, bs, v = self.path, h["block_size"], h["header_version"]
+        sub = self.source.pread(bs, C.KDUMP_SUB_HEADER_SIZE).ljust(C.KDUMP_SUB_HEADER_SIZE, b"\0")
+        fields = struct.unpack_from("<qiiQQQQQQQQQQQ", sub, 0)
+        names = ("phys_base", "dump_level", "split", "start_pfn", "end_pfn", "offset_vmcoreinfo", "size_vmcoreinfo",
+                 "offset_note", "size_note", "offset_eraseinfo", "size_eraseinfo", "start_pfn_64", "end_pfn_64",
+                 "max_mapnr_64")
+        min_version = (1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 6)
+        for name, value, mv in zip(names, fields, min_version):
+            if v >= mv:
+                h[name] = value
+        if v >= 1:
+            self._header_phys_base = h["phys_base"]
+        if v >= 6 and h.get("split"):
+            h["start_pfn"], h["end_pfn"] = h["start_pfn_64"], h["end_pfn_64"]
+        fsize = self.source.size
+        if v >= 4 and h.get("size_note"):
+            off, size = h["offset_note"], h["size_note"]
+            if off + size > fsize or size > MAX_NOTES:
+                raise FormatError(path, bs + 48, f"ELF notes ({size} bytes at byte {off}) run past the end of the file")
+            self.notes, bad = parse_notes(self.source.pread(off, size), off)
+            if bad is not None and not self.notes:
+                raise FormatError(path, off + bad, "damaged ELF note header in the kdump sub-header notes")
+        elif v >= 3 and h.get("size_vmcoreinfo"):
+            off, size = h["offset_vmcoreinfo"], h["size_vmcoreinfo"]
+            if off + size > fsize or size > MAX_NOTES:
+                raise FormatError(path, bs + 32, f"VMCOREINFO ({size} bytes at byte {off}) runs past the end of the file")
+            from .vmcoreinfo import VmcoreInfo
+
+            self.vmcoreinfo = VmcoreInfo.parse(self.source.pread(off, size))
+        self.eraseinfo = b""
+        if v >= 5 and h.get("size_eraseinfo"):
+            off, size = h["offset_eraseinfo"], h["size_eraseinfo"]
+            if off + size <= fsize and size <= MAX_NOTES:
+                self.eraseinfo = self.source.pread(off, size)
+
+    def _setup_bitmaps(self, h) -> None:
+        path, bs = self.path, h["block_size"]
+        max_mapnr = self.max_mapnr
+        bm_blocks = h["bitmap_blocks"]
+        self.bitmap_offset = (1 + h["sub_hdr_size"]) * bs
+        if bm_blocks == 0:
+            raise FormatError(path, 436, "bitmap_blocks is 0: no page bitmap")
+        if self.bitmap_offset + bm_blocks * bs > self.source.size:
+            raise FormatError(path, 436, f"the bitmaps ({bm_blocks} blocks at byte {self.bitmap_offset}) run past the end of the file ({self.source.size} bytes)")
+        need = -(-max_mapnr // 8)
+        both = bm_blocks >= 2 * -(-need // bs)
+        half = bm_blocks * bs // 2 if both else bm_blocks * bs
+        if need > half:
+            raise FormatError(path, 440, f"max_mapnr {max_mapnr} needs a {need}-byte bitmap but each bitmap has {half} bytes")
+        bm1 = np.frombuffer(self.source.pread(self.bitmap_offset, need), np.uint8)
+        bm2 = np.frombuffer(self.source.pread(self.bitmap_offset + (half if both else 0), need), np.uint8)
+        self._bm1, self._bm2 = bm1, bm2
+        self.desc_start = (1 + h["sub_hdr_size"] + bm_blocks) * bs
+        # prefix popcount every RANK_BLOCK pfns
+        pc = _POPCOUNT[bm2]
+        nblk = -(-len(pc) // (RANK_BLOCK // 8))
+        padded = np.zeros(nblk * (RANK_BLOCK // 8), np.uint64)
+        padded[: len(pc)] = pc
+        self._prefix = np.concatenate([[0], np.cumsum(padded.reshape(nblk, -1).sum(axis=1))]).astype(np.int64)
+        if h.get("split"):
+            self.start_pfn = int(h.get("start_pfn") or 0)
+            self.end_pfn = min(int(h.get("end_pfn") or max_mapnr), max_mapnr)
+        else:
+            self.start_pfn, self.end_pfn = 0, max_mapnr
+
+    def _rank(self, pfn: int) -> int:
+        """Set bits of the 2nd bitmap below ``pfn``."""
+        blk = pfn // RANK_BLOCK
+        r = int(self._prefix[min(blk, len(self._prefix) - 1)])
+        b0 = blk * (RANK_BLOCK // 8)
+        b1 = pfn >> 3
+        if b1 > b0:
+            r += int(_POPCOUNT[self._bm2[b0:b1]].sum(dtype=np.int64))
+        if (pfn & 7) and b1 < len(self._bm2):
+            r += bin(int(self._bm2[b1]) & ((1 << (pfn & 7)) - 1)).count("1")
+        return r
+
+    def _setup_descriptors(self, h) -> None:
+        path = self.path
+        self._rank_base = self._rank(self.start_pfn)
+        self.num_dumpable = self._rank(self.end_pfn) - self._rank_base
+        self.data_start = self.desc_start + C.PAGE_DESC_SIZE * self.num_dumpable
+        self._desc_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        fsize = self.source.size
+        if self.desc_start > fsize:
+            raise FormatError(path, self.desc_start, "the page descriptor table starts past the end of the file")
+        if self.data_start > fsize:
+            self.complete = False  # the descriptor table itself is cut: the missing descriptors are lost pages
+        self.zero_page_offset = None
+        first = self._descs(0, min(DESC_CHUNK, self.num_dumpable))
+        offs = first["offset"][(first["offset"] > 0)]
+        if len(offs):
+            lowest = int(offs.min())
+            if lowest != self.data_start:
+                fits = (lowest - self.desc_start) // C.PAGE_DESC_SIZE
+                raise FormatError(
+                    path, self.desc_start,
+                    f"bitmap and page descriptors disagree: the 2nd bitmap has {self.num_dumpable} set bits, so page "
+                    f"data should start at byte {self.data_start}, but the first page data is at byte {lowest} "
+                    f"(room for {fits} descriptors)",
+                )
+            zero = first[(first["offset"] == self.data_start) & (first["flags"] == 0) & (first["size"] == self.page_size)]
+            if len(zero):
+                page = self.source.pread(self.data_start, self.page_size)
+                if len(page) == self.page_size and not any(page):
+                    self.zero_page_offset = self.data_start
+
+    def _descs(self, r0: int, r1: int) -> np.ndarray:
+        """Descriptors of ranks [r0, r1) as a structured array (rows past the end of the file are all zero)."""
+        dt = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+        if r1 <= r0:
+            return np.zeros(0, dt)
+        c0, c1 = r0 // DESC_CHUNK, (r1 - 1) // DESC_CHUNK
+        parts = []
+        for c in range(c0, c1 + 1):
+            arr = self._desc_cache.get(c)
+            if arr is None:
+                lo = c * DESC_CHUNK
+                hi = min(self.num_dumpable, lo + DESC_CHUNK)
+                raw = self.source.pread(self.desc_start + lo * C.PAGE_DESC_SIZE, (hi - lo) * C.PAGE_DESC_SIZE)
+                raw = raw[: len(raw) - len(raw) % C.PAGE_DESC_SIZE]
+                arr = np.zeros(hi - lo, dt)
+                got = np.frombuffer(raw, dt)
+                arr[: len(got)] = got
+                # a flattened stream may not cover every descriptor: those read as zero (lost)
+                self._desc_cache[c] = arr
+                if len(self._desc_cache) > DESC_CACHE_CHUNKS:
+                    self._desc_cache.popitem(last=False)
+            else:
+                self._desc_cache.move_to_end(c)
+            parts.append(arr)
+        allr = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        base = c0 * DESC_CHUNK
+        return allr[r0 - base : r1 - base]
+
+    def _classify(self, d: np.ndarray):
+        """-> (state, compression code) arrays for descriptors ``d``."""
+        ps = self.page_size
+        n = len(d)
+        state = np.full(n, C.STATE_PRESENT, np.uint8)
+        comp = np.zeros(n, np.uint8)
+        flags = d["flags"]
+        codec = flags & C.CODEC_MASK
+        for bit, code in C.CODEC_BIT_TO_CODE.items():
+            comp[codec == bit] = code
+        multi = (codec != 0) & ((codec & (codec - 1)) != 0)
+        size = d["size"].astype(np.int64)
+        off = d["offset"]
+        bad = multi | (size == 0) | (size > ps) | ((codec == 0) & (size != ps)) | ((off > 0) & (off < self.data_start))
+        bad |= (flags & ~np.uint32(C.CODEC_MASK)) != 0
+        state[bad] = C.STATE_INVALID
+        if self.zero_page_offset is not None:
+            state[(off == self.zero_page_offset) & (codec == 0) & (size == ps)] = C.STATE_ZERO
+        lost = (off == 0) | ((off > 0) & (off + size > self.source.size))
+        state[lost] = C.STATE_LOST
+        return state, comp
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+    def _index_batches(self, batch: int = INDEX_BATCH):
+        bpb = max(1, batch // 8)  # bitmap bytes per batch
+        b_start = self.start_pfn >> 3
+        b_end = -(-self.end_pfn // 8)
+        rank = self._rank(self.start_pfn & ~7) - self._rank_base
+        for b0 in range(b_start, b_end, bpb):
+            b1 = min(b_end, b0 + bpb)
+            bits1 = np.unpackbits(self._bm1[b0:b1], bitorder="little").astype(bool)
+            bits2 = np.unpackbits(self._bm2[b0:b1], bitorder="little").astype(bool)
+            base = b0 * 8
+            pfn_all = np.arange(base, base + len(bits2), dtype=np.uint64)
+            inrange = (pfn_all >= self.start_pfn) & (pfn_all < self.end_pfn)
+            # ranks below start_pfn inside the first byte are not this file's
+            pre = int(np.count_nonzero(bits2 & (pfn_all < self.start_pfn)))
+            bits1 &= inrange
+            bits2 &= inrange
+            listed = bits1 | bits2
+            k = int(np.count_nonzero(bits2))
+            r0 = rank + pre
+            rank += pre + k
+            if not listed.any():
+                continue
+            pfn = pfn_all[listed]
+            dumpable = bits2[listed]
+            n = len(pfn)
+            offset = np.full(n, -1, np.int64)
+            size = np.zeros(n, np.uint32)
+            comp = np.zeros(n, np.uint8)
+            state = np.full(n, C.STATE_EXCLUDED, np.uint8)
+            if k:
+                d = self._descs(r0, r0 + k)
+                st, cp = self._classify(d)
+                idx = np.flatnonzero(dumpable)
+                offset[idx] = d["offset"]
+                size[idx] = d["size"]
+                comp[idx] = cp
+                state[idx] = st
+            yield IndexBatch(pfn, offset, size, comp, state, None)
+
+    def _lookup(self, pfn: int):
+        if pfn < self.start_pfn or pfn >= self.end_pfn:
+            return None
+        byte, bit = pfn >> 3, pfn & 7
+        if not (self._bm2[byte] >> bit) & 1:
+            if (self._bm1[byte] >> bit) & 1:
+                return C.STATE_EXCLUDED, -1, 0, 0, 0
+            return None
+        r = self._rank(pfn) - self._rank_base
+        d = self._descs(r, r + 1)
+        st, cp = self._classify(d)
+        return int(st[0]), int(d["offset"][0]), int(d["size"][0]), int(cp[0]), 0
+
+    def _invalid_reason(self, pfn, offset, size, comp) -> str:
+        r = self._rank(pfn) - self._rank_base
+        d = self._descs(r, r + 1)[0]
+        where = self.desc_start + C.PAGE_DESC_SIZE * r
+        if d["size"] > self.page_size:
+            why = f"size {d['size']} is larger than a block ({self.page_size}): refused (decompression bomb?)"
+        elif d["size"] == 0:
+            why = "size 0"
+        elif (d["flags"] & C.CODEC_MASK) == 0 and d["size"] != self.page_size:
+            why = f"raw page of {d['size']} bytes, expected {self.page_size}"
+        elif 0 < d["offset"] < self.data_start:
+            why = f"data offset {d['offset']} points into the headers"
+        else:
+            why = f"flags 0x{int(d['flags']):x} are not one codec bit"
+        return f"page descriptor at byte {where}: {why}"
+
+    def info(self) -> dict:
+        out = super().info()
+        h = self.header
+        out.update(
+            signature=h["signature"], dump_level=h.get("dump_level"), status=h["status"],
+            max_mapnr=self.max_mapnr, dumpable_pages=self.num_dumpable, utsname=h["utsname"],
+            split=bool(h.get("split")), start_pfn=self.start_pfn, end_pfn=self.end_pfn,
+            header_phys_base=self._header_phys_base,
+        )
+        return out

@@ -1,0 +1,112 @@
+"""ELF notes of a dump: the note walk, NT_PRSTATUS registers and QEMU CPU state (shared/spec/vmcore.md §1.4-§1.7).
+
+A note is (namesz u32, descsz u32, type u32), the name padded to 4 bytes, the desc padded to 4 bytes (Linux, QEMU
+and Xen all pad to 4 even in ELF64 files). The walk stops at an all-zero header (the kernel's per-CPU buffers end
+with one) and at anything that would run past the note area. The n-th NT_PRSTATUS is *not* necessarily CPU n
+(CPUs that saved nothing add no note): the table keeps the note order and each note's pr_pid.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from . import constants as C
+
+
+@dataclass(frozen=True)
+class Note:
+    name: str
+    type: int
+    desc: bytes
+    offset: int  # absolute offset of the note header in the (reassembled) file, -1 when unknown
+
+    @property
+    def type_name(self) -> str:
+        return C.NOTE_TYPES.get((self.name, self.type), f"0x{self.type:x}")
+
+
+def parse_notes(blob: bytes, base_offset: int = -1) -> tuple[list[Note], int | None]:
+    """Walk a note area. Returns the notes and the offset (within ``blob``) where the walk stopped early on
+    damage, or None when it ended cleanly."""
+    notes: list[Note] = []
+    pos = 0
+    n = len(blob)
+    while pos + 12 <= n:
+        namesz, descsz, ntype = struct.unpack_from("<III", blob, pos)
+        if namesz == 0 and descsz == 0:
+            if ntype == 0:
+                # padding/terminator: skip over zero headers (merged per-CPU buffers can leave some)
+                pos += 12
+                continue
+        name_off = pos + 12
+        desc_off = name_off + ((namesz + 3) & ~3)
+        end = desc_off + ((descsz + 3) & ~3)
+        if desc_off + descsz > n or namesz > 4096:
+            return notes, pos
+        name = blob[name_off : name_off + namesz].rstrip(b"\0").decode("ascii", "replace")
+        desc = bytes(blob[desc_off : desc_off + descsz])
+        notes.append(Note(name, ntype, desc, (base_offset + pos) if base_offset >= 0 else -1))
+        pos = end
+    return notes, None
+
+
+def notes_table(notes: list[Note]):
+    """One row per note: index, name, type, type_name, desc_size, offset (pyarrow Table)."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "index": pa.array(range(len(notes)), pa.int32()),
+            "name": [n.name for n in notes],
+            "type": pa.array([n.type for n in notes], pa.uint32()),
+            "type_name": [n.type_name for n in notes],
+            "desc_size": pa.array([len(n.desc) for n in notes], pa.uint32()),
+            "offset": pa.array([n.offset for n in notes], pa.int64()),
+        }
+    )
+
+
+def decode_prstatus(desc: bytes) -> dict | None:
+    """x86_64 ``struct elf_prstatus`` -> {pid, r15..gs}; None when the desc is too short."""
+    if len(desc) < C.PRSTATUS_REG_OFF + 8 * len(C.PRSTATUS_REGS):
+        return None
+    row = {"pid": struct.unpack_from("<i", desc, C.PRSTATUS_PID_OFF)[0]}
+    regs = struct.unpack_from(f"<{len(C.PRSTATUS_REGS)}Q", desc, C.PRSTATUS_REG_OFF)
+    row.update(zip(C.PRSTATUS_REGS, regs))
+    return row
+
+
+def prstatus_table(notes: list[Note]):
+    """Per-CPU registers from CORE/NT_PRSTATUS notes (uint64 columns; ``note_index`` is the note order, which is
+    the CPU number only when every CPU saved a note)."""
+    import pyarrow as pa
+
+    rows = []
+    for i, n in enumerate(notes):
+        if n.name == "CORE" and n.type == C.NT_PRSTATUS:
+            r = decode_prstatus(n.desc)
+            if r is not None:
+                r["note_index"] = len(rows)
+                rows.append(r)
+    cols = {"note_index": pa.array([r["note_index"] for r in rows], pa.int32()), "pid": pa.array([r["pid"] for r in rows], pa.int32())}
+    for reg in C.PRSTATUS_REGS:
+        cols[reg] = pa.array([r[reg] for r in rows], pa.uint64())
+    return pa.table(cols)
+
+
+def qemu_cpu_table(notes: list[Note]):
+    """QEMU per-vCPU state (QEMUCPUState v1): general registers plus cr0..cr4, gdt/idt bases."""
+    import pyarrow as pa
+
+    rows = []
+    for n in notes:
+        if n.name == "QEMU" and len(n.desc) >= C.QEMU_CPU_STATE_SIZE:
+            version, size = struct.unpack_from("<II", n.desc, 0)
+            if version != 1:
+                continue
+            rows.append({k: struct.unpack_from("<Q", n.desc, off)[0] for k, off in C.QEMU_CPU_FIELDS.items()})
+    cols = {"vcpu": pa.array(range(len(rows)), pa.int32())}
+    for k in C.QEMU_CPU_FIELDS:
+        cols[k] = pa.array([r[k] for r in rows], pa.uint64())
+    return pa.table(cols)

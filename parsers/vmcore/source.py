@@ -1,0 +1,200 @@
+"""Byte sources under the dump readers: a plain file, or a makedumpfile flattened stream read in place.
+
+Flattened layout (shared/spec/vmcore.md §2.12): a 4096-byte header (``"makedumpfile"``, type and version as
+big-endian i64 at 16 and 24), then records of (offset i64 BE, size i64 BE, size bytes) that belong at ``offset``
+of the reassembled file, ended by an all-0xff header. ``FlattenedSource`` scans the record headers once and keeps
+a sorted (offset, size, file position) index, so reads are served by binary search with no rewrite. Later records
+win where records overlap, like ``makedumpfile -R``. Bytes no record covers read as zeros (a rearranged file is
+sparse there) and are reported by ``covered()``. A stream without the end marker is *incomplete*, not an error.
+
+Every read is bounded: ``pread`` never asks for more than the caller's size, and callers check sizes taken from
+the file against ``size`` before they allocate.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+
+import numpy as np
+
+from tracelens.errors import FormatError
+
+from . import constants as C
+
+
+class FileSource:
+    """A seekable dump file; ``pread`` is thread-safe (os.pread on one descriptor)."""
+
+    kind = "file"
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except IsADirectoryError:
+            raise FormatError(self.path, None, "is a directory, not a dump") from None
+        except OSError as e:
+            raise FormatError(self.path, None, f"cannot open: {e.strerror}") from None
+        self.size = os.fstat(self._fd).st_size
+        self.complete = True
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (short at the end of the file)."""
+        if size <= 0 or offset >= self.size or offset < 0:
+            return b""
+        return os.pread(self._fd, min(size, self.size - offset), offset)
+
+    def read_exact(self, offset: int, size: int, what: str) -> bytes:
+        """Exactly ``size`` bytes, or a FormatError naming ``what`` and the offset."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise FormatError(self.path, offset, f"{what} ({size} bytes) runs past the end of the file ({self.size} bytes): truncated dump?")
+        data = self.pread(offset, size)
+        if len(data) != size:
+            raise FormatError(self.path, offset, f"short read of {what}")
+        return data
+
+    def covered(self, offset: int, size: int) -> bool:
+        return 0 <= offset and offset + size <= self.size
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class FlattenedSource(FileSource):
+    """The reassembled view of a flattened stream, addressed like the file ``makedumpfile -R`` would write."""
+
+    kind = "flattened"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.stream_size = self.size
+        head = self.pread(0, C.FLAT_HEADER_SIZE)
+        if len(head) < C.FLAT_HEADER_SIZE or not head.startswith(C.FLAT_SIGNATURE):
+            raise FormatError(self.path, 0, "not a makedumpfile flattened stream (no 'makedumpfile' signature)")
+        ftype, fversion = struct.unpack_from(">qq", head, 16)
+        if ftype != C.FLAT_TYPE:
+            raise FormatError(self.path, 16, f"flattened header type {ftype}, expected {C.FLAT_TYPE}")
+        if fversion != C.FLAT_VERSION:
+            raise FormatError(self.path, 24, f"flattened header version {fversion}, expected {C.FLAT_VERSION}")
+        self._index_records()
+
+    def _index_records(self) -> None:
+        offsets: list[int] = []
+        sizes: list[int] = []
+        positions: list[int] = []
+        pos = C.FLAT_HEADER_SIZE
+        complete = False
+        while pos + C.FLAT_RECORD_HEADER_SIZE <= self.stream_size:
+            off, size = struct.unpack(">qq", self.pread(pos, C.FLAT_RECORD_HEADER_SIZE))
+            if off == -1 and size == -1:
+                complete = True
+                break
+            if off < 0 or size <= 0:
+                raise FormatError(self.path, pos, f"flattened record with offset {off} and size {size} (offset must be >= 0, size > 0)")
+            data_pos = pos + C.FLAT_RECORD_HEADER_SIZE
+            if data_pos + size > self.stream_size:
+                # truncated in the middle of a record: keep what is there, the rest is lost
+                size = self.stream_size - data_pos
+                if size > 0:
+                    offsets.append(off)
+                    sizes.append(size)
+                    positions.append(data_pos)
+                break
+            offsets.append(off)
+            sizes.append(size)
+            positions.append(data_pos)
+            pos = data_pos + size
+        self.complete = complete
+        self.records = len(offsets)
+        # resolve overlaps: later records win. Build non-overlapping extents by painting in stream order.
+        self._build_extents(np.array(offsets, np.int64), np.array(sizes, np.int64), np.array(positions, np.int64))
+
+    def _build_extents(self, offs, sizes, poss) -> None:
+        order = np.argsort(offs, kind="stable")
+        overlapping = False
+        ends = offs[order] + sizes[order]
+        if len(order) > 1 and np.any(offs[order][1:] < ends[:-1]):
+            overlapping = True
+        if not overlapping:
+            self._ext_off = offs[order].tolist()
+            self._ext_size = sizes[order].tolist()
+            self._ext_pos = poss[order].tolist()
+        else:
+            # rare: paint records in stream order into an interval list (later wins)
+            extents: list[tuple[int, int, int]] = []  # sorted, non-overlapping (off, size, pos)
+            for off, size, p in zip(offs.tolist(), sizes.tolist(), poss.tolist()):
+                end = off + size
+                keep = []
+                for eo, es, ep in extents:
+                    ee = eo + es
+                    if ee <= off or eo >= end:
+                        keep.append((eo, es, ep))
+                        continue
+                    if eo < off:
+                        keep.append((eo, off - eo, ep))
+                    if ee > end:
+                        keep.append((end, ee - end, ep + (end - eo)))
+                keep.append((off, size, p))
+                keep.sort()
+                extents = keep
+            self._ext_off = [e[0] for e in extents]
+            self._ext_size = [e[1] for e in extents]
+            self._ext_pos = [e[2] for e in extents]
+        self.size = (self._ext_off[-1] + self._ext_size[-1]) if self._ext_off else 0
+        if self._ext_off:
+            self.size = max(o + s for o, s in zip(self._ext_off, self._ext_size))
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if not hasattr(self, "_ext_off"):  # header parsing: raw stream
+            return super().pread(offset, size)
+        if size <= 0 or offset < 0 or offset >= self.size:
+            return b""
+        size = min(size, self.size - offset)
+        out = bytearray(size)
+        i = bisect.bisect_right(self._ext_off, offset) - 1
+        if i < 0:
+            i = 0
+        end = offset + size
+        n = len(self._ext_off)
+        while i < n:
+            eo = self._ext_off[i]
+            if eo >= end:
+                break
+            ee = eo + self._ext_size[i]
+            if ee > offset:
+                lo = max(eo, offset)
+                hi = min(ee, end)
+                chunk = os.pread(self._fd, hi - lo, self._ext_pos[i] + (lo - eo))
+                out[lo - offset : lo - offset + len(chunk)] = chunk
+            i += 1
+        return bytes(out)
+
+    def covered(self, offset: int, size: int) -> bool:
+        """True when every byte of [offset, offset+size) comes from a record."""
+        if size <= 0:
+            return True
+        i = bisect.bisect_right(self._ext_off, offset) - 1
+        if i < 0:
+            return False
+        pos = offset
+        end = offset + size
+        n = len(self._ext_off)
+        while i < n and pos < end:
+            eo = self._ext_off[i]
+            ee = eo + self._ext_size[i]
+            if eo > pos:
+                return False
+            if ee > pos:
+                pos = ee
+            i += 1
+        return pos >= end
