@@ -1,0 +1,240 @@
+"""CLI commands for crash dumps: ``info`` (called by the shared info command), ``dmesg``, ``pages``, ``read``.
+
+Commands only parse, call ``tracelens.parsers.vmcore`` and render (rich tables for people, ``--json`` for
+programs). ``--show-code`` prints the Python a notebook user would write instead. Heavy modules are imported
+inside the commands so that ``tracelens --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+_CODE_OPEN = "from tracelens.parsers import vmcore\n\ndump = vmcore.open({path!r})\n"
+
+
+def _open(path: str, vmcoreinfo: str | None = None):
+    from tracelens.errors import FormatError
+    from tracelens.parsers import vmcore
+
+    text = None
+    if vmcoreinfo:
+        try:
+            with open(vmcoreinfo, "rb") as f:
+                text = f.read(1 << 20)
+        except OSError as e:
+            raise FormatError(vmcoreinfo, None, f"cannot read VMCOREINFO file: {e.strerror}") from None
+    return vmcore.open(path, vmcoreinfo=text)
+
+
+def _parse_int(text: str, what: str) -> int:
+    from tracelens.errors import UsageError
+
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"{what} {text!r} is not a number (use decimal or 0x-hex)") from None
+
+
+def _print_json(obj) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def info(path: str, *, kind: str | None = None, json_out: bool = False, show_code: bool = False) -> None:
+    """Summarise a dump: format, compression, header version, page counts by state, VMCOREINFO essentials."""
+    if show_code:
+        sys.stdout.write(_CODE_OPEN.format(path=path) + "summary = dump.info()\nprint(summary)\n")
+        return
+    with _open(path) as dump:
+        summary = dump.info()
+    summary["detected"] = kind
+    if json_out:
+        _print_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{path}", show_header=False)
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    pages = summary.pop("pages")
+    for key in ("format", "container", "complete", "compression", "header_version", "dump_level", "page_size",
+                "osrelease", "phys_base_hex", "kaslr_offset", "cpus", "prstatus_notes", "crashtime", "file_size"):
+        if key in summary and summary[key] is not None:
+            t.add_row(key.replace("_hex", ""), str(summary[key]))
+    for state, n in pages.items():
+        t.add_row(f"pages {state}", str(n))
+    if not summary.get("has_vmcoreinfo"):
+        t.add_row("vmcoreinfo", "absent (see docs/vmcore.md: QEMU -device vmcoreinfo, makedumpfile)")
+    Console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def dmesg(
+        path: str = typer.Argument(..., help="A vmcore dump (ELF, kdump-compressed, flattened)."),
+        json_out: bool = typer.Option(False, "--json", help="One JSON object per record instead of text."),
+        style: str = typer.Option("vmcore-dmesg", "--format", help="Text layout: vmcore-dmesg (default) or makedumpfile (--dump-dmesg)."),
+        vmcoreinfo: str = typer.Option(None, "--vmcoreinfo", help="Use this VMCOREINFO text instead of the dump's."),
+        show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+    ):
+        """Print the kernel log saved in a dump, exactly as vmcore-dmesg (or makedumpfile --dump-dmesg) does."""
+        from tracelens.errors import UsageError
+        from tracelens.parsers.vmcore.printk import STYLES
+
+        if style not in STYLES:
+            raise UsageError(f"--format must be one of {', '.join(STYLES)}")
+        if show_code:
+            code = _CODE_OPEN.format(path=path)
+            code += "log = dump.dmesg()  # pyarrow Table: seq, ts_nsec, level, facility, caller, text, ...\n" if json_out else (
+                f"text = dump.kernel_log().render({style!r})\nprint(text.decode(), end='')\n")
+            sys.stdout.write(code)
+            return
+        with _open(path, vmcoreinfo) as dump:
+            log = dump.kernel_log()
+        if json_out:
+            import json
+
+            out = sys.stdout
+            for row in log.table().to_pylist():
+                out.write(json.dumps(row) + "\n")
+            return
+        sys.stdout.flush()
+        sys.stdout.buffer.write(log.render(style))
+        sys.stdout.flush()
+
+    @app.command()
+    def pages(
+        path: str = typer.Argument(..., help="A vmcore dump."),
+        output: str = typer.Option(None, "-o", "--output", help="Write the page index to this Parquet file."),
+        json_out: bool = typer.Option(False, "--json", help="Print runs of pages as JSON."),
+        show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+    ):
+        """The page index: pfn, file offset, stored size, compression, state (present/zero/excluded/lost/invalid)."""
+        if show_code:
+            code = _CODE_OPEN.format(path=path) + "pages = dump.pages()  # pyarrow Table\n"
+            if output:
+                code += f"import pyarrow.parquet as pq\npq.write_table(pages, {output!r})\n"
+            sys.stdout.write(code)
+            return
+        with _open(path) as dump:
+            if output:
+                _write_parquet(dump, output)
+                counts = dump.page_counts()
+                sys.stderr.write(f"wrote {sum(counts.values())} pages to {output}\n")
+                return
+            runs = _runs(dump)
+        if json_out:
+            _print_json(runs)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"{path}: page runs")
+        for col in ("first pfn", "last pfn", "pages", "state", "compression"):
+            t.add_column(col, justify="right" if col != "state" else "left")
+        for r in runs:
+            t.add_row(f"0x{r['first_pfn']:x}", f"0x{r['last_pfn']:x}", str(r["pages"]), r["state"], r["compression"])
+        Console().print(t)
+
+    @app.command()
+    def read(
+        path: str = typer.Argument(..., help="A vmcore dump."),
+        address: str = typer.Argument(..., help="Start address (decimal or 0x-hex)."),
+        length: str = typer.Argument("64", help="Bytes to read (default 64)."),
+        raw: bool = typer.Option(False, "--raw", help="Write the bytes themselves to stdout."),
+        hex_out: bool = typer.Option(False, "--hex", help="One line of hex digits."),
+        virtual: bool = typer.Option(False, "--virtual", help="ADDRESS is a kernel virtual address."),
+        zero_excluded: bool = typer.Option(False, "--zero-excluded", help="Read excluded (filtered) pages as zeros."),
+        show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+    ):
+        """Bytes at a physical (or, with --virtual, kernel virtual) address, like crash's rd."""
+        from tracelens.errors import UsageError
+
+        addr = _parse_int(address, "ADDRESS")
+        size = _parse_int(length, "LENGTH")
+        if raw and hex_out:
+            raise UsageError("--raw and --hex exclude each other")
+        if size < 0 or size > (1 << 30):
+            raise UsageError("LENGTH must be between 0 and 1 GiB")
+        fn = "read_virt" if virtual else "read_phys"
+        if show_code:
+            ze = ", zero_excluded=True" if zero_excluded else ""
+            sys.stdout.write(_CODE_OPEN.format(path=path) + f"data = dump.{fn}(0x{addr:x}, {size}{ze})\n")
+            return
+        with _open(path) as dump:
+            data = getattr(dump, fn)(addr, size, zero_excluded=zero_excluded)
+        if raw:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        elif hex_out:
+            sys.stdout.write(data.hex() + "\n")
+        else:
+            sys.stdout.write(_hexdump(addr, data))
+
+
+def _hexdump(addr: int, data: bytes) -> str:
+    lines = []
+    for i in range(0, len(data), 16):
+        chunk = data[i : i + 16]
+        words = " ".join(chunk[j : j + 8][::-1].hex().rjust(16) for j in range(0, len(chunk), 8))
+        text = "".join(chr(c) if 0x20 <= c < 0x7F else "." for c in chunk)
+        lines.append(f"{addr + i:016x}:  {words:<33}  {text}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _runs(dump) -> list[dict]:
+    """Contiguous runs of pfns with the same state and compression."""
+    import numpy as np
+
+    from tracelens.parsers.vmcore import constants as C
+
+    runs: list[dict] = []
+    for b in dump._index_batches():
+        if not len(b):
+            continue
+        pfn = b.pfn.astype(np.int64)
+        brk = np.flatnonzero((np.diff(pfn) != 1) | (np.diff(b.state) != 0) | (np.diff(b.compression) != 0)) + 1
+        starts = np.concatenate([[0], brk])
+        ends = np.concatenate([brk, [len(pfn)]])
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            st, cp = C.PAGE_STATES[b.state[s]], C.COMPRESSION_NAMES[b.compression[s]]
+            if runs and runs[-1]["last_pfn"] + 1 == pfn[s] and runs[-1]["state"] == st and runs[-1]["compression"] == cp:
+                runs[-1]["last_pfn"] = int(pfn[e - 1])
+                runs[-1]["pages"] += e - s
+            else:
+                runs.append({"first_pfn": int(pfn[s]), "last_pfn": int(pfn[e - 1]), "pages": e - s, "state": st, "compression": cp})
+    return runs
+
+
+def _write_parquet(dump, output: str) -> None:
+    """Stream the page index into ``output`` atomically (temp file in the same folder, then rename)."""
+    import os
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from tracelens.errors import UsageError
+    from tracelens.parsers.vmcore.dump import _page_schema
+
+    folder = os.path.dirname(os.path.abspath(output))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tracelens-pages-", suffix=".parquet", dir=folder)
+    except OSError as e:
+        raise UsageError(f"cannot write {output}: {e.strerror}") from None
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, _page_schema()) as w:
+            for batch in dump.iter_page_index():
+                w.write_batch(batch)
+        os.replace(tmp, output)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
