@@ -107,35 +107,6 @@ def truth_streams(w: CaptureWriter) -> dict[int, list[ref.RawRecord]]:
     return dict(streams)
 
 
-def first_difference(a: dict, b: dict, columns=ref.COLUMNS) -> str | None:
-    """None when equal; otherwise a message naming the first differing row (with both rows' offsets)."""
-    for c in columns:
-        if len(a[c]) != len(b[c]):
-            return f"row counts differ: {len(a[c])} != {len(b[c])}"
-    for c in columns:
-        if a[c] != b[c]:
-            i = next(i for i, (x, y) in enumerate(zip(a[c], b[c])) if x != y)
-            ra = {k: a[k][i] for k in columns}
-            rb = {k: b[k][i] for k in columns}
-            return f"column {c!r} differs first at row {i}:\n  {ra}\n  {rb}"
-    return None
-
-
-def check_order_properties(cols: dict):
-    """Rule 3 checked directly: (running-max TSC along the pCPU stream, pCPU) is non-decreasing over the rows, and
-    each pCPU's rows keep file order (offsets increase)."""
-    kmax: dict[int, int] = {}
-    prev = None
-    last_off: dict[int, int] = {}
-    for cpu, tsc, off in zip(cols["cpu"], cols["tsc"], cols["offset"]):
-        assert off > last_off.get(cpu, -1), f"pCPU {cpu} out of file order at offset {off}"
-        last_off[cpu] = off
-        kmax[cpu] = max(kmax.get(cpu, 0), tsc)
-        key = (kmax[cpu], cpu)
-        assert prev is None or key >= prev, f"not time-ordered at offset {off}: {key} after {prev}"
-        prev = key
-
-
 def check_model_attribution(cols: dict, w: CaptureWriter, model: dict) -> int:
     """dom/vcpu of every generated record (not CPU_CHANGE, not LOST) equals the generator's model."""
     t = w.truth()
@@ -170,7 +141,108 @@ def test_reference_decoder_equals_writer_truth(seed):
     blob = w.to_bytes()
     expected = ref.order_and_attribute(truth_streams(w))
     got = ref.decode(blob)
-    diff = first_difference(got, expected, ref.COLUMNS + ("_k",))
+    diff = ref.first_difference(got, expected, ref.COLUMNS + ("_k",))
     assert diff is None, diff
-    check_order_properties(got)
+    assert ref.order_violation(got) is None, ref.order_violation(got)
     check_model_attribution(got, w, model)
+
+
+# -- the fast decoder --------------------------------------------------------------------------------------------
+def read_fast(path, **kw):
+    # imported here so the reference tests above run even if the fast decoder is broken; these tests then fail
+    from tracelens.parsers.xentrace import read_xentrace
+
+    return read_xentrace(path, **kw)
+
+
+def columns_of(table) -> dict[str, list]:
+    return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+def check_schema(table):
+    import pyarrow as pa
+
+    want = {"cpu": pa.uint16(), "tsc": pa.uint64(), "has_tsc": pa.bool_(), "event": pa.uint32(),
+            "n_extra": pa.uint8(), "offset": pa.uint64(), "dom": pa.uint16(), "vcpu": pa.uint16(),
+            **{f"d{i}": pa.uint32() for i in range(1, 8)}}
+    got = {f.name: f.type for f in table.schema}
+    assert {k: got.get(k) for k in want} == want
+    name = got["name"]
+    if pa.types.is_dictionary(name):
+        name = name.value_type
+    assert pa.types.is_string(name) or pa.types.is_large_string(name), got["name"]
+
+
+
+
+
+
+# -- damaged input: both decoders report the same byte offset ----------------------------------------------------
+def _small_capture():
+    """Two pCPUs, three windows, known layout: returns (bytes, truth)."""
+    w = CaptureWriter(poll_period=100, max_window_records=2, shuffle=False)
+    w.record(0, 0x00082013, (1,), tsc=10)        # 16 bytes
+    w.record(0, 0x00082013, (2, 3))              # 12 bytes
+    w.record(0, 0x00021101, (0x10002,), tsc=20)  # 16 bytes -> second window of pCPU 0
+    w.record(1, 0x0002800A, (0, 1, 2, 3), tsc=15)  # 28 bytes
+    return w.to_bytes(), w.truth()
+
+
+def _hand_cases():
+    good, t = _small_capture()
+    n = len(good)
+    cc = [int(o) for o, e in zip(t["offset"], t["event"]) if e == CPU_CHANGE]
+    last_cc = max(cc)
+    hdr = lambda cpu, size: struct.pack("<III", 0x2001F003, cpu, size)  # noqa: E731
+    rng = random.Random(5)
+    return [
+        ("empty", b"", 0),
+        ("elf", b"\x7fELF\x02\x01\x01\x00" + bytes(56), 0),
+        ("text", b"#!/bin/sh\necho not a trace\n", 0),
+        ("random", bytes(rng.getrandbits(8) for _ in range(4096)), 0),
+        ("header-with-tsc-bit", struct.pack("<IIII", 0xA001F003, 0, 0, 0), 0),
+        ("garbage-between-windows", good + bytes(4) + good, n),
+        ("absurd-cpu", good + hdr(4096, 0), n),
+        ("absurd-cpu-huge", good + hdr(0xFFFFFFFF, 0), n),
+        ("size-not-multiple-of-4", good + hdr(0, 6) + bytes(8), n),
+        ("absurd-size", good + hdr(0, 65535 * 4096 + 4), n),
+        ("window-past-eof", good + hdr(0, 16) + bytes(12), n),
+        ("file-cut-inside-last-window", good[:-4], last_cc),
+        ("file-ends-inside-cpu-change", good + hdr(1, 0)[:8], n),
+        ("stray-bytes-at-end", good + b"\x03\xf0", n),
+        ("record-crosses-window-end",
+         good + hdr(3, 12) + struct.pack("<II", 0x10082013, 9) + struct.pack("<I", 0x90082013), n + 20),
+    ]
+
+
+@pytest.mark.parametrize("name, blob, offset", _hand_cases(), ids=[c[0] for c in _hand_cases()])
+def test_reference_reports_damage_at_the_expected_offset(name, blob, offset):
+    with pytest.raises(ref.ReferenceFormatError) as e:
+        ref.decode(blob)
+    assert e.value.offset == offset, e.value
+
+
+
+
+def _damage(blob: bytes, rng: random.Random) -> bytes:
+    """One random injury: cut the file, overwrite a word, insert or delete bytes."""
+    b = bytearray(blob)
+    kind = rng.randrange(5)
+    if kind == 0:
+        return bytes(b[:rng.randrange(0, len(b))])
+    if kind == 1:  # overwrite one aligned word with a random value or a plausible record header
+        i = rng.randrange(0, len(b) // 4) * 4
+        v = rng.choice([rng.getrandbits(32), 0x2001F003, 0xF0082013, 0x00082013 | (rng.randrange(8) << 28)])
+        b[i:i + 4] = struct.pack("<I", v)
+        return bytes(b)
+    if kind == 2:  # change a byte anywhere
+        i = rng.randrange(len(b))
+        b[i] ^= 1 << rng.randrange(8)
+        return bytes(b)
+    if kind == 3:  # insert aligned garbage
+        i = rng.randrange(0, len(b) // 4 + 1) * 4
+        return bytes(b[:i]) + bytes(rng.getrandbits(8) for _ in range(4 * rng.randint(1, 3))) + bytes(b[i:])
+    i = rng.randrange(0, len(b))
+    return bytes(b[:i]) + bytes(b[i + rng.randint(1, 12):])
+
+

@@ -245,3 +245,36 @@ def decode(buf: bytes, tolerance: str = "strict") -> dict[str, list]:
 def decode_path(path, tolerance: str = "strict") -> dict[str, list]:
     with open(path, "rb") as f:
         return decode(f.read(), tolerance)
+
+
+# -- comparison helpers for the tests ----------------------------------------------------------------------------
+def first_difference(a: dict, b: dict, columns=COLUMNS) -> str | None:
+    """None when the two column dicts are equal; otherwise a message naming the first differing row (both rows)."""
+    for c in columns:
+        if len(a[c]) != len(b[c]):
+            return f"row counts differ in column {c!r}: {len(a[c])} != {len(b[c])}"
+    for c in columns:
+        if a[c] != b[c]:
+            i = next(i for i, (x, y) in enumerate(zip(a[c], b[c])) if x != y)
+            ra = {k: a[k][i] for k in columns}
+            rb = {k: b[k][i] for k in columns}
+            return f"column {c!r} differs first at row {i}:\n  {ra}\n  {rb}"
+    return None
+
+
+def order_violation(cols: dict) -> str | None:
+    """Rule 3 checked directly on output rows: (running-max TSC along the pCPU's rows, pCPU) never decreases, and
+    each pCPU's rows keep file order (offsets increase). None when the order is right."""
+    kmax: dict[int, int] = {}
+    last_off: dict[int, int] = {}
+    prev = None
+    for i, (cpu, tsc, off) in enumerate(zip(cols["cpu"], cols["tsc"], cols["offset"])):
+        if off <= last_off.get(cpu, -1):
+            return f"row {i}: pCPU {cpu} record at offset {off} comes after its offset {last_off[cpu]}"
+        last_off[cpu] = off
+        kmax[cpu] = max(kmax.get(cpu, 0), tsc)
+        key = (kmax[cpu], cpu)
+        if prev is not None and key < prev:
+            return f"row {i} (offset {off}): (running-max TSC, pCPU) {key} after {prev}"
+        prev = key
+    return None
