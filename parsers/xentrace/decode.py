@@ -1,0 +1,491 @@
+"""Decode xentrace captures into Arrow tables (spec ../shared/spec/xentrace.md §1-2, §2.7).
+
+Public entry points: :func:`read_xentrace` (whole capture, one in-memory table), :func:`iter_batches` (bounded
+memory: tables of consecutive time ranges, for captures larger than memory) and :func:`summarize` (counts for
+``tracelens info`` without materialising any record). All three memory-map the file and share the numba passes in
+``_kernels.py``; this module is the single place where kernel status codes become :class:`FormatError` messages
+and where the damage tolerance is applied.
+
+Columns (units: ``tsc`` in TSC cycles, ``time_ns`` in nanoseconds = tsc * 1e9 / cpu_hz, ``offset`` in bytes):
+``cpu`` u16, ``tsc`` u64, ``has_tsc`` bool, ``event`` u32 (28-bit id), ``n_extra`` u8, ``d1``..``d7`` u32 (null
+beyond n_extra, and for WRAP records whose payload is garbage), ``offset`` u64, ``dom``/``vcpu`` u16 (null when
+unknown), ``name`` dictionary<int16, string>, and ``time_ns`` i64 when ``cpu_hz`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from tracelens.errors import FormatError, UsageError
+from tracelens.parsers.xentrace import _kernels as K
+from tracelens.parsers.xentrace.catalog import LayoutGuess, guess_layout, load_catalog, parse_version
+
+MAX_CPU = 4096  # Xen's NR_CPUS limit; a CPU_CHANGE naming a higher pCPU is corrupt
+MAX_WINDOW_BYTES = 65535 * 4096  # t_info.tbuf_size is a u16 page count: no window can exceed that ring
+TOLERANCES = ("strict", "truncate", "skip")
+COLUMNS = ("cpu", "tsc", "has_tsc", "event", "n_extra", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "offset", "dom", "vcpu", "name")
+FALLBACK_NAME = "UNKNOWN"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Damage:
+    """A byte range that was not decoded, and why."""
+
+    offset: int
+    length: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"offset": self.offset, "length": self.length, "reason": self.reason}
+
+
+@dataclass
+class _Scan:
+    path: str
+    size: int
+    mm: mmap.mmap | None
+    words: np.ndarray
+    pos: np.ndarray
+    end: np.ndarray
+    cpu: np.ndarray
+    nrec: np.ndarray
+    damage: list[Damage] = field(default_factory=list)
+
+
+def _message(code: int, w: np.ndarray, p: int, size: int) -> str:
+    nbytes_left = size - 4 * p
+    if code == K.E_BAD_WINDOW_HEADER:
+        return (f"expected a CPU_CHANGE window header (0x2001f003) but found 0x{int(w[p]):08x}: "
+                "garbage or a damaged window")
+    if code == K.E_ABSURD_CPU:
+        return f"CPU_CHANGE names pCPU {int(w[p + 1])}, beyond Xen's limit of {MAX_CPU}: corrupt window header"
+    if code == K.E_BAD_SIZE:
+        return f"CPU_CHANGE window size {int(w[p + 2])} is not a multiple of 4: corrupt window header"
+    if code == K.E_ABSURD_SIZE:
+        return (f"CPU_CHANGE window size {int(w[p + 2])} bytes exceeds the largest possible trace ring "
+                f"({MAX_WINDOW_BYTES} bytes): corrupt window header")
+    if code == K.E_WINDOW_PAST_EOF:
+        return (f"window of {int(w[p + 2])} bytes runs past the end of the file ({nbytes_left - 12} bytes left): "
+                "truncated capture")
+    if code == K.E_TRUNCATED_HEADER:
+        return f"file ends inside a CPU_CHANGE header ({nbytes_left} bytes left): truncated capture"
+    if code == K.E_RECORD_CROSSES_WINDOW:
+        h = int(w[p])
+        need = 4 * (1 + ((h >> 28) & 7) + 2 * (h >> 31))
+        return (f"record header 0x{h:08x} needs {need} bytes but its window ends first: truncated or corrupt record")
+    return f"damaged capture (code {code})"
+
+
+def _open(path) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except IsADirectoryError:
+        raise FormatError(path, None, "is a directory, not a xentrace capture") from None
+    except OSError as e:
+        raise FormatError(path, None, f"cannot open: {e.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise FormatError(path, 0, "empty file: not a xentrace capture")
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise FormatError(path, None, f"cannot map: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    words = np.frombuffer(mm, dtype="<u4", count=size // 4)
+    return path, size, mm, words
+
+
+def scan(path, tolerance: str = "strict") -> _Scan:
+    """Passes 1 and 2: the windows and their record counts, with the damage tolerance applied."""
+    if tolerance not in TOLERANCES:
+        raise UsageError(f"--tolerance must be one of {', '.join(TOLERANCES)}, not {tolerance!r}")
+    path, size, mm, w = _open(path)
+    nwords = w.shape[0]
+    if nwords < 3 or int(w[0]) != K.CPU_CHANGE_HEADER:
+        first = f"0x{int(w[0]):08x}" if nwords else f"{size} byte(s)"
+        raise FormatError(path, 0, f"not a xentrace capture: a capture starts with a CPU_CHANGE record (0x2001f003), "
+                                   f"this file starts with {first}")
+    pos, end, cpu, s_from, s_to, s_code, status, status_pos = K.walk_windows(
+        w, 0, nwords, MAX_CPU, MAX_WINDOW_BYTES, tolerance == "skip")
+    damage = [Damage(int(a) * 4, int(b - a) * 4, _message(int(c), w, int(a), size)) for a, b, c in zip(s_from, s_to, s_code)]
+    problems = []  # (byte offset, message) in strict/truncate mode
+    if status != K.OK:
+        problems.append((int(status_pos) * 4, _message(int(status), w, int(status_pos), size), len(pos)))
+    elif size % 4:
+        problems.append((nwords * 4, f"file ends with {size % 4} stray byte(s) after the last record: truncated capture", len(pos)))
+    nrec, bad = K.count_records(w, pos, end)
+    for i in np.nonzero(bad >= 0)[0]:
+        b = int(bad[i])
+        msg = _message(K.E_RECORD_CROSSES_WINDOW, w, b, size)
+        if tolerance == "skip":
+            damage.append(Damage(4 * b, 4 * int(end[i] - b), msg))
+        else:
+            problems.append((4 * b, msg, int(i)))
+    if tolerance == "skip" and size % 4:
+        damage.append(Damage(nwords * 4, size % 4, "stray bytes after the last record: truncated capture"))
+    if problems:
+        off, msg, win = min(problems)
+        if tolerance == "strict":
+            raise FormatError(path, off, msg)
+        # truncate: keep everything before the first damage
+        keep = win + 1 if win < len(pos) and bad[win] >= 0 else win
+        pos, end, cpu, nrec = pos[:keep], end[:keep], cpu[:keep], nrec[:keep]
+        damage.append(Damage(off, size - off, msg))
+    damage.sort(key=lambda d: d.offset)
+    return _Scan(path, size, mm, w, pos, end, cpu, nrec.astype(np.int64), damage)
+
+
+# -- the per-pCPU pass -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Carry:
+    """Per-pCPU state carried across batches."""
+
+    tsc: dict = field(default_factory=dict)
+    key: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+
+
+def _group(win_cpu: np.ndarray, nrec: np.ndarray):
+    """pCPU ids, each window's pCPU index, windows in (pCPU, file) order, per-pCPU starts and stream bases."""
+    cpus, cidx = np.unique(win_cpu, return_inverse=True)
+    cidx = cidx.astype(np.int64)
+    order = np.argsort(cidx, kind="stable")
+    cpu_start = np.zeros(len(cpus) + 1, np.int64)
+    np.cumsum(np.bincount(cidx, minlength=len(cpus)), out=cpu_start[1:])
+    stream_base = np.empty(len(win_cpu), np.int64)
+    csum = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(nrec[order], out=csum[1:])
+    stream_base[order] = csum[:-1]
+    seg_start = csum[cpu_start]
+    return cpus, order, cpu_start, stream_base, seg_start
+
+
+def _stream(sc_words, pos, end, nrec, win_cpu, carry: _Carry, want_keys: bool, want_doms: bool):
+    cpus, order, cpu_start, stream_base, seg_start = _group(win_cpu, nrec)
+    ncpu = len(cpus)
+    in_tsc = np.array([carry.tsc.get(int(c), 0) for c in cpus], np.uint64)
+    in_key = np.array([carry.key.get(int(c), 0) for c in cpus], np.uint64)
+    in_state = np.array([carry.state.get(int(c), K.UNKNOWN) for c in cpus], np.uint32)
+    total = int(nrec.sum())
+    keys = np.empty(total if want_keys else 1, np.uint64)
+    dom_counts = np.zeros((ncpu, 32769) if want_doms else (1, 1), np.int64)
+    res = K.stream_pass(sc_words, pos, end, nrec, order, cpu_start, stream_base, win_cpu, in_tsc, in_key, in_state,
+                        keys, want_keys, dom_counts, want_doms)
+    return cpus, order, cpu_start, stream_base, seg_start, keys, dom_counts, res
+
+
+def _id_counts(hkeys, hcounts) -> dict[tuple[int, int], int]:
+    out: dict[tuple[int, int], int] = {}
+    used = hkeys != 0xFFFFFFFF
+    for k, c in zip(hkeys[used].tolist(), hcounts[used].tolist()):
+        key = (k & 0x0FFFFFFF, k >> 28)
+        out[key] = out.get(key, 0) + c
+    return out
+
+
+def _name_table(id_counts, catalog, version):
+    """Dictionary of names and the open-addressing table mapping (event | n_extra << 28) to a name index."""
+    names = [FALLBACK_NAME]
+    index = {FALLBACK_NAME: 0}
+    slots = 1 << max(4, (2 * len(id_counts) + 1).bit_length())
+    keys = np.full(slots, 0xFFFFFFFF, np.uint32)
+    vals = np.zeros(slots, np.int16)
+    mask = slots - 1
+    for ev, n in id_counts:
+        nm, _ = catalog.layout(ev, n, version)
+        if nm not in index:
+            index[nm] = len(names)
+            names.append(nm)
+        k = (ev | (n << 28)) & 0xFFFFFFFF
+        h = (k * 2654435761) & mask
+        while keys[h] != 0xFFFFFFFF:
+            h = (h + 1) & mask
+        keys[h] = k
+        vals[h] = index[nm]
+    return names, keys, vals
+
+
+# -- Arrow assembly ----------------------------------------------------------------------------------------------
+
+
+def _pack(mask: np.ndarray):
+    import pyarrow as pa
+
+    return pa.py_buffer(np.packbits(mask, bitorder="little"))
+
+
+def _to_table(cols, names, n, cpu_hz, meta):
+    import pyarrow as pa
+
+    event = cols["event"][:n]
+    n_extra = cols["n_extra"][:n]
+    dom = cols["dom"][:n]
+    arrays = [
+        pa.Array.from_buffers(pa.uint16(), n, [None, pa.py_buffer(cols["cpu"][:n])]),
+        pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["tsc"][:n])]),
+        pa.Array.from_buffers(pa.bool_(), n, [None, _pack(cols["has_tsc"][:n])]),
+        pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(event)]),
+        pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(n_extra)]),
+    ]
+    not_wrap = event != K.EV_WRAP
+    for j in range(7):
+        valid = (n_extra > j) & not_wrap
+        arrays.append(pa.Array.from_buffers(pa.uint32(), n, [_pack(valid), pa.py_buffer(cols["d"][j, :n])]))
+    arrays.append(pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["offset"][:n])]))
+    known = _pack(dom != 0xFFFF)
+    arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(dom)]))
+    arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["vcpu"][:n])]))
+    idx = pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(cols["name"][:n])])
+    arrays.append(pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string())))
+    fields = list(COLUMNS)
+    if cpu_hz:
+        hz = np.uint64(int(cpu_hz))
+        tsc = cols["tsc"][:n]
+        ns = (tsc // hz) * np.uint64(1_000_000_000) + ((tsc % hz) * np.uint64(1_000_000_000)) // hz
+        arrays.append(pa.array(ns.view(np.int64)))
+        fields.append("time_ns")
+    table = pa.Table.from_arrays(arrays, names=fields)
+    return table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
+
+
+def _alloc(n: int) -> dict[str, np.ndarray]:
+    return {
+        "cpu": np.empty(n, np.uint16), "tsc": np.empty(n, np.uint64), "has_tsc": np.empty(n, np.uint8),
+        "event": np.empty(n, np.uint32), "n_extra": np.empty(n, np.uint8), "d": np.empty((7, n), np.uint32),
+        "offset": np.empty(n, np.uint64), "dom": np.empty(n, np.uint16), "vcpu": np.empty(n, np.uint16),
+        "name": np.empty(n, np.int16),
+    }
+
+
+def _pivots(keys, seg_start, nparts, frontier):
+    n = keys.shape[0]
+    lo = np.zeros(1, np.uint64)
+    hi = np.full(1, frontier, np.uint64)
+    if n == 0:
+        return np.concatenate([lo, hi])
+    sample = np.sort(keys[:: max(1, n // 65536)])
+    q = np.unique(sample[(np.arange(1, nparts) * len(sample)) // nparts])
+    q = q[(q > 0) & (q < hi[0])]
+    return np.concatenate([lo, q, hi])
+
+
+def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_cap=None):
+    """Decode one batch of windows. Returns (cols, n, names, id_counts, pending windows, new carry)."""
+    from tracelens._jit import numba
+
+    nrec, _bad = K.count_records(w, pos, end)
+    (cpus, order, cpu_start, stream_base, seg_start, keys, _dc, res) = _stream(
+        w, pos, end, nrec, win_cpu, carry, True, False)
+    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, _overflow = res
+    use_frontier = frontier is not None
+    piv = _pivots(keys, seg_start, 8 * numba.get_num_threads(), frontier if use_frontier else np.iinfo(np.uint64).max)
+    n = int(K.merge_dest(keys, seg_start, piv, use_frontier, 0))
+    ids = _id_counts(hkeys, hcounts)
+    names, nkeys, nvals = _name_table(ids, catalog, version)
+    cols = cols_cap if cols_cap is not None and cols_cap["cpu"].shape[0] >= n else _alloc(n)
+    nwin = len(pos)
+    pend_pos = np.empty(nwin, np.int64)
+    pend_tsc = np.empty(nwin, np.uint64)
+    pend_key = np.empty(nwin, np.uint64)
+    pend_state = np.empty(nwin, np.uint32)
+    K.decode_windows(w, pos, nrec, win_cpu.astype(np.int32), stream_base, keys.view(np.int64), w_tsc0, w_key0, w_state0,
+                     nkeys, nvals, cols["cpu"], cols["tsc"], cols["has_tsc"], cols["event"], cols["n_extra"], cols["d"],
+                     cols["offset"], cols["dom"], cols["vcpu"], cols["name"], 0, pend_pos, pend_tsc, pend_key, pend_state)
+    new = _Carry({int(c): int(t) for c, t in zip(cpus, out_tsc)}, {int(c): int(k) for c, k in zip(cpus, out_key)},
+                 {int(c): int(s) for c, s in zip(cpus, out_state)})
+    pending = np.nonzero(pend_pos >= 0)[0]
+    # a pCPU with pending records restarts from the state in front of its first pending record
+    for wi in sorted(pending.tolist(), key=lambda i: -int(pos[i])):
+        c = int(win_cpu[wi])
+        new.tsc[c], new.key[c], new.state[c] = int(pend_tsc[wi]), int(pend_key[wi]), int(pend_state[wi])
+    pend = (pend_pos[pending], end[pending], win_cpu[pending])
+    return cols, n, names, ids, pend, new
+
+
+def _layout(version_text, ids, table_cols=None, n=0) -> LayoutGuess:
+    v = parse_version(version_text)
+    if v is not None:
+        return LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"])
+    dr = None
+    if table_cols is not None and n:
+        sel = table_cols["event"][:n] == 0x0010F005
+        if sel.any():
+            sel &= table_cols["n_extra"][:n] >= 4
+            dr = (table_cols["d"][2, :n][sel], table_cols["d"][3, :n][sel])
+    return guess_layout(ids, dr)
+
+
+def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None = None, tolerance: str = "strict",
+                  catalog_files=(), threads: int | None = None):
+    """Decode a whole capture into one time-ordered ``pyarrow.Table`` (columns: see the module docstring).
+
+    The table's schema metadata carries ``tracelens.layout`` (the Xen layout used and why) and ``tracelens.damage``
+    (byte ranges not decoded under a non-strict ``tolerance``).
+    """
+    from tracelens._jit import set_threads
+
+    set_threads(threads)
+    catalog = load_catalog(catalog_files)
+    sc = scan(path, tolerance)
+    version = parse_version(xen_version)
+    cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version, None)
+    guess = _layout(xen_version, ids, cols, n)
+    if guess.version != version:  # names can depend on the version: redo the dictionary only
+        names2, nkeys, nvals = _name_table(ids, catalog, guess.version)
+        if names2 != names:
+            cols["name"][:n] = _rename(cols, n, names, names2, catalog, guess.version)
+            names = names2
+    meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
+            "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
+    return _to_table(cols, names, n, cpu_hz, meta)
+
+
+def _rename(cols, n, old_names, new_names, catalog, version):
+    """Re-point name indices after the layout guess changed names (rare: only version-dependent names)."""
+    ev = cols["event"][:n].astype(np.int64) | (cols["n_extra"][:n].astype(np.int64) << 28)
+    out = np.empty(n, np.int16)
+    uniq, inv = np.unique(ev, return_inverse=True)
+    index = {nm: i for i, nm in enumerate(new_names)}
+    mapped = np.array([index[catalog.layout(int(u) & 0x0FFFFFFF, int(u) >> 28, version)[0]] for u in uniq], np.int16)
+    out[:] = mapped[inv]
+    return out
+
+
+def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None = None, cpu_hz: float | None = None,
+                 tolerance: str = "strict", catalog_files=(), threads: int | None = None,
+                 progress: Progress | None = None, reuse_buffers: bool = False) -> Iterator:
+    """Decode a capture in bounded memory: yields time-ordered tables whose concatenation equals
+    :func:`read_xentrace`'s table. Windows are taken ``batch_bytes`` at a time in file order; records that a later
+    window could still precede (K at or past the frontier: the smallest latest-key among pCPUs that have windows
+    further on) are held back for the next batch. ``reuse_buffers`` writes every batch into the same buffers
+    (the previous table becomes invalid: only for consumers that copy, like the Parquet writer)."""
+    from tracelens._jit import set_threads
+
+    set_threads(threads)
+    catalog = load_catalog(catalog_files)
+    sc = scan(path, tolerance)
+    version = parse_version(xen_version)
+    if version is None:  # the guess must be fixed before the first batch: take it from a first look
+        guess = _quick_guess(sc)
+        version = guess.version
+    else:
+        guess = LayoutGuess(version, f"{version[0]}.{version[1]} (given)", ["--xen-version"])
+    nwin = len(sc.pos)
+    # last window index of every pCPU, to know which pCPUs still have windows after a batch
+    last_win = {}
+    for i, c in enumerate(sc.cpu.tolist()):
+        last_win[c] = i
+    carry = _Carry()
+    pending = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32))
+    buf = None
+    i = 0
+    meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
+            "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
+    while i < nwin or len(pending[0]):
+        j = i
+        start_byte = int(sc.pos[i]) * 4 if i < nwin else sc.size
+        while j < nwin and (j == i or (int(sc.end[j]) * 4 - start_byte) <= batch_bytes):
+            j += 1
+        pos = np.concatenate([pending[0], sc.pos[i:j]])
+        end = np.concatenate([pending[1], sc.end[i:j]])
+        cpu = np.concatenate([pending[2], sc.cpu[i:j]]).astype(np.int32)
+        # the windows of a pCPU must stay in file order: pending ones come from earlier in the file
+        order = np.argsort(pos, kind="stable")
+        pos, end, cpu = pos[order], end[order], cpu[order]
+        future = {c for c, last in last_win.items() if last >= j}
+        frontier = None
+        if future:
+            _nrec, _ = K.count_records(sc.words, pos, end)
+            # frontier: min over pCPUs with later windows of their latest key after this batch (computed by a
+            # stream pass without keys; cheap compared with the decode)
+            cpus, _o, _cs, _sb, _ss, _k, _dc, res = _stream(sc.words, pos, end, _nrec, cpu, carry, False, False)
+            out_key = res[4]
+            fr = [int(k) for c, k in zip(cpus.tolist(), out_key.tolist()) if c in future]
+            fr += [carry.key.get(c, 0) for c in future if c not in set(cpus.tolist())]
+            frontier = min(fr) if fr else None
+        cols, n, names, _ids, pend, carry = _decode_batch(sc.words, pos, end, cpu, carry, catalog, version,
+                                                          frontier, cols_cap=buf if reuse_buffers else None)
+        if reuse_buffers:
+            buf = cols
+        pending = (pend[0].astype(np.int64), pend[1].astype(np.int64), pend[2].astype(np.int32))
+        i = j
+        if progress is not None:
+            progress(min(int(sc.end[j - 1]) * 4 if j else 0, sc.size), sc.size)
+        if n:
+            yield _to_table(cols, names, n, cpu_hz, meta)
+        if i >= nwin and frontier is None:
+            break
+
+
+def _quick_guess(sc: _Scan) -> LayoutGuess:
+    """Layout guess from the per-id counts of the whole file (and its DECREASE_RESERVATION payloads)."""
+    s = summarize_scan(sc, want_doms=False)
+    return s["_guess"]
+
+
+def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None = None) -> dict:
+    """Counts for ``tracelens info``: every record is visited, none is materialised."""
+    cpus, order, cpu_start, stream_base, seg_start, _keys, dom_counts, res = _stream(
+        sc.words, sc.pos, sc.end, sc.nrec, sc.cpu.astype(np.int32), _Carry(), False, want_doms)
+    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow = res
+    ids = _id_counts(hkeys, hcounts)
+    dr = None
+    if (0x0010F005, 4) in ids:
+        dr = K.decrease_res_payloads(sc.words, sc.pos, sc.nrec)
+    v = parse_version(xen_version)
+    guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(ids, dr)
+    out = {"_guess": guess, "ids": ids, "cpus": cpus, "overflow": bool(overflow.any())}
+    if want_doms:
+        out["dom_counts"] = dom_counts.sum(axis=0)
+    return out
+
+
+def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict", catalog_files=(),
+              threads: int | None = None) -> dict:
+    """Everything ``tracelens info`` shows, from one pass over every record (no table is built)."""
+    from tracelens._jit import set_threads
+
+    set_threads(threads)
+    catalog = load_catalog(catalog_files)
+    sc = scan(path, tolerance)
+    s = summarize_scan(sc, xen_version=xen_version)
+    guess = s["_guess"]
+    per_class: dict[str, int] = {}
+    per_event: dict[str, int] = {}
+    lost_records = 0
+    for (ev, n), c in sorted(s["ids"].items()):
+        per_class[catalog.class_name(ev)] = per_class.get(catalog.class_name(ev), 0) + c
+        nm = catalog.layout(ev, n, guess.version)[0]
+        per_event[nm] = per_event.get(nm, 0) + c
+    lost = K.lost_summary(sc.words, sc.pos, sc.nrec)
+    first, last = K.tsc_span(sc.words, sc.pos, sc.nrec)
+    dc = s["dom_counts"]
+    per_dom = {("unknown" if d == 32768 else int(d)): int(dc[d]) for d in np.nonzero(dc)[0]}
+    return {
+        "path": sc.path,
+        "format": "xentrace",
+        "size_bytes": sc.size,
+        "pcpus": [int(c) for c in s["cpus"]],
+        "windows": int(len(sc.pos)),
+        "records": int(sc.nrec.sum()),
+        "records_per_class": per_class,
+        "records_per_event": dict(sorted(per_event.items(), key=lambda kv: -kv[1])),
+        "records_per_domain": per_dom,
+        "lost_records": {"records": int(lost[0]), "lost": int(lost[1])},
+        "tsc_first": int(first) if first is not None and first >= 0 else None,
+        "tsc_last": int(last) if last is not None and last >= 0 else None,
+        "xen_layout": {"label": guess.label, "reasons": guess.reasons},
+        "damage": [d.to_dict() for d in sc.damage],
+    }

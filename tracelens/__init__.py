@@ -1,0 +1,37 @@
+"""tracelens: Xen hypervisor traces and Linux kdump captures, across the kexec boundary.
+
+The Python API mirrors the CLI. Everything heavy (numba, pyarrow, polars) loads on first use, so ``import
+tracelens`` is cheap.
+
+- :func:`read_xentrace` -- decode a xentrace capture into a time-ordered ``pyarrow.Table``
+- :func:`iter_xentrace` -- the same in bounded memory, as a stream of tables
+- :func:`xentrace_info` -- the summary ``tracelens info`` prints, without decoding records
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def read_xentrace(path, **kwargs):
+    """Decode a whole xentrace capture (see tracelens.parsers.xentrace.decode.read_xentrace)."""
+    from tracelens.parsers.xentrace.decode import read_xentrace as _read
+
+    return _read(path, **kwargs)
+
+
+def iter_xentrace(path, **kwargs):
+    """Decode a capture as consecutive time-ordered tables in bounded memory."""
+    from tracelens.parsers.xentrace.decode import iter_batches
+
+    return iter_batches(path, **kwargs)
+
+
+def xentrace_info(path, **kwargs) -> dict:
+    """The counts ``tracelens info`` shows for a capture."""
+    from tracelens.parsers.xentrace.decode import summarize
+
+    return summarize(path, **kwargs)
+
+
+__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "__version__"]

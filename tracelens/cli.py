@@ -1,0 +1,85 @@
+"""The ``tracelens`` command line (typer).
+
+Commands are thin: they parse arguments, call the library and render. Heavy modules (numba, polars, pyarrow)
+are imported inside the commands so that ``tracelens --help`` stays fast. Every error is caught here, at one
+choke point, and turned into a one-line message and the documented exit code (see tracelens.errors).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from tracelens.commands import dump as _dump_cmds
+from tracelens.commands import trace as _trace_cmds
+
+app = typer.Typer(
+    name="tracelens",
+    help="Analyse Xen hypervisor traces (xentrace) and Linux kdump captures across the kexec boundary.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.command()
+def info(
+    path: str = typer.Argument(..., help="A xentrace capture or a vmcore dump (the format is detected from its bytes)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    xen_version: str = typer.Option(None, "--xen-version", help="Xen release that wrote a capture, e.g. 4.17 (default: guessed)."),
+    show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+):
+    """Summarise a capture or a dump: size, CPUs, record or page counts, time span, layout."""
+    from tracelens.detect import XENTRACE, sniff
+
+    kind = sniff(path)
+    if kind == XENTRACE:
+        _trace_cmds.info(path, json_out=json_out, xen_version=xen_version, show_code=show_code)
+    else:
+        _dump_cmds.info(path, kind=kind, json_out=json_out, show_code=show_code)
+
+
+_trace_cmds.register(app)
+_dump_cmds.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app and map every failure to a one-line message and an exit code."""
+    from tracelens.errors import EXIT_INTERNAL, EXIT_USAGE, TracelensError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except TracelensError as e:
+        print(f"tracelens: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (typer.Exit, SystemExit) as e:  # typer.Exit carries the code we chose
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        return int(code or 0)
+    except typer.Abort:
+        print("tracelens: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("tracelens: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # e.g. `tracelens events X | head`: not an error for the user
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        except Exception:
+            pass
+        return 0
+    except Exception as e:  # click's usage errors first, then genuine bugs
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code
+        print(f"tracelens: internal error: {type(e).__name__}: {e} (please report this)", file=sys.stderr)
+        return EXIT_INTERNAL
+    return 0
+
+
+def _entry() -> None:  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Format detection from a file's first bytes (never from its name)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from tracelens.errors import FormatError
+
+XENTRACE = "xentrace"
+#: every dump format family is reported by tracelens.parsers.vmcore.sniff(); these are the names it returns
+DUMP_KINDS = ("elf-vmcore", "kdump", "flattened", "xc_core")
+
+_CPU_CHANGE_HEADER = 0x2001F003
+
+
+def sniff(path) -> str:
+    """Return ``"xentrace"`` or one of the dump kinds for the file at ``path``; raise FormatError otherwise."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except IsADirectoryError:
+        raise FormatError(path, None, "is a directory, not a capture or dump") from None
+    except OSError as e:
+        raise FormatError(path, None, f"cannot open: {e.strerror}") from None
+    if not head:
+        raise FormatError(path, 0, "empty file: not a xentrace capture or a dump")
+    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == _CPU_CHANGE_HEADER:
+        return XENTRACE
+    try:
+        from tracelens.parsers.vmcore import sniff as sniff_dump
+    except ImportError:  # pragma: no cover - the vmcore package is part of every install
+        sniff_dump = None
+    if sniff_dump is not None:
+        kind = sniff_dump(head)
+        if kind:
+            return kind
+    raise FormatError(
+        path,
+        0,
+        "not a xentrace capture (it must start with a CPU_CHANGE record 0x2001f003) nor a known dump format "
+        "(ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)",
+    )

@@ -1,0 +1,62 @@
+"""The tracelens error hierarchy and the exit codes the CLI maps them to.
+
+Every error a user can cause carries a one-line message; format errors name the file and the byte offset.
+Exit codes (documented in docs/exit-codes.md):
+
+==== =========================================================================
+ 0   success (gate: pass)
+ 1   gate: findings at or above the threshold
+ 2   usage or policy error
+ 3   input unreadable, corrupt, truncated, or an analysis that is inconclusive
+ 70  internal error (a bug in tracelens), caught at the CLI boundary
+==== =========================================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_INTERNAL = 70
+
+
+class TracelensError(Exception):
+    """Base of every error tracelens raises on purpose."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(TracelensError):
+    """Bad arguments or options."""
+
+    exit_code = EXIT_USAGE
+
+
+class PolicyError(TracelensError):
+    """An invalid gate policy or baseline file (the message names the file and line)."""
+
+    exit_code = EXIT_USAGE
+
+
+class FormatError(TracelensError):
+    """Input that is not what it claims to be, or is damaged. Names the file and the byte offset."""
+
+    exit_code = EXIT_INPUT
+
+    def __init__(self, path, offset: int | None, message: str):
+        self.path = str(path)
+        self.offset = offset
+        self.reason = message
+        where = f"{self.path}: at byte {offset}" if offset is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class IncompleteCaptureError(FormatError):
+    """A capture that could not be read completely (truncated, or damage beyond the tolerance)."""
+
+
+class InconclusiveError(TracelensError):
+    """An analysis whose conclusion depends on data the capture does not have (e.g. lost records)."""
+
+    exit_code = EXIT_INPUT
