@@ -30,13 +30,14 @@ def info(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     xen_version: str = typer.Option(None, "--xen-version", help="Xen release that wrote a capture, e.g. 4.17 (default: guessed)."),
     show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+    tolerance: str = typer.Option("strict", "--tolerance", help="captures: strict, truncate or skip (see tracelens decode --help)."),
 ):
     """Summarise a capture or a dump: size, CPUs, record or page counts, time span, layout."""
     from tracelens.detect import XENTRACE, sniff
 
     kind = sniff(path)
     if kind == XENTRACE:
-        _trace_cmds.info(path, json_out=json_out, xen_version=xen_version, show_code=show_code)
+        _trace_cmds.info(path, json_out=json_out, xen_version=xen_version, show_code=show_code, tolerance=tolerance)
     else:
         _dump_cmds.info(path, kind=kind, json_out=json_out, show_code=show_code)
 
