@@ -240,6 +240,10 @@ class KdumpDump(Dump):
         if self.zero_page_offset is not None:
             state[(off == self.zero_page_offset) & (codec == 0) & (size == ps)] = C.STATE_ZERO
         lost = (off == 0) | ((off > 0) & (off + size > self.source.size))
+        if not self.source.complete and self.source.kind == "flattened":
+            # an incomplete stream: data no record delivered is lost
+            for i in np.flatnonzero(~lost & (off > 0)).tolist():
+                lost[i] = not self.source.covered(int(off[i]), int(size[i]))
         state[lost] = C.STATE_LOST
         return state, comp
 

@@ -180,9 +180,12 @@ class FlattenedSource(FileSource):
         return bytes(out)
 
     def covered(self, offset: int, size: int) -> bool:
-        """True when every byte of [offset, offset+size) comes from a record."""
+        """True when [offset, offset+size) is known. In a complete stream bytes no record covers are zeros (the
+        rearranged file has a hole there); in an incomplete one they may belong to records never written."""
         if size <= 0:
             return True
+        if self.complete:
+            return 0 <= offset and offset + size <= self.size
         i = bisect.bisect_right(self._ext_off, offset) - 1
         if i < 0:
             return False

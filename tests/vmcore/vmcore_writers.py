@@ -488,7 +488,8 @@ def write_flattened(path, payload: bytes, *, chunk: int = 8192, shuffle: bool = 
     head[0:12] = b"makedumpfile"
     struct.pack_into(">qq", head, 16, 1, 1)
     recs = [(o, payload[o : o + chunk]) for o in range(0, len(payload), chunk)]
-    recs = [r for r in recs if any(r[1])] or recs[:1]  # sparse like makedumpfile: skip all-zero chunks
+    # sparse like makedumpfile's seeks: all-zero chunks are not written, except the last one (it sets the size)
+    recs = [r for i, r in enumerate(recs) if any(r[1]) or i == len(recs) - 1]
     if shuffle:
         recs = recs[1::2] + recs[0::2]
     if overlap:  # a stale record first, overwritten by the real one later in the stream
