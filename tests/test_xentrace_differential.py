@@ -373,8 +373,6 @@ def test_fast_hypothesis_equals_reference(tmp_path, spec):
     assert diff is None, diff
 
 
-@pytest.mark.xfail(strict=True, reason="disagreement: the fast decoder reads dom 0xFFFF as null (a sentinel); the "
-                   "contract says dom = d2 & 0xffff for LOST, d1 >> 16 for runstate, d3 & 0xffff for SWITCH")
 def test_fast_dom_ffff_is_a_value_not_null(tmp_path):
     w = CaptureWriter()
     w.record(0, 0x00021101, (0xFFFF0000,), tsc=1)  # runnable->running d65535v0

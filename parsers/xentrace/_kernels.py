@@ -28,7 +28,7 @@ EV_CPU_CHANGE = 0x0001F003
 EV_CONTINUE = 0x00021002
 EV_SWITCH = 0x0002800A
 
-UNKNOWN = 0xFFFFFFFF  # (an int64 in the kernels) packed (dom << 16 | vcpu) state meaning "not known"
+UNKNOWN = -1  # the vCPU state is (dom << 16 | vcpu) as an int64; -1 means "not known"
 
 # status codes
 OK = 0
@@ -198,7 +198,7 @@ def stream_pass(w, pos, end, nrec, cpu_order, cpu_start, stream_base, win_cpu, i
     ncpu = cpu_start.shape[0] - 1
     w_tsc0 = np.zeros(nwin, np.uint64)
     w_key0 = np.zeros(nwin, np.uint64)
-    w_state0 = np.zeros(nwin, np.uint32)
+    w_state0 = np.zeros(nwin, np.int64)
     out_tsc = in_tsc.copy()
     out_key = in_key.copy()
     out_state = in_state.copy()
@@ -331,11 +331,12 @@ def merge_dest(keys, seg_start, pivots, use_frontier, out_base):
 
 @njit(cache=True, parallel=True)
 def decode_windows(w, pos, nrec, win_cpu, stream_base, dest, w_tsc0, w_key0, w_state0, name_keys, name_vals,
-                   cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, name, byte_base,
+                   cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name, byte_base,
                    pend_pos, pend_tsc, pend_key, pend_state):
     """Write every emitted record's columns at its output row. ``d`` is (7, rows) u32; ``dom``/``vcpu`` use 0xFFFF
     for unknown. For a window with records left for the next batch, ``pend_*`` receive the word position, inherited
-    TSC and state of its first pending record (pend_pos -1 when the window was fully emitted)."""
+    TSC and state of its first pending record (pend_pos -1 when the window was fully emitted). ``known`` is 1
+    where dom/vcpu are known."""
     nwin = pos.shape[0]
     mask = name_keys.shape[0] - 1
     for wi in prange(nwin):
@@ -378,12 +379,15 @@ def decode_windows(w, pos, nrec, win_cpu, stream_base, dest, w_tsc0, w_key0, w_s
             if ev == EV_LOST and n >= 2:
                 dom[r] = np.int64(w[body + 1]) & 0xFFFF
                 vcpu[r] = np.int64(w[body + 1]) >> 16
+                known[r] = 1
             elif state == UNKNOWN:
-                dom[r] = 0xFFFF
-                vcpu[r] = 0xFFFF
+                dom[r] = 0
+                vcpu[r] = 0
+                known[r] = 0
             else:
                 dom[r] = state >> 16
                 vcpu[r] = state & 0xFFFF
+                known[r] = 1
             hk = h & 0x7FFFFFFF
             hh = (hk * 2654435761) & mask
             nm = 0  # index 0 of the dictionary is the fallback name

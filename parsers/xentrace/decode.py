@@ -177,7 +177,7 @@ def _stream(sc_words, pos, end, nrec, win_cpu, carry: _Carry, want_keys: bool, w
     ncpu = len(cpus)
     in_tsc = np.array([carry.tsc.get(int(c), 0) for c in cpus], np.uint64)
     in_key = np.array([carry.key.get(int(c), 0) for c in cpus], np.uint64)
-    in_state = np.array([carry.state.get(int(c), K.UNKNOWN) for c in cpus], np.uint32)
+    in_state = np.array([carry.state.get(int(c), K.UNKNOWN) for c in cpus], np.int64)
     total = int(nrec.sum())
     keys = np.empty(total if want_keys else 1, np.uint64)
     dom_counts = np.zeros((ncpu, 32769) if want_doms else (1, 1), np.int64)
@@ -244,7 +244,7 @@ def _to_table(cols, names, n, cpu_hz, meta):
         valid = (n_extra > j) & not_wrap
         arrays.append(pa.Array.from_buffers(pa.uint32(), n, [_pack(valid), pa.py_buffer(cols["d"][j, :n])]))
     arrays.append(pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["offset"][:n])]))
-    known = _pack(dom != 0xFFFF)
+    known = _pack(cols["known"][:n])
     arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(dom)]))
     arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["vcpu"][:n])]))
     idx = pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(cols["name"][:n])])
@@ -265,6 +265,7 @@ def _alloc(n: int) -> dict[str, np.ndarray]:
         "cpu": np.empty(n, np.uint16), "tsc": np.empty(n, np.uint64), "has_tsc": np.empty(n, np.uint8),
         "event": np.empty(n, np.uint32), "n_extra": np.empty(n, np.uint8), "d": np.empty((7, n), np.uint32),
         "offset": np.empty(n, np.uint64), "dom": np.empty(n, np.uint16), "vcpu": np.empty(n, np.uint16),
+        "known": np.empty(n, np.uint8),
         "name": np.empty(n, np.int16),
     }
 
@@ -299,10 +300,10 @@ def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_
     pend_pos = np.empty(nwin, np.int64)
     pend_tsc = np.empty(nwin, np.uint64)
     pend_key = np.empty(nwin, np.uint64)
-    pend_state = np.empty(nwin, np.uint32)
+    pend_state = np.empty(nwin, np.int64)
     K.decode_windows(w, pos, nrec, win_cpu.astype(np.int32), stream_base, keys.view(np.int64), w_tsc0, w_key0, w_state0,
                      nkeys, nvals, cols["cpu"], cols["tsc"], cols["has_tsc"], cols["event"], cols["n_extra"], cols["d"],
-                     cols["offset"], cols["dom"], cols["vcpu"], cols["name"], 0, pend_pos, pend_tsc, pend_key, pend_state)
+                     cols["offset"], cols["dom"], cols["vcpu"], cols["known"], cols["name"], 0, pend_pos, pend_tsc, pend_key, pend_state)
     new = _Carry({int(c): int(t) for c, t in zip(cpus, out_tsc)}, {int(c): int(k) for c, k in zip(cpus, out_key)},
                  {int(c): int(s) for c, s in zip(cpus, out_state)})
     pending = np.nonzero(pend_pos >= 0)[0]
