@@ -27,7 +27,9 @@ def sniff(head: bytes) -> str | None:
         return "kdump"
     if head[:13] == C.FLAT_SIGNATURE + b"\0" or (head[:12] == C.FLAT_SIGNATURE and len(head) == 12):
         return "flattened"
-    if head[:4] == C.ELF_MAGIC and len(head) >= 64 and head[4] in (C.ELFCLASS32, C.ELFCLASS64):
+    if head[:4] == C.ELF_MAGIC and len(head) < 64:
+        return "elf-vmcore"  # a truncated ELF header: the reader says so
+    if head[:4] == C.ELF_MAGIC and head[4] in (C.ELFCLASS32, C.ELFCLASS64):
         if head[4] == C.ELFCLASS64:
             e_type = struct.unpack_from("<H", head, 16)[0]
             e_phnum, _shentsize, e_shnum = struct.unpack_from("<HHH", head, 56)

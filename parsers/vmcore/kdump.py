@@ -176,10 +176,15 @@ class KdumpDump(Dump):
             self.complete = False  # the descriptor table itself is cut: the missing descriptors are lost pages
         self.zero_page_offset = None
         first = self._descs(0, min(DESC_CHUNK, self.num_dumpable))
-        offs = first["offset"][(first["offset"] > 0)]
+        offs = first["offset"]
+        offs = offs[(offs >= self.desc_start) & (offs < fsize)]
         if len(offs):
             lowest = int(offs.min())
-            if lowest != self.data_start:
+            # makedumpfile and QEMU put the first page data right after the last descriptor. One damaged
+            # descriptor pointing into the table is that page's problem; many, or none at data_start, mean the
+            # 2nd bitmap does not count the descriptors that were written.
+            inside = int(np.count_nonzero(offs < self.data_start))
+            if lowest > self.data_start or inside > 1:
                 fits = (lowest - self.desc_start) // C.PAGE_DESC_SIZE
                 raise FormatError(
                     path, self.desc_start,
@@ -239,7 +244,7 @@ class KdumpDump(Dump):
         state[bad] = C.STATE_INVALID
         if self.zero_page_offset is not None:
             state[(off == self.zero_page_offset) & (codec == 0) & (size == ps)] = C.STATE_ZERO
-        lost = (off == 0) | ((off > 0) & (off + size > self.source.size))
+        lost = (off == 0) | (~bad & (off > 0) & (off + size > self.source.size))
         if not self.source.complete and self.source.kind == "flattened":
             # an incomplete stream: data no record delivered is lost
             for i in np.flatnonzero(~lost & (off > 0)).tolist():

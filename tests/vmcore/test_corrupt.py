@@ -1,0 +1,241 @@
+"""A corpus of damaged dumps: each gives one FormatError naming the file and the byte offset, or, when the damage
+is confined to pages or records, a result that marks exactly those as unreadable. Never a traceback, never an
+allocation sized by a damaged field."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import pytest
+from vmcore_writers import PS, Kernel, LogRec, Memory, add_lockless_ring, standard_notes, write_elf, write_flattened, write_kdump
+
+from tracelens.errors import FormatError
+from tracelens.parsers import vmcore
+
+
+@pytest.fixture(scope="module")
+def world():
+    mem = Memory(ram=[(0x100, 0x200)])
+    k = Kernel(mem, image_pa=0x120000, heap_pa=0x160000, pt_pa=0x100000, phys_base=0)
+    for pfn in range(0x140, 0x150):
+        mem.write(pfn * PS, bytes((pfn + i) & 0xFF for i in range(PS)))
+    add_lockless_ring(k, [LogRec(i, b"ok") for i in range(3)])
+    vmci = k.vmcoreinfo()
+    return mem, vmci, standard_notes(vmci)
+
+
+def _kdump(tmp_path, world, tamper=None, **kw):
+    mem, vmci, notes = world
+    p = tmp_path / "c.kdump"
+    lay = write_kdump(p, mem, notes, codec=kw.pop("codec", "zlib"), vmcoreinfo=vmci, tamper=tamper, **kw)
+    return p, lay
+
+
+def _desc_at(lay, pfn):
+    return lay["desc_off"] + 24 * lay["dumpable"].index(pfn)
+
+
+def _raises(path, offset, match):
+    with pytest.raises(FormatError) as e:
+        vmcore.open(path)
+    assert e.value.offset == offset, str(e.value)
+    assert str(e.value).startswith(f"{path}: at byte {offset}: ") if offset is not None else True
+    assert e.match(match)
+    assert "\n" not in str(e.value)
+
+
+# -- whole-file damage: one error with the offset ---------------------------------------------------------------
+def test_empty_and_garbage_files(tmp_path):
+    p = tmp_path / "empty"
+    p.write_bytes(b"")
+    _raises(p, 0, "empty")
+    p.write_bytes(b"hello world" * 100)
+    _raises(p, 0, "not a known dump format")
+    with pytest.raises(FormatError, match="directory"):
+        vmcore.open(tmp_path)
+
+
+def test_kdump_header_truncated(tmp_path):
+    p = tmp_path / "t.kdump"
+    p.write_bytes(b"KDUMP   " + bytes(100))
+    _raises(p, 0, "truncated")
+
+
+@pytest.mark.parametrize(
+    "field_off, fmt, value, match",
+    [
+        (428, "<i", 1000, "block_size"),  # not a power of two
+        (432, "<i", 10**6, "sub_hdr_size"),  # past EOF
+        (436, "<I", 10**6, "bitmaps"),  # bitmaps past EOF
+        (436, "<I", 0, "bitmap_blocks is 0"),
+    ],
+)
+def test_kdump_header_fields(tmp_path, world, field_off, fmt, value, match):
+    p, _ = _kdump(tmp_path, world, tamper=lambda lay, b: struct.pack_into(fmt, b, field_off, value))
+    _raises(p, field_off, match)
+
+
+def test_kdump_max_mapnr_larger_than_bitmap(tmp_path, world):
+    def tamper(lay, b):
+        struct.pack_into("<I", b, 440, 1 << 30)
+        struct.pack_into("<Q", b, PS + 96, 1 << 30)  # max_mapnr_64
+
+    p, _ = _kdump(tmp_path, world, tamper=tamper)
+    _raises(p, 440, "max_mapnr")
+
+
+def test_bitmap_disagrees_with_descriptor_count(tmp_path, world):
+    def tamper(lay, b):
+        off = lay["bitmap_off"] + lay["bm_bytes_each"] + (0x1F8 >> 3)  # 2nd bitmap: one more dumpable pfn
+        b[off] |= 1 << (0x1F8 & 7) if not b[off] & (1 << (0x1F8 & 7)) else 0
+        b[lay["bitmap_off"] + lay["bm_bytes_each"] + 0x30] |= 0xFF  # pfns 0x180..0x187: set for sure
+
+    mem, vmci, notes = world
+    p, lay = _kdump(tmp_path, world, tamper=tamper, excluded=set(range(0x180, 0x188)))
+    _raises(p, lay["desc_off"], "bitmap and page descriptors disagree")
+
+
+def test_kdump_notes_past_eof(tmp_path, world):
+    p, _ = _kdump(tmp_path, world, tamper=lambda lay, b: struct.pack_into("<Q", b, PS + 56, 10**9))
+    _raises(p, PS + 48, "notes")
+
+
+def test_flattened_bad_header_and_records(tmp_path):
+    p = tmp_path / "f"
+    write_flattened(p, b"KDUMP   " + bytes(8000))
+    raw = bytearray(p.read_bytes())
+    struct.pack_into(">q", raw, 16, 7)
+    p.write_bytes(raw)
+    _raises(p, 16, "type 7")
+    write_flattened(p, b"KDUMP   " + bytes(8000))
+    raw = bytearray(p.read_bytes())
+    struct.pack_into(">q", raw, 4096 + 8, -5)  # first record: negative size
+    p.write_bytes(raw)
+    _raises(p, 4096, "size -5")
+
+
+def test_flattened_payload_missing(tmp_path):
+    p = tmp_path / "f"
+    head = bytearray(4096)
+    head[:12] = b"makedumpfile"
+    struct.pack_into(">qq", head, 16, 1, 1)
+    p.write_bytes(bytes(head) + struct.pack(">qq", 8192, 4) + b"abcd" + b"\xff" * 16)
+    _raises(p, 4096, "neither kdump-compressed nor ELF")
+
+
+def test_elf_damage(tmp_path, world):
+    mem, vmci, notes = world
+    p = tmp_path / "e.elf"
+    write_elf(p, mem, notes)
+    good = p.read_bytes()
+    bad = bytearray(good)
+    struct.pack_into("<H", bad, 56, 60000)  # e_phnum: the table would run past EOF
+    p.write_bytes(bad)
+    _raises(p, 64, "program header table")
+    bad = bytearray(good)
+    struct.pack_into("<H", bad, 16, 2)  # ET_EXEC
+    p.write_bytes(bad)
+    with pytest.raises(FormatError):  # sniff refuses non-core ELF files
+        vmcore.open(p)
+    bad = bytearray(good)
+    struct.pack_into("<Q", bad, 64 + 32, 10**12)  # PT_NOTE p_filesz
+    p.write_bytes(bad)
+    _raises(p, 64 + 8, "PT_NOTE")
+    bad = bytearray(good)
+    struct.pack_into("<Q", bad, 64 + 56 + 40, 1 << 60)  # PT_LOAD p_memsz beyond 2^52
+    p.write_bytes(bad)
+    _raises(p, 64 + 56 + 24, "beyond 2\\^52")
+    p.write_bytes(good[:40])
+    _raises(p, 0, "truncated")
+
+
+# -- damage confined to pages: marked, and reads say exactly why -------------------------------------------------
+def test_descriptor_size_larger_than_a_block_is_refused(tmp_path, world):
+    """A decompression bomb: the descriptor claims more than one block of data."""
+    p, lay = _kdump(tmp_path, world, tamper=lambda lay, b: struct.pack_into("<I", b, _desc_at(lay, 0x141) + 8, 10**9))
+    with vmcore.open(p) as d:
+        rows = {r["pfn"]: r for r in d.pages().to_pylist()}
+        assert rows[0x141]["state"] == "invalid"
+        assert rows[0x142]["state"] == "present"
+        with pytest.raises(vmcore.PageUnavailable) as e:
+            d.read_page(0x141)
+        assert e.value.state == "invalid" and "larger than a block" in str(e.value)
+        assert f"page descriptor at byte {_desc_at(lay, 0x141)}" in str(e.value)
+        assert d.read_page(0x142) == world[0].content(0x142)
+
+
+def test_zlib_data_that_expands_past_a_page(tmp_path, world):
+    bomb = zlib.compress(bytes(64 * PS), 9)  # small, but 64 pages once inflated
+
+    def tamper(lay, b):
+        off = len(b)
+        b += bomb
+        struct.pack_into("<qII", b, _desc_at(lay, 0x143), off, len(bomb), 1)
+        return b
+
+    p, lay = _kdump(tmp_path, world, tamper=tamper)
+    with vmcore.open(p) as d:
+        with pytest.raises(vmcore.PageUnavailable, match="expands past one page"):
+            d.read_page(0x143)
+        errs = {}
+        for b in d.iter_pages():
+            errs.update(b.errors)
+            assert not b.ok[b.pfn == 0x143].any()
+        assert list(errs) == [0x143]
+
+
+@pytest.mark.parametrize("codec", ["zlib", "snappy", "zstd", "lzo"])
+def test_corrupt_compressed_page(tmp_path, world, codec):
+    if codec == "lzo":
+        pytest.importorskip("lzo", reason="python-lzo is not installed")
+
+    def tamper(lay, b):
+        o, size, flags = struct.unpack_from("<qII", b, _desc_at(lay, 0x144))
+        assert flags != 0
+        b[o : o + size] = bytes((x * 37 + 11) & 0xFF for x in range(size))
+
+    p, lay = _kdump(tmp_path, world, tamper=tamper, codec=codec)
+    with vmcore.open(p) as d:
+        with pytest.raises(vmcore.PageUnavailable) as e:
+            d.read_page(0x144)
+        assert e.value.state == "invalid"
+        assert d.read_page(0x145) == world[0].content(0x145)
+        bad = {pfn for b in d.iter_pages() for pfn in b.errors}
+        assert bad == {0x144}
+
+
+def test_descriptor_past_eof_and_into_headers(tmp_path, world):
+    def tamper(lay, b):
+        struct.pack_into("<q", b, _desc_at(lay, 0x146), len(b) + 10 * PS)
+        struct.pack_into("<q", b, _desc_at(lay, 0x147), 100)
+
+    p, lay = _kdump(tmp_path, world, tamper=tamper)
+    with vmcore.open(p) as d:
+        rows = {r["pfn"]: r["state"] for r in d.pages().to_pylist()}
+        assert rows[0x146] == "lost" and rows[0x147] == "invalid"
+        with pytest.raises(vmcore.PageUnavailable, match="points into the headers"):
+            d.read_page(0x147)
+
+
+def test_damaged_note_area_keeps_the_good_notes(tmp_path, world):
+    mem, vmci, notes = world
+    p = tmp_path / "n.elf"
+    bad_notes = notes + struct.pack("<III", 5, 10**6, 1) + b"CORE\0\0\0\0"
+    write_elf(p, mem, bad_notes)
+    with vmcore.open(p) as d:
+        assert [n.type_name for n in d.notes] == ["NT_PRSTATUS", "NT_PRSTATUS", "VMCOREINFO"]
+
+
+def test_cli_reports_one_line_and_exit_3(tmp_path, world, capsys):
+    cli = pytest.importorskip("tracelens.cli", reason="tracelens.cli does not import (another command group missing)")
+    p = tmp_path / "bad.kdump"
+    p.write_bytes(b"KDUMP   " + bytes(50))
+    for argv in (["dmesg", str(p)], ["pages", str(p)], ["read", str(p), "0x1000"], ["info", str(p)]):
+        rc = cli.main(argv)
+        err = capsys.readouterr().err
+        assert rc == 3, argv
+        assert err.count("\n") == 1 and "Traceback" not in err and f"{p}: at byte 0" in err
+    p2, _ = _kdump(tmp_path, world)
+    assert cli.main(["read", str(p2), "0x0"]) == 3
+    assert "not in the dump" in capsys.readouterr().err
