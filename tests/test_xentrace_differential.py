@@ -310,32 +310,19 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _u32 = st.integers(0, 0xFFFFFFFF)
-_ids = st.sampled_from([0x00082013, 0x00021101, 0x00021011, 0x00021021, 0x00021201, 0x00021002, 0x0002800A,
+_ids = st.sampled_from([0x00082013, 0x0001F001, 0x00021101, 0x00021011, 0x00021021, 0x00021201, 0x00021002, 0x0002800A,
                         0x0010F001, 0x0800F001, 0x00021001, 0x00021031])
 _record = st.one_of(
     st.tuples(st.just("rec"), _ids, st.lists(_u32, max_size=7), st.one_of(st.none(), st.integers(0, 2**64 - 1))),
-    st.tuples(st.just("small"), _ids, st.lists(st.sampled_from([0x00070001, 0x7FFF0000, 0x000E0002]), max_size=5),
+    st.tuples(st.just("small"), _ids, st.lists(st.sampled_from([0x00070001, 0x7FFF0000, 0x000E0002, 0xFFFF0001, 0x0001FFFF]), max_size=5),
               st.one_of(st.none(), st.integers(0, 40))),
     st.tuples(st.just("wrap"), st.integers(1, 9)),
-    # real domids stop at 0x7FFF (DOMID_IDLE); dom 0xFFFF is tested on its own below
-    st.tuples(st.just("lost"), st.integers(0, 0x7FFF), st.integers(0, 0xFFFF), st.integers(0, 40)),
+    st.tuples(st.just("lost"), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 40)),
 )
 _capture = st.tuples(
     st.dictionaries(st.sampled_from([0, 1, 2, 5, 4095]), st.lists(_record, min_size=1, max_size=12), min_size=1),
     st.integers(1, 5), st.integers(0, 3),
 )
-
-
-def _real_domids(event: int, data: list) -> list:
-    """Clear bit 15 of the domid field of scheduler records: real domids stop at 0x7FFF, and dom 0xFFFF has its own
-    test (test_fast_dom_ffff_is_a_value_not_null)."""
-    data = list(data)
-    if (event & 0x0FFFF00F) == RUNSTATE_CHANGE or event == CONTINUE_RUNNING:
-        if data:
-            data[0] &= 0x7FFFFFFF
-    elif event == SWITCH and len(data) >= 3:
-        data[2] &= 0xFFFF7FFF
-    return data
 
 
 def _build(spec) -> CaptureWriter:
@@ -344,7 +331,7 @@ def _build(spec) -> CaptureWriter:
     for cpu, recs in streams.items():
         for r in recs:
             if r[0] in ("rec", "small"):
-                w.record(cpu, r[1], _real_domids(r[1], r[2]), tsc=r[3])
+                w.record(cpu, r[1], r[2], tsc=r[3])
             elif r[0] == "wrap":
                 w.wrap(cpu, 4 * r[1])
             else:
@@ -386,3 +373,64 @@ def test_fast_dom_ffff_is_a_value_not_null(tmp_path):
     # rows: CPU_CHANGE, runstate, marker, LOST, SWITCH, marker (all TSCs distinct and increasing)
     assert list(zip(t.column("dom").to_pylist(), t.column("vcpu").to_pylist())) == [
         (None, None), (None, None), (0xFFFF, 0), (0xFFFF, 0), (None, None), (0xFFFF, 2)]
+
+
+# -- tolerance: truncate and skip --------------------------------------------------------------------------------
+def damage_of(table) -> list[tuple[int, int]]:
+    """The byte ranges the fast decoder reports as not decoded (schema metadata ``tracelens.damage``)."""
+    import json
+
+    meta = (table.schema.metadata or {}).get(b"tracelens.damage")
+    assert meta is not None, "no tracelens.damage metadata"
+    return [(d["offset"], d["offset"] + d["length"]) for d in json.loads(meta)]
+
+
+def _compare_tolerant(blob: bytes, path, tolerance: str):
+    from tracelens.errors import FormatError
+
+    path.write_bytes(blob)
+    try:
+        parsed = ref.parse_file(blob, tolerance)
+    except ref.ReferenceFormatError as e:  # not a capture at all: every tolerance raises at 0
+        assert e.offset == 0
+        with pytest.raises(FormatError) as got:
+            read_fast(path, tolerance=tolerance)
+        assert got.value.offset == 0, str(got.value)
+        return None
+    expected = ref.order_and_attribute(ref.streams_by_cpu(parsed.records))
+    table = read_fast(path, tolerance=tolerance)
+    diff = ref.first_difference(columns_of(table), expected)
+    assert diff is None, f"{tolerance}: {diff}"
+    assert ref.merged_ranges(damage_of(table)) == ref.merged_ranges(parsed.skipped)
+    return parsed
+
+
+@pytest.mark.parametrize("tolerance", ["truncate", "skip"])
+@pytest.mark.parametrize("name, blob, offset", _hand_cases(), ids=[c[0] for c in _hand_cases()])
+def test_fast_tolerant_decode_equals_reference_on_hand_cases(name, blob, offset, tolerance, tmp_path):
+    parsed = _compare_tolerant(blob, tmp_path / f"{name}.xt", tolerance)
+    if parsed is not None:
+        assert parsed.skipped and parsed.skipped[0][0] == offset  # the damage starts where strict mode reports it
+        if tolerance == "truncate":
+            assert parsed.skipped == [(offset, len(blob))]
+
+
+@pytest.mark.parametrize("tolerance", ["truncate", "skip"])
+@pytest.mark.parametrize("seed", range(60))
+def test_fast_tolerant_decode_equals_reference_on_damaged_captures(seed, tolerance, tmp_path):
+    rng = random.Random(20_000 + seed)
+    w, _ = generate(seed)
+    blob = w.to_bytes()
+    for _ in range(rng.randint(1, 3)):  # several injuries in one file
+        blob = _damage(blob, rng)
+    _compare_tolerant(blob, tmp_path / "damaged.xt", tolerance)
+
+
+def test_fast_tolerant_decode_of_an_intact_capture_reports_no_damage(tmp_path):
+    w, _ = generate(3)
+    path = tmp_path / "ok.xt"
+    w.write(path)
+    for tolerance in ("strict", "truncate", "skip"):
+        table = read_fast(path, tolerance=tolerance)
+        assert damage_of(table) == []
+        assert ref.first_difference(columns_of(table), ref.decode(path.read_bytes())) is None

@@ -220,3 +220,44 @@ def test_damage_is_reported_at_the_contract_offset(buf, offset):
 def test_a_window_may_be_empty_and_a_file_may_be_one_window():
     cols = ref.decode(window(7))
     assert rows(cols) == [(7, 0, False, CPU_CHANGE, 2, 7, 0, N, N, N, N, N, 0, N, N)]
+
+
+# -- tolerance (reference semantics: see parse_file) -------------------------------------------------------------
+def test_skip_resynchronises_after_garbage_and_truncate_stops_there():
+    buf = GOOD + b"\xff" * 8 + GOOD  # garbage at 48..56, then two more windows at 56 and 84
+    parsed = ref.parse_file(buf, "skip")
+    assert parsed.skipped == [(48, 56)]
+    assert [w[0] for w in parsed.windows] == [0, 28, 56, 84]
+    assert [r.offset for r in parsed.records] == [0, 12, 28, 40, 56, 68, 84, 96]
+    parsed = ref.parse_file(buf, "truncate")
+    assert parsed.skipped == [(48, 104)] and parsed.stopped_at == 48
+    assert [r.offset for r in parsed.records] == [0, 12, 28, 40]
+
+
+def test_a_record_crossing_its_window_end_loses_only_the_rest_of_that_window():
+    damaged = window(2, rec(0x00082013, 7), rec(0x00082013, 8))
+    damaged = damaged[:20] + struct.pack("<I", 0x30082013) + damaged[24:]  # the 2nd record now claims 16 bytes
+    buf = GOOD + damaged + window(0, rec(0x00082013, 9))  # damaged window at 48..76, next window at 76
+    parsed = ref.parse_file(buf, "skip")
+    assert parsed.skipped == [(68, 76)]
+    assert [(r.offset, r.cpu, r.data) for r in parsed.records][4:] == [
+        (48, 2, (2, 16)), (60, 2, (7,)), (76, 0, (0, 8)), (88, 0, (9,))]
+    parsed = ref.parse_file(buf, "truncate")
+    assert parsed.skipped == [(68, 96)]
+    assert [r.offset for r in parsed.records] == [0, 12, 28, 40, 48, 60]
+
+
+def test_skip_scans_to_a_plausible_header_and_reports_stray_tail_bytes():
+    # an absurd-pCPU header, then 4 bytes that look like the magic but are cut short, then a good window
+    buf = GOOD + struct.pack("<III", 0x2001F003, 5000, 0) + GOOD + b"\x01\x02"
+    parsed = ref.parse_file(buf, "skip")
+    assert parsed.skipped == [(48, 60), (108, 110)]
+    assert [w[0] for w in parsed.windows] == [0, 28, 60, 88]
+
+
+@pytest.mark.parametrize("tolerance", ["strict", "truncate", "skip"])
+@pytest.mark.parametrize("buf", [b"", b"\x03\xf0\x01\x20", struct.pack("<II", 0x2001F003, 0), b"GIF89a" + bytes(20)])
+def test_a_file_that_does_not_start_with_a_cpu_change_is_not_a_capture_whatever_the_tolerance(buf, tolerance):
+    with pytest.raises(ReferenceFormatError) as e:
+        ref.parse_file(buf, tolerance)
+    assert e.value.offset == 0

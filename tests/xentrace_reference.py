@@ -99,8 +99,9 @@ def _read_window_header(buf: bytes, pos: int, *, first: bool) -> tuple[int, int]
     return cpu, size
 
 
-def _read_window_records(buf: bytes, start: int, end: int, cpu: int) -> list[RawRecord]:
-    """Decode the records in buf[start:end]; raise at the first record that crosses ``end``."""
+def _walk_records(buf: bytes, start: int, end: int, cpu: int) -> tuple[list[RawRecord], int | None]:
+    """Decode the records in buf[start:end]. Returns them and the offset of the first record that crosses ``end``
+    (None when every record fits); decoding stops at that record."""
     out = []
     p = start
     while p < end:
@@ -110,7 +111,7 @@ def _read_window_records(buf: bytes, start: int, end: int, cpu: int) -> list[Raw
         has_tsc = bool(h >> 31)
         size = 4 + (8 if has_tsc else 0) + 4 * n_extra
         if p + size > end:
-            raise ReferenceFormatError(p, f"record of {size} bytes crosses the end of its window at byte {end}")
+            return out, p
         q = p + 4
         tsc = None
         if has_tsc:
@@ -120,13 +121,12 @@ def _read_window_records(buf: bytes, start: int, end: int, cpu: int) -> list[Raw
         data = struct.unpack_from(f"<{n_extra}I", buf, q)
         out.append(RawRecord(cpu, p, event, n_extra, tsc, tuple(data)))
         p += size
-    return out
+    return out, None
 
 
-def _plausible_window(buf: bytes, pos: int) -> bool:
+def _plausible_header(buf: bytes, pos: int) -> bool:
     try:
-        cpu, size = _read_window_header(buf, pos, first=False)
-        _read_window_records(buf, pos + 12, pos + 12 + size, cpu)
+        _read_window_header(buf, pos, first=False)
     except ReferenceFormatError:
         return False
     return True
@@ -135,40 +135,66 @@ def _plausible_window(buf: bytes, pos: int) -> bool:
 def parse_file(buf: bytes, tolerance: str = "strict") -> ParseResult:
     """Walk the CPU_CHANGE windows of a capture (spec §2.1-2.2).
 
+    A file that does not start with a whole CPU_CHANGE record (header word 0x2001f003 and 12 bytes) is not a
+    capture: that raises at offset 0 whatever the tolerance. Other damage is, by ``tolerance``:
+
     strict: raise :class:`ReferenceFormatError` at the first damage.
-    truncate: stop at the first damage; keep every complete window before it.
-    skip: drop the damaged window, scan forward 4 bytes at a time for the next window that parses completely,
-    and record the skipped byte range.
+    truncate: stop at the first damage and keep every record before it (a damaged window's records before the
+    record that crosses its end included); ``skipped`` is [(damage offset, file size)].
+    skip: a bad window header is skipped by scanning forward 4 bytes at a time to the next plausible header (one
+    that passes the same checks); a record that crosses its window's end loses the rest of that window (the
+    records before it are kept). ``skipped`` lists every byte range not decoded.
     """
     if tolerance not in ("strict", "skip", "truncate"):
         raise ValueError(tolerance)
-    if len(buf) == 0:
+    n = len(buf)
+    if n == 0:
         raise ReferenceFormatError(0, "empty file")
+    if n < 12 or _U32.unpack_from(buf, 0)[0] != CPU_CHANGE_HEADER:
+        _read_window_header(buf, 0, first=True)  # raises with the precise reason
+        raise ReferenceFormatError(0, "file ends inside the first CPU_CHANGE header")
     records: list[RawRecord] = []
     windows = []
     skipped = []
     pos = 0
-    n = len(buf)
     while pos < n:
         try:
             cpu, size = _read_window_header(buf, pos, first=(pos == 0))
-            recs = _read_window_records(buf, pos + 12, pos + 12 + size, cpu)
-        except ReferenceFormatError as e:
+        except ReferenceFormatError:
             if tolerance == "strict":
                 raise
             if tolerance == "truncate":
-                return ParseResult(records, windows, skipped, e.offset)
+                return ParseResult(records, windows, [(pos, n)], pos)
             q = pos + 4
-            while q < n and not _plausible_window(buf, q):
+            while q < n and not _plausible_header(buf, q):
                 q += 4
             skipped.append((pos, min(q, n)))
             pos = q
             continue
+        end = pos + 12 + size
+        recs, bad = _walk_records(buf, pos + 12, end, cpu)
+        if bad is not None and tolerance == "strict":
+            raise ReferenceFormatError(bad, f"record crosses the end of its window at byte {end}")
         windows.append((pos, cpu, size))
         records.append(RawRecord(cpu, pos, CPU_CHANGE, 2, None, (cpu, size)))
         records.extend(recs)
-        pos += 12 + size
+        if bad is not None:
+            if tolerance == "truncate":
+                return ParseResult(records, windows, [(bad, n)], bad)
+            skipped.append((bad, end))
+        pos = end
     return ParseResult(records, windows, skipped, None)
+
+
+def merged_ranges(ranges) -> list[tuple[int, int]]:
+    """(start, end) byte ranges sorted and with touching or overlapping ranges joined."""
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def streams_by_cpu(records: list[RawRecord]) -> dict[int, list[RawRecord]]:
