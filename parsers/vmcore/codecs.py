@@ -28,14 +28,18 @@ def _zlib(data: bytes, page_size: int) -> bytes:
     return out
 
 
+try:
+    import lzo as _lzo_mod
+except ImportError:  # optional: an lzo page is then reported as unreadable, with the fix
+    _lzo_mod = None
+
+
 def _lzo(data: bytes, page_size: int) -> bytes:
+    if _lzo_mod is None:
+        raise PageCodecError("lzo page but python-lzo is not installed (pip install python-lzo; Debian needs liblzo2-dev)")
     try:
-        import lzo
-    except ImportError:
-        raise PageCodecError("lzo page but python-lzo is not installed (pip install python-lzo; Debian needs liblzo2-dev)") from None
-    try:
-        return lzo.decompress(bytes(data), False, page_size)
-    except lzo.error as e:
+        return _lzo_mod.decompress(bytes(data), False, page_size)
+    except _lzo_mod.error as e:
         raise PageCodecError(f"lzo: {e}") from None
 
 
@@ -103,9 +107,4 @@ def decode_page(code: int, data: bytes, page_size: int) -> bytes:
 
 
 def codec_available(name: str) -> bool:
-    if name == "lzo":
-        try:
-            import lzo  # noqa: F401
-        except ImportError:
-            return False
-    return True
+    return name != "lzo" or _lzo_mod is not None

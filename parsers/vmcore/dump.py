@@ -247,7 +247,12 @@ class Dump:
                 keep = np.isin(ib.state, want)
                 if not keep.any():
                     continue
-                yield self._read_batch(ib, keep, pool, threads)
+                self._span = None
+                batch = self._read_batch(ib, keep, pool, threads)
+                span = self._span
+                yield batch
+                if span is not None:
+                    self.source.release(*span)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
@@ -259,76 +264,78 @@ class Dump:
         offset = ib.offset[keep]
         size = ib.size[keep].astype(np.int64)
         comp = ib.compression[keep]
-        lead = ib.lead[keep] if ib.lead is not None else None
+        lead = ib.lead[keep] if ib.lead is not None else np.zeros(len(pfn), np.uint32)
         n = len(pfn)
-        data = np.zeros((n, ps), np.uint8)
         ok = np.ones(n, bool)
         errors: dict = {}
-        stored = np.flatnonzero(state == C.STATE_PRESENT)
-        if len(stored):
-            lo = int(offset[stored].min())
-            hi = int((offset[stored] + size[stored]).max())
-            need = int(size[stored].sum())
-            if hi - lo <= 2 * need + (1 << 20):
-                buf = self.source.pread(lo, hi - lo)
-                spans_ok = self.source.covered(lo, hi - lo)
+        stored = state == C.STATE_PRESENT
+        if not stored.any():
+            return PageBatch(pfn, state, np.zeros((n, ps), np.uint8), ok, errors)
+        lo = int(offset[stored].min())
+        hi = int((offset[stored] + size[stored]).max())
+        span = None
+        if hi - lo <= 2 * int(size[stored].sum()) + (1 << 20) and self.source.covered(lo, hi - lo):
+            span = self.source.view(lo, hi - lo)
+            if len(span) != hi - lo:
+                span = None
             else:
-                buf = None
-                spans_ok = False
-            raw = np.flatnonzero((comp[stored] == 0) & (size[stored] == ps))
-            raw_rows = stored[raw]
-            if buf is not None and len(raw_rows) and spans_ok and len(buf) == hi - lo:
-                arr = np.frombuffer(buf, np.uint8)
-                starts = offset[raw_rows] - lo
-                if len(raw_rows) > 1 and np.all(np.diff(starts) == ps):
-                    s0 = int(starts[0])
-                    data[raw_rows] = arr[s0 : s0 + ps * len(raw_rows)].reshape(-1, ps)
-                else:
-                    for r, s in zip(raw_rows.tolist(), starts.tolist()):
-                        data[r] = arr[s : s + ps]
-                rest = np.setdiff1d(stored, raw_rows, assume_unique=True)
-            else:
-                rest = stored
+                self._span = (lo, hi - lo)
+        raw = stored & (comp == 0) & (size == ps)
+        if span is not None and raw.all() and (n == 1 or np.all(np.diff(offset) == ps)):
+            # the common case (ELF, raw kdump runs): the batch is one contiguous span of the file; no copy
+            return PageBatch(pfn, state, span.reshape(n, ps), ok, errors)
+        data = np.zeros((n, ps), np.uint8)
+        rows = np.flatnonzero(raw) if span is not None else np.zeros(0, np.int64)
+        if len(rows):
+            starts = offset[rows] - lo
+            # copy runs of rows whose file offsets follow each other in one slice each
+            brk = np.flatnonzero((np.diff(rows) != 1) | (np.diff(starts) != ps)) + 1
+            for a, b in zip(np.concatenate([[0], brk]).tolist(), np.concatenate([brk, [len(rows)]]).tolist()):
+                s0 = int(starts[a])
+                data[rows[a] : rows[a] + (b - a)] = span[s0 : s0 + ps * (b - a)].reshape(b - a, ps)
+        todo = np.flatnonzero(stored & ~raw) if span is not None else np.flatnonzero(stored)
+        if not len(todo):
+            return PageBatch(pfn, state, data, ok, errors)
+        source = self.source
+        offs, sizes, comps, leads = offset.tolist(), size.tolist(), comp.tolist(), lead.tolist()
+        span_mv = memoryview(span) if span is not None else None
 
-            def work(rows):
-                res = []
-                for r in rows:
-                    o = int(offset[r])
-                    sz = int(size[r])
-                    try:
-                        if buf is not None and spans_ok:
-                            chunk = buf[o - lo : o - lo + sz]
-                            if len(chunk) != sz:
-                                raise PageCodecError("data past the end of the file")
-                        else:
-                            chunk = self.source.pread(o, sz)
-                            if len(chunk) != sz or not self.source.covered(o, sz):
-                                raise PageCodecError(f"{sz} bytes at byte {o} are missing from the file")
-                        c = int(comp[r])
-                        if c == 0 and sz != ps:
-                            ld = int(lead[r]) if lead is not None else 0
-                            page = bytes(ld) + chunk + bytes(ps - ld - sz)
-                        else:
-                            page = decode_page(c, chunk, ps)
-                        res.append((r, page, None))
-                    except PageCodecError as e:
-                        res.append((r, None, str(e)))
-                return res
-
-            rest_list = rest.tolist()
-            if rest_list:
-                if pool is not None and len(rest_list) > 64:
-                    step = max(16, len(rest_list) // (threads * 4))
-                    chunks = [rest_list[i : i + step] for i in range(0, len(rest_list), step)]
-                    results = [x for part in pool.map(work, chunks) for x in part]
-                else:
-                    results = work(rest_list)
-                for r, page, err in results:
-                    if err is None:
-                        data[r] = np.frombuffer(page, np.uint8)
+        def work(part):
+            res = []
+            flat = data.reshape(-1)
+            for r in part:
+                o, sz, c = offs[r], sizes[r], comps[r]
+                try:
+                    if span_mv is not None:
+                        chunk = span_mv[o - lo : o - lo + sz]
                     else:
-                        ok[r] = False
-                        errors[int(pfn[r])] = err
+                        chunk = source.pread(o, sz)
+                        if len(chunk) != sz or not source.covered(o, sz):
+                            raise PageCodecError(f"{sz} bytes at byte {o} are missing from the file")
+                    if c == 0:
+                        ld = leads[r]
+                        if ld + sz > ps:
+                            raise PageCodecError(f"raw page of {sz} bytes, expected {ps}")
+                        flat[r * ps + ld : r * ps + ld + sz] = np.frombuffer(chunk, np.uint8)
+                    else:
+                        flat[r * ps : (r + 1) * ps] = np.frombuffer(decode_page(c, chunk, ps), np.uint8)
+                except PageCodecError as e:
+                    res.append((r, str(e)))
+            return res
+
+        todo_list = todo.tolist()
+        # zlib and zstd release the GIL and cost tens of microseconds a page: worth threads; lzo and snappy decode
+        # a page in a few microseconds, where thread hand-off costs more than it saves
+        slow = np.isin(comp[todo], (C.COMPRESSION_CODE["zlib"], C.COMPRESSION_CODE["zstd"])).mean() > 0.5
+        if pool is not None and slow and len(todo_list) > 128:
+            step = -(-len(todo_list) // threads)
+            failed = [x for part in pool.map(work, [todo_list[i : i + step] for i in range(0, len(todo_list), step)]) for x in part]
+        else:
+            failed = work(todo_list)
+        for r, err in failed:
+            ok[r] = False
+            data[r] = 0
+            errors[int(pfn[r])] = err
         return PageBatch(pfn, state, data, ok, errors)
 
     # -- notes and registers ----------------------------------------------------------------------------------

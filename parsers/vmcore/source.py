@@ -14,6 +14,7 @@ the file against ``size`` before they allocate.
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
 import struct
 
@@ -39,12 +40,37 @@ class FileSource:
             raise FormatError(self.path, None, f"cannot open: {e.strerror}") from None
         self.size = os.fstat(self._fd).st_size
         self.complete = True
+        self._mm = None
 
     def pread(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (short at the end of the file)."""
         if size <= 0 or offset >= self.size or offset < 0:
             return b""
         return os.pread(self._fd, min(size, self.size - offset), offset)
+
+    def view(self, offset: int, size: int) -> np.ndarray:
+        """Bytes [offset, offset+size) as a read-only uint8 array: a zero-copy window of a memory map when the
+        file can be mapped, else a copy read with pread."""
+        if self._mm is None and self._fd >= 0 and self.size > 0:
+            try:
+                self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                self._mm = False
+        if self._mm and offset >= 0 and offset + size <= len(self._mm):
+            return np.frombuffer(self._mm, np.uint8, count=size, offset=offset)
+        return np.frombuffer(self.pread(offset, size), np.uint8)
+
+    def release(self, offset: int, size: int) -> None:
+        """Drop the mapped pages of [offset, offset+size) from this process (MADV_DONTNEED on a read-only file
+        map: later reads fault them back from the page cache). Keeps the RSS of a scan bounded."""
+        if self._mm and hasattr(mmap, "MADV_DONTNEED"):
+            start = offset - offset % mmap.PAGESIZE
+            end = min(len(self._mm), offset + size)
+            if end > start:
+                try:
+                    self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+                except (OSError, ValueError):
+                    pass
 
     def read_exact(self, offset: int, size: int, what: str) -> bytes:
         """Exactly ``size`` bytes, or a FormatError naming ``what`` and the offset."""
@@ -59,6 +85,12 @@ class FileSource:
         return 0 <= offset and offset + size <= self.size
 
     def close(self) -> None:
+        if self._mm:
+            try:
+                self._mm.close()
+            except BufferError:  # arrays handed out still view the map; it closes when they are gone
+                pass
+        self._mm = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -153,6 +185,12 @@ class FlattenedSource(FileSource):
         self.size = (self._ext_off[-1] + self._ext_size[-1]) if self._ext_off else 0
         if self._ext_off:
             self.size = max(o + s for o, s in zip(self._ext_off, self._ext_size))
+
+    def view(self, offset: int, size: int) -> np.ndarray:
+        return np.frombuffer(self.pread(offset, size), np.uint8)
+
+    def release(self, offset: int, size: int) -> None:
+        pass
 
     def pread(self, offset: int, size: int) -> bytes:
         if not hasattr(self, "_ext_off"):  # header parsing: raw stream
