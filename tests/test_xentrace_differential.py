@@ -434,3 +434,61 @@ def test_fast_tolerant_decode_of_an_intact_capture_reports_no_damage(tmp_path):
         table = read_fast(path, tolerance=tolerance)
         assert damage_of(table) == []
         assert ref.first_difference(columns_of(table), ref.decode(path.read_bytes())) is None
+
+
+# -- bounded-memory batches, thread counts and a large capture with many ties ------------------------------------
+def read_batches(path, **kw) -> dict[str, list]:
+    import pyarrow as pa
+
+    from tracelens.parsers.xentrace.decode import iter_batches
+
+    tables = list(iter_batches(path, **kw))
+    if not tables:
+        return {c: [] for c in ref.COLUMNS}
+    return columns_of(pa.concat_tables(tables))
+
+
+@pytest.mark.parametrize("seed", range(0, 60, 3))
+def test_fast_batches_concatenate_to_the_reference(seed, tmp_path):
+    w, _ = generate(seed)
+    path = tmp_path / "gen.xt"
+    w.write(path)
+    expected = ref.decode(path.read_bytes())
+    for batch_bytes in (1, 64, 1000, 1 << 20):  # 1: every window is a batch of its own
+        diff = ref.first_difference(read_batches(path, batch_bytes=batch_bytes), expected)
+        assert diff is None, f"batch_bytes={batch_bytes}: {diff}"
+
+
+def _many_ties(seed: int) -> CaptureWriter:
+    """Several pCPUs, tens of thousands of records each, TSCs that mostly stand still (long runs of equal K across
+    pCPUs, so merge partitions split inside ties) and sometimes step back."""
+    rng = random.Random(seed)
+    w = CaptureWriter(poll_period=50, max_window_records=300, seed=seed)
+    for cpu in range(4):
+        t = 0
+        for i in range(12_000):
+            r = rng.random()
+            t = t + 10 if r < 0.1 else max(0, t - 100) if r < 0.102 else t
+            k = rng.random()
+            if k < 0.1:
+                w.record(cpu, RUNSTATE_CHANGE | (rng.randrange(4) << 8) | (rng.randrange(4) << 4),
+                         ((rng.randrange(3) << 16) | rng.randrange(4),), tsc=t)
+            elif k < 0.101:
+                w.lost(cpu, 5, 1, 1, first_tsc=t, tsc=t)
+            elif k < 0.11:
+                w.wrap(cpu, 4 * rng.randint(1, 9))
+            else:
+                w.record(cpu, 0x00082013, [i] * rng.randrange(8), tsc=t if rng.random() < 0.6 else None)
+    return w
+
+
+def test_fast_large_capture_with_ties_on_one_and_all_threads_and_in_batches(tmp_path):
+    path = tmp_path / "ties.xt"
+    _many_ties(1).write(path)
+    expected = ref.decode(path.read_bytes())
+    assert len(expected["cpu"]) > 45_000
+    for threads in (1, None):
+        diff = ref.first_difference(columns_of(read_fast(path, threads=threads)), expected)
+        assert diff is None, f"threads={threads}: {diff}"
+    diff = ref.first_difference(read_batches(path, batch_bytes=50_000), expected)
+    assert diff is None, f"batches: {diff}"

@@ -217,3 +217,19 @@ def test_fast_rtds_capture_contents(real_xentrace_dir):
     assert {n for e, n in zip(cols["event"], cols["n_extra"]) if e == SWITCH_INFPREV} == {2}
     assert {n for e, n in zip(cols["event"], cols["n_extra"]) if e == SWITCH_INFNEXT} == {3}
     assert {e >> 16 for e in cols["event"] if e != CPU_CHANGE} == {0x0002}
+
+
+def test_fast_batches_and_one_thread_equal_reference(capture):
+    import pyarrow as pa
+
+    from tracelens.parsers.xentrace import read_xentrace
+    from tracelens.parsers.xentrace.decode import iter_batches
+
+    _, path = capture
+    _, expected = reference(path)
+    t = read_xentrace(path, threads=1)
+    diff = ref.first_difference({c: t.column(c).to_pylist() for c in ref.COLUMNS}, expected)
+    assert diff is None, f"threads=1: {diff}"
+    t = pa.concat_tables(list(iter_batches(path, batch_bytes=64 << 10)))
+    diff = ref.first_difference({c: t.column(c).to_pylist() for c in ref.COLUMNS}, expected)
+    assert diff is None, f"batches of 64 KiB: {diff}"
