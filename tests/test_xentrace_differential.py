@@ -492,3 +492,19 @@ def test_fast_large_capture_with_ties_on_one_and_all_threads_and_in_batches(tmp_
         assert diff is None, f"threads={threads}: {diff}"
     diff = ref.first_difference(read_batches(path, batch_bytes=50_000), expected)
     assert diff is None, f"batches: {diff}"
+
+
+# -- summarize (tracelens info): counts without a table ----------------------------------------------------------
+def check_summary(path):
+    from tracelens.parsers.xentrace.decode import summarize
+
+    problems = ref.summary_mismatches(ref.decode(path.read_bytes()), summarize(path))
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("seed", range(0, 40, 4))
+def test_fast_summary_equals_reference_counts(seed, tmp_path):
+    w, _ = generate(seed)
+    path = tmp_path / "gen.xt"
+    w.write(path)
+    check_summary(path)

@@ -233,3 +233,12 @@ def test_fast_batches_and_one_thread_equal_reference(capture):
     t = pa.concat_tables(list(iter_batches(path, batch_bytes=64 << 10)))
     diff = ref.first_difference({c: t.column(c).to_pylist() for c in ref.COLUMNS}, expected)
     assert diff is None, f"batches of 64 KiB: {diff}"
+
+
+def test_fast_summary_equals_reference_counts(capture):
+    from tracelens.parsers.xentrace.decode import summarize
+
+    _, path = capture
+    _, expected = reference(path)
+    problems = ref.summary_mismatches(expected, summarize(path))
+    assert not problems, problems

@@ -304,3 +304,24 @@ def order_violation(cols: dict) -> str | None:
             return f"row {i} (offset {off}): (running-max TSC, pCPU) {key} after {prev}"
         prev = key
     return None
+
+
+def summary_mismatches(cols: dict, summary: dict) -> list[str]:
+    """Compare a ``tracelens info`` summary dict with counts taken from reference columns; [] when they agree."""
+    from collections import Counter
+
+    lost = [d1 for e, d1 in zip(cols["event"], cols["d1"]) if e == LOST_RECORDS]
+    timed = [t for t, h in zip(cols["tsc"], cols["has_tsc"]) if h]
+    want = {
+        "records": len(cols["cpu"]),
+        "windows": cols["event"].count(CPU_CHANGE),
+        "pcpus": sorted(set(cols["cpu"])),
+        "records_per_domain": dict(Counter("unknown" if d is None else d for d in cols["dom"])),
+        "lost_records": {"records": len(lost), "lost": sum(lost)},
+        "tsc_first": min(timed, default=None),
+        "tsc_last": max(timed, default=None),
+    }
+    out = [f"{k}: {summary.get(k)!r} != {v!r}" for k, v in want.items() if summary.get(k) != v]
+    if sum(summary.get("records_per_event", {}).values()) != len(cols["cpu"]):
+        out.append("records_per_event does not add up to the record count")
+    return out
