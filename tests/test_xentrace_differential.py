@@ -508,3 +508,44 @@ def test_fast_summary_equals_reference_counts(seed, tmp_path):
     path = tmp_path / "gen.xt"
     w.write(path)
     check_summary(path)
+
+
+# -- edge cases the generators rarely or never produce -----------------------------------------------------------
+def _rec(event: int, *data: int, tsc: int | None = None) -> bytes:
+    h = (event & 0x0FFFFFFF) | (len(data) << 28) | (0x80000000 if tsc is not None else 0)
+    t = struct.pack("<II", tsc & 0xFFFFFFFF, tsc >> 32) if tsc is not None else b""
+    return struct.pack("<I", h) + t + struct.pack(f"<{len(data)}I", *data)
+
+
+def _win(cpu: int, *records: bytes) -> bytes:
+    body = b"".join(records)
+    return struct.pack("<III", 0x2001F003, cpu, len(body)) + body
+
+
+EDGE_CASES = {
+    "empty-windows": _win(0) + _win(1, _rec(0x00082013, 1, tsc=5)) + _win(0),
+    # a CPU_CHANGE-looking record inside a window is an ordinary record of that window's pCPU
+    "cpu-change-inside-a-window": _win(2, _rec(0x00082013, 1, tsc=5), _rec(CPU_CHANGE, 7, 0), _rec(0x00082013, 2)),
+    "largest-tsc-and-pcpu-4095": _win(4095, _rec(0x00082013, 1, tsc=2**64 - 1), _rec(0x00082013))
+    + _win(0, _rec(0x00082013, 1, tsc=2**64 - 1)),
+    "timed-records-at-tsc-0": _win(3, _rec(0x00082013, 1, tsc=0)) + _win(1, _rec(0x00082013, 1, tsc=0)),
+    "lost-with-short-payloads": _win(0, _rec(0x00021101, 0x00050001, tsc=1), _rec(LOST, 3, tsc=2),
+                                     _rec(0x00082013), _rec(LOST, tsc=3), _rec(0x00082013),
+                                     _rec(LOST, 9, 0x00020001), _rec(0x00082013)),
+    "wrap-first-in-window-and-alone": _win(0, _rec(WRAP, 1, 2), _rec(0x00082013, tsc=4))
+    + _win(1, _rec(WRAP), _rec(WRAP, *range(6), tsc=9)),
+    "runstate-with-5-words-and-odd-minor-bits": _win(0, _rec(0x00021201, 0x00030002, 1, 2, 3, 4, tsc=4),
+                                                     _rec(0x00082013), _rec(0x00021F01, 0x00040002, tsc=5),
+                                                     _rec(0x00082013), _rec(0x000210F1, 0x00040002, tsc=6),
+                                                     _rec(0x00082013)),
+    "other-gen-class-ids-and-max-id": _win(0, _rec(0x0001F004, 1, 2, 3, tsc=1), _rec(0x0001F000),
+                                           _rec(0x0FFFFFFF, *range(7), tsc=2**63)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_fast_decoder_equals_reference_on_edge_cases(name, tmp_path):
+    path = tmp_path / f"{name}.xt"
+    path.write_bytes(EDGE_CASES[name])
+    diff = ref.first_difference(columns_of(read_fast(path)), ref.decode(EDGE_CASES[name]))
+    assert diff is None, diff

@@ -261,3 +261,9 @@ def test_a_file_that_does_not_start_with_a_cpu_change_is_not_a_capture_whatever_
     with pytest.raises(ReferenceFormatError) as e:
         ref.parse_file(buf, tolerance)
     assert e.value.offset == 0
+
+
+def test_a_cpu_change_record_inside_a_window_is_an_ordinary_record_of_that_window():
+    buf = window(2, rec(0x00082013, 1, tsc=5), rec(CPU_CHANGE, 7, 0), rec(0x00082013, 2))
+    assert list(zip(ref.decode(buf)["cpu"], ref.decode(buf)["event"], ref.decode(buf)["d1"])) == [
+        (2, CPU_CHANGE, 2), (2, 0x00082013, 1), (2, CPU_CHANGE, 7), (2, 0x00082013, 2)]
