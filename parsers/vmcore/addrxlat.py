@@ -44,6 +44,10 @@ class KernelTranslator:
                 if sym is not None and self.in_ktext(sym) and self.phys_base is not None:
                     self.root = self.ktext_to_phys(sym)
                     break
+        if self.root is None:
+            cr3 = getattr(dump, "cr3_root", lambda: None)()
+            if cr3 is not None:
+                self.root = cr3 & C.PTE_ADDR_MASK  # PCID bits off
         self.page_offset = dump.page_offset_base
 
     def in_ktext(self, va: int) -> bool:

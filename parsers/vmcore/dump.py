@@ -351,6 +351,17 @@ class Dump:
         return qemu_cpu_table(self.notes)
 
     def require_vmcoreinfo(self) -> VmcoreInfo:
+        """The VMCOREINFO in force; without a note, one page-aligned scan for ``OSRELEASE=`` (the kernel keeps the
+        text at the start of a page) is tried once before giving up with a message saying how to get one."""
+        if not self.vmcoreinfo and not getattr(self, "_vmcoreinfo_scanned", False):
+            from .xc_core import find_vmcoreinfo
+
+            self._vmcoreinfo_scanned = True
+            found = find_vmcoreinfo(self)
+            if found is not None:
+                self.vmcoreinfo = found
+                self.vmcoreinfo_source = "page scan"
+                self._xlat = None
         if not self.vmcoreinfo:
             raise FormatError(self.path, None, MISSING_VMCOREINFO_HINT)
         return self.vmcoreinfo
@@ -436,6 +447,7 @@ class Dump:
             "prstatus_notes": sum(1 for n in self.notes if n.name == "CORE" and n.type == C.NT_PRSTATUS),
             "crashtime": vi.crashtime if vi else None,
             "has_vmcoreinfo": bool(vi),
+            "vmcoreinfo_source": getattr(self, "vmcoreinfo_source", None),
             "notes": len(self.notes),
         }
 

@@ -1,0 +1,197 @@
+"""Xen ``xl dump-core`` files (libxenguest xc_domain_dumpcore, "xc_core" ELF; shared/spec/vmcore.md §3.1 and
+Xen docs/misc/dump-core-format.txt).
+
+An ELF64 ET_CORE file with sections only, read by name: ``.note.Xen`` (DUMPCORE_HEADER: magic 0xF00FEBED PV or
+0xF00FEBEE HVM, vCPU count, page count, page size), ``.xen_prstatus`` (one ``vcpu_guest_context`` per vCPU whose
+context was fetched, compacted, no vCPU id), ``.xen_shared_info`` (optional), ``.xen_pfn`` (HVM: u64 pfn per page)
+or ``.xen_p2m`` (PV: {u64 pfn, u64 gmfn}), and ``.xen_pages``. Entry i of the pfn table describes page i of
+``.xen_pages``; entries are sorted by pfn; an all-ones pfn marks an unused trailing slot. Every page is stored raw,
+so the page index has only ``present`` (and ``lost`` past the end of a truncated file).
+
+There is normally no VMCOREINFO: pass one to ``vmcore.open(..., vmcoreinfo=...)``, or the reader finds the
+guest's own note page by a page-aligned scan for ``OSRELEASE=`` (``find_vmcoreinfo``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from tracelens.errors import FormatError
+
+from . import constants as C
+from .dump import INDEX_BATCH, Dump, IndexBatch
+from .elf import parse_ehdr, read_section_headers
+from .notes import parse_notes
+from .vmcoreinfo import VmcoreInfo
+
+MAX_SECTION_NAMES = 1 << 20
+
+
+class XcCoreDump(Dump):
+    kind = "xc_core"
+
+    def __init__(self, source, **kw):
+        super().__init__(source, **kw)
+        path = self.path
+        eh = parse_ehdr(source)
+        shdrs = read_section_headers(source, eh)
+        if not shdrs:
+            raise FormatError(path, 40, "xc_core file without section headers")
+        strndx = eh["e_shstrndx"]
+        if strndx >= len(shdrs):
+            raise FormatError(path, 62, f"e_shstrndx {strndx} is not a section (there are {len(shdrs)})")
+        st = shdrs[strndx]
+        if st["offset"] + st["size"] > source.size or st["size"] > MAX_SECTION_NAMES:
+            raise FormatError(path, st["header_offset"] + 24, "section name table runs past the end of the file")
+        names = source.pread(st["offset"], st["size"])
+        self.sections: dict[str, dict] = {}
+        for sh in shdrs:
+            end = names.find(b"\0", sh["name_off"])
+            name = names[sh["name_off"] : end if end >= 0 else len(names)].decode("ascii", "replace")
+            sh["name"] = name
+            self.sections[name] = sh
+
+        def section(name, required=True):
+            sh = self.sections.get(name)
+            if sh is None:
+                if required:
+                    raise FormatError(path, eh["e_shoff"], f"xc_core file without a {name} section")
+                return None
+            return sh
+
+        note_sh = section(".note.Xen")
+        if note_sh["offset"] + note_sh["size"] > source.size or note_sh["size"] > 1 << 20:
+            raise FormatError(path, note_sh["header_offset"] + 24, ".note.Xen runs past the end of the file")
+        self.notes, _ = parse_notes(source.pread(note_sh["offset"], note_sh["size"]), note_sh["offset"])
+        hdr = next((n for n in self.notes if n.name == "Xen" and n.type == C.XC_CORE_NOTE_HEADER), None)
+        if hdr is None or len(hdr.desc) < 32:
+            raise FormatError(path, note_sh["offset"], ".note.Xen has no DUMPCORE_HEADER note")
+        magic, nr_vcpus, nr_pages, page_size = struct.unpack_from("<QQQQ", hdr.desc, 0)
+        if magic not in (C.XC_CORE_MAGIC_PV, C.XC_CORE_MAGIC_HVM):
+            raise FormatError(path, hdr.offset, f"DUMPCORE_HEADER magic 0x{magic:x} is neither PV (0xf00febed) nor HVM (0xf00febee)")
+        if page_size not in (4096, 8192, 16384, 65536):
+            raise FormatError(path, hdr.offset, f"DUMPCORE_HEADER page size {page_size}")
+        self.page_size = page_size
+        self.guest_type = "HVM" if magic == C.XC_CORE_MAGIC_HVM else "PV"
+        self.header = {"magic": magic, "nr_vcpus": nr_vcpus, "nr_pages": nr_pages, "guest_type": self.guest_type,
+                       "nr_cpus": nr_vcpus}
+        ver = next((n for n in self.notes if n.name == "Xen" and n.type == C.XC_CORE_NOTE_XEN_VERSION), None)
+        if ver is not None and len(ver.desc) >= 32:
+            major, minor = struct.unpack_from("<QQ", ver.desc, 0)
+            extra = ver.desc[16:32].split(b"\0")[0].decode("ascii", "replace")
+            self.header["xen_version"] = f"{major}.{minor}{extra}"
+
+        pages_sh = section(".xen_pages")
+        table_sh = section(".xen_pfn", False) or section(".xen_p2m", False)
+        if table_sh is None:
+            raise FormatError(path, eh["e_shoff"], "xc_core file without a .xen_pfn or .xen_p2m section")
+        entsize = 8 if table_sh["name"] == ".xen_pfn" else 16
+        if table_sh["offset"] + table_sh["size"] > source.size:
+            raise FormatError(path, table_sh["header_offset"] + 24, f"{table_sh['name']} runs past the end of the file")
+        n_entries = table_sh["size"] // entsize
+        if pages_sh["offset"] % page_size:
+            raise FormatError(path, pages_sh["header_offset"] + 24, ".xen_pages is not page aligned")
+        n_pages = min(n_entries, pages_sh["size"] // page_size)
+        raw = np.frombuffer(source.pread(table_sh["offset"], n_pages * entsize), np.uint64)
+        if entsize == 16:
+            raw = raw.reshape(-1, 2)
+            pfns, self.gmfns = raw[:, 0].copy(), raw[:, 1].copy()
+        else:
+            pfns, self.gmfns = raw.copy(), None
+        used = pfns != np.uint64(0xFFFFFFFFFFFFFFFF)
+        order = np.flatnonzero(used)
+        if len(order) > 1 and np.any(np.diff(pfns[order].astype(np.int64)) <= 0):
+            # the format promises ascending pfns; keep working on an unsorted table, but sort it first
+            order = order[np.argsort(pfns[order], kind="stable")]
+        self._pfn = pfns[order]
+        self._slot = order.astype(np.int64)
+        self.pages_offset = pages_sh["offset"]
+        self.complete = source.complete and pages_sh["offset"] + n_pages * page_size <= source.size
+        # vCPU contexts
+        self.vcpu_contexts: list[bytes] = []
+        pr = self.sections.get(".xen_prstatus")
+        if pr is not None:
+            esz = pr["entsize"] or C.VCPU_GUEST_CONTEXT_SIZE
+            if pr["offset"] + pr["size"] <= source.size and esz >= C.VCPU_CONTEXT_FIELDS["gs_base_user"] + 8:
+                blob = source.pread(pr["offset"], pr["size"])
+                self.vcpu_contexts = [blob[i : i + esz] for i in range(0, len(blob) - esz + 1, esz)]
+        si = self.sections.get(".xen_shared_info")
+        self.shared_info_page = source.pread(si["offset"], min(si["size"], page_size)) if si is not None else None
+        self._finish_init()
+
+    # -- page index -------------------------------------------------------------------------------------------
+    def _rows(self, i0: int, i1: int) -> IndexBatch:
+        ps = self.page_size
+        pfn = self._pfn[i0:i1]
+        offset = (self.pages_offset + self._slot[i0:i1] * ps).astype(np.int64)
+        state = np.where(offset + ps <= self.source.size, C.STATE_PRESENT, C.STATE_LOST).astype(np.uint8)
+        n = len(pfn)
+        return IndexBatch(pfn, offset, np.full(n, ps, np.uint32), np.zeros(n, np.uint8), state, None)
+
+    def _index_batches(self, batch: int = INDEX_BATCH):
+        for i in range(0, len(self._pfn), batch):
+            yield self._rows(i, min(len(self._pfn), i + batch))
+
+    def _lookup(self, pfn: int):
+        i = int(np.searchsorted(self._pfn, np.uint64(pfn)))
+        if i >= len(self._pfn) or int(self._pfn[i]) != pfn:
+            return None
+        r = self._rows(i, i + 1)
+        return int(r.state[0]), int(r.offset[0]), self.page_size, 0, 0
+
+    # -- Xen specifics ------------------------------------------------------------------------------------------
+    def vcpus(self):
+        """vCPU registers from .xen_prstatus (pyarrow Table). ``index`` is the position in the section: the
+        format keeps no vCPU id, and offline vCPUs are left out."""
+        import pyarrow as pa
+
+        rows = [{k: struct.unpack_from("<Q", ctx, off)[0] for k, off in C.VCPU_CONTEXT_FIELDS.items()} for ctx in self.vcpu_contexts]
+        cols = {"index": pa.array(range(len(rows)), pa.int32())}
+        for k in C.VCPU_CONTEXT_FIELDS:
+            cols[k] = pa.array([r[k] for r in rows], pa.uint64())
+        cols["online"] = pa.array([bool(r["flags"] & 32) for r in rows], pa.bool_())
+        return pa.table(cols)
+
+    def cr3_root(self) -> int | None:
+        """HVM: the guest-physical page-table root of the first online vCPU (a fallback when VMCOREINFO gives
+        none). PV CR3s hold machine frames and are not used."""
+        if self.guest_type != "HVM":
+            return None
+        off = C.VCPU_CONTEXT_FIELDS["cr3"]
+        for ctx in self.vcpu_contexts:
+            if struct.unpack_from("<Q", ctx, C.VCPU_CONTEXT_FIELDS["flags"])[0] & 32:
+                return struct.unpack_from("<Q", ctx, off)[0]
+        return None
+
+    def p2m(self):
+        """PV guests: pfn -> gmfn (pyarrow Table); None for HVM (auto-translated) guests."""
+        if self.gmfns is None:
+            return None
+        import pyarrow as pa
+
+        return pa.table({"pfn": pa.array(self._pfn, pa.uint64()), "gmfn": pa.array(self.gmfns[self._slot], pa.uint64())})
+
+    def info(self) -> dict:
+        out = super().info()
+        out.update(guest_type=self.guest_type, xen_version=self.header.get("xen_version"),
+                   nr_pages=self.header["nr_pages"], vcpus=len(self.vcpu_contexts),
+                   shared_info=self.shared_info_page is not None)
+        return out
+
+
+def find_vmcoreinfo(dump, max_pages: int | None = None) -> VmcoreInfo | None:
+    """Scan present pages for one that starts with ``OSRELEASE=`` (the kernel keeps its VMCOREINFO text at the
+    start of a page) and parse it. Returns the first found, or None."""
+    seen = 0
+    for b in dump.iter_pages(states=("present",)):
+        hits = np.flatnonzero((b.data[:, :10] == np.frombuffer(b"OSRELEASE=", np.uint8)).all(axis=1))
+        for h in hits.tolist():
+            vi = VmcoreInfo.parse(b.data[h].tobytes())
+            if vi.page_size and vi.osrelease:
+                return vi
+        seen += len(b.pfn)
+        if max_pages is not None and seen >= max_pages:
+            break
+    return None
