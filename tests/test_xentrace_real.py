@@ -242,3 +242,27 @@ def test_fast_summary_equals_reference_counts(capture):
     _, expected = reference(path)
     problems = ref.summary_mismatches(expected, summarize(path))
     assert not problems, problems
+
+
+def _switch_prev_check(cols):
+    """Xen names the outgoing vCPU in every SWITCH record (d1 prev domid, d2 prev unit; spec §4.3). The running
+    vCPU rebuilt from the earlier records of that pCPU (spec §2.7) must be that vCPU whenever it is known, and it
+    may be unknown only before a pCPU's first scheduling record (at most once per pCPU)."""
+    agree = unknown = 0
+    for e, n, d1, d2, dom, vcpu, cpu in zip(cols["event"], cols["n_extra"], cols["d1"], cols["d2"], cols["dom"],
+                                            cols["vcpu"], cols["cpu"]):
+        if e == 0x0002800A and n >= 4:
+            if dom is None:
+                unknown += 1
+            else:
+                assert (dom, vcpu) == (d1 & 0xFFFF, d2 & 0xFFFF), f"pCPU {cpu}: ran d{dom}v{vcpu}, SWITCH says prev {d1}/{d2}"
+                agree += 1
+    assert agree > 700 and unknown <= 8
+
+
+def test_reference_running_vcpu_matches_the_switch_records(capture):
+    _switch_prev_check(reference(capture[1])[1])
+
+
+def test_fast_running_vcpu_matches_the_switch_records(capture):
+    _switch_prev_check(fast(capture[1]))
