@@ -1,0 +1,61 @@
+"""Slow, obviously-correct pure-Python references for the analysis kernels (tracelens/analysis/_kernels.py).
+
+They read the decoded capture row by row (dicts in the decoder's time order) and know nothing of the fast code.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+
+MAP, UNMAP = 0x0010F001, 0x0010F002
+
+
+def epoch_of(bounds: dict[int, list[int]], domid, tsc: int) -> int:
+    """Number of boundaries of ``domid`` at or before ``tsc``."""
+    return bisect_right(sorted(bounds.get(domid, [])), tsc)
+
+
+def grant_ledger(rows: list[dict], boundaries: list[tuple[int, int]]) -> dict:
+    """{(mapper or None, granter, granter epoch): {"maps", "unmaps", "late", "outstanding_at_boundary"}}.
+
+    Every pair seen gets a row for each epoch of its granter. ``late`` counts unmaps made while handles that were
+    outstanding at the granter's latest boundary remain unreleased (oldest first: every unmap releases one of them
+    while any remain). ``outstanding_at_boundary`` is maps - unmaps of the pair over the whole capture before the
+    boundary that ends the epoch (None for the last, open epoch).
+    """
+    bounds: dict[int, list[int]] = defaultdict(list)
+    for d, t in boundaries:
+        bounds[d].append(t)
+    out: dict = {}
+    balance: dict = defaultdict(int)
+    carried: dict = defaultdict(int)
+    seen_epoch: dict = defaultdict(int)
+    history: dict = defaultdict(list)  # pair -> [(tsc, +1/-1)]
+    for r in rows:
+        if r["event"] not in (MAP, UNMAP) or r["n_extra"] < 1:
+            continue
+        mapper, granter = r["dom"], r["d1"] & 0xFFFF
+        pair = (mapper, granter)
+        e = epoch_of(bounds, granter, r["tsc"])
+        if e > seen_epoch[pair]:
+            carried[pair] = max(balance[pair], 0)
+            seen_epoch[pair] = e
+        row = out.setdefault((mapper, granter, e), {"maps": 0, "unmaps": 0, "late": 0})
+        if r["event"] == MAP:
+            balance[pair] += 1
+            row["maps"] += 1
+            history[pair].append((r["tsc"], 1))
+        else:
+            balance[pair] -= 1
+            row["unmaps"] += 1
+            history[pair].append((r["tsc"], -1))
+            if carried[pair] > 0:
+                carried[pair] -= 1
+                row["late"] += 1
+    for (mapper, granter), hist in history.items():
+        bt = sorted(bounds.get(granter, []))
+        for e in range(len(bt) + 1):
+            row = out.setdefault((mapper, granter, e), {"maps": 0, "unmaps": 0, "late": 0})
+            row["outstanding_at_boundary"] = sum(s for t, s in hist if t < bt[e]) if e < len(bt) else None
+    return out

@@ -1,0 +1,195 @@
+"""Boundaries and ledgers against the simulator's truth (tracelens.synth) and, for the grant ledger kernel, against
+the pure-Python reference in analysis_reference.py, on many generated captures."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import analysis_reference as ref
+import tracelens
+from tracelens import synth
+from tracelens.analysis import ledgers as L
+from tracelens.analysis.boundaries import find_boundaries, parse_boundary
+from tracelens.analysis.records import columns, lost_intervals
+from tracelens.errors import UsageError
+
+SEEDS = range(40)
+
+
+def _decode(sim, tmp_path, name="c.xentrace"):
+    path = tmp_path / name
+    sim.write(path)
+    table = tracelens.read_xentrace(path)
+    return table, columns(table)
+
+
+def _truth_grants(sim):
+    out = {}
+    for (m, g, e), row in sim.truth.grants.items():
+        out[(m, g, e)] = {"maps": row["maps"], "unmaps": row["unmaps"], "late": row["late"]}
+    return out
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_boundaries_and_grant_ledger_match_truth_and_reference(seed, tmp_path):
+    sim = synth.random_scenario(seed)
+    table, rec = _decode(sim, tmp_path)
+    ep = find_boundaries(rec)
+    got_b = [(b.domid, b.epoch, b.kind, b.tsc) for b in ep.boundaries]
+    want_b = sorted((b["domid"], b["epoch"], b["kind"], b["tsc"]) for b in sim.truth.boundaries)
+    assert got_b == want_b
+
+    led = L.grant_ledger(rec, ep)
+    fast = {(r["mapper"], r["granter"], r["epoch"]): r for r in led.rows}
+    rows = table.to_pylist()
+    slow = ref.grant_ledger(rows, [(b["domid"], b["tsc"]) for b in sim.truth.boundaries])
+    assert set(fast) == set(slow)
+    for k, s in slow.items():
+        f = fast[k]
+        assert (f["maps"], f["unmaps"], f["late_unmaps"], f["outstanding_at_boundary"]) == (
+            s["maps"], s["unmaps"], s["late"], s["outstanding_at_boundary"]), k
+    # the simulator's own counts (kept while emitting)
+    truth = _truth_grants(sim)
+    for k, t in truth.items():
+        f = fast.get(k, {"maps": 0, "unmaps": 0, "late_unmaps": 0})
+        assert (f["maps"], f["unmaps"], f["late_unmaps"]) == (t["maps"], t["unmaps"], t["late"]), k
+    for k, row in fast.items():
+        if row["maps"] or row["unmaps"]:
+            assert k in truth
+    for (m, g, e), out in sim.truth.outstanding.items():
+        assert fast[(m, g, e)]["outstanding_at_boundary"] == out
+    # the series ends at each pair's final balance
+    s = led.series
+    for (m, g, e), row in fast.items():
+        if row["outstanding_at_end"] is not None:
+            idx = np.flatnonzero((s["mapper"] == (-1 if m is None else m)) & (s["granter"] == g))
+            if idx.size:
+                assert s["outstanding"][idx[-1]] == row["outstanding_at_end"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_balloon_hypercalls_guest_objects_match_truth(seed, tmp_path):
+    sim = synth.random_scenario(seed)
+    _, rec = _decode(sim, tmp_path)
+    ep = find_boundaries(rec)
+    hc = L.hypercall_counts(rec, ep)
+    got_hc = Counter()
+    for h in hc:
+        got_hc[(h["domid"], h["epoch"], h["source"], h["op"], h["cmd"])] += h["count"]
+    assert got_hc == +sim.truth.hypercalls
+
+    bal = L.balloon_ledger(rec, ep, hypercalls=hc)
+    got = {(b["domid"], b["epoch"]): b for b in bal}
+    assert set(got) == set(sim.truth.balloon)
+    for k, t in sim.truth.balloon.items():
+        b = got[k]
+        assert (b["extents"], b["pages"]) == (t["extents"], t["pages"])
+        assert b["layout"] == ("pre-4.18" if sim.pre_418 else "4.18")
+        covered = set()
+        for a, z in b["gfn_ranges"]:
+            covered.update(range(a, z))
+        want = set()
+        for gfn, order in t["gfns"]:
+            want.update(range(gfn, gfn + (1 << order)))
+        assert covered == want
+
+    gl = L.guest_ledger(rec, ep)
+    got_refs = {}
+    for r in gl.grefs:
+        got_refs.setdefault((r["domid"], r["epoch"]), []).append(r["ref"])
+    got_pirqs = {}
+    for r in gl.pirqs:
+        got_pirqs.setdefault((r["domid"], r["epoch"]), []).append(r["pirq"])
+    bounded = {(b["domid"], b["epoch"]) for b in sim.truth.boundaries}
+    assert {k: sorted(v) for k, v in got_refs.items() if k in bounded} == sim.truth.guest_grefs
+    assert {k: sorted(v) for k, v in got_pirqs.items() if k in bounded} == sim.truth.guest_pirqs
+
+
+def test_lost_intervals_match_truth(tmp_path):
+    n = 0
+    for seed in SEEDS:
+        sim = synth.random_scenario(seed)
+        _, rec = _decode(sim, tmp_path, f"{seed}.xentrace")
+        got = sorted(map(tuple, lost_intervals(rec).tolist()))
+        assert got == sorted(sim.truth.lost)
+        n += len(got)
+    assert n > 0
+
+
+# -- boundary rules on hand-built captures ------------------------------------------------------------------------
+def _host():
+    s = synth.Sim(ncpus=2, seed=3)
+    s.add_domain(0, "pv", homes=[0])
+    s.add_domain(1, "hvm", homes=[1])
+    return s
+
+
+def test_poweroff_and_reboot_are_not_boundaries(tmp_path):
+    s = _host()
+    s.shutdown(1, 0)  # poweroff
+    s.resume(1)  # (a toolstack that restarts it anyway)
+    s.shutdown(1, 1)  # reboot
+    s.truth.boundaries.clear()
+    s.finish()
+    _, rec = _decode(s, tmp_path)
+    assert find_boundaries(rec).boundaries == []
+
+
+def test_shutdown_code_overrides_reason(tmp_path):
+    s = _host()
+    s.crash(1, code_first=True)  # SHUTDOWN_CODE(3) then SHUTDOWN(0): Xen uses the stored crash code
+    s.finish()
+    _, rec = _decode(s, tmp_path)
+    (b,) = find_boundaries(rec).boundaries
+    assert (b.kind, b.evidence["shutdown_record_reason"], b.evidence["reason"]) == ("crash", 0, 3)
+    assert b.tsc == s.truth.boundaries[0]["tsc"]
+
+
+def test_shutdown_then_destroy_is_recreate_not_reset(tmp_path):
+    s = _host()
+    s.shutdown(1, 5)
+    s.destroy(1)
+    t = s.create(1, "hvm")
+    s.hypercall(1, synth.HC_XEN_VERSION)
+    s.finish()
+    _, rec = _decode(s, tmp_path)
+    bs = find_boundaries(rec).boundaries
+    assert [(b.domid, b.epoch, b.kind, b.tsc) for b in bs] == [(1, 0, "recreate", t)]
+
+
+def test_user_boundaries_are_numbered_with_the_others(tmp_path):
+    s = _host()
+    s.hypercall(1, synth.HC_XEN_VERSION)
+    t0 = s.now
+    s.hypercall(1, synth.HC_XEN_VERSION)
+    tb = s.soft_reset(1)
+    s.finish()
+    _, rec = _decode(s, tmp_path)
+    ep = find_boundaries(rec, user=[(1, t0), (0, 5)])
+    assert [(b.domid, b.epoch, b.kind) for b in ep.boundaries] == [(0, 0, "user"), (1, 0, "user"), (1, 1, "soft_reset")]
+    assert ep.of(np.array([1, 1, 1, 7]), np.array([t0 - 1, t0, tb, tb], np.uint64)).tolist() == [0, 1, 2, 0]
+
+
+def test_parse_boundary():
+    assert parse_boundary("3@1000") == (3, 1000)
+    assert parse_boundary("0x3@0x10") == (3, 16)
+    assert parse_boundary("2@1.5ms", cpu_hz=2.0e9) == (2, 3_000_000)
+    assert parse_boundary("2@2s", cpu_hz=1e9) == (2, 2_000_000_000)
+    for bad in ("3", "x@5", "3@", "3@abc", "70000@5", "3@-4"):
+        with pytest.raises(UsageError):
+            parse_boundary(bad)
+    with pytest.raises(UsageError, match="cpu-hz"):
+        parse_boundary("1@5ms")
+
+
+def test_pre_418_balloon_layout_without_version_hint(tmp_path):
+    sim = synth.scenario_balloon_before_kexec(xen_version="4.17")
+    _, rec = _decode(sim, tmp_path)
+    ep = find_boundaries(rec)
+    (row,) = L.balloon_ledger(rec, ep)
+    assert (row["domid"], row["epoch"], row["extents"], row["pages"], row["layout"]) == (1, 0, 7, 518, "pre-4.18")
+    assert row["extents_by_order"] == {"0": 6, "9": 1}
+    assert row["gfn_ranges"] == [(0x12340, 0x12346), (0x40000, 0x40200)]

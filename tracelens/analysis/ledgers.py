@@ -1,0 +1,319 @@
+"""Resource ledgers per domain and epoch: grants, balloon, hypercalls, host IRQ vectors, guest tracepoints.
+
+Spec ../shared/spec/xentrace.md: §4.1 (grant and balloon records), §4.2 (IRQ vectors), §4.4 (hypercall records),
+§4.5 and docs/guest-tracepoints.md (TRC_GUEST). Every function takes the capture's :class:`Records` and its
+:class:`Epochs` and returns plain rows (lists of dicts) that the findings, the reports and the JSON contract share.
+TSCs are in cycles. No Python loop runs over records: the grant ledger is a numba kernel, the rest is numpy.
+
+What stock Xen does not trace limits what a ledger can say:
+
+* grants: MAP/UNMAP carry only the granter (d1); the mapper is the domain running on that pCPU (decoder ``dom``).
+  No grant ref, so pairing is by counts per (mapper, granter). Implicit releases (a mapper or granter dying) are
+  not traced.
+* balloon: DECREASE_RESERVATION only; balloon-up shows only as memory_op (12) hypercalls.
+* PIRQ / event channels: no events; only hypercall counts by op (PV guests also record the grant_table_op,
+  sched_op and vcpu_op sub-command), host vector ASSIGN/CLEAR (irq and vector packed in d1) and IRQ deliveries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracelens.analysis import _kernels as K
+from tracelens.analysis import records as R
+from tracelens.analysis.boundaries import Epochs
+
+HYPERCALL_NAMES = {1: "mmu_update", 2: "set_gdt", 3: "stack_switch", 4: "set_callbacks", 5: "fpu_taskswitch",
+                   6: "sched_op_compat", 7: "platform_op", 8: "set_debugreg", 9: "get_debugreg",
+                   10: "update_descriptor", 12: "memory_op", 13: "multicall", 14: "update_va_mapping",
+                   15: "set_timer_op", 16: "event_channel_op_compat", 17: "xen_version", 18: "console_io",
+                   19: "physdev_op_compat", 20: "grant_table_op", 21: "vm_assist", 22: "update_va_mapping_otherdomain",
+                   23: "iret", 24: "vcpu_op", 25: "set_segment_base", 26: "mmuext_op", 27: "xsm_op", 28: "nmi_op",
+                   29: "sched_op", 30: "callback_op", 31: "xenoprof_op", 32: "event_channel_op", 33: "physdev_op",
+                   34: "hvm_op", 35: "sysctl", 36: "domctl", 37: "kexec_op", 38: "tmem_op", 39: "argo_op",
+                   40: "xenpmu_op", 41: "dm_op", 42: "hypfs_op"}
+GNTTABOP_NAMES = {0: "map_grant_ref", 1: "unmap_grant_ref", 2: "setup_table", 3: "dump_table", 4: "transfer",
+                  5: "copy", 6: "query_size", 7: "unmap_and_replace", 8: "set_version", 9: "get_status_frames",
+                  10: "get_version", 11: "swap_grant_ref", 12: "cache_flush"}
+SCHEDOP_NAMES = {0: "yield", 1: "block", 2: "shutdown", 3: "poll", 4: "remote_shutdown", 5: "shutdown_code",
+                 6: "watchdog", 7: "pin_override"}
+VCPUOP_NAMES = {0: "initialise", 1: "up", 2: "down", 3: "is_up", 4: "get_runstate_info",
+                5: "register_runstate_memory_area", 10: "register_vcpu_info", 11: "send_nmi", 12: "get_physid",
+                13: "register_vcpu_time_memory_area", 14: "register_runstate_phys_area",
+                15: "register_vcpu_time_phys_area"}
+SUBOP_NAMES = {20: GNTTABOP_NAMES, 29: SCHEDOP_NAMES, 24: VCPUOP_NAMES}
+
+# TRC_GUEST convention (docs/guest-tracepoints.md)
+GT_HELLO, GT_GRANT_ACCESS, GT_END_ACCESS, GT_PIRQ_BIND, GT_PIRQ_UNBIND = 0x100, 0x101, 0x102, 0x103, 0x104
+GT_BALLOON_OUT, GT_BALLOON_IN, GT_KEXEC_LOAD, GT_KEXEC_EXEC, GT_SHARED_INFO, GT_VCPU_INFO = (
+    0x105, 0x106, 0x107, 0x108, 0x109, 0x10A)
+GT_MAGIC = 0x544C4754
+GT_NAMES = {GT_HELLO: "hello", GT_GRANT_ACCESS: "grant_access", GT_END_ACCESS: "end_access", GT_PIRQ_BIND: "pirq_bind",
+            GT_PIRQ_UNBIND: "pirq_unbind", GT_BALLOON_OUT: "balloon_out", GT_BALLOON_IN: "balloon_in",
+            GT_KEXEC_LOAD: "kexec_load", GT_KEXEC_EXEC: "kexec_exec", GT_SHARED_INFO: "shared_info",
+            GT_VCPU_INFO: "vcpu_info"}
+
+
+def _dom_or_none(x: int):
+    return None if x < 0 else int(x)
+
+
+# -- grants ------------------------------------------------------------------------------------------------------
+@dataclass
+class GrantLedger:
+    """``rows``: one per (mapper, granter, granter epoch) for every pair seen, over all epochs of the granter.
+    ``by_mapper``: one per (mapper, mapper epoch) with maps by that mapper. ``series``: the outstanding count of each
+    pair after each of its records (tsc, mapper, granter, outstanding) for timelines."""
+
+    rows: list[dict] = field(default_factory=list)
+    by_mapper: list[dict] = field(default_factory=list)
+    series: dict = field(default_factory=dict)
+    unattributed: int = 0
+
+
+def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
+    sel = np.flatnonzero(((rec.event == R.MEM_GRANT_MAP) | (rec.event == R.MEM_GRANT_UNMAP)) & (rec.n_extra >= 1))
+    mapper = rec.dom[sel]
+    granter = rec.word(1)[sel] & 0xFFFF
+    tsc = rec.tsc[sel]
+    is_map = rec.event[sel] == R.MEM_GRANT_MAP
+    out = GrantLedger(unattributed=int((mapper < 0).sum()))
+    if sel.size == 0:
+        out.series = {"tsc": np.empty(0, np.uint64), "mapper": np.empty(0, np.int64),
+                      "granter": np.empty(0, np.int64), "outstanding": np.empty(0, np.int64)}
+        return out
+    keys = mapper * 0x10000 + granter  # mapper -1 stays distinct from every real pair
+    pairs, pair = np.unique(keys, return_inverse=True)
+    pair = pair.astype(np.int64).ravel()
+    gep = ep.of(granter, tsc)
+    mep = ep.of(np.where(mapper < 0, -1, mapper), tsc)
+    p_mapper = np.floor_divide(pairs, 0x10000)
+    p_granter = pairs - p_mapper * 0x10000
+    n_gep = max(int(gep.max()) + 1, 1 + max((ep.count(int(g)) for g in p_granter), default=0))
+    n_mep = max(int(mep.max()) + 1, 1 + max((ep.count(int(m)) for m in p_mapper if m >= 0), default=0))
+    (maps, unmaps, late, first, last, late_first, late_last,
+     m_maps, m_unmaps, m_first_map, after) = K.grant_ledger(pair, gep, mep, is_map, len(pairs), n_gep, n_mep)
+
+    def t(idx):
+        return None if idx < 0 else int(tsc[idx])
+
+    for p in range(len(pairs)):
+        m, g = int(p_mapper[p]), int(p_granter[p])
+        nb = ep.count(g)
+        cum = np.cumsum(maps[p] - unmaps[p])
+        for e in range(nb + 1):
+            out.rows.append({
+                "mapper": _dom_or_none(m), "granter": g, "epoch": e,
+                "maps": int(maps[p, e]), "unmaps": int(unmaps[p, e]), "late_unmaps": int(late[p, e]),
+                "outstanding_at_boundary": int(cum[e]) if e < nb else None,
+                "outstanding_at_end": int(cum[-1]) if e == nb else None,
+                "first_tsc": t(first[p, e]), "last_tsc": t(last[p, e]),
+                "late_first_tsc": t(late_first[p, e]), "late_last_tsc": t(late_last[p, e]),
+            })
+    mappers = sorted({int(m) for m in p_mapper})
+    for m in mappers:
+        ps = np.flatnonzero(p_mapper == m)
+        nb = ep.count(m) if m >= 0 else 0
+        mm, mu = m_maps[ps].sum(axis=0), m_unmaps[ps].sum(axis=0)
+        cum = np.cumsum(mm - mu)
+        for e in range(nb + 1):
+            firsts = [int(x) for x in m_first_map[ps, e] if x >= 0]
+            granters = sorted(int(p_granter[q]) for q in ps if m_maps[q, e] or m_unmaps[q, e])
+            out.by_mapper.append({
+                "mapper": _dom_or_none(m), "epoch": e, "maps": int(mm[e]), "unmaps": int(mu[e]),
+                "first_map_tsc": int(tsc[min(firsts)]) if firsts else None,
+                "outstanding_at_boundary": int(cum[e]) if e < nb else None,
+                "outstanding_at_end": int(cum[-1]) if e == nb else None, "granters": granters,
+            })
+    out.series = {"tsc": tsc, "mapper": mapper, "granter": granter, "outstanding": after}
+    return out
+
+
+# -- balloon -----------------------------------------------------------------------------------------------------
+def balloon_layout(rec: R.Records, xen_version: tuple[int, int] | None = None) -> str:
+    """"4.18" (d3 = domid, d4 = order) or "pre-4.18" (d3 = domid | order << 16, d4 stale): the given version, else
+    the decoder's layout guess, else the heuristic of spec §4.1 (a new-layout d4 is a small order, d3 a domid)."""
+    v = xen_version or rec.layout_version
+    if v is not None:
+        return "pre-4.18" if tuple(v) < (4, 18) else "4.18"
+    sel = (rec.event == R.MEM_DECREASE_RESERVATION) & (rec.n_extra >= 4)
+    if sel.any() and not bool(np.all((rec.d[sel, 3] <= 18) & (rec.d[sel, 2] < 0x7FF0))):
+        return "pre-4.18"
+    return "4.18"
+
+
+def _merge_ranges(start: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
+    """Union of [start, end) gfn ranges, vectorised."""
+    o = np.argsort(start, kind="stable")
+    s, e = start[o], end[o]
+    reach = np.maximum.accumulate(e)
+    new = np.ones(s.size, bool)
+    new[1:] = s[1:] > reach[:-1]
+    idx = np.flatnonzero(new)
+    ends = np.append(idx[1:], s.size) - 1
+    return [(int(s[a]), int(reach[b])) for a, b in zip(idx, ends)]
+
+
+def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: list[dict] | None = None) -> list[dict]:
+    """One row per (target domain, epoch) with DECREASE_RESERVATION records: extents, pages (4 KiB), pages by order,
+    merged gfn ranges [first, end), first/last TSC, and the memory_op hypercall count of that domain and epoch
+    (the only trace of balloon-up)."""
+    layout = balloon_layout(rec, xen_version)
+    sel = np.flatnonzero((rec.event == R.MEM_DECREASE_RESERVATION) & (rec.n_extra >= 4))
+    gfn = rec.word(1)[sel] | (rec.word(2)[sel] << 32)
+    if layout == "4.18":
+        domid, order = rec.word(3)[sel] & 0xFFFF, rec.word(4)[sel]
+    else:
+        domid, order = rec.word(3)[sel] & 0xFFFF, rec.word(3)[sel] >> 16
+    order = np.minimum(order, 62)
+    tsc = rec.tsc[sel]
+    epoch = ep.of(domid, tsc)
+    memops: dict[tuple, int] = {}
+    for h in hypercalls or ():
+        if h["op"] == 12 and h["domid"] is not None:
+            memops[(h["domid"], h["epoch"])] = memops.get((h["domid"], h["epoch"]), 0) + h["count"]
+    rows = []
+    if sel.size:
+        keys, inv = np.unique(np.stack([domid, epoch], axis=1), axis=0, return_inverse=True)
+        inv = inv.ravel()
+        for k in range(len(keys)):  # one pass per (domain, epoch) group
+            g = np.flatnonzero(inv == k)
+            pages = np.left_shift(np.int64(1), order[g])
+            by_order = {str(int(o)): int(c) for o, c in zip(*np.unique(order[g], return_counts=True))}
+            d, e = int(keys[k, 0]), int(keys[k, 1])
+            rows.append({"domid": d, "epoch": e, "extents": int(g.size), "pages": int(pages.sum()),
+                         "extents_by_order": by_order, "gfn_ranges": _merge_ranges(gfn[g], gfn[g] + pages),
+                         "first_tsc": int(tsc[g].min()), "last_tsc": int(tsc[g].max()),
+                         "memory_op_calls": memops.get((d, e), 0), "layout": layout})
+    return rows
+
+
+# -- hypercalls --------------------------------------------------------------------------------------------------
+SOURCES = {R.PV_HYPERCALL_V2: "pv", R.PV_HYPERCALL_SUBCALL: "pv-multicall", R.HVM_VMMCALL: "hvm"}
+
+
+def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:
+    """Hypercalls per (domain, epoch, source, op, cmd): ``pv`` from PV_HYPERCALL_V2 (op = d1 bits 0-19; cmd = the
+    first recorded argument A0 where Xen records it -- grant_table_op masked with GNTTABOP_CMD_MASK 0xfff, sched_op,
+    vcpu_op), ``pv-multicall`` from HYPERCALL_SUBCALL, ``hvm`` from VMMCALL (op = eax, no arguments). The domain is
+    the one running on the pCPU (None when unknown)."""
+    ev = rec.event
+    sel = np.flatnonzero(((ev == R.PV_HYPERCALL_V2) | (ev == R.PV_HYPERCALL_SUBCALL) | (ev == R.HVM_VMMCALL))
+                         & (rec.n_extra >= 1))
+    if not sel.size:
+        return []
+    d1 = rec.word(1)[sel]
+    is_pv = ev[sel] != R.HVM_VMMCALL
+    op = np.where(is_pv, d1 & 0xFFFFF, d1)
+    a0 = (d1 >> 20) & 3
+    has_cmd = is_pv & (a0 != 0) & (rec.n_extra[sel] >= 2)
+    cmd = np.where(has_cmd, rec.word(2)[sel], -1)
+    cmd = np.where(has_cmd & (op == 20), cmd & 0xFFF, cmd)
+    src = np.select([ev[sel] == R.PV_HYPERCALL_V2, ev[sel] == R.PV_HYPERCALL_SUBCALL], [0, 1], 2)
+    domid = rec.dom[sel]
+    epoch = ep.of(domid, rec.tsc[sel])
+    keys, counts = np.unique(np.stack([domid, epoch, src, op, cmd], axis=1), axis=0, return_counts=True)
+    names = ("pv", "pv-multicall", "hvm")
+    rows = []
+    for (d, e, s, o, c), n in zip(keys.tolist(), counts.tolist()):
+        row = {"domid": _dom_or_none(d), "epoch": e, "source": names[s], "op": o,
+               "op_name": HYPERCALL_NAMES.get(o, f"op_{o}"), "cmd": None if c < 0 else c, "count": n}
+        if c >= 0:
+            row["cmd_name"] = SUBOP_NAMES.get(o, {}).get(c, str(c))
+        rows.append(row)
+    return rows
+
+
+# -- host IRQ vectors --------------------------------------------------------------------------------------------
+def vector_ledger(rec: R.Records) -> list[dict]:
+    """Per Xen irq: ASSIGN_VECTOR and CLEAR_VECTOR counts (irq = d1 bits 0-15, vector = bits 16-31, spec §4.2),
+    the last vector seen, whether a vector is still assigned at the end, and IRQ_HANDLED deliveries."""
+    ev = rec.event
+    vsel = np.flatnonzero(((ev == R.HW_IRQ_ASSIGN_VECTOR) | (ev == R.HW_IRQ_CLEAR_VECTOR)) & (rec.n_extra >= 1))
+    hsel = np.flatnonzero((ev == R.HW_IRQ_HANDLED) & (rec.n_extra >= 1))
+    virq = rec.word(1)[vsel] & 0xFFFF
+    vec = rec.word(1)[vsel] >> 16
+    assign = ev[vsel] == R.HW_IRQ_ASSIGN_VECTOR
+    hirq = rec.word(1)[hsel]
+    rows = []
+    for irq in np.union1d(virq, hirq).tolist():
+        m = virq == irq
+        a, c = int((assign & m).sum()), int((~assign & m).sum())
+        idx = np.flatnonzero(m)
+        rows.append({"irq": irq, "assigns": a, "clears": c,
+                     "last_vector": int(vec[idx[-1]]) if idx.size else None,
+                     "assigned_at_end": bool(idx.size and assign[idx[-1]]),
+                     "handled": int((hirq == irq).sum())})
+    return rows
+
+
+# -- guest tracepoints -------------------------------------------------------------------------------------------
+@dataclass
+class GuestLedger:
+    """``instrumented``: (domid, epoch) pairs whose kernel announced the convention (HELLO). ``grefs`` / ``pirqs``:
+    objects still granted / bound at the end of each instrumented epoch (rows with the last GRANT/BIND record's
+    payload). ``events``: tracepoint counts per (domid, epoch, name)."""
+
+    instrumented: set = field(default_factory=set)
+    grefs: list[dict] = field(default_factory=list)
+    pirqs: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+
+
+def _open_objects(idx, key_obj, is_open, domid, epoch, tsc, rec, fields):
+    """Objects whose last record (per domid, epoch, object) opens them."""
+    if not idx.size:
+        return []
+    keys = np.stack([domid, epoch, key_obj], axis=1)
+    # last record of each key: unique over the reversed order
+    rev = keys[::-1]
+    _, first_rev = np.unique(rev, axis=0, return_index=True)
+    last = idx.size - 1 - first_rev
+    rows = []
+    for j in np.sort(last).tolist():
+        if is_open[j]:
+            i = idx[j]
+            row = {"domid": int(domid[j]), "epoch": int(epoch[j]), "tsc": int(tsc[j]), "offset": int(rec.offset[i])}
+            for k, name in enumerate(fields):
+                row[name] = int(rec.d[i, k])
+            rows.append(row)
+    return rows
+
+
+def guest_ledger(rec: R.Records, ep: Epochs) -> GuestLedger:
+    ev = rec.event.astype(np.int64)
+    gsel = np.flatnonzero(((ev & 0x0FFFF000) == R.TRC_GUEST) & (rec.dom >= 0))
+    out = GuestLedger()
+    if not gsel.size:
+        return out
+    n = (ev[gsel] & 0xFFF)
+    domid = rec.dom[gsel]
+    epoch = ep.of(domid, rec.tsc[gsel])
+    hello = (n == GT_HELLO) & (rec.d[gsel, 0] == GT_MAGIC)
+    # a tracepoint counts from the first HELLO of its domain's epoch on
+    key = domid * (1 << 32) + epoch
+    hk, hfirst = np.unique(key[hello], return_index=True)
+    if not hk.size:
+        return out
+    hpos = np.flatnonzero(hello)[hfirst]  # position of each (domid, epoch)'s first HELLO
+    pos = np.minimum(np.searchsorted(hk, key), hk.size - 1)
+    after_hello = (hk[pos] == key) & (np.arange(key.size) >= hpos[pos])
+    out.instrumented = {(int(k >> 32), int(k & 0xFFFFFFFF)) for k in hk.tolist()}
+    live = after_hello & np.isin(n, list(GT_NAMES))
+    tsc = rec.tsc[gsel]
+    for which, (open_ev, close_ev, fields) in {
+        "grefs": (GT_GRANT_ACCESS, GT_END_ACCESS, ("ref", "grantee", "frame")),
+        "pirqs": (GT_PIRQ_BIND, GT_PIRQ_UNBIND, ("pirq", "irq", "kind", "gsi_or_vector", "port")),
+    }.items():
+        m = np.flatnonzero(live & ((n == open_ev) | (n == close_ev)))
+        rows = _open_objects(gsel[m], rec.d[gsel[m], 0].astype(np.int64), n[m] == open_ev, domid[m], epoch[m],
+                             tsc[m], rec, fields)
+        setattr(out, which, rows)
+    m = np.flatnonzero(live)
+    if m.size:
+        keys, counts = np.unique(np.stack([domid[m], epoch[m], n[m]], axis=1), axis=0, return_counts=True)
+        out.events = [{"domid": d, "epoch": e, "event": GT_NAMES[x], "count": c}
+                      for (d, e, x), c in zip(keys.tolist(), counts.tolist())]
+    return out

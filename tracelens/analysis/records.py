@@ -1,0 +1,121 @@
+"""The decoded capture as numpy arrays, the input of every analysis module.
+
+:func:`columns` turns the Arrow table of :func:`tracelens.read_xentrace` (time-ordered; spec
+../shared/spec/xentrace.md §2.7) into plain arrays. Nulls become sentinels so kernels can work on them: a payload word
+beyond ``n_extra`` reads 0, an unknown running domain (``dom`` null) is -1. Units: ``tsc`` in TSC cycles.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# event ids used by the analysis (spec §2, §4)
+LOST_RECORDS = 0x0001F001
+RUNSTATE_MASK, RUNSTATE_BASE = 0xFFFFFC0F, 0x00021001  # 0x00021001 | old << 8 | new << 4
+CONTINUE_RUNNING = 0x00021002
+SCHED_DOM_REM = 0x00028002
+SCHED_SHUTDOWN = 0x00028007
+SCHED_SWITCH = 0x0002800A
+SCHED_SHUTDOWN_CODE = 0x00028010
+DOM0_DOM_ADD = 0x00041001
+DOM0_DOM_REM = 0x00041002
+HVM_VMMCALL = 0x00082012
+MEM_GRANT_MAP = 0x0010F001
+MEM_GRANT_UNMAP = 0x0010F002
+MEM_DECREASE_RESERVATION = 0x0010F005
+PV_HYPERCALL_V2 = 0x0020100D
+PV_HYPERCALL_SUBCALL = 0x0020200E
+HW_IRQ_CLEAR_VECTOR = 0x00802004
+HW_IRQ_ASSIGN_VECTOR = 0x00802006
+HW_IRQ_HANDLED = 0x00802008
+TRC_GUEST = 0x0800F000
+
+DOMID_IDLE = 0x7FFF
+NO_DOM = -1
+
+
+@dataclass
+class Records:
+    """Columns of a decoded capture, in the decoder's time order. ``d`` is (n, 7) u32 with 0 beyond n_extra."""
+
+    tsc: np.ndarray       # u64 cycles (inherited for records without a TSC)
+    has_tsc: np.ndarray   # bool
+    cpu: np.ndarray       # i64
+    event: np.ndarray     # u32, 28-bit id
+    n_extra: np.ndarray   # i64
+    d: np.ndarray         # (n, 7) u32
+    dom: np.ndarray       # i64, -1 when the running domain is unknown
+    offset: np.ndarray    # i64 byte offset in the file
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.tsc.shape[0])
+
+    def word(self, i: int) -> np.ndarray:
+        """Payload word d<i> (1-based) as i64."""
+        return self.d[:, i - 1].astype(np.int64)
+
+    @property
+    def layout_version(self) -> tuple[int, int] | None:
+        v = (self.meta.get("tracelens.layout") or {}).get("version")
+        return tuple(v) if v else None
+
+    @property
+    def first_tsc(self) -> int:
+        t = self.tsc[self.has_tsc]
+        return int(t.min()) if t.size else 0
+
+    @property
+    def last_tsc(self) -> int:
+        return int(self.tsc.max()) if len(self) else 0
+
+
+def _np(col, dtype, fill=0) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if col.null_count:
+        col = pc.fill_null(col, fill)
+    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def columns(table) -> Records:
+    """Arrays of a decoded capture (a pyarrow.Table with the columns of tracelens.read_xentrace)."""
+    n = table.num_rows
+    d = np.zeros((n, 7), np.uint32)
+    for i in range(7):
+        d[:, i] = _np(table.column(f"d{i + 1}"), np.uint32)
+    meta = {}
+    for k, v in (table.schema.metadata or {}).items():
+        try:
+            meta[k.decode()] = json.loads(v)
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return Records(
+        tsc=_np(table.column("tsc"), np.uint64),
+        has_tsc=_np(table.column("has_tsc"), bool, False),
+        cpu=_np(table.column("cpu"), np.int64),
+        event=_np(table.column("event"), np.uint32),
+        n_extra=_np(table.column("n_extra"), np.int64),
+        d=d,
+        dom=_np(table.column("dom").cast("int64"), np.int64, NO_DOM),
+        offset=_np(table.column("offset"), np.int64),
+        meta=meta,
+    )
+
+
+def lost_intervals(rec: Records) -> np.ndarray:
+    """LOST_RECORDS as an (k, 4) i64 array: cpu, first_tsc (d3|d4<<32, when the first record was dropped), tsc (when
+    the loss ended: the record's own TSC), count (d1)."""
+    sel = np.flatnonzero((rec.event == LOST_RECORDS) & (rec.n_extra >= 4))
+    out = np.empty((sel.size, 4), np.int64)
+    out[:, 0] = rec.cpu[sel]
+    out[:, 1] = (rec.d[sel, 2].astype(np.int64)) | (rec.d[sel, 3].astype(np.int64) << 32)
+    out[:, 2] = rec.tsc[sel].astype(np.int64)
+    out[:, 3] = rec.d[sel, 0]
+    return out
