@@ -48,7 +48,16 @@ def sniff(head: bytes) -> str | None:
 
 def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 - the module's verb
     """Open a dump of any supported format (detected from its bytes). ``vmcoreinfo`` replaces the dump's own
-    VMCOREINFO (a text with KEY=VALUE lines) for dumps that lack one or carry a wrong one."""
+    VMCOREINFO (a text with KEY=VALUE lines) for dumps that lack one or carry a wrong one. A list of paths opens
+    the parts of a ``makedumpfile --split`` set as one dump."""
+    if isinstance(path, (list, tuple)):
+        from .kdump import KdumpDump, KdumpSplitSet
+
+        parts = [open(p, vmcoreinfo=vmcoreinfo) for p in path]
+        for p in parts:
+            if not isinstance(p, KdumpDump):
+                raise FormatError(p.path, 0, "a split set is made of kdump-compressed files")
+        return KdumpSplitSet(parts)
     path = os.fspath(path)
     try:
         with builtins.open(path, "rb") as f:

@@ -331,3 +331,70 @@ class KdumpDump(Dump):
             header_phys_base=self._header_phys_base,
         )
         return out
+
+
+class KdumpSplitSet(Dump):
+    """A ``makedumpfile --split`` set: N kdump-compressed files with split = 1, each holding the descriptors and
+    data of its own [start_pfn, end_pfn) (spec §2.7). Reads dispatch by pfn; notes and VMCOREINFO come from the
+    first part; the page index is the parts' indexes in pfn order."""
+
+    kind = "kdump"
+
+    def __init__(self, parts: list[KdumpDump]):
+        parts = sorted(parts, key=lambda p: p.start_pfn)
+        first = parts[0]
+        super().__init__(first.source)
+        for p in parts:
+            if not p.header.get("split"):
+                raise FormatError(p.path, first.page_size + 12, "not part of a --split set (split is 0): open it alone")
+            if p.page_size != first.page_size or p.max_mapnr != first.max_mapnr:
+                raise FormatError(p.path, 428, "block size or max_mapnr differ from the other parts of the split set")
+        for a, b in zip(parts, parts[1:]):
+            if b.start_pfn < a.end_pfn:
+                raise FormatError(b.path, first.page_size + 80, f"pfn range [{b.start_pfn:#x}, {b.end_pfn:#x}) overlaps {a.path}'s [{a.start_pfn:#x}, {a.end_pfn:#x})")
+        self.parts = parts
+        self.path = first.path
+        self.page_size = first.page_size
+        self.notes = first.notes
+        self.vmcoreinfo = first.vmcoreinfo
+        self.vmcoreinfo_source = getattr(first, "vmcoreinfo_source", None)
+        self.header = dict(first.header, parts=len(parts))
+        self.compression = first.compression
+        self.complete = all(p.complete for p in parts)
+        self._header_phys_base = first._header_phys_base
+        self._starts = [p.start_pfn for p in parts]
+
+    def _part(self, pfn: int) -> KdumpDump | None:
+        import bisect
+
+        i = bisect.bisect_right(self._starts, pfn) - 1
+        if i < 0 or pfn >= self.parts[i].end_pfn:
+            return None
+        return self.parts[i]
+
+    def _index_batches(self, batch: int = INDEX_BATCH):
+        for p in self.parts:
+            yield from p._index_batches(batch)
+
+    def _lookup(self, pfn: int):
+        p = self._part(pfn)
+        return None if p is None else p._lookup(pfn)
+
+    def read_page(self, pfn: int, *, zero_excluded: bool = False) -> bytes:
+        p = self._part(pfn)
+        if p is None:
+            raise self._unavailable(pfn, "hole")
+        return p.read_page(pfn, zero_excluded=zero_excluded)
+
+    def iter_pages(self, **kw):
+        for p in self.parts:
+            yield from p.iter_pages(**kw)
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+    def info(self) -> dict:
+        out = super().info()
+        out.update(split=True, parts=[{"path": p.path, "start_pfn": p.start_pfn, "end_pfn": p.end_pfn} for p in self.parts])
+        return out

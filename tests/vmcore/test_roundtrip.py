@@ -278,3 +278,28 @@ def test_read_virt_errors_are_format_errors(world, tmp_path):
         with pytest.raises(FormatError, match="not mapped"):
             d.read_virt(0xFFFFC90000400000, 8)
         assert struct.unpack("<Q", d.read_virt(k.ktext_va(k.pgd_pa) + 511 * 8, 8))[0] & 1
+
+
+def test_split_set(world, tmp_path):
+    """makedumpfile --split: three parts, each with its own pfn range; one part alone sees only its range."""
+    mem, k, vmci, notes = world
+    ranges = [(0, 0x200), (0x200, 0x390), (0x390, 0x400)]
+    paths = []
+    for i, rng in enumerate(ranges):
+        p = tmp_path / f"part{i}.kdump"
+        write_kdump(p, mem, notes, codec="zstd", excluded=EXCLUDED, vmcoreinfo=vmci, split=rng)
+        paths.append(p)
+    with vmcore.open(list(reversed(paths))) as d:
+        assert d.header["parts"] == 3
+        _check_memory(d, mem, excluded=EXCLUDED)
+        counts = d.page_counts()
+        assert counts["excluded"] == len(EXCLUDED)
+        assert counts["present"] + counts["zero"] == sum(b - a for a, b in RAM) - len(EXCLUDED)
+        assert [r["text"] for r in d.dmesg().to_pylist()] == [f"record {i}" for i in range(10)]
+    with vmcore.open(paths[1]) as part:
+        assert part.read_page(0x300) == mem.content(0x300)
+        with pytest.raises(vmcore.PageUnavailable) as e:
+            part.read_page(0x150)  # in another part
+        assert e.value.state == "hole"
+    with pytest.raises(FormatError, match="overlaps"):
+        vmcore.open([paths[0], paths[0]])

@@ -400,15 +400,17 @@ def compress(codec: str, page: bytes) -> bytes:
 def write_kdump(path, mem: Memory, notes: bytes, *, codec: str = "zlib", version: int = 6, excluded=frozenset(),
                 exclude_zero: bool = True, incomplete_after: int | None = None, dump_level: int = 31,
                 vmcoreinfo: bytes | None = None, phys_base: int = 0, nr_cpus: int = 2, max_mapnr: int | None = None,
-                tamper=None) -> dict:
+                tamper=None, split: tuple[int, int] | None = None) -> dict:
     """A makedumpfile-style kdump-compressed file. ``incomplete_after=k`` writes only the first k pages (the
     rest of the descriptors stay zero, the file ends early) and sets DUMP_DH_COMPRESSED_INCOMPLETE. ``tamper`` is
-    called with the layout dict and the bytearray before writing (for corrupt-file tests)."""
+    called with the layout dict and the bytearray before writing (for corrupt-file tests). ``split=(start, end)``
+    writes one part of a ``makedumpfile --split`` set: full bitmaps, descriptors and data for [start, end) only."""
     bs = PS
     ram = sorted(set(mem.ram_pfns()))
     max_mapnr = max_mapnr or (ram[-1] + 1)
     zero = bytes(bs)
-    dumpable = [p for p in ram if p not in excluded]
+    all_dumpable = [p for p in ram if p not in excluded]
+    dumpable = [p for p in all_dumpable if split is None or split[0] <= p < split[1]]
     sub = bytearray(104)
     note_off = bs + 104
     size_note = len(notes) if version >= 4 else 0
@@ -420,7 +422,7 @@ def write_kdump(path, mem: Memory, notes: bytes, *, codec: str = "zlib", version
     bm2 = bytearray(bm_blocks_each * bs)
     for p in ram:
         bm1[p >> 3] |= 1 << (p & 7)
-    for p in dumpable:
+    for p in all_dumpable:
         bm2[p >> 3] |= 1 << (p & 7)
     desc_off = (1 + sub_blocks + bm_blocks) * bs
     data_off = desc_off + 24 * len(dumpable)
@@ -458,13 +460,15 @@ def write_kdump(path, mem: Memory, notes: bytes, *, codec: str = "zlib", version
         k = notes.find(vmcoreinfo)
         if k >= 0:
             vmci_off, vmci_size = note_off + k, len(vmcoreinfo)
-    struct.pack_into("<qii", sub, 0, phys_base, dump_level, 0)
+    struct.pack_into("<qii", sub, 0, phys_base, dump_level, 1 if split else 0)
+    if split:
+        struct.pack_into("<QQ", sub, 16, split[0], split[1])
     if version >= 3:
         struct.pack_into("<QQ", sub, 32, vmci_off, vmci_size)
     if version >= 4:
         struct.pack_into("<QQ", sub, 48, note_off, size_note)
     if version >= 6:
-        struct.pack_into("<QQQ", sub, 80, 0, 0, max_mapnr)
+        struct.pack_into("<QQQ", sub, 80, *(split or (0, 0)), max_mapnr)
     subblk = bytearray(sub_blocks * bs)
     subblk[0:104] = sub
     if version >= 3:
