@@ -1,14 +1,17 @@
-"""Differential tests: generated captures (the project's CaptureWriter) decoded by the reference decoder and by the
-fast decoder, compared with each other and with the writer's truth; then the real captures, fast vs reference.
+"""Differential tests of the fast xentrace decoder (tracelens.parsers.xentrace) against the pure-Python reference
+(xentrace_reference.py), on captures generated with the project's CaptureWriter and on hand-made damaged files.
 
 Oracles, in order of independence:
 * the writer's truth (every record's pCPU, TSC, payload and byte offset, per pCPU stream) with rules 2-4 applied by
-  :func:`xentrace_reference.order_and_attribute`;
+  :func:`xentrace_reference.order_and_attribute` - this checks the reference's own parsing too;
 * the generator's own model of which vCPU runs on each pCPU (kept while it emits scheduler records), for dom/vcpu;
 * order properties checked directly on the output (running-max TSC then pCPU non-decreasing; each pCPU's records
-  keep their file order).
-"""
+  keep their file order);
+* hand-computed byte offsets for damaged files.
 
+Covered entry points: read_xentrace (strict, truncate, skip; cpu_hz; thread counts), iter_batches, summarize.
+The real captures are in test_xentrace_real.py.
+"""
 from __future__ import annotations
 
 import random
@@ -16,6 +19,8 @@ import struct
 from collections import defaultdict
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import xentrace_reference as ref
 from tracelens.parsers.xentrace.writer import CaptureWriter
@@ -306,9 +311,6 @@ def test_fast_decoder_agrees_with_reference_on_damaged_captures(seed, tmp_path):
 
 
 # -- hypothesis: small captures, shrunk to a minimal counterexample on failure -----------------------------------
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 _u32 = st.integers(0, 0xFFFFFFFF)
 _ids = st.sampled_from([0x00082013, 0x0001F001, 0x00021101, 0x00021011, 0x00021021, 0x00021201, 0x00021002, 0x0002800A,
                         0x0010F001, 0x0800F001, 0x00021001, 0x00021031])
