@@ -157,9 +157,24 @@ def _u(fmt, buf, off):
     return struct.unpack_from(fmt, buf, off)[0]
 
 
+MAX_STRUCT = 4096  # no printk structure is near a page; a larger SIZE() is damage
+
+
 def _read_lockless(dump, vi) -> KernelLog:
     path = dump.path
-    S, O = (lambda n: _need(vi, path, vi.size, n)), (lambda n: _need(vi, path, vi.offset, n))
+
+    def S(name):
+        v = _need(vi, path, vi.size, name)
+        if not 0 < v <= MAX_STRUCT:
+            raise FormatError(path, None, f"VMCOREINFO SIZE({name})={v} is not a plausible structure size")
+        return v
+
+    def O(name):
+        v = _need(vi, path, vi.offset, name)
+        if not 0 <= v < MAX_STRUCT:
+            raise FormatError(path, None, f"VMCOREINFO OFFSET({name})={v} is not a plausible member offset")
+        return v
+
     rb_addr = _u("<Q", dump.read_virt(vi.symbol("prb"), 8), 0)
     rb = dump.read_virt(rb_addr, S("printk_ringbuffer"))
     counter = vi.offset("atomic_long_t.counter") or 0
@@ -258,6 +273,8 @@ def _read_structured(dump, vi) -> KernelLog:
     hdr = vi.size("printk_log") or vi.size("log")
     if hdr is None:
         raise FormatError(path, None, "VMCOREINFO lacks SIZE(printk_log), needed to read the kernel log")
+    if not 8 <= hdr <= MAX_STRUCT:
+        raise FormatError(path, None, f"VMCOREINFO SIZE(printk_log)={hdr} is not a plausible structure size")
 
     def off(member):
         v = vi.offset(f"printk_log.{member}")

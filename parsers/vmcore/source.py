@@ -13,7 +13,6 @@ the file against ``size`` before they allocate.
 
 from __future__ import annotations
 
-import bisect
 import mmap
 import os
 import struct
@@ -158,9 +157,9 @@ class FlattenedSource(FileSource):
         if len(order) > 1 and np.any(offs[order][1:] < ends[:-1]):
             overlapping = True
         if not overlapping:
-            self._ext_off = offs[order].tolist()
-            self._ext_size = sizes[order].tolist()
-            self._ext_pos = poss[order].tolist()
+            self._ext_off = offs[order]
+            self._ext_size = sizes[order]
+            self._ext_pos = poss[order]
         else:
             # rare: paint records in stream order into an interval list (later wins)
             extents: list[tuple[int, int, int]] = []  # sorted, non-overlapping (off, size, pos)
@@ -179,12 +178,10 @@ class FlattenedSource(FileSource):
                 keep.append((off, size, p))
                 keep.sort()
                 extents = keep
-            self._ext_off = [e[0] for e in extents]
-            self._ext_size = [e[1] for e in extents]
-            self._ext_pos = [e[2] for e in extents]
-        self.size = (self._ext_off[-1] + self._ext_size[-1]) if self._ext_off else 0
-        if self._ext_off:
-            self.size = max(o + s for o, s in zip(self._ext_off, self._ext_size))
+            self._ext_off = np.array([e[0] for e in extents], np.int64)
+            self._ext_size = np.array([e[1] for e in extents], np.int64)
+            self._ext_pos = np.array([e[2] for e in extents], np.int64)
+        self.size = int((self._ext_off + self._ext_size).max()) if len(self._ext_off) else 0
 
     def view(self, offset: int, size: int) -> np.ndarray:
         return np.frombuffer(self.pread(offset, size), np.uint8)
@@ -199,20 +196,20 @@ class FlattenedSource(FileSource):
             return b""
         size = min(size, self.size - offset)
         out = bytearray(size)
-        i = bisect.bisect_right(self._ext_off, offset) - 1
+        i = int(np.searchsorted(self._ext_off, offset, side="right")) - 1
         if i < 0:
             i = 0
         end = offset + size
         n = len(self._ext_off)
         while i < n:
-            eo = self._ext_off[i]
+            eo = int(self._ext_off[i])
             if eo >= end:
                 break
-            ee = eo + self._ext_size[i]
+            ee = eo + int(self._ext_size[i])
             if ee > offset:
                 lo = max(eo, offset)
                 hi = min(ee, end)
-                chunk = os.pread(self._fd, hi - lo, self._ext_pos[i] + (lo - eo))
+                chunk = os.pread(self._fd, hi - lo, int(self._ext_pos[i]) + (lo - eo))
                 out[lo - offset : lo - offset + len(chunk)] = chunk
             i += 1
         return bytes(out)
@@ -224,15 +221,15 @@ class FlattenedSource(FileSource):
             return True
         if self.complete:
             return 0 <= offset and offset + size <= self.size
-        i = bisect.bisect_right(self._ext_off, offset) - 1
+        i = int(np.searchsorted(self._ext_off, offset, side="right")) - 1
         if i < 0:
             return False
         pos = offset
         end = offset + size
         n = len(self._ext_off)
         while i < n and pos < end:
-            eo = self._ext_off[i]
-            ee = eo + self._ext_size[i]
+            eo = int(self._ext_off[i])
+            ee = eo + int(self._ext_size[i])
             if eo > pos:
                 return False
             if ee > pos:

@@ -201,3 +201,13 @@ def test_missing_vmcoreinfo_says_how_to_get_it(tmp_path):
             d.kernel_log()
     msg = str(e.value)
     assert "no VMCOREINFO" in msg and "-device vmcoreinfo" in msg and "makedumpfile" in msg
+
+
+def test_implausible_vmcoreinfo_sizes_are_refused_before_reading(tmp_path):
+    """A damaged SIZE() must not become a huge read."""
+    k = _kernel()
+    add_lockless_ring(k, [LogRec(1, b"x")])
+    k.lines = [("SIZE(printk_ringbuffer)=999999999999" if ln.startswith("SIZE(printk_ringbuffer)") else ln) for ln in k.lines]
+    with _dump(tmp_path, k) as d:
+        with pytest.raises(FormatError, match=r"SIZE\(printk_ringbuffer\)=999999999999 is not a plausible"):
+            d.kernel_log()
