@@ -221,3 +221,18 @@ def test_shared_info_decode(guest, tmp_path):
     assert si["arch"]["max_pfn"] == 0x40000
     with pytest.raises(ValueError):
         xen.shared_info(b"short")
+
+
+def test_cli_dmesg_xen_events(guest, tmp_path, capsys):
+    import json
+
+    cli = pytest.importorskip("tracelens.cli", reason="tracelens.cli does not import")
+    mem, k = guest
+    p = tmp_path / "g.elf"
+    write_elf(p, mem, standard_notes(k.vmcoreinfo()))
+    assert cli.main(["dmesg", str(p), "--xen", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["event"] for r in rows][:2] == ["hypervisor_detected", "pirq_mapped"]
+    assert rows[1]["pirq"] == 16
+    assert cli.main(["dmesg", str(p), "--xen"]) == 0
+    assert "pirq_mapped" in capsys.readouterr().out

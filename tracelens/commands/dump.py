@@ -79,6 +79,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="One JSON object per record instead of text."),
         style: str = typer.Option("vmcore-dmesg", "--format", help="Text layout: vmcore-dmesg (default) or makedumpfile (--dump-dmesg)."),
         vmcoreinfo: str = typer.Option(None, "--vmcoreinfo", help="Use this VMCOREINFO text instead of the dump's."),
+        xen_events: bool = typer.Option(False, "--xen", help="Only the Xen-related events (PIRQ/GSI, grant table, balloon, event channels, shutdown, kexec)."),
         show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
     ):
         """Print the kernel log saved in a dump, exactly as vmcore-dmesg (or makedumpfile --dump-dmesg) does."""
@@ -89,12 +90,19 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--format must be one of {', '.join(STYLES)}")
         if show_code:
             code = _CODE_OPEN.format(path=path)
-            code += "log = dump.dmesg()  # pyarrow Table: seq, ts_nsec, level, facility, caller, text, ...\n" if json_out else (
-                f"text = dump.kernel_log().render({style!r})\nprint(text.decode(), end='')\n")
+            if xen_events:
+                code += "from tracelens.parsers.vmcore import xen\n\nevents = xen.log_events(dump)  # pyarrow Table\n"
+            elif json_out:
+                code += "log = dump.dmesg()  # pyarrow Table: seq, ts_nsec, level, facility, caller, text, ...\n"
+            else:
+                code += f"text = dump.kernel_log().render({style!r})\nprint(text.decode(), end='')\n"
             sys.stdout.write(code)
             return
         with _open(path, vmcoreinfo) as dump:
             log = dump.kernel_log()
+        if xen_events:
+            _print_xen_events(log.table(), json_out)
+            return
         if json_out:
             import json
 
@@ -175,6 +183,28 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(data.hex() + "\n")
         else:
             sys.stdout.write(_hexdump(addr, data))
+
+
+def _print_xen_events(records, json_out: bool) -> None:
+    import json
+
+    from tracelens.parsers.vmcore import xen
+
+    events = xen.log_events(records)
+    if json_out:
+        for row in events.to_pylist():
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Xen events ({events.num_rows})")
+    for col in ("time", "event", "category", "pirq", "irq", "gsi", "detail"):
+        t.add_column(col)
+    for r in events.to_pylist():
+        t.add_row(f"{r['ts_nsec'] / 1e9:.6f}", r["event"], r["category"], *(("" if r[c] is None else str(r[c])) for c in ("pirq", "irq", "gsi")),
+                  r["detail"] or (r["text"] if r["event"] == "panic" else ""))
+    Console().print(t)
 
 
 def _hexdump(addr: int, data: bytes) -> str:
