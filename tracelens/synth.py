@@ -178,6 +178,7 @@ class Sim:
         self.pirqs: dict[int, set] = defaultdict(set)
         self.instrumented: set[tuple[int, int]] = set()  # (domid, epoch) whose HELLO is in the capture
         self.shutdown_tsc: dict[int, int] = {}
+        self.last_tsc = 0
         for c in range(ncpus):
             self.running[c] = (DOMID_IDLE, c)
             self.vstate[(DOMID_IDLE, c)] = RUNNING
@@ -201,6 +202,8 @@ class Sim:
             loss[0] += 1
             return None
         self.w.record(cpu, event, list(data), tsc=tsc)
+        if tsc is not None:
+            self.last_tsc = tsc
         self.truth.event_counts[event] += 1
         self.truth.per_cpu[cpu].append((event, tsc))
         self._track_visible(cpu, event, list(data))
@@ -241,6 +244,7 @@ class Sim:
         d, v = self.running[cpu]
         tsc = self._tick()
         self.w.lost(cpu, loss[0], d, v, first_tsc=loss[1], tsc=tsc)
+        self.last_tsc = tsc
         self.truth.event_counts[LOST_RECORDS] += 1
         self.truth.per_cpu[cpu].append((LOST_RECORDS, tsc))
         self.truth.lost.append((cpu, loss[1], tsc, loss[0]))
@@ -538,6 +542,10 @@ class Sim:
             self.truth.findings.add(("TL-BAL-001", domid, e, "balloon"))
         if lossy:
             self.truth.findings.add(("TL-LOST-001", domid, e, "lost-records"))
+        if self.grefs[domid] and not lossy:
+            self.truth.unsafe[(domid, e)].setdefault("grant_ref_active", t)
+        if self.pirqs[domid] and not lossy:
+            self.truth.unsafe[(domid, e)].setdefault("pirq_bound", t)
         if self.grefs[domid]:
             self.truth.guest_grefs[(domid, e)] = sorted(self.grefs[domid])
             for r in self.grefs[domid]:
@@ -616,6 +624,17 @@ class Sim:
         """End every loss (writing its LOST record) and fill the truth of the epochs that do not end in a boundary."""
         for c in range(self.ncpus):
             self.end_loss(c)
+        # the open epoch of a live guest: grants still mapped at the end of the capture (certain only without loss)
+        if not self.truth.lost:
+            for (m, g), bal in self.balance.items():
+                if bal > 0 and g in self.doms and self.doms[g].alive and 0 < g < DOMID_IDLE:
+                    self.truth.unsafe[(g, self.doms[g].epoch)].setdefault("grant_outstanding", self.last_tsc)
+            for g, dom in self.doms.items():
+                if dom.alive and 0 < g < DOMID_IDLE:
+                    if self.grefs[g]:
+                        self.truth.unsafe[(g, dom.epoch)].setdefault("grant_ref_active", self.last_tsc)
+                    if self.pirqs[g]:
+                        self.truth.unsafe[(g, dom.epoch)].setdefault("pirq_bound", self.last_tsc)
         for (m, g), _bal in self.balance.items():
             for e in range(self.doms[g].epoch + 1) if g in self.doms else ():
                 self.truth.grants[(m, g, e)]  # every epoch of the granter has a row for every pair seen

@@ -1,0 +1,89 @@
+"""The analysis entry point: :func:`analyze` a capture into one :class:`Analysis` (what ``tracelens analyze``
+renders). Config is an :class:`AnalysisConfig` rather than a keyword list."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracelens.analysis import findings as F
+from tracelens.analysis import ledgers as L
+from tracelens.analysis import records as R
+from tracelens.analysis import safety as S
+from tracelens.analysis.boundaries import Epochs, find_boundaries
+
+
+@dataclass
+class AnalysisConfig:
+    """``boundaries``: extra (domid, tsc) boundaries; ``xen_version``: e.g. "4.17" (layouts, balloon packing);
+    ``cpu_hz``: adds nanosecond times to the decoded table; ``tolerance``: the decoder's damage tolerance."""
+
+    boundaries: tuple = ()
+    xen_version: str | None = None
+    cpu_hz: float | None = None
+    tolerance: str = "strict"
+
+
+@dataclass
+class Analysis:
+    path: str | None
+    records: int
+    epochs: Epochs
+    grants: L.GrantLedger
+    balloon: list[dict]
+    hypercalls: list[dict]
+    vectors: list[dict]
+    guest: L.GuestLedger
+    safety: list[dict]
+    findings: list[F.Finding]
+    lost: np.ndarray
+    first_tsc: int = 0
+    last_tsc: int = 0
+    sha256: str | None = None
+    layout: dict = field(default_factory=dict)
+
+    @property
+    def boundaries(self):
+        return self.epochs.boundaries
+
+
+def analyze_table(table, config: AnalysisConfig | None = None, path: str | None = None) -> Analysis:
+    """Analyse a decoded capture (the pyarrow.Table of tracelens.read_xentrace)."""
+    from tracelens.parsers.xentrace.catalog import parse_version
+
+    config = config or AnalysisConfig()
+    rec = R.columns(table)
+    ep = find_boundaries(rec, user=list(config.boundaries))
+    grants = L.grant_ledger(rec, ep)
+    hc = L.hypercall_counts(rec, ep)
+    balloon = L.balloon_ledger(rec, ep, xen_version=parse_version(config.xen_version), hypercalls=hc)
+    guest = L.guest_ledger(rec, ep)
+    lost = R.lost_intervals(rec)
+    safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest)
+    findings = F.build_findings(ep, grants, balloon, guest, safety)
+    return Analysis(path=path, records=len(rec), epochs=ep, grants=grants, balloon=balloon, hypercalls=hc,
+                    vectors=L.vector_ledger(rec), guest=guest, safety=safety, findings=findings, lost=lost,
+                    first_tsc=rec.first_tsc, last_tsc=rec.last_tsc, layout=rec.meta.get("tracelens.layout") or {})
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def analyze(path, config: AnalysisConfig | None = None) -> Analysis:
+    """Decode and analyse the capture at ``path``."""
+    import tracelens
+
+    config = config or AnalysisConfig()
+    table = tracelens.read_xentrace(path, xen_version=config.xen_version, cpu_hz=config.cpu_hz,
+                                    tolerance=config.tolerance)
+    a = analyze_table(table, config, path=os.fspath(path))
+    a.sha256 = sha256_file(path)
+    return a
