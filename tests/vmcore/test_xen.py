@@ -236,3 +236,11 @@ def test_cli_dmesg_xen_events(guest, tmp_path, capsys):
     assert rows[1]["pirq"] == 16
     assert cli.main(["dmesg", str(p), "--xen"]) == 0
     assert "pirq_mapped" in capsys.readouterr().out
+
+
+def test_docs_list_every_recognised_shape():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "vmcore.md").read_text()
+    for name, category, _ in xen.LOG_EVENTS:
+        assert f"| `{name}` | {category} |" in doc, name
