@@ -350,6 +350,12 @@ class Dump:
         """QEMU's per-vCPU state notes (pyarrow Table; empty for non-QEMU dumps)."""
         return qemu_cpu_table(self.notes)
 
+    def xen_notes(self):
+        """Xen hypervisor kdump notes (CRASH_REGS per physical CPU, CRASH_INFO) as a pyarrow Table."""
+        from .notes import xen_notes_table
+
+        return xen_notes_table(self.notes)
+
     def require_vmcoreinfo(self) -> VmcoreInfo:
         """The VMCOREINFO in force; without a note, one page-aligned scan for ``OSRELEASE=`` (the kernel keeps the
         text at the start of a page) is tried once before giving up with a message saying how to get one."""

@@ -110,3 +110,38 @@ def qemu_cpu_table(notes: list[Note]):
     for k in C.QEMU_CPU_FIELDS:
         cols[k] = pa.array([r[k] for r in rows], pa.uint64())
     return pa.table(cols)
+
+
+#: crash_xen_info_t (x86_64, spec §3.2): 8 u64 fields, then version-dependent tails told apart by desc size
+XEN_CRASH_INFO_FIELDS = ("xen_major_version", "xen_minor_version", "xen_extra_version", "xen_changeset",
+                         "xen_compiler", "xen_compile_date", "xen_compile_time", "tainted")
+
+
+def xen_notes_table(notes: list[Note]):
+    """Xen hypervisor kdump notes: one row per ``Xen`` CRASH_REGS (cr0, cr2, cr3, cr4 of each physical CPU, in
+    note order) and CRASH_INFO (version numbers; the string fields are physical addresses of strings; the tail is
+    dom0_pfn_to_mfn_frame_list_list, preceded by xen_phys_start in the 80-byte version). pyarrow Table."""
+    import pyarrow as pa
+
+    rows = []
+    cpu = 0
+    for n in notes:
+        if n.name != "Xen":
+            continue
+        if n.type == 0x1000002 and len(n.desc) >= 32:
+            cr0, cr2, cr3, cr4 = struct.unpack_from("<4Q", n.desc, 0)
+            rows.append({"note": "CRASH_REGS", "cpu": cpu, "cr0": cr0, "cr2": cr2, "cr3": cr3, "cr4": cr4})
+            cpu += 1
+        elif n.type == 0x1000001 and len(n.desc) >= 64:
+            vals = dict(zip(XEN_CRASH_INFO_FIELDS, struct.unpack_from("<8Q", n.desc, 0)))
+            row = {"note": "CRASH_INFO", "xen_major_version": vals["xen_major_version"], "xen_minor_version": vals["xen_minor_version"],
+                   "tainted": vals["tainted"]}
+            if len(n.desc) >= 80:
+                row["xen_phys_start"], row["dom0_pfn_to_mfn_frame_list_list"] = struct.unpack_from("<QQ", n.desc, 64)
+            elif len(n.desc) >= 72:
+                row["dom0_pfn_to_mfn_frame_list_list"] = struct.unpack_from("<Q", n.desc, 64)[0]
+            rows.append(row)
+    cols = ("note", "cpu", "cr0", "cr2", "cr3", "cr4", "xen_major_version", "xen_minor_version", "tainted",
+            "xen_phys_start", "dom0_pfn_to_mfn_frame_list_list")
+    types = {"note": pa.string(), "cpu": pa.int32()}
+    return pa.table({c: pa.array([r.get(c) for r in rows], types.get(c, pa.uint64())) for c in cols})

@@ -244,3 +244,27 @@ def test_docs_list_every_recognised_shape():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "vmcore.md").read_text()
     for name, category, _ in xen.LOG_EVENTS:
         assert f"| `{name}` | {category} |" in doc, name
+
+
+def test_xen_hypervisor_kdump_notes(guest, tmp_path):
+    """A Xen crash dump: per physical CPU CORE + Xen CRASH_REGS notes, CRASH_INFO (80-byte version) on CPU 0,
+    VMCOREINFO_XEN padded with NULs."""
+    from vmcore_writers import note, prstatus
+
+    mem, k = guest
+    info = struct.pack("<8Q", 4, 17, 0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0) + struct.pack("<QQ", 0x80000000, 0x12345)
+    notes = (prstatus(0, {"rip": 1}) + note(b"Xen", 0x1000002, struct.pack("<4Q", 0x80050033, 0, 0x7FF000, 0x3506F0))
+             + note(b"Xen", 0x1000001, info)
+             + prstatus(0, {"rip": 2}) + note(b"Xen", 0x1000002, struct.pack("<4Q", 0x80050033, 0x10, 0x7FE000, 0x3506F0))
+             + note(b"VMCOREINFO_XEN", 0, b"PAGESIZE=4096\nSYMBOL(domain_list)=ffff82d080500000\n" + bytes(4000)))
+    p = tmp_path / "xen.elf"
+    write_elf(p, mem, notes)
+    with vmcore.open(p) as d:
+        t = d.xen_notes().to_pylist()
+        names = [n.type_name for n in d.notes]
+        assert d.vmcoreinfo_xen.symbol("domain_list") == 0xFFFF82D080500000 and not d.vmcoreinfo
+    assert names.count("XEN_ELFNOTE_CRASH_REGS") == 2 and "VMCOREINFO_XEN" in names
+    regs = [r for r in t if r["note"] == "CRASH_REGS"]
+    assert [(r["cpu"], r["cr3"]) for r in regs] == [(0, 0x7FF000), (1, 0x7FE000)]
+    ci = [r for r in t if r["note"] == "CRASH_INFO"][0]
+    assert (ci["xen_major_version"], ci["xen_minor_version"], ci["xen_phys_start"], ci["dom0_pfn_to_mfn_frame_list_list"]) == (4, 17, 0x80000000, 0x12345)
