@@ -266,3 +266,14 @@ def test_reference_running_vcpu_matches_the_switch_records(capture):
 
 def test_fast_running_vcpu_matches_the_switch_records(capture):
     _switch_prev_check(fast(capture[1]))
+
+
+@pytest.mark.parametrize("xen_version", ["4.7", "4.17", "4.20"])
+def test_fast_xen_version_changes_names_not_records(capture, xen_version):
+    from tracelens.parsers.xentrace import read_xentrace
+
+    _, path = capture
+    _, expected = reference(path)
+    t = read_xentrace(path, xen_version=xen_version)
+    diff = ref.first_difference({c: t.column(c).to_pylist() for c in ref.COLUMNS}, expected)
+    assert diff is None, f"xen_version={xen_version}: {diff}"
