@@ -114,9 +114,9 @@ class Dump:
                 if n.name == "VMCOREINFO":
                     self.vmcoreinfo = VmcoreInfo.parse(n.desc)
                     break
-        ps = self.vmcoreinfo.page_size
-        if ps and ps != self.page_size and self.kind.startswith("elf"):
-            self.page_size = ps
+        self.vmcoreinfo_source = "user" if self._user_vmcoreinfo is not None else ("note" if self.vmcoreinfo else None)
+        #: Xen hypervisor dumps: Xen's own VMCOREINFO_XEN (NUL-padded), kept apart from the Linux one
+        self.vmcoreinfo_xen = next((VmcoreInfo.parse(n.desc) for n in self.notes if n.name == "VMCOREINFO_XEN"), None)
 
     # -- format hooks ---------------------------------------------------------------------------------------
     def _index_batches(self, batch: int = INDEX_BATCH):  # pragma: no cover - abstract

@@ -205,6 +205,7 @@ def test_kdump_headers_equal_makedumpfile_view(real_dumps):
             assert info["kaslr_offset"] == "0x1c000000"
             assert info["phys_base"] == -394264576
             assert info["complete"] is True
+            assert info["vmcoreinfo_source"] == "note"
 
 
 def test_elf_segments_equal_readelf(real_dumps):
