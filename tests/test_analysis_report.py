@@ -1,0 +1,128 @@
+"""``tracelens analyze``: the JSON contract, the text and Markdown renderings, options, and the command wired into a
+typer app (the project's cli.py registers it the same way)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import tracelens
+from tracelens import synth
+from tracelens.commands import analyze as cmd
+from tracelens.errors import FormatError, UsageError
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample-traces"
+
+
+def _json(path, tmp_path, *args, **kw) -> dict:
+    out = tmp_path / "report.json"
+    assert cmd.run(str(path), fmt="json", output=str(out), *args, **kw) == 0
+    return json.loads(out.read_text())
+
+
+def test_json_contract_on_a_sample(tmp_path):
+    path = SAMPLES / "persistent-grants.xentrace"
+    doc = _json(path, tmp_path)
+    assert doc["schema_version"] == 1
+    cap = doc["capture"]
+    assert cap["path"] == str(path)
+    assert cap["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert cap["records"] == tracelens.read_xentrace(path).num_rows and cap["lost_records"] == 0
+    assert [{k: b[k] for k in ("domid", "epoch", "kind")} for b in doc["boundaries"]] == [
+        {"domid": 1, "epoch": 0, "kind": "soft_reset"}]
+    sim = synth.scenario_persistent_grants()
+    assert doc["boundaries"][0]["tsc"] == sim.truth.boundaries[0]["tsc"]
+    rows = [{k: g[k] for k in ("mapper", "granter", "epoch", "maps", "unmaps", "outstanding_at_boundary")}
+            for g in doc["grants"]]
+    assert rows == [
+        {"mapper": 0, "granter": 1, "epoch": 0, "maps": 16, "unmaps": 10, "outstanding_at_boundary": 6},
+        {"mapper": 0, "granter": 1, "epoch": 1, "maps": 4, "unmaps": 6, "outstanding_at_boundary": None},
+    ]
+    assert doc["balloon"] == []
+    for f in doc["findings"]:
+        assert set(f) >= {"rule", "severity", "domid", "epoch", "object", "tsc", "message", "fingerprint"}
+    assert [f["rule"] for f in doc["findings"]] == ["TL-GNT-001", "TL-GNT-002"]
+
+
+def test_json_balloon_and_lost(tmp_path):
+    doc = _json(SAMPLES / "balloon-before-kexec.xentrace", tmp_path)
+    assert [{k: b[k] for k in ("domid", "epoch", "extents", "pages")} for b in doc["balloon"]] == [
+        {"domid": 1, "epoch": 0, "extents": 7, "pages": 518}]
+    assert doc["balloon"][0]["gfn_ranges"] == [[0x12340, 0x12346], [0x40000, 0x40200]]
+    sim = synth.scenario_lost_across_boundary()
+    doc = _json(SAMPLES / "lost-across-boundary.xentrace", tmp_path)
+    assert doc["capture"]["lost_records"] == sum(n for *_, n in sim.truth.lost) > 0
+    assert [s["verdict"] for s in doc["safety"]] == ["inconclusive", "inconclusive"]
+
+
+@pytest.mark.parametrize("seed", [3, 7, 11])
+def test_json_matches_truth_on_random_hosts(seed, tmp_path):
+    sim = synth.random_scenario(seed)
+    path = tmp_path / "r.xentrace"
+    sim.write(path)
+    doc = _json(path, tmp_path)
+    assert sorted((b["domid"], b["epoch"], b["kind"], b["tsc"]) for b in doc["boundaries"]) == sorted(
+        (b["domid"], b["epoch"], b["kind"], b["tsc"]) for b in sim.truth.boundaries)
+    assert {(f["rule"], f["domid"], f["epoch"], f["object"]) for f in doc["findings"]} == sim.truth.findings
+    for g in doc["grants"]:
+        t = sim.truth.grants.get((g["mapper"], g["granter"], g["epoch"]), {"maps": 0, "unmaps": 0})
+        assert (g["maps"], g["unmaps"]) == (t["maps"], t["unmaps"])
+    json.dumps(doc)  # plain JSON types only
+
+
+def test_text_and_markdown(tmp_path, capsys):
+    src = SAMPLES / "instrumented-guest.xentrace"
+    assert cmd.run(str(src)) == 0
+    text = capsys.readouterr().out
+    assert "TL-GST-001" in text and "gref:15" in text and "soft_reset" in text and "\x1b[" not in text
+    odd = tmp_path / "a|b<script>.xentrace"
+    shutil.copy(src, odd)
+    assert cmd.run(str(odd), fmt="md") == 0
+    md = capsys.readouterr().out
+    assert "a\\|b&lt;script&gt;" in md and "<script>" not in md
+    assert "| error | TL-GST-001 | d1 | 0 | gref:15 |" in md
+
+
+def test_options(tmp_path, capsys):
+    path = SAMPLES / "clean-soft-reset.xentrace"
+    sim = synth.scenario_clean_soft_reset()
+    b0 = sim.truth.boundaries[0]["tsc"]
+    doc = _json(path, tmp_path, boundary=[f"1@{b0 - 10}", "3@0x10"])
+    assert [(b["domid"], b["epoch"], b["kind"]) for b in doc["boundaries"]] == [
+        (1, 0, "user"), (1, 1, "soft_reset"), (3, 0, "user")]
+    doc = _json(path, tmp_path, boundary=["1@1ms"], cpu_hz=1e9)
+    assert doc["boundaries"][0]["tsc"] == 1_000_000
+    with pytest.raises(UsageError):
+        cmd.run(str(path), fmt="html")
+    with pytest.raises(UsageError):
+        cmd.run(str(path), boundary=["1@1ms"])  # a time needs --cpu-hz
+    assert cmd.run(str(path), show_code=True, boundary=["1@5"]) == 0
+    code = capsys.readouterr().out
+    assert "AnalysisConfig(boundaries=((1, 5),))" in code
+    exec(compile(code, "<show-code>", "exec"), {})  # the printed Python runs
+    assert "Boundaries" in capsys.readouterr().out
+
+
+def test_registered_command_through_typer(tmp_path):
+    app = typer.Typer()
+    cmd.register(app)
+
+    @app.command()
+    def _other():  # a second command so typer keeps sub-command names
+        pass
+
+    runner = CliRunner()
+    out = tmp_path / "x.md"
+    res = runner.invoke(app, ["analyze", str(SAMPLES / "crash-kdump.xentrace"), "--format", "md", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "| d1 | 0 | crash |" in out.read_text()
+    res = runner.invoke(app, ["analyze", str(SAMPLES / "crash-kdump.xentrace"), "-f", "json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["boundaries"][0]["kind"] == "crash"
+    res = runner.invoke(app, ["analyze", str(tmp_path / "missing.xentrace")])
+    assert isinstance(res.exception, FormatError)  # cli.py's choke point turns it into exit code 3

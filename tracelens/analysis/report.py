@@ -1,0 +1,143 @@
+"""Renderings of one :class:`~tracelens.analysis.api.Analysis`: the JSON contract, rich text and Markdown.
+
+The JSON object is a documented contract (docs/analysis.md, ``schema_version`` 1). Its required members are:
+``schema_version``; ``capture`` {path, sha256, records, lost_records}; ``boundaries`` [{domid, epoch, kind, tsc}]
+(epoch N of a domain ends at its N-th boundary, counting from 0); ``grants`` [{mapper, granter, epoch, maps,
+unmaps, outstanding_at_boundary}] (one row per mapper, granter and epoch of the granter; outstanding_at_boundary is
+maps minus unmaps over the whole capture up to the boundary that ends the epoch, null when the epoch does not end in
+a boundary); ``balloon`` [{domid, epoch, extents, pages}]; ``findings`` [{rule, severity, domid, epoch, object, tsc,
+message, fingerprint}]. Rows carry further members (documented there); consumers must ignore members they do not
+know. TSCs are in cycles. Renderers never decide exit codes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+SCHEMA_VERSION = 1
+
+
+def to_json_obj(a) -> dict:
+    """The JSON contract as a Python object (lists and dicts of str/int/bool/None)."""
+    from tracelens import __version__
+
+    lost_total = int(a.lost[:, 3].sum()) if a.lost.size else 0
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "tracelens", "version": __version__},
+        "capture": {
+            "path": a.path, "sha256": a.sha256, "records": a.records, "lost_records": lost_total,
+            "lost_intervals": [{"cpu": int(c), "first_tsc": int(f), "tsc": int(t), "count": int(n)}
+                               for c, f, t, n in a.lost.tolist()],
+            "first_tsc": a.first_tsc, "last_tsc": a.last_tsc, "layout": a.layout.get("label"),
+        },
+        "boundaries": [b.to_dict() for b in a.boundaries],
+        "grants": [dict(r) for r in a.grants.rows],
+        "grant_mappers": [dict(r) for r in a.grants.by_mapper],
+        "grant_records_unattributed": a.grants.unattributed,
+        "balloon": [dict(r, gfn_ranges=[list(x) for x in r["gfn_ranges"]]) for r in a.balloon],
+        "hypercalls": [dict(r) for r in a.hypercalls],
+        "irq_vectors": [dict(r) for r in a.vectors],
+        "guest": {"instrumented": [{"domid": d, "epoch": e} for d, e in sorted(a.guest.instrumented)],
+                  "grefs_open": a.guest.grefs, "pirqs_open": a.guest.pirqs, "events": a.guest.events},
+        "safety": [dict(r) for r in a.safety],
+        "findings": [f.to_dict() for f in a.findings],
+    }
+
+
+def to_json(a) -> str:
+    return json.dumps(to_json_obj(a), indent=2) + "\n"
+
+
+def _dom(d) -> str:
+    return "?" if d is None else ("idle" if d == 0x7FFF else f"d{d}")
+
+
+def _opt(x) -> str:
+    return "-" if x is None else str(x)
+
+
+def _sections(a):
+    """(title, header, rows) of every table, shared by the text and Markdown renderers (strings only)."""
+    out = []
+    cap = to_json_obj(a)["capture"]
+    out.append(("Capture", ["path", "sha256", "records", "lost records", "TSC span", "layout"],
+                [[str(cap["path"]), str(cap["sha256"])[:16] + "…" if cap["sha256"] else "-", str(cap["records"]),
+                  f"{cap['lost_records']} in {len(cap['lost_intervals'])} interval(s)",
+                  f"{a.first_tsc} .. {a.last_tsc}", str(cap["layout"])]]))
+    out.append(("Boundaries", ["domain", "epoch ended", "kind", "tsc", "evidence"],
+                [[_dom(b.domid), str(b.epoch), b.kind, str(b.tsc),
+                  ", ".join(f"{k}={v}" for k, v in b.evidence.items() if k in ("shutdown_tsc", "reason_name",
+                                                                            "removed_tsc", "note", "source"))]
+                 for b in a.boundaries]))
+    out.append(("kexec safety", ["domain", "epoch", "ends", "verdict", "first unsafe", "at tsc", "outstanding grants"],
+                [[_dom(s["domid"]), str(s["epoch"]), s["boundary_kind"] or "(open)", s["verdict"],
+                  _opt(s["first_unsafe_kind"]), _opt(s["first_unsafe_tsc"]), str(s["outstanding_grants"])]
+                 for s in a.safety]))
+    out.append(("Grants (per mapper, granter and granter epoch)",
+                ["mapper", "granter", "epoch", "maps", "unmaps", "late unmaps", "outstanding at boundary"],
+                [[_dom(r["mapper"]), _dom(r["granter"]), str(r["epoch"]), str(r["maps"]), str(r["unmaps"]),
+                  str(r["late_unmaps"]),
+                  _opt(r["outstanding_at_boundary"]) if r["outstanding_at_boundary"] is not None
+                  else f"(open: {r['outstanding_at_end']} at end)"] for r in a.grants.rows]))
+    out.append(("Balloon (DECREASE_RESERVATION)", ["domain", "epoch", "extents", "pages", "by order", "gfn ranges",
+                                                   "memory_op calls"],
+                [[_dom(r["domid"]), str(r["epoch"]), str(r["extents"]), str(r["pages"]),
+                  ", ".join(f"{o}:{c}" for o, c in r["extents_by_order"].items()),
+                  ", ".join(f"{x:#x}-{y - 1:#x}" for x, y in r["gfn_ranges"][:4])
+                  + (" …" if len(r["gfn_ranges"]) > 4 else ""), str(r["memory_op_calls"])] for r in a.balloon]))
+    interesting = {12, 20, 29, 32, 33, 34, 36, 24}
+    out.append(("Hypercalls (memory, grant, sched, event channel, physdev, hvm, domctl, vcpu)",
+                ["domain", "epoch", "source", "op", "cmd", "count"],
+                [[_dom(h["domid"]), str(h["epoch"]), h["source"], h["op_name"], h.get("cmd_name", "-"), str(h["count"])]
+                 for h in a.hypercalls if h["op"] in interesting]))
+    out.append(("Findings", ["severity", "rule", "domain", "epoch", "object", "tsc", "message"],
+                [[f.severity, f.rule, _dom(f.domid), _opt(f.epoch), f.object, _opt(f.tsc), f.message]
+                 for f in a.findings]))
+    return out
+
+
+def to_text(a, width: int = 140) -> str:
+    """rich tables, rendered to plain text (no colour codes)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    con = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False, markup=False)
+    for title, header, rows in _sections(a):
+        if not rows:
+            con.print(f"{title}: none")
+            continue
+        t = Table(title=title, title_justify="left")
+        for h in header:
+            t.add_column(h, overflow="fold")
+        for r in rows:
+            t.add_row(*r)
+        con.print(t)
+    errors = sum(f.severity == "error" for f in a.findings)
+    con.print(f"{len(a.findings)} finding(s), {errors} error(s); {len(a.boundaries)} boundary(ies)")
+    return buf.getvalue()
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_markdown(a) -> str:
+    lines = [f"# tracelens analysis of `{_md_cell(str(a.path))}`", ""]
+    for title, header, rows in _sections(a):
+        lines.append(f"## {title}")
+        lines.append("")
+        if not rows:
+            lines += ["none", ""]
+            continue
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for r in rows:
+            lines.append("| " + " | ".join(_md_cell(c) for c in r) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+RENDERERS = {"text": to_text, "json": to_json, "md": to_markdown}

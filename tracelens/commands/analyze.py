@@ -1,0 +1,87 @@
+"""``tracelens analyze``: boundaries, ledgers, kexec safety and findings of a xentrace capture.
+
+The command parses options, calls :func:`tracelens.analysis.api.analyze` and renders with
+:mod:`tracelens.analysis.report`. ``--show-code`` prints the Python a notebook user would write.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+FORMATS = ("text", "json", "md")
+
+
+def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary: list[str] | tuple = (),
+        cpu_hz: float | None = None, xen_version: str | None = None, tolerance: str = "strict",
+        show_code: bool = False) -> int:
+    """The command's body, callable without the CLI. Returns the exit code (0: analysis done)."""
+    from tracelens.errors import UsageError
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    from tracelens.analysis.boundaries import parse_boundary
+
+    user = [parse_boundary(b, cpu_hz) for b in boundary]
+    if show_code:
+        print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt))
+        return 0
+    from tracelens.analysis.api import AnalysisConfig, analyze
+    from tracelens.analysis.report import RENDERERS
+
+    a = analyze(capture, AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz,
+                                        tolerance=tolerance))
+    text = RENDERERS[fmt](a)
+    if output:
+        from tracelens.output import atomic_output
+
+        with atomic_output(output) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _code(capture, user, cpu_hz, xen_version, tolerance, fmt) -> str:
+    cfg = []
+    if user:
+        cfg.append(f"boundaries={tuple(user)!r}")
+    if xen_version:
+        cfg.append(f"xen_version={xen_version!r}")
+    if cpu_hz:
+        cfg.append(f"cpu_hz={cpu_hz!r}")
+    if tolerance != "strict":
+        cfg.append(f"tolerance={tolerance!r}")
+    render = {"text": "to_text", "json": "to_json", "md": "to_markdown"}[fmt]
+    return (
+        "from tracelens.analysis.api import AnalysisConfig, analyze\n"
+        f"from tracelens.analysis.report import {render}\n\n"
+        f"a = analyze({capture!r}, AnalysisConfig({', '.join(cfg)}))\n"
+        "for f in a.findings:\n"
+        "    print(f.rule, f.severity, f.domid, f.epoch, f.object, f.message)\n"
+        f"print({render}(a))"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def analyze(
+        capture: str = typer.Argument(..., help="A xentrace capture."),
+        fmt: str = typer.Option("text", "--format", "-f", help="text, json or md"),
+        output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report to FILE (atomically)"),
+        boundary: List[str] = typer.Option([], "--boundary", help="add a boundary: DOMID@TSC, or DOMID@1.5ms with "
+                                                                    "--cpu-hz; repeatable"),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz (for --boundary times)"),
+        xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the capture "
+                                                                              "(default: guessed)"),
+        tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
+        show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
+    ):
+        """Kexec boundaries, grant/balloon/hypercall ledgers, kexec safety and findings (see docs/analysis.md)."""
+        code = run(capture, fmt=fmt, output=output, boundary=boundary, cpu_hz=cpu_hz, xen_version=xen_version,
+                   tolerance=tolerance, show_code=show_code)
+        if code:
+            raise typer.Exit(code)
