@@ -199,9 +199,13 @@ def test_fast_decoder_time_ns(tmp_path):
     w, _ = generate(7)
     path = tmp_path / "gen.xt"
     w.write(path)
-    for hz in (2_400_000_000, 3_000_000_000, 1_000_000_007):
-        got = columns_of(read_fast(path, cpu_hz=hz))
-        want = [t * 10**9 // hz for t in got["tsc"]]
+    import pyarrow as pa
+
+    for hz in (2_400_000_000, 3_000_000_000, 1_000_000_007, 2.4e9):
+        table = read_fast(path, cpu_hz=hz)
+        assert table.schema.field("time_ns").type == pa.int64()
+        got = columns_of(table)
+        want = [t * 10**9 // int(hz) for t in got["tsc"]]
         assert len(got["time_ns"]) == len(want)
         bad = [(i, a, b) for i, (a, b) in enumerate(zip(got["time_ns"], want)) if abs(a - b) > 1]
         assert not bad, bad[:5]
