@@ -128,6 +128,8 @@ class KdumpDump(Dump):
         self.bitmap_offset = (1 + h["sub_hdr_size"]) * bs
         if bm_blocks == 0:
             raise FormatError(path, 436, "bitmap_blocks is 0: no page bitmap")
+        if max_mapnr <= 0:
+            raise FormatError(path, 440, "max_mapnr is 0: the dump describes no memory")
         if self.bitmap_offset + bm_blocks * bs > self.source.size:
             raise FormatError(path, 436, f"the bitmaps ({bm_blocks} blocks at byte {self.bitmap_offset}) run past the end of the file ({self.source.size} bytes)")
         need = -(-max_mapnr // 8)

@@ -85,6 +85,15 @@ def test_kdump_max_mapnr_larger_than_bitmap(tmp_path, world):
     _raises(p, 440, "max_mapnr")
 
 
+def test_kdump_max_mapnr_zero(tmp_path, world):
+    def tamper(lay, b):
+        struct.pack_into("<I", b, 440, 0)
+        struct.pack_into("<Q", b, PS + 96, 0)
+
+    p, _ = _kdump(tmp_path, world, tamper=tamper)
+    _raises(p, 440, "max_mapnr is 0")
+
+
 def test_bitmap_disagrees_with_descriptor_count(tmp_path, world):
     def tamper(lay, b):
         off = lay["bitmap_off"] + lay["bm_bytes_each"] + (0x1F8 >> 3)  # 2nd bitmap: one more dumpable pfn
