@@ -34,6 +34,15 @@ DESC_CACHE_CHUNKS = 16
 MAX_NOTES = 64 << 20
 
 
+def rank_prefix(bitmap: np.ndarray) -> np.ndarray:
+    """Set bits of ``bitmap`` (uint8, LSB-first) before each RANK_BLOCK-pfn block: entry k = rank(k * RANK_BLOCK)."""
+    pc = _POPCOUNT[bitmap]
+    nblk = -(-len(pc) // (RANK_BLOCK // 8))
+    padded = np.zeros(nblk * (RANK_BLOCK // 8), np.int64)
+    padded[: len(pc)] = pc
+    return np.concatenate([[0], np.cumsum(padded.reshape(nblk, -1).sum(axis=1))]).astype(np.int64)
+
+
 def parse_header(source) -> dict:
     path = source.path
     head = source.pread(0, C.KDUMP_HEADER_SIZE)
@@ -141,12 +150,7 @@ class KdumpDump(Dump):
         bm2 = np.frombuffer(self.source.pread(self.bitmap_offset + (half if both else 0), need), np.uint8)
         self._bm1, self._bm2 = bm1, bm2
         self.desc_start = (1 + h["sub_hdr_size"] + bm_blocks) * bs
-        # prefix popcount every RANK_BLOCK pfns
-        pc = _POPCOUNT[bm2]
-        nblk = -(-len(pc) // (RANK_BLOCK // 8))
-        padded = np.zeros(nblk * (RANK_BLOCK // 8), np.uint64)
-        padded[: len(pc)] = pc
-        self._prefix = np.concatenate([[0], np.cumsum(padded.reshape(nblk, -1).sum(axis=1))]).astype(np.int64)
+        self._prefix = rank_prefix(bm2)
         if h.get("split"):
             self.start_pfn = int(h.get("start_pfn") or 0)
             self.end_pfn = min(int(h.get("end_pfn") or max_mapnr), max_mapnr)

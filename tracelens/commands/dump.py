@@ -62,7 +62,8 @@ def info(path: str, *, kind: str | None = None, json_out: bool = False, show_cod
     t.add_column("value")
     pages = summary.pop("pages")
     for key in ("format", "container", "complete", "compression", "header_version", "dump_level", "page_size",
-                "osrelease", "phys_base_hex", "kaslr_offset", "cpus", "prstatus_notes", "crashtime", "file_size"):
+                "osrelease", "phys_base_hex", "kaslr_offset", "cpus", "prstatus_notes", "crashtime", "vmcoreinfo_source",
+                "guest_type", "xen_version", "max_mapnr", "dumpable_pages", "split", "file_size"):
         if key in summary and summary[key] is not None:
             t.add_row(key.replace("_hex", ""), str(summary[key]))
     for state, n in pages.items():
