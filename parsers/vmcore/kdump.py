@@ -249,7 +249,7 @@ class KdumpDump(Dump):
         bad |= (flags & ~np.uint32(C.CODEC_MASK)) != 0
         state[bad] = C.STATE_INVALID
         if self.zero_page_offset is not None:
-            state[(off == self.zero_page_offset) & (codec == 0) & (size == ps)] = C.STATE_ZERO
+            state[~bad & (off == self.zero_page_offset) & (codec == 0) & (size == ps)] = C.STATE_ZERO
         lost = (off == 0) | (~bad & (off > 0) & (off + size > self.source.size))
         if not self.source.complete and self.source.kind == "flattened":
             # an incomplete stream: data no record delivered is lost
@@ -307,9 +307,26 @@ class KdumpDump(Dump):
                 return C.STATE_EXCLUDED, -1, 0, 0, 0
             return None
         r = self._rank(pfn) - self._rank_base
-        d = self._descs(r, r + 1)
-        st, cp = self._classify(d)
-        return int(st[0]), int(d["offset"][0]), int(d["size"][0]), int(cp[0]), 0
+        d = self._descs(r, r + 1)[0]
+        off, size, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        return self._classify_one(off, size, flags) + (off, size, C.CODEC_BIT_TO_CODE.get(flags & C.CODEC_MASK, 0), 0)
+
+    def _classify_one(self, off: int, size: int, flags: int) -> tuple[int]:
+        """The state of one descriptor (the scalar twin of ``_classify``; test_kdump_state_twins compares them)."""
+        ps = self.page_size
+        codec = flags & C.CODEC_MASK
+        bad = (codec & (codec - 1)) != 0 or size == 0 or size > ps or (codec == 0 and size != ps) or 0 < off < self.data_start or flags & ~C.CODEC_MASK
+        if off == 0:
+            return (C.STATE_LOST,)
+        if not bad and off + size > self.source.size:
+            return (C.STATE_LOST,)
+        if not bad and not self.source.complete and self.source.kind == "flattened" and not self.source.covered(off, size):
+            return (C.STATE_LOST,)
+        if bad:
+            return (C.STATE_INVALID,)
+        if self.zero_page_offset is not None and off == self.zero_page_offset and codec == 0 and size == ps:
+            return (C.STATE_ZERO,)
+        return (C.STATE_PRESENT,)
 
     def _invalid_reason(self, pfn, offset, size, comp) -> str:
         r = self._rank(pfn) - self._rank_base

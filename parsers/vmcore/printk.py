@@ -34,6 +34,7 @@ STYLES = ("vmcore-dmesg", "makedumpfile")
 
 #: bytes C's isprint() || isspace() accept in the C locale
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\n\v\f\r")
+_PRINTABLE_BYTES = bytes(sorted(_PRINTABLE))
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _timestamp(ts_nsec: int) -> bytes:
 
 
 def _escape_vmcore_dmesg(text: bytes) -> bytes:
-    if all(c in _PRINTABLE for c in text):
+    if not text.translate(None, _PRINTABLE_BYTES):
         return text
     return b"".join(bytes((c,)) if c in _PRINTABLE else b"\\x%02x" % c for c in text)
 
@@ -120,6 +121,8 @@ def _escape_vmcore_dmesg(text: bytes) -> bytes:
 def _render_makedumpfile(r: Record) -> bytes:
     head = _timestamp(r.ts_nsec)
     indent = b"\n" + b" " * len(head)
+    if not r.text.translate(None, _PRINTABLE_BYTES):
+        return head + r.text.replace(b"\n", indent) + b"\n"
     out = bytearray(head)
     for c in r.text:
         if c == 0x0A:

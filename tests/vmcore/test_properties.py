@@ -56,3 +56,21 @@ def test_bitmap_rank_equals_plain_popcount(bits, probes):
     for p in probes + [0, len(bits)]:
         p = min(p, len(bits))
         assert d._rank(p) == sum(bits[:p])
+
+
+@settings(max_examples=200, deadline=None)
+@given(off=st.sampled_from([0, 100, 20000, 24576, 24577, 40000, 10**9]), size=st.sampled_from([0, 1, 100, 4095, 4096, 4097, 10**6]),
+       flags=st.sampled_from([0, 1, 2, 4, 8, 0x20, 3, 0x21, 0x40, 0x100]))
+def test_kdump_state_twins(off, size, flags):
+    """The scalar descriptor classifier (used by read_page) agrees with the vectorised one (used by scans)."""
+    from types import SimpleNamespace
+
+    d = KdumpDump.__new__(KdumpDump)
+    d.page_size = 4096
+    d.data_start = 24576
+    d.zero_page_offset = 24576
+    d.source = SimpleNamespace(size=50000, complete=True, kind="file")
+    arr = np.zeros(1, np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")]))
+    arr[0] = (off, size, flags, 0)
+    st_vec, _ = d._classify(arr)
+    assert d._classify_one(off, size, flags)[0] == int(st_vec[0])
