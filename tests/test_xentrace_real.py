@@ -130,6 +130,7 @@ def test_reference_hvm_capture_contents(real_xentrace_dir):
     events = set(cols["event"])
     assert {HVM_VMENTRY, HVM_VMEXIT64, 0x0008200E, 0x00082021, 0x00082016, 0x00082216, 0x00082013} <= events
     assert 0x00081003 not in events and 0x00081103 not in events  # no 4.19 SVM exit ids
+    assert any(0x00022201 <= e <= 0x000223FF for e in events)  # credit2 scheduler (spec §3.5: sched id 1)
     assert not [e for e in events if e >> 16 == 0x0010]  # no MEM/grant records
     assert {r.data[0] >> 16 for r in recs if (r.event & RUNSTATE_MASK) == RUNSTATE_CHANGE} == {0, 14, IDLE}
     assert {d for d in cols["dom"] if d is not None} == {0, 14, IDLE}
