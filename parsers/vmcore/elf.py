@@ -133,9 +133,14 @@ class ElfDump(Dump):
             self._ktext_phys_base = (s[0] - (s[4] - C.START_KERNEL_MAP)) & (2**64 - 1)
             if self._ktext_phys_base >= 1 << 63:
                 self._ktext_phys_base -= 1 << 64
-        direct = [s for s in ram if s[4] >= (1 << 63) and s[4] != s[0]]
-        if direct:
-            self.page_offset_base = direct[-1][4] - direct[-1][0]
+        # direct map: the p_vaddr - p_paddr shared by the most memory (QEMU paging-mode dumps also carry
+        # vmalloc and vmemmap mappings, whose deltas differ; kexec-tools' RAM segments all share one)
+        weight: dict[int, int] = {}
+        for s in ram:
+            if s[4] >= (1 << 63) and s[4] != s[0]:
+                weight[s[4] - s[0]] = weight.get(s[4] - s[0], 0) + s[1]
+        if weight:
+            self.page_offset_base = max(weight, key=weight.get)
         self._build_runs(ram, ktext)
         self._finish_init()
 

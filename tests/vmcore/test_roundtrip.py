@@ -303,3 +303,16 @@ def test_split_set(world, tmp_path):
         assert e.value.state == "hole"
     with pytest.raises(FormatError, match="overlaps"):
         vmcore.open([paths[0], paths[0]])
+
+
+def test_elf_qemu_paging_mode_overlapping_loads(world, tmp_path):
+    """QEMU dump-guest-memory -p: PT_LOADs per virtual mapping, several over the same physical pages. The
+    physical view is unchanged, and the direct map is the delta shared by most memory."""
+    mem, k, vmci, notes = world
+    p = tmp_path / "paging.elf"
+    extra = [(0x10 * PS, 0xFFFFC90000100000, 4 * PS), (0x20 * PS, 0xFFFFEA0000000000, 2 * PS)]
+    write_elf(p, mem, notes, extra_loads=extra, ktext=(0x200000, k.ktext_va(0x200000), 0x100000))
+    with vmcore.open(p) as d:
+        assert d.page_offset_base == 0xFFFF888000000000
+        assert d.page_counts()["present"] == sum(b - a for a, b in RAM)
+        _check_memory(d, mem)

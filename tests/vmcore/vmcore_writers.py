@@ -328,7 +328,8 @@ def standard_notes(vmcoreinfo: bytes | None, cpus=((0, 0xFFFFFFFF81000010), (1, 
 # ---------------------------------------------------------------------------------------------------------------
 # ELF vmcore
 def write_elf(path, mem: Memory, notes: bytes, *, excluded: set[int] = frozenset(), ktext: tuple[int, int, int] | None = None,
-              qemu: bool = False, pn_xnum: bool = False, incomplete: bool = False, vaddr_of=None, truncate_to: int | None = None) -> None:
+              qemu: bool = False, pn_xnum: bool = False, incomplete: bool = False, vaddr_of=None, truncate_to: int | None = None,
+              extra_loads: list[tuple[int, int, int]] = ()) -> None:
     """One PT_LOAD per RAM range (runs of ``excluded`` pfns at the end of a range become p_memsz > p_filesz, as
     makedumpfile -E writes them); ``ktext`` = (paddr, vaddr, size) adds a kernel-text PT_LOAD. ``qemu``: section
     headers before the program headers (e_phoff 192), p_vaddr 0, one extra empty segment with p_offset all-ones."""
@@ -340,6 +341,8 @@ def write_elf(path, mem: Memory, notes: bytes, *, excluded: set[int] = frozenset
         segs.append((a * PS, (b - a) * PS, (end - a) * PS, None if qemu else (vaddr_of(a * PS) if vaddr_of else PAGE_OFFSET + a * PS)))
     if ktext:
         segs.insert(0, (ktext[0], ktext[2], ktext[2], ktext[1]))
+    # QEMU paging mode: more PT_LOADs (paddr, vaddr, size) over memory other segments already hold
+    segs += [(pa, size, size, va) for pa, va, size in extra_loads]
     nload = len(segs) + (1 if qemu else 0)
     phnum = 1 + nload
     ehsize = 64
