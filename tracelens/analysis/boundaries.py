@@ -88,61 +88,53 @@ class Epochs:
         return None
 
 
-def _runstate(rec: R.Records):
+def _sched_rows(rec: R.Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scheduling records only: (row indices, domid put on a pCPU or -1, domid of a vCPU entering or leaving the
+    offline state or -1)."""
     ev = rec.event.astype(np.int64)
     is_rs = ((ev & R.RUNSTATE_MASK) == R.RUNSTATE_BASE) & (rec.n_extra >= 1)
-    old = (ev >> 8) & 3
-    new = (ev >> 4) & 3
-    return is_rs, old, new
-
-
-def _running_dom(rec: R.Records) -> np.ndarray:
-    """Per record: the domid this record puts on a pCPU (-1 if none)."""
-    is_rs, old, new = _runstate(rec)
-    d1 = rec.word(1)
-    out = np.full(len(rec), -1, np.int64)
-    to_run = (is_rs & (new == 0)) | ((rec.event == R.CONTINUE_RUNNING) & (rec.n_extra >= 1))
-    out[to_run] = d1[to_run] >> 16
+    cont = (rec.event == R.CONTINUE_RUNNING) & (rec.n_extra >= 1)
     sw = (rec.event == R.SCHED_SWITCH) & (rec.n_extra >= 4)
-    out[sw] = rec.word(3)[sw] & 0xFFFF
-    return out
-
-
-def _offline_dom(rec: R.Records) -> np.ndarray:
-    """Per record: the domid whose vCPU goes to or leaves the offline state (-1 if none)."""
-    is_rs, old, new = _runstate(rec)
-    sel = is_rs & ((old == 3) | (new == 3)) & (old != new)
-    out = np.full(len(rec), -1, np.int64)
-    out[sel] = rec.word(1)[sel] >> 16
-    return out
+    rows = np.flatnonzero(is_rs | cont | sw)
+    e = ev[rows]
+    old, new = (e >> 8) & 3, (e >> 4) & 3
+    rs, c, s = is_rs[rows], cont[rows], sw[rows]
+    dom1 = rec.word(1, rows) >> 16
+    run = np.full(rows.size, -1, np.int64)
+    to_run = (rs & (new == 0)) | c
+    run[to_run] = dom1[to_run]
+    run[s] = rec.word(3, rows[s]) & 0xFFFF
+    off = np.full(rows.size, -1, np.int64)
+    offl = rs & ((old == 3) | (new == 3)) & (old != new)
+    off[offl] = dom1[offl]
+    return rows, run, off
 
 
 def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) -> Epochs:
     """All boundaries of the capture (see the module docstring), numbered per domain in TSC order."""
     found: list[Boundary] = []
     ev = rec.event
-    run_dom = _running_dom(rec)
-    off_dom = _offline_dom(rec)
+    srows, run_dom, off_dom = _sched_rows(rec)
     removed = np.flatnonzero(((ev == R.DOM0_DOM_REM) | (ev == R.SCHED_DOM_REM)) & (rec.n_extra >= 1))
-    rem_dom = rec.word(1)[removed] & 0xFFFF
+    rem_dom = rec.word(1, removed) & 0xFFFF
 
     sd = np.flatnonzero(((ev == R.SCHED_SHUTDOWN) | (ev == R.SCHED_SHUTDOWN_CODE)) & (rec.n_extra >= 3))
     stored: dict[int, int] = {}
     used_resume: set[int] = set()
     for i in sd.tolist():  # shutdown records: a handful per domain
-        domid = int(rec.d[i, 0]) & 0xFFFF
-        reason = int(rec.d[i, 2])
+        domid = rec.at(i, 1) & 0xFFFF
+        reason = rec.at(i, 3)
         if ev[i] == R.SCHED_SHUTDOWN_CODE:
             stored[domid] = reason
             continue
         effective = stored.pop(domid, reason)
         if effective not in KEXEC_REASONS:
             continue
-        later = slice(i + 1, None)
-        runs = np.flatnonzero(run_dom[later] == domid) + i + 1
+        k0 = int(np.searchsorted(srows, i, side="right"))  # scheduling records after the shutdown
+        runs = srows[k0:][run_dom[k0:] == domid]
         if runs.size == 0:
             continue
-        offs = np.flatnonzero(off_dom[later] == domid) + i + 1
+        offs = srows[k0:][off_dom[k0:] == domid]
         note = None
         if offs.size and offs[0] < runs[-1]:
             j = int(runs[np.searchsorted(runs, offs[0])])
@@ -156,7 +148,7 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
             continue  # another vCPU's SHUTDOWN for the same reset
         used_resume.add(j)
         evidence = {"shutdown_tsc": int(rec.tsc[i]), "shutdown_offset": int(rec.offset[i]), "reason": effective,
-                    "reason_name": SHUTDOWN_REASONS.get(effective, str(effective)), "shutdown_vcpu": int(rec.d[i, 1]),
+                    "reason_name": SHUTDOWN_REASONS.get(effective, str(effective)), "shutdown_vcpu": rec.at(i, 2),
                     "resume_offset": int(rec.offset[j]), "resume_cpu": int(rec.cpu[j])}
         if effective != reason:
             evidence["shutdown_code"] = effective
@@ -167,11 +159,11 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
 
     adds = np.flatnonzero((ev == R.DOM0_DOM_ADD) & (rec.n_extra >= 1))
     for i in adds.tolist():
-        domid = int(rec.d[i, 0]) & 0xFFFF
+        domid = rec.at(i, 1) & 0xFFFF
         prior = removed[(rem_dom == domid) & (removed < i)]
         if not prior.size:
             continue
-        prev_adds = adds[(adds < i) & ((rec.word(1)[adds] & 0xFFFF) == domid)]
+        prev_adds = adds[(adds < i) & ((rec.word(1, adds) & 0xFFFF) == domid)]
         if prev_adds.size and prev_adds[-1] > prior[-1]:
             continue  # already re-created after that removal
         found.append(Boundary(domid, -1, "recreate", int(rec.tsc[i]),

@@ -76,7 +76,7 @@ class GrantLedger:
 def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
     sel = np.flatnonzero(((rec.event == R.MEM_GRANT_MAP) | (rec.event == R.MEM_GRANT_UNMAP)) & (rec.n_extra >= 1))
     mapper = rec.dom[sel]
-    granter = rec.word(1)[sel] & 0xFFFF
+    granter = rec.word(1, sel) & 0xFFFF
     tsc = rec.tsc[sel]
     is_map = rec.event[sel] == R.MEM_GRANT_MAP
     out = GrantLedger(unattributed=int((mapper < 0).sum()))
@@ -139,7 +139,7 @@ def balloon_layout(rec: R.Records, xen_version: tuple[int, int] | None = None) -
     if v is not None:
         return "pre-4.18" if tuple(v) < (4, 18) else "4.18"
     sel = (rec.event == R.MEM_DECREASE_RESERVATION) & (rec.n_extra >= 4)
-    if sel.any() and not bool(np.all((rec.d[sel, 3] <= 18) & (rec.d[sel, 2] < 0x7FF0))):
+    if sel.any() and not bool(np.all((rec.word(4, sel) <= 18) & (rec.word(3, sel) < 0x7FF0))):
         return "pre-4.18"
     return "4.18"
 
@@ -162,11 +162,11 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
     (the only trace of balloon-up)."""
     layout = balloon_layout(rec, xen_version)
     sel = np.flatnonzero((rec.event == R.MEM_DECREASE_RESERVATION) & (rec.n_extra >= 4))
-    gfn = rec.word(1)[sel] | (rec.word(2)[sel] << 32)
+    gfn = rec.word(1, sel) | (rec.word(2, sel) << 32)
     if layout == "4.18":
-        domid, order = rec.word(3)[sel] & 0xFFFF, rec.word(4)[sel]
+        domid, order = rec.word(3, sel) & 0xFFFF, rec.word(4, sel)
     else:
-        domid, order = rec.word(3)[sel] & 0xFFFF, rec.word(3)[sel] >> 16
+        domid, order = rec.word(3, sel) & 0xFFFF, rec.word(3, sel) >> 16
     order = np.minimum(order, 62)
     tsc = rec.tsc[sel]
     epoch = ep.of(domid, tsc)
@@ -204,12 +204,12 @@ def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:
                          & (rec.n_extra >= 1))
     if not sel.size:
         return []
-    d1 = rec.word(1)[sel]
+    d1 = rec.word(1, sel)
     is_pv = ev[sel] != R.HVM_VMMCALL
     op = np.where(is_pv, d1 & 0xFFFFF, d1)
     a0 = (d1 >> 20) & 3
     has_cmd = is_pv & (a0 != 0) & (rec.n_extra[sel] >= 2)
-    cmd = np.where(has_cmd, rec.word(2)[sel], -1)
+    cmd = np.where(has_cmd, rec.word(2, sel), -1)
     cmd = np.where(has_cmd & (op == 20), cmd & 0xFFF, cmd)
     src = np.select([ev[sel] == R.PV_HYPERCALL_V2, ev[sel] == R.PV_HYPERCALL_SUBCALL], [0, 1], 2)
     domid = rec.dom[sel]
@@ -233,10 +233,10 @@ def vector_ledger(rec: R.Records) -> list[dict]:
     ev = rec.event
     vsel = np.flatnonzero(((ev == R.HW_IRQ_ASSIGN_VECTOR) | (ev == R.HW_IRQ_CLEAR_VECTOR)) & (rec.n_extra >= 1))
     hsel = np.flatnonzero((ev == R.HW_IRQ_HANDLED) & (rec.n_extra >= 1))
-    virq = rec.word(1)[vsel] & 0xFFFF
-    vec = rec.word(1)[vsel] >> 16
+    virq = rec.word(1, vsel) & 0xFFFF
+    vec = rec.word(1, vsel) >> 16
     assign = ev[vsel] == R.HW_IRQ_ASSIGN_VECTOR
-    hirq = rec.word(1)[hsel]
+    hirq = rec.word(1, hsel)
     rows = []
     for irq in np.union1d(virq, hirq).tolist():
         m = virq == irq
@@ -277,7 +277,7 @@ def _open_objects(idx, key_obj, is_open, domid, epoch, tsc, rec, fields):
             i = idx[j]
             row = {"domid": int(domid[j]), "epoch": int(epoch[j]), "tsc": int(tsc[j]), "offset": int(rec.offset[i])}
             for k, name in enumerate(fields):
-                row[name] = int(rec.d[i, k])
+                row[name] = rec.at(i, k + 1)
             rows.append(row)
     return rows
 
@@ -291,7 +291,7 @@ def guest_ledger(rec: R.Records, ep: Epochs) -> GuestLedger:
     n = (ev[gsel] & 0xFFF)
     domid = rec.dom[gsel]
     epoch = ep.of(domid, rec.tsc[gsel])
-    hello = (n == GT_HELLO) & (rec.d[gsel, 0] == GT_MAGIC)
+    hello = (n == GT_HELLO) & (rec.word(1, gsel) == GT_MAGIC)
     # a tracepoint counts from the first HELLO of its domain's epoch on
     key = domid * (1 << 32) + epoch
     hk, hfirst = np.unique(key[hello], return_index=True)
@@ -308,7 +308,7 @@ def guest_ledger(rec: R.Records, ep: Epochs) -> GuestLedger:
         "pirqs": (GT_PIRQ_BIND, GT_PIRQ_UNBIND, ("pirq", "irq", "kind", "gsi_or_vector", "port")),
     }.items():
         m = np.flatnonzero(live & ((n == open_ev) | (n == close_ev)))
-        rows = _open_objects(gsel[m], rec.d[gsel[m], 0].astype(np.int64), n[m] == open_ev, domid[m], epoch[m],
+        rows = _open_objects(gsel[m], rec.word(1, gsel[m]), n[m] == open_ev, domid[m], epoch[m],
                              tsc[m], rec, fields)
         setattr(out, which, rows)
     m = np.flatnonzero(live)

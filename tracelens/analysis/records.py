@@ -39,24 +39,37 @@ NO_DOM = -1
 
 @dataclass
 class Records:
-    """Columns of a decoded capture, in the decoder's time order. ``d`` is (n, 7) u32 with 0 beyond n_extra."""
+    """Columns of a decoded capture, in the decoder's time order. Payload words are read lazily from the Arrow table
+    (:meth:`word`), so a large capture is not copied seven times over."""
 
     tsc: np.ndarray       # u64 cycles (inherited for records without a TSC)
     has_tsc: np.ndarray   # bool
-    cpu: np.ndarray       # i64
+    cpu: np.ndarray       # u16
     event: np.ndarray     # u32, 28-bit id
-    n_extra: np.ndarray   # i64
-    d: np.ndarray         # (n, 7) u32
+    n_extra: np.ndarray   # u8
     dom: np.ndarray       # i64, -1 when the running domain is unknown
-    offset: np.ndarray    # i64 byte offset in the file
+    offset: np.ndarray    # u64 byte offset in the file
     meta: dict = field(default_factory=dict)
+    table: object = None  # the pyarrow.Table the words come from
+    _words: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.tsc.shape[0])
 
-    def word(self, i: int) -> np.ndarray:
-        """Payload word d<i> (1-based) as i64."""
-        return self.d[:, i - 1].astype(np.int64)
+    def _column(self, i: int) -> np.ndarray:
+        col = self._words.get(i)
+        if col is None:
+            col = self._words[i] = _np(self.table.column(f"d{i}"), np.uint32)
+        return col
+
+    def word(self, i: int, sel=None) -> np.ndarray:
+        """Payload word d<i> (1-based) as i64, 0 beyond n_extra; of the rows ``sel`` (indices or mask) or all."""
+        col = self._column(i)
+        return (col if sel is None else col[sel]).astype(np.int64)
+
+    def at(self, row: int, i: int) -> int:
+        """d<i> of one record."""
+        return int(self._column(i)[row])
 
     @property
     def layout_version(self) -> tuple[int, int] | None:
@@ -86,10 +99,6 @@ def _np(col, dtype, fill=0) -> np.ndarray:
 
 def columns(table) -> Records:
     """Arrays of a decoded capture (a pyarrow.Table with the columns of tracelens.read_xentrace)."""
-    n = table.num_rows
-    d = np.zeros((n, 7), np.uint32)
-    for i in range(7):
-        d[:, i] = _np(table.column(f"d{i + 1}"), np.uint32)
     meta = {}
     for k, v in (table.schema.metadata or {}).items():
         try:
@@ -99,13 +108,13 @@ def columns(table) -> Records:
     return Records(
         tsc=_np(table.column("tsc"), np.uint64),
         has_tsc=_np(table.column("has_tsc"), bool, False),
-        cpu=_np(table.column("cpu"), np.int64),
+        cpu=_np(table.column("cpu"), np.uint16),
         event=_np(table.column("event"), np.uint32),
-        n_extra=_np(table.column("n_extra"), np.int64),
-        d=d,
+        n_extra=_np(table.column("n_extra"), np.uint8),
         dom=_np(table.column("dom").cast("int64"), np.int64, NO_DOM),
-        offset=_np(table.column("offset"), np.int64),
+        offset=_np(table.column("offset"), np.uint64),
         meta=meta,
+        table=table,
     )
 
 
@@ -115,7 +124,7 @@ def lost_intervals(rec: Records) -> np.ndarray:
     sel = np.flatnonzero((rec.event == LOST_RECORDS) & (rec.n_extra >= 4))
     out = np.empty((sel.size, 4), np.int64)
     out[:, 0] = rec.cpu[sel]
-    out[:, 1] = (rec.d[sel, 2].astype(np.int64)) | (rec.d[sel, 3].astype(np.int64) << 32)
+    out[:, 1] = rec.word(3, sel) | (rec.word(4, sel) << 32)
     out[:, 2] = rec.tsc[sel].astype(np.int64)
-    out[:, 3] = rec.d[sel, 0]
+    out[:, 3] = rec.word(1, sel)
     return out

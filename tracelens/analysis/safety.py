@@ -47,11 +47,12 @@ def domains(rec: R.Records, ep: Epochs, grants: GrantLedger, balloon: list[dict]
 def removed_at_end(rec: R.Records, ep: Epochs, domid: int) -> bool:
     """Destroyed (DOM0_DOM_REM / SCHED_DOM_REM) after its last boundary and not created again."""
     ev = rec.event
-    d1 = rec.d[:, 0] & 0xFFFF
-    rem = np.flatnonzero(((ev == R.DOM0_DOM_REM) | (ev == R.SCHED_DOM_REM)) & (d1 == domid))
+    life = np.flatnonzero((ev == R.DOM0_DOM_REM) | (ev == R.SCHED_DOM_REM) | (ev == R.DOM0_DOM_ADD))
+    life = life[(rec.word(1, life) & 0xFFFF) == domid]
+    rem = life[ev[life] != R.DOM0_DOM_ADD]
     if not rem.size:
         return False
-    add = np.flatnonzero((ev == R.DOM0_DOM_ADD) & (d1 == domid))
+    add = life[ev[life] == R.DOM0_DOM_ADD]
     last_b = ep.by_dom.get(domid)
     after_b = rem if last_b is None else rem[rec.tsc[rem] >= last_b[-1]]
     return bool(after_b.size) and not (add.size and add[-1] > after_b[-1])
