@@ -184,15 +184,14 @@ def _hash_add(keys, counts, ev):
 
 
 @njit(cache=True, parallel=True)
-def stream_pass(w, pos, end, nrec, cpu_order, cpu_start, stream_base, win_cpu, in_tsc, in_key, in_state,
-                keys_out, want_keys, dom_counts, want_doms):
+def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms):
     """Per pCPU (``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows in file order).
 
-    Fills ``keys_out[stream_base[w] + i]`` with K (when want_keys), and for every window its starting inherited TSC,
-    key and vCPU state (``w_tsc0``, ``w_key0``, ``w_state0``). ``in_tsc``/``in_key``/``in_state`` give each pCPU's
+    Computes for every window its starting inherited TSC, key K and vCPU state (``w_tsc0``, ``w_key0``, ``w_state0``). ``in_tsc``/``in_key``/``in_state`` give each pCPU's
     state at the start (carried from the previous batch). Also counts records per event id (per-pCPU hash tables)
     and, when want_doms, per attributed domain (index 32768 = unknown). Returns the per-window starts, the per-pCPU
-    end states, the hash tables and a per-pCPU overflow flag.
+    end states, the hash tables, a per-pCPU overflow flag and per-pCPU stats (LOST markers, records lost, min and
+    max TSC).
     """
     nwin = pos.shape[0]
     ncpu = cpu_start.shape[0] - 1
@@ -205,7 +204,13 @@ def stream_pass(w, pos, end, nrec, cpu_order, cpu_start, stream_base, win_cpu, i
     hkeys = np.full((ncpu, HASH_SLOTS), 0xFFFFFFFF, np.uint32)
     hcounts = np.zeros((ncpu, HASH_SLOTS), np.int64)
     overflow = np.zeros(ncpu, np.bool_)
+    # per pCPU: LOST_RECORDS markers, records they report lost, smallest and largest TSC seen
+    stats = np.zeros((ncpu, 4), np.uint64)
     for k in prange(ncpu):
+        lost_recs = 0
+        lost_n = 0
+        lo = np.uint64(0xFFFFFFFFFFFFFFFF)
+        hi = np.uint64(0)
         tsc = in_tsc[k]
         key = in_key[k]
         state = np.int64(in_state[k])
@@ -215,7 +220,6 @@ def stream_pass(w, pos, end, nrec, cpu_order, cpu_start, stream_base, win_cpu, i
             w_key0[wi] = key
             w_state0[wi] = state
             p = pos[wi]
-            base = stream_base[wi]
             for i in range(nrec[wi]):
                 h = np.int64(w[p])
                 ev = h & 0x0FFFFFFF
@@ -226,8 +230,13 @@ def stream_pass(w, pos, end, nrec, cpu_order, cpu_start, stream_base, win_cpu, i
                     tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
                     if tsc > key:
                         key = tsc
-                if want_keys:
-                    keys_out[base + i] = key
+                    if tsc < lo:
+                        lo = tsc
+                    if tsc > hi:
+                        hi = tsc
+                if ev == EV_LOST and n >= 1:
+                    lost_recs += 1
+                    lost_n += np.int64(w[body])
                 if want_doms:
                     if ev == EV_LOST and n >= 2:
                         dom_counts[k, np.int64(w[body + 1]) & 0x7FFF] += 1
@@ -242,166 +251,11 @@ def stream_pass(w, pos, end, nrec, cpu_order, cpu_start, stream_base, win_cpu, i
         out_tsc[k] = tsc
         out_key[k] = key
         out_state[k] = state
-    return w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow
-
-
-@njit(cache=True)
-def _lower_bound(a, lo, hi, x):
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(cache=True, parallel=True)
-def merge_dest(keys, seg_start, pivots, use_frontier, out_base):
-    """k-way merge of the pCPU segments of ``keys`` (each non-decreasing) by (K, segment, position).
-
-    ``keys[seg_start[c]:seg_start[c+1]]`` is pCPU-segment c. On return ``keys`` holds, for every record, its output
-    row (as int64 bits) counted from ``out_base``, or -1 for records with K >= the last pivot when ``use_frontier``
-    (the streaming frontier). ``pivots`` (sorted, first 0) cut the key space into partitions merged in parallel.
-    Returns the number of rows.
-    """
-    nseg = seg_start.shape[0] - 1
-    npart = pivots.shape[0] - 1
-    bounds = np.empty((npart + 1, nseg), np.int64)
-    for c in range(nseg):
-        for p in range(npart + 1):
-            if p == 0:
-                bounds[p, c] = seg_start[c]
-            elif p == npart and not use_frontier:
-                bounds[p, c] = seg_start[c + 1]
-            else:
-                bounds[p, c] = _lower_bound(keys, seg_start[c], seg_start[c + 1], pivots[p])
-    part_base = np.zeros(npart + 1, np.int64)
-    for p in range(npart):
-        s = 0
-        for c in range(nseg):
-            s += bounds[p + 1, c] - bounds[p, c]
-        part_base[p + 1] = part_base[p] + s
-    total = part_base[npart]
-    dest = keys.view(np.int64)
-    for p in prange(npart):
-        head = bounds[p].copy()
-        stop = bounds[p + 1]
-        o = out_base + part_base[p]
-        while True:
-            # best and second-best heads by (key, segment)
-            b = -1
-            b2 = -1
-            for c in range(nseg):
-                if head[c] < stop[c]:
-                    if b == -1 or keys[head[c]] < keys[head[b]]:
-                        b2 = b
-                        b = c
-                    elif b2 == -1 or keys[head[c]] < keys[head[b2]]:
-                        b2 = c
-            if b == -1:
-                break
-            if b2 == -1:
-                for i in range(head[b], stop[b]):
-                    dest[i] = o
-                    o += 1
-                head[b] = stop[b]
-                continue
-            lim = keys[head[b2]]
-            i = head[b]
-            e = stop[b]
-            # segment b runs while its key is below the runner-up's, or equal to it and b is the lower pCPU
-            if b < b2:
-                while i < e and keys[i] <= lim:
-                    dest[i] = o
-                    o += 1
-                    i += 1
-            else:
-                while i < e and keys[i] < lim:
-                    dest[i] = o
-                    o += 1
-                    i += 1
-            head[b] = i
-    # records at or past the frontier are left for the next batch
-    for c in prange(nseg):
-        for i in range(bounds[npart, c], seg_start[c + 1]):
-            dest[i] = -1
-    return total
-
-
-@njit(cache=True, parallel=True)
-def decode_windows(w, pos, nrec, win_cpu, stream_base, dest, w_tsc0, w_key0, w_state0, name_keys, name_vals,
-                   cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name, byte_base,
-                   pend_pos, pend_tsc, pend_key, pend_state):
-    """Write every emitted record's columns at its output row. ``d`` is (7, rows) u32; ``dom``/``vcpu`` use 0xFFFF
-    for unknown. For a window with records left for the next batch, ``pend_*`` receive the word position, inherited
-    TSC and state of its first pending record (pend_pos -1 when the window was fully emitted). ``known`` is 1
-    where dom/vcpu are known."""
-    nwin = pos.shape[0]
-    mask = name_keys.shape[0] - 1
-    for wi in prange(nwin):
-        p = pos[wi]
-        t = w_tsc0[wi]
-        key = w_key0[wi]
-        state = np.int64(w_state0[wi])
-        base = stream_base[wi]
-        c = win_cpu[wi]
-        pend_pos[wi] = -1
-        for i in range(nrec[wi]):
-            r = dest[base + i]
-            if r < 0:
-                pend_pos[wi] = p
-                pend_tsc[wi] = t
-                pend_key[wi] = key
-                pend_state[wi] = state
-                break
-            h = np.int64(w[p])
-            ev = h & 0x0FFFFFFF
-            n = (h >> 28) & 7
-            has = h >> 31
-            body = p + 1 + 2 * has
-            if has:
-                t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
-                if t > key:
-                    key = t
-            cpu[r] = c
-            tsc[r] = t
-            has_tsc[r] = has
-            event[r] = ev
-            n_extra[r] = n
-            if ev == EV_WRAP:
-                for j in range(7):
-                    d[j, r] = 0
-            else:
-                for j in range(7):
-                    d[j, r] = w[body + j] if j < n else 0
-            offset[r] = byte_base + 4 * p
-            if ev == EV_LOST and n >= 2:
-                dom[r] = np.int64(w[body + 1]) & 0xFFFF
-                vcpu[r] = np.int64(w[body + 1]) >> 16
-                known[r] = 1
-            elif state == UNKNOWN:
-                dom[r] = 0
-                vcpu[r] = 0
-                known[r] = 0
-            else:
-                dom[r] = state >> 16
-                vcpu[r] = state & 0xFFFF
-                known[r] = 1
-            hk = h & 0x7FFFFFFF
-            hh = (hk * 2654435761) & mask
-            nm = 0  # index 0 of the dictionary is the fallback name
-            for _ in range(mask + 1):
-                k = name_keys[hh]
-                if k == hk:
-                    nm = name_vals[hh]
-                    break
-                if k == 0xFFFFFFFF:
-                    break
-                hh = (hh + 1) & mask
-            name[r] = nm
-            state = _state_after(ev, n, w, body, state)
-            p += 1 + n + 2 * has
+        stats[k, 0] = lost_recs
+        stats[k, 1] = lost_n
+        stats[k, 2] = lo
+        stats[k, 3] = hi
+    return w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow, stats
 
 
 @njit(cache=True)
@@ -431,42 +285,268 @@ def decrease_res_payloads(w, pos, nrec):
     return d3, d4
 
 
-@njit(cache=True)
-def lost_summary(w, pos, nrec):
-    """(number of LOST_RECORDS records, sum of their lost-record counts)."""
-    recs = 0
-    lost = 0
-    for wi in range(pos.shape[0]):
-        p = pos[wi]
-        for i in range(nrec[wi]):
-            h = np.int64(w[p])
-            n = (h >> 28) & 7
-            has = h >> 31
-            if (h & 0x0FFFFFFF) == EV_LOST and n >= 1:
-                recs += 1
-                lost += np.int64(w[p + 1 + 2 * has])
-            p += 1 + n + 2 * has
-    return recs, lost
+STAGE = 2048  # rows staged per flush (about 120 KiB: stays in L2)
 
 
 @njit(cache=True)
-def tsc_span(w, pos, nrec):
-    """Smallest and largest TSC of the records that carry one (-1, -1 when none does)."""
-    lo = np.uint64(0xFFFFFFFFFFFFFFFF)
-    hi = np.uint64(0)
-    seen = False
-    for wi in range(pos.shape[0]):
-        p = pos[wi]
-        for i in range(nrec[wi]):
-            h = np.int64(w[p])
-            if h >> 31:
-                t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
-                seen = True
-                if t < lo:
-                    lo = t
-                if t > hi:
-                    hi = t
-            p += 1 + ((h >> 28) & 7) + 2 * (h >> 31)
-    if not seen:
-        return -1, -1
-    return np.int64(lo), np.int64(hi)
+def _flush(o0, m, s_cpu, s_tsc, s_has, s_ev, s_n, s_d, s_off, s_dom, s_vcpu, s_known, s_name,
+           cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name):
+    cpu[o0:o0 + m] = s_cpu[:m]
+    tsc[o0:o0 + m] = s_tsc[:m]
+    has_tsc[o0:o0 + m] = s_has[:m]
+    event[o0:o0 + m] = s_ev[:m]
+    n_extra[o0:o0 + m] = s_n[:m]
+    for x in range(7):
+        d[x, o0:o0 + m] = s_d[x, :m]
+    offset[o0:o0 + m] = s_off[:m]
+    dom[o0:o0 + m] = s_dom[:m]
+    vcpu[o0:o0 + m] = s_vcpu[:m]
+    known[o0:o0 + m] = s_known[:m]
+    name[o0:o0 + m] = s_name[:m]
+
+
+@njit(cache=True, inline="always")
+def _head_key(w, p, kb):
+    """K of the record at word p given K before it (running max of TSCs along the pCPU stream)."""
+    h = np.int64(w[p])
+    if h >> 31:
+        t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+        if t > kb:
+            return t
+    return kb
+
+
+@njit(cache=True)
+def _seek(w, pos, vend, cpu_order, j0, j1, w_tsc0, w_key0, w_state0, out_key_k, P):
+    """First record of one pCPU stream (windows cpu_order[j0:j1]) whose K >= P.
+
+    Returns (j, p, tsc, kb, state, before): window list index (j1 when exhausted), word position, inherited TSC,
+    K before the record, vCPU state before it, and the number of records of the stream before it."""
+    lo = j0
+    hi = j1
+    # the first window whose K after its last record reaches P (K after window j = K before window j + 1)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        after = w_key0[cpu_order[mid + 1]] if mid + 1 < j1 else out_key_k
+        if after < P:
+            lo = mid + 1
+        else:
+            hi = mid
+    j = lo
+    if j == j1:
+        return j1, np.int64(0), np.uint64(0), np.uint64(0), np.int64(0), np.int64(-1)
+    wi = cpu_order[j]
+    p = pos[wi]
+    t = w_tsc0[wi]
+    kb = w_key0[wi]
+    state = np.int64(w_state0[wi])
+    walked = 0
+    while p < vend[wi]:
+        hk = _head_key(w, p, kb)
+        if hk >= P:
+            break
+        h = np.int64(w[p])
+        n = (h >> 28) & 7
+        has = h >> 31
+        if has:
+            t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+        state = _state_after(h & 0x0FFFFFFF, n, w, p + 1 + 2 * has, state)
+        kb = hk
+        p += 1 + n + 2 * has
+        walked += 1
+    return j, p, t, kb, state, np.int64(walked)
+
+
+@njit(cache=True, parallel=True)
+def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_key0, w_state0, out_key, pivots,
+                 use_frontier, name_keys, name_vals, cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known,
+                 name, pend):
+    """Merge the pCPU streams by (K, pCPU, stream position) and decode each record straight into its output row.
+
+    ``pivots`` (sorted, first 0) cut the key space into partitions decoded in parallel; partition p holds the
+    records with pivots[p] <= K < pivots[p + 1] (the last partition is unbounded unless ``use_frontier``, in which
+    case records with K >= pivots[-1] are left for the next batch and ``pend[k]`` receives pCPU k's cursor at the
+    frontier: window list index, word position, inherited TSC, K before, state; window index -1 when nothing is
+    pending). Rows are written sequentially, so every output page is touched by one thread, once. Returns the
+    number of rows written.
+    """
+    nseg = cpu_start.shape[0] - 1
+    npart = pivots.shape[0] - 1
+    # cumulative record counts of each pCPU's windows, to place partition starts
+    wprefix = np.zeros(cpu_order.shape[0] + 1, np.int64)
+    for j in range(cpu_order.shape[0]):
+        wprefix[j + 1] = wprefix[j] + nrec[cpu_order[j]]
+    nb = npart + 1 if use_frontier else npart
+    cur_j = np.empty((nb, nseg), np.int64)
+    cur_p = np.empty((nb, nseg), np.int64)
+    cur_t = np.empty((nb, nseg), np.uint64)
+    cur_kb = np.empty((nb, nseg), np.uint64)
+    cur_s = np.empty((nb, nseg), np.int64)
+    before = np.empty((nb, nseg), np.int64)
+    for q in prange(nb * nseg):
+        b = q // nseg
+        k = q % nseg
+        j0 = cpu_start[k]
+        j1 = cpu_start[k + 1]
+        if b == 0:
+            wi = cpu_order[j0]
+            cur_j[b, k] = j0
+            cur_p[b, k] = pos[wi]
+            cur_t[b, k] = w_tsc0[wi]
+            cur_kb[b, k] = w_key0[wi]
+            cur_s[b, k] = w_state0[wi]
+            before[b, k] = 0
+        else:
+            j, p, t, kb, s, walked = _seek(w, pos, vend, cpu_order, j0, j1, w_tsc0, w_key0, w_state0, out_key[k], pivots[b])
+            cur_j[b, k] = j
+            cur_p[b, k] = p
+            cur_t[b, k] = t
+            cur_kb[b, k] = kb
+            cur_s[b, k] = s
+            before[b, k] = (wprefix[j] - wprefix[j0] + walked) if j < j1 else (wprefix[j1] - wprefix[j0])
+    part_base = np.zeros(nb + 1, np.int64)
+    for b in range(nb):
+        s = 0
+        for k in range(nseg):
+            s += before[b, k]
+        part_base[b] = s
+    total = part_base[npart] if use_frontier else wprefix[cpu_order.shape[0]]
+    if use_frontier:
+        for k in range(nseg):
+            if cur_j[npart, k] < cpu_start[k + 1]:
+                pend[k, 0] = cur_j[npart, k]
+                pend[k, 1] = cur_p[npart, k]
+                pend[k, 2] = np.int64(cur_t[npart, k])
+                pend[k, 3] = np.int64(cur_kb[npart, k])
+                pend[k, 4] = cur_s[npart, k]
+            else:
+                pend[k, 0] = -1
+    mask = name_keys.shape[0] - 1
+    for part in prange(npart):
+        # rows are staged in a small block that stays in cache and flushed one column at a time: writing 18 output
+        # streams at once would overflow the CPU's write-combining buffers
+        s_cpu = np.empty(STAGE, np.uint16)
+        s_tsc = np.empty(STAGE, np.uint64)
+        s_has = np.empty(STAGE, np.uint8)
+        s_ev = np.empty(STAGE, np.uint32)
+        s_n = np.empty(STAGE, np.uint8)
+        s_d = np.empty((7, STAGE), np.uint32)
+        s_off = np.empty(STAGE, np.uint64)
+        s_dom = np.empty(STAGE, np.uint16)
+        s_vcpu = np.empty(STAGE, np.uint16)
+        s_known = np.empty(STAGE, np.uint8)
+        s_name = np.empty(STAGE, np.int16)
+        fill = 0
+        last = part == npart - 1
+        hi_pivot = pivots[part + 1]
+        bounded = use_frontier or not last
+        jj = cur_j[part].copy()
+        pp = cur_p[part].copy()
+        tt = cur_t[part].copy()
+        kb = cur_kb[part].copy()
+        ss = cur_s[part].copy()
+        hk = np.zeros(nseg, np.uint64)
+        live = np.zeros(nseg, np.bool_)
+        for k in range(nseg):
+            if jj[k] < cpu_start[k + 1]:
+                hk[k] = _head_key(w, pp[k], kb[k])
+                live[k] = not (bounded and hk[k] >= hi_pivot)
+        o = part_base[part]
+        o0 = o
+        while True:
+            # the best and runner-up heads by (key, pCPU index); then a run from the best while it stays ahead
+            b = -1
+            b2 = -1
+            bk = np.uint64(0)
+            bk2 = np.uint64(0)
+            for k in range(nseg):
+                if live[k]:
+                    v = hk[k]
+                    if b < 0 or v < bk:
+                        b2 = b
+                        bk2 = bk
+                        b = k
+                        bk = v
+                    elif b2 < 0 or v < bk2:
+                        b2 = k
+                        bk2 = v
+            if b < 0:
+                break
+            c_id = win_cpu[cpu_order[jj[b]]]
+            p = pp[b]
+            t = tt[b]
+            state = ss[b]
+            kcur = hk[b]
+            wend = vend[cpu_order[jj[b]]]
+            while True:
+                h = np.int64(w[p])
+                ev = h & 0x0FFFFFFF
+                n = (h >> 28) & 7
+                has = h >> 31
+                body = p + 1 + 2 * has
+                if has:
+                    t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+                s_cpu[fill] = c_id
+                s_tsc[fill] = t
+                s_has[fill] = has
+                s_ev[fill] = ev
+                s_n[fill] = n
+                nw = 0 if ev == EV_WRAP else n
+                for x in range(7):
+                    # payload words past n are never read (the record may be the last of the file)
+                    v = w[body + x] if x < nw else np.uint32(0)
+                    s_d[x, fill] = v
+                s_off[fill] = 4 * p
+                if ev == EV_LOST and n >= 2:
+                    s_dom[fill] = np.int64(w[body + 1]) & 0xFFFF
+                    s_vcpu[fill] = np.int64(w[body + 1]) >> 16
+                    s_known[fill] = 1
+                else:
+                    kn = state != UNKNOWN
+                    s_dom[fill] = (state >> 16) if kn else 0
+                    s_vcpu[fill] = (state & 0xFFFF) if kn else 0
+                    s_known[fill] = 1 if kn else 0
+                hkey = h & 0x7FFFFFFF
+                hh = (hkey * 2654435761) & mask
+                nm = 0
+                while True:
+                    kk = name_keys[hh]
+                    if kk == hkey:
+                        nm = name_vals[hh]
+                        break
+                    if kk == 0xFFFFFFFF:
+                        break
+                    hh = (hh + 1) & mask
+                s_name[fill] = nm
+                o += 1
+                fill += 1
+                if fill == STAGE:
+                    _flush(o0, fill, s_cpu, s_tsc, s_has, s_ev, s_n, s_d, s_off, s_dom, s_vcpu, s_known, s_name,
+                           cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name)
+                    o0 = o
+                    fill = 0
+                state = _state_after(ev, n, w, body, state)
+                p += 1 + n + 2 * has
+                if p >= wend:
+                    jj[b] += 1
+                    if jj[b] >= cpu_start[b + 1]:
+                        live[b] = False
+                        break
+                    wi = cpu_order[jj[b]]
+                    p = pos[wi]
+                    wend = vend[wi]
+                kcur = _head_key(w, p, kcur)
+                if bounded and kcur >= hi_pivot:
+                    live[b] = False
+                    break
+                if b2 >= 0 and (kcur > bk2 or (kcur == bk2 and b > b2)):
+                    break
+            pp[b] = p
+            tt[b] = t
+            ss[b] = state
+            kb[b] = kcur  # not used after this point except as the head's K
+            hk[b] = kcur
+        if fill:
+            _flush(o0, fill, s_cpu, s_tsc, s_has, s_ev, s_n, s_d, s_off, s_dom, s_vcpu, s_known, s_name,
+                   cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name)
+    return total

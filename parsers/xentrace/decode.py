@@ -57,6 +57,7 @@ class _Scan:
     end: np.ndarray
     cpu: np.ndarray
     nrec: np.ndarray
+    vend: np.ndarray  # where each window's whole records end (before any damaged record)
     damage: list[Damage] = field(default_factory=list)
 
 
@@ -96,7 +97,8 @@ def _open(path) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
         size = os.fstat(fd).st_size
         if size == 0:
             raise FormatError(path, 0, "empty file: not a xentrace capture")
-        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mm = mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
     except OSError as e:
         raise FormatError(path, None, f"cannot map: {e.strerror}") from None
     finally:
@@ -139,10 +141,10 @@ def scan(path, tolerance: str = "strict") -> _Scan:
             raise FormatError(path, off, msg)
         # truncate: keep everything before the first damage
         keep = win + 1 if win < len(pos) and bad[win] >= 0 else win
-        pos, end, cpu, nrec = pos[:keep], end[:keep], cpu[:keep], nrec[:keep]
+        pos, end, cpu, nrec, bad = pos[:keep], end[:keep], cpu[:keep], nrec[:keep], bad[:keep]
         damage.append(Damage(off, size - off, msg))
     damage.sort(key=lambda d: d.offset)
-    return _Scan(path, size, mm, w, pos, end, cpu, nrec.astype(np.int64), damage)
+    return _Scan(path, size, mm, w, pos, end, cpu, nrec.astype(np.int64), np.where(bad >= 0, bad, end), damage)
 
 
 # -- the per-pCPU pass -------------------------------------------------------------------------------------------
@@ -157,33 +159,25 @@ class _Carry:
     state: dict = field(default_factory=dict)
 
 
-def _group(win_cpu: np.ndarray, nrec: np.ndarray):
-    """pCPU ids, each window's pCPU index, windows in (pCPU, file) order, per-pCPU starts and stream bases."""
+def _group(win_cpu: np.ndarray):
+    """pCPU ids, windows in (pCPU, file) order, and each pCPU's first index in that order."""
     cpus, cidx = np.unique(win_cpu, return_inverse=True)
     cidx = cidx.astype(np.int64)
     order = np.argsort(cidx, kind="stable")
     cpu_start = np.zeros(len(cpus) + 1, np.int64)
     np.cumsum(np.bincount(cidx, minlength=len(cpus)), out=cpu_start[1:])
-    stream_base = np.empty(len(win_cpu), np.int64)
-    csum = np.zeros(len(order) + 1, np.int64)
-    np.cumsum(nrec[order], out=csum[1:])
-    stream_base[order] = csum[:-1]
-    seg_start = csum[cpu_start]
-    return cpus, order, cpu_start, stream_base, seg_start
+    return cpus, order, cpu_start
 
 
-def _stream(sc_words, pos, end, nrec, win_cpu, carry: _Carry, want_keys: bool, want_doms: bool):
-    cpus, order, cpu_start, stream_base, seg_start = _group(win_cpu, nrec)
+def _stream(w, pos, nrec, win_cpu, carry: _Carry, want_doms: bool):
+    cpus, order, cpu_start = _group(win_cpu)
     ncpu = len(cpus)
     in_tsc = np.array([carry.tsc.get(int(c), 0) for c in cpus], np.uint64)
     in_key = np.array([carry.key.get(int(c), 0) for c in cpus], np.uint64)
     in_state = np.array([carry.state.get(int(c), K.UNKNOWN) for c in cpus], np.int64)
-    total = int(nrec.sum())
-    keys = np.empty(total if want_keys else 1, np.uint64)
     dom_counts = np.zeros((ncpu, 32769) if want_doms else (1, 1), np.int64)
-    res = K.stream_pass(sc_words, pos, end, nrec, order, cpu_start, stream_base, win_cpu, in_tsc, in_key, in_state,
-                        keys, want_keys, dom_counts, want_doms)
-    return cpus, order, cpu_start, stream_base, seg_start, keys, dom_counts, res
+    res = K.stream_pass(w, pos, nrec, order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms)
+    return cpus, order, cpu_start, dom_counts, res
 
 
 def _id_counts(hkeys, hcounts) -> dict[tuple[int, int], int]:
@@ -270,49 +264,63 @@ def _alloc(n: int) -> dict[str, np.ndarray]:
     }
 
 
-def _pivots(keys, seg_start, nparts, frontier):
-    n = keys.shape[0]
-    lo = np.zeros(1, np.uint64)
-    hi = np.full(1, frontier, np.uint64)
-    if n == 0:
-        return np.concatenate([lo, hi])
-    sample = np.sort(keys[:: max(1, n // 65536)])
-    q = np.unique(sample[(np.arange(1, nparts) * len(sample)) // nparts])
-    q = q[(q > 0) & (q < hi[0])]
-    return np.concatenate([lo, q, hi])
-
-
-def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_cap=None):
-    """Decode one batch of windows. Returns (cols, n, names, id_counts, pending windows, new carry)."""
+def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_cap=None, counted=None):
+    """Decode one batch of windows. Returns (cols, n, names, id_counts, pending windows, new carry).
+    ``counted`` = (nrec, vend) when the windows were already counted by :func:`scan`."""
     from tracelens._jit import numba
 
-    nrec, _bad = K.count_records(w, pos, end)
-    (cpus, order, cpu_start, stream_base, seg_start, keys, _dc, res) = _stream(
-        w, pos, end, nrec, win_cpu, carry, True, False)
-    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, _overflow = res
+    if counted is None:
+        nrec, bad = K.count_records(w, pos, end)
+        vend = np.where(bad >= 0, bad, end)
+    else:
+        nrec, vend = counted
+    cpus, order, cpu_start, _dc, res = _stream(w, pos, nrec, win_cpu, carry, False)
+    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, _overflow, _stats = res
     use_frontier = frontier is not None
-    piv = _pivots(keys, seg_start, 8 * numba.get_num_threads(), frontier if use_frontier else np.iinfo(np.uint64).max)
-    n = int(K.merge_dest(keys, seg_start, piv, use_frontier, 0))
+    piv = _pivots_from_windows(w_key0, out_key, cpu_start, order, 4 * numba.get_num_threads(),
+                               frontier if use_frontier else None)
     ids = _id_counts(hkeys, hcounts)
     names, nkeys, nvals = _name_table(ids, catalog, version)
-    cols = cols_cap if cols_cap is not None and cols_cap["cpu"].shape[0] >= n else _alloc(n)
-    nwin = len(pos)
-    pend_pos = np.empty(nwin, np.int64)
-    pend_tsc = np.empty(nwin, np.uint64)
-    pend_key = np.empty(nwin, np.uint64)
-    pend_state = np.empty(nwin, np.int64)
-    K.decode_windows(w, pos, nrec, win_cpu.astype(np.int32), stream_base, keys.view(np.int64), w_tsc0, w_key0, w_state0,
-                     nkeys, nvals, cols["cpu"], cols["tsc"], cols["has_tsc"], cols["event"], cols["n_extra"], cols["d"],
-                     cols["offset"], cols["dom"], cols["vcpu"], cols["known"], cols["name"], 0, pend_pos, pend_tsc, pend_key, pend_state)
+    total_upper = int(nrec.sum())
+    cols = cols_cap if cols_cap is not None and cols_cap["cpu"].shape[0] >= total_upper else _alloc(total_upper)
+    pend = np.full((len(cpus), 5), -1, np.int64)
+    n = int(K.merge_decode(w, pos, vend, nrec, win_cpu.astype(np.int32), order, cpu_start, w_tsc0, w_key0, w_state0,
+                           out_key, piv, use_frontier, nkeys, nvals, cols["cpu"], cols["tsc"], cols["has_tsc"],
+                           cols["event"], cols["n_extra"], cols["d"], cols["offset"], cols["dom"], cols["vcpu"],
+                           cols["known"], cols["name"], pend))
     new = _Carry({int(c): int(t) for c, t in zip(cpus, out_tsc)}, {int(c): int(k) for c, k in zip(cpus, out_key)},
                  {int(c): int(s) for c, s in zip(cpus, out_state)})
-    pending = np.nonzero(pend_pos >= 0)[0]
-    # a pCPU with pending records restarts from the state in front of its first pending record
-    for wi in sorted(pending.tolist(), key=lambda i: -int(pos[i])):
-        c = int(win_cpu[wi])
-        new.tsc[c], new.key[c], new.state[c] = int(pend_tsc[wi]), int(pend_key[wi]), int(pend_state[wi])
-    pend = (pend_pos[pending], end[pending], win_cpu[pending])
-    return cols, n, names, ids, pend, new
+    pp, pe, pc = [], [], []
+    for k, c in enumerate(cpus.tolist()):
+        j = int(pend[k, 0])
+        if j < 0:
+            continue
+        # pCPU c restarts, in the next batch, from its cursor at the frontier
+        new.key[c] = int(np.int64(pend[k, 3]).view(np.uint64))
+        new.tsc[c] = int(np.int64(pend[k, 2]).view(np.uint64))
+        new.state[c] = int(pend[k, 4])
+        for jj in range(j, int(cpu_start[k + 1])):
+            wi = int(order[jj])
+            pp.append(int(pend[k, 1]) if jj == j else int(pos[wi]))
+            pe.append(int(end[wi]))
+            pc.append(c)
+    pending = (np.array(pp, np.int64), np.array(pe, np.int64), np.array(pc, np.int32))
+    return cols, n, names, ids, pending, new
+
+
+def _pivots_from_windows(w_key0, out_key, cpu_start, order, nparts, frontier):
+    """Partition pivots from the windows' starting keys (quantiles), so each partition has similar work."""
+    ks = np.sort(w_key0)
+    lo = np.zeros(1, np.uint64)
+    if len(ks) > 1 and nparts > 1:
+        q = np.unique(ks[(np.arange(1, nparts) * len(ks)) // nparts])
+        q = q[q > 0]
+    else:
+        q = np.zeros(0, np.uint64)
+    if frontier is not None:
+        q = q[q < np.uint64(frontier)]
+        return np.concatenate([lo, q, np.full(1, frontier, np.uint64)])
+    return np.concatenate([lo, q, np.full(1, np.iinfo(np.uint64).max, np.uint64)])
 
 
 def _layout(version_text, ids, table_cols=None, n=0) -> LayoutGuess:
@@ -341,7 +349,8 @@ def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None 
     catalog = load_catalog(catalog_files)
     sc = scan(path, tolerance)
     version = parse_version(xen_version)
-    cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version, None)
+    cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version, None,
+                                                       counted=(sc.nrec, sc.vend))
     guess = _layout(xen_version, ids, cols, n)
     if guess.version != version:  # names can depend on the version: redo the dictionary only
         names2, nkeys, nvals = _name_table(ids, catalog, guess.version)
@@ -409,9 +418,8 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
         frontier = None
         if future:
             _nrec, _ = K.count_records(sc.words, pos, end)
-            # frontier: min over pCPUs with later windows of their latest key after this batch (computed by a
-            # stream pass without keys; cheap compared with the decode)
-            cpus, _o, _cs, _sb, _ss, _k, _dc, res = _stream(sc.words, pos, end, _nrec, cpu, carry, False, False)
+            # frontier: min over pCPUs with later windows of their latest key after this batch
+            cpus, _o, _cs, _dc, res = _stream(sc.words, pos, _nrec, cpu, carry, False)
             out_key = res[4]
             fr = [int(k) for c, k in zip(cpus.tolist(), out_key.tolist()) if c in future]
             fr += [carry.key.get(c, 0) for c in future if c not in set(cpus.tolist())]
@@ -420,7 +428,7 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
                                                           frontier, cols_cap=buf if reuse_buffers else None)
         if reuse_buffers:
             buf = cols
-        pending = (pend[0].astype(np.int64), pend[1].astype(np.int64), pend[2].astype(np.int32))
+        pending = pend
         i = j
         if progress is not None:
             progress(min(int(sc.end[j - 1]) * 4 if j else 0, sc.size), sc.size)
@@ -438,16 +446,18 @@ def _quick_guess(sc: _Scan) -> LayoutGuess:
 
 def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None = None) -> dict:
     """Counts for ``tracelens info``: every record is visited, none is materialised."""
-    cpus, order, cpu_start, stream_base, seg_start, _keys, dom_counts, res = _stream(
-        sc.words, sc.pos, sc.end, sc.nrec, sc.cpu.astype(np.int32), _Carry(), False, want_doms)
-    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow = res
+    cpus, order, cpu_start, dom_counts, res = _stream(sc.words, sc.pos, sc.nrec, sc.cpu.astype(np.int32), _Carry(), want_doms)
+    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow, stats = res
     ids = _id_counts(hkeys, hcounts)
     dr = None
     if (0x0010F005, 4) in ids:
         dr = K.decrease_res_payloads(sc.words, sc.pos, sc.nrec)
     v = parse_version(xen_version)
     guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(ids, dr)
-    out = {"_guess": guess, "ids": ids, "cpus": cpus, "overflow": bool(overflow.any())}
+    timed = stats[:, 3] >= stats[:, 2]
+    out = {"_guess": guess, "ids": ids, "cpus": cpus, "overflow": bool(overflow.any()),
+           "lost": (int(stats[:, 0].sum()), int(stats[:, 1].sum())),
+           "span": (int(stats[timed, 2].min()), int(stats[timed, 3].max())) if timed.any() else (None, None)}
     if want_doms:
         out["dom_counts"] = dom_counts.sum(axis=0)
     return out
@@ -470,8 +480,8 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
         per_class[catalog.class_name(ev)] = per_class.get(catalog.class_name(ev), 0) + c
         nm = catalog.layout(ev, n, guess.version)[0]
         per_event[nm] = per_event.get(nm, 0) + c
-    lost = K.lost_summary(sc.words, sc.pos, sc.nrec)
-    first, last = K.tsc_span(sc.words, sc.pos, sc.nrec)
+    lost = s["lost"]
+    first, last = s["span"]
     dc = s["dom_counts"]
     per_dom = {("unknown" if d == 32768 else int(d)): int(dc[d]) for d in np.nonzero(dc)[0]}
     return {
@@ -485,8 +495,8 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
         "records_per_event": dict(sorted(per_event.items(), key=lambda kv: -kv[1])),
         "records_per_domain": per_dom,
         "lost_records": {"records": int(lost[0]), "lost": int(lost[1])},
-        "tsc_first": int(first) if first is not None and first >= 0 else None,
-        "tsc_last": int(last) if last is not None and last >= 0 else None,
+        "tsc_first": first,
+        "tsc_last": last,
         "xen_layout": {"label": guess.label, "reasons": guess.reasons},
         "damage": [d.to_dict() for d in sc.damage],
     }
