@@ -108,3 +108,16 @@ def test_user_boundary_creates_an_epoch(tmp_path):
     assert [(b.epoch, b.kind) for b in a.boundaries] == [(0, "user"), (1, "soft_reset")]
     got = {(f.rule, f.epoch) for f in a.findings}
     assert ("TL-GNT-001", 0) in got and ("TL-GNT-001", 1) in got
+
+
+def test_every_rule_is_documented():
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
+    headings = set(re.findall(r"^## (TL-[A-Z]+-\d{3}):", text, flags=re.M))
+    assert headings == set(RULES)
+    for rule, (severity, _title) in RULES.items():
+        assert re.search(rf"^\| {rule} \| {severity} \|", text, flags=re.M), rule
+        section = text.split(f"## {rule}:")[1].split("\n## ")[0]
+        for part in ("**Means.**", "**Why it matters", "**Evidence.**", "**Example.**"):
+            assert part in section, (rule, part)

@@ -137,6 +137,7 @@ class Truth:
     lost: list = field(default_factory=list)  # (cpu, first_tsc, tsc, count)
     guest_grefs: dict = field(default_factory=dict)  # (domid, epoch) -> sorted refs still granted at the boundary
     guest_pirqs: dict = field(default_factory=dict)  # (domid, epoch) -> sorted pirqs still bound at the boundary
+    vectors: dict = field(default_factory=dict)  # Xen irq -> {"assigns", "clears", "last_vector", "handled"}
     findings: set = field(default_factory=set)  # (rule, domid, epoch, object)
 
     def epochs(self, domid: int) -> int:
@@ -421,10 +422,26 @@ class Sim:
             self._emit(cpu, HVM_HLT, [0], timed=False)
         self._emit(cpu, HVM_VMENTRY, [])
 
+    def _vec_truth(self, irq: int) -> dict:
+        return self.truth.vectors.setdefault(irq, {"assigns": 0, "clears": 0, "last_vector": None, "handled": 0})
+
     def irq(self, cpu: int, irq: int) -> None:
         """A guest-bound IRQ delivered on ``cpu`` (HW_IRQ_HANDLED)."""
         t = self.now
-        self._emit(cpu, HW_IRQ_HANDLED, [irq, t & 0xFFFFFFFF, (t + 300) & 0xFFFFFFFF])
+        if self._emit(cpu, HW_IRQ_HANDLED, [irq, t & 0xFFFFFFFF, (t + 300) & 0xFFFFFFFF]) is not None:
+            self._vec_truth(irq)["handled"] += 1
+
+    def vector(self, domid: int, irq: int, vector: int, assign: bool = True) -> None:
+        """Xen (re)assigns or clears the host vector of ``irq`` while ``domid`` runs (e.g. inside its
+        PHYSDEVOP_map_pirq / unmap_pirq): ASSIGN_VECTOR / CLEAR_VECTOR, d1 = irq | vector << 16, then 6 words
+        of CPU mask (spec §4.2)."""
+        cpu = self.run(domid)
+        mask = [1 << cpu, 0, 0, 0, 0, 0]
+        ev = HW_IRQ_ASSIGN_VECTOR if assign else HW_IRQ_CLEAR_VECTOR
+        if self._emit(cpu, ev, [(irq & 0xFFFF) | (vector << 16)] + mask) is not None:
+            v = self._vec_truth(irq)
+            v["assigns" if assign else "clears"] += 1
+            v["last_vector"] = vector
 
     # -- guest tracepoints (docs/guest-tracepoints.md) ------------------------------------------------------------
     def guest_trace(self, domid: int, n: int, words=(), vcpu: int = 0) -> bool:
@@ -464,7 +481,9 @@ class Sim:
 
     def gt_pirq(self, domid: int, pirq: int, irq: int, gsi: int, port: int, bind: bool = True) -> None:
         self.gt_hello(domid)
-        self.hypercall(domid, HC_PHYSDEV_OP)
+        cpu, _ = self._enter(domid, 0, HC_PHYSDEV_OP)
+        self._leave(domid, cpu)
+        self.vector(domid, 100 + irq, 0x30 + (pirq * 7) % 0xB0, assign=bind)
         self.hypercall(domid, HC_EVENT_CHANNEL_OP)
         self.guest_trace(domid, GT_PIRQ_BIND if bind else GT_PIRQ_UNBIND, [pirq, irq, 1, gsi, port])
 
