@@ -26,8 +26,6 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
 from tracelens.errors import FormatError
 
 from . import constants as C
@@ -129,6 +127,7 @@ class Dump:
     # -- page index -----------------------------------------------------------------------------------------
     def iter_page_index(self, batch: int = INDEX_BATCH):
         """The page index as pyarrow RecordBatches (columns pfn, offset, size, compression, state)."""
+        import numpy as np
         import pyarrow as pa
 
         comp_dict = pa.array(C.COMPRESSION_NAMES)
@@ -156,6 +155,8 @@ class Dump:
 
     def page_counts(self) -> dict[str, int]:
         """Number of listed pfns per state (every state present as a key)."""
+        import numpy as np
+
         counts = np.zeros(len(C.PAGE_STATES), np.int64)
         for b in self._index_batches():
             counts += np.bincount(b.state, minlength=len(C.PAGE_STATES))[: len(C.PAGE_STATES)]
@@ -239,6 +240,8 @@ class Dump:
     def iter_pages(self, *, batch: int = SCAN_BATCH, threads: int | None = None, states=("present", "zero")):
         """Every readable page in pfn order, as PageBatch objects. Compressed pages decode on ``threads``
         threads (default: the CPU count). Damaged pages are flagged in ``ok``/``errors``, never raised."""
+        import numpy as np
+
         want = np.array([C.STATE_CODE[s] for s in states], np.uint8)
         threads = threads or os.cpu_count() or 1
         pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
@@ -257,7 +260,9 @@ class Dump:
             if pool is not None:
                 pool.shutdown(wait=True)
 
-    def _read_batch(self, ib: IndexBatch, keep: np.ndarray, pool, threads: int) -> PageBatch:
+    def _read_batch(self, ib: IndexBatch, keep, pool, threads: int) -> PageBatch:
+        import numpy as np
+
         ps = self.page_size
         pfn = ib.pfn[keep]
         state = ib.state[keep]

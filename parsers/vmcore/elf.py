@@ -19,8 +19,6 @@ from __future__ import annotations
 import bisect
 import struct
 
-import numpy as np
-
 from tracelens.errors import FormatError
 
 from . import constants as C
@@ -179,6 +177,8 @@ class ElfDump(Dump):
         self._run_starts = [r[0] for r in runs]
 
     def _rows(self, lo: int, hi: int, seg) -> IndexBatch:
+        import numpy as np
+
         ps = self.page_size
         paddr, memsz, p_offset, filesz, _ = seg
         pfn = np.arange(lo, hi, dtype=np.uint64)
@@ -207,8 +207,20 @@ class ElfDump(Dump):
         lo, hi, seg = self._runs[i]
         if pfn >= hi:
             return None
-        r = self._rows(pfn, pfn + 1, seg)
-        return int(r.state[0]), int(r.offset[0]), int(r.size[0]), 0, int(r.lead[0])
+        return self._row_one(pfn, seg)
+
+    def _row_one(self, pfn: int, seg):
+        """The scalar twin of ``_rows`` for one pfn (page reads need no numpy): (state, offset, size, 0, lead)."""
+        ps = self.page_size
+        paddr, memsz, p_offset, filesz, _ = seg
+        start = pfn * ps
+        s_lo = max(start, paddr)
+        size = max(min(start + ps, paddr + filesz) - s_lo, 0)
+        if not size:
+            return C.STATE_EXCLUDED, -1, 0, 0, 0
+        offset = p_offset + (s_lo - paddr)
+        state = C.STATE_LOST if offset + size > self.source.size else C.STATE_PRESENT
+        return state, offset, size, 0, s_lo - start
 
     def _load(self, pfn, offset, size, comp, lead):
         if not self.source.covered(offset, size):

@@ -18,15 +18,12 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 
-import numpy as np
-
 from tracelens.errors import FormatError
 
 from . import constants as C
 from .dump import INDEX_BATCH, Dump, IndexBatch
 from .notes import parse_notes
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 #: pfns per prefix-count block (crash's BITMAP_SECT_LEN)
 RANK_BLOCK = 4096
 DESC_CHUNK = 4096
@@ -34,13 +31,25 @@ DESC_CACHE_CHUNKS = 16
 MAX_NOTES = 64 << 20
 
 
-def rank_prefix(bitmap: np.ndarray) -> np.ndarray:
-    """Set bits of ``bitmap`` (uint8, LSB-first) before each RANK_BLOCK-pfn block: entry k = rank(k * RANK_BLOCK)."""
-    pc = _POPCOUNT[bitmap]
-    nblk = -(-len(pc) // (RANK_BLOCK // 8))
-    padded = np.zeros(nblk * (RANK_BLOCK // 8), np.int64)
-    padded[: len(pc)] = pc
-    return np.concatenate([[0], np.cumsum(padded.reshape(nblk, -1).sum(axis=1))]).astype(np.int64)
+_DESC_STRUCT = struct.Struct("<qIIQ")  # page_desc: offset, size, flags, page_flags
+
+
+def rank_prefix(bitmap: bytes) -> list[int]:
+    """Set bits of ``bitmap`` (LSB-first bytes) before each RANK_BLOCK-pfn block: entry k = rank(k * RANK_BLOCK).
+    Pure Python (int.bit_count), so opening a dump and reading pages needs no numpy."""
+    step = RANK_BLOCK // 8
+    out = [0]
+    total = 0
+    for i in range(0, len(bitmap), step):
+        total += int.from_bytes(bitmap[i : i + step], "little").bit_count()
+        out.append(total)
+    return out
+
+
+def _desc_dtype():
+    import numpy as np
+
+    return np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
 
 
 def parse_header(source) -> dict:
@@ -146,11 +155,10 @@ class KdumpDump(Dump):
         half = bm_blocks * bs // 2 if both else bm_blocks * bs
         if need > half:
             raise FormatError(path, 440, f"max_mapnr {max_mapnr} needs a {need}-byte bitmap but each bitmap has {half} bytes")
-        bm1 = np.frombuffer(self.source.pread(self.bitmap_offset, need), np.uint8)
-        bm2 = np.frombuffer(self.source.pread(self.bitmap_offset + (half if both else 0), need), np.uint8)
-        self._bm1, self._bm2 = bm1, bm2
+        self._bm1b = self.source.pread(self.bitmap_offset, need)
+        self._bm2b = self.source.pread(self.bitmap_offset + (half if both else 0), need)
         self.desc_start = (1 + h["sub_hdr_size"] + bm_blocks) * bs
-        self._prefix = rank_prefix(bm2)
+        self._prefix = rank_prefix(self._bm2b)
         if h.get("split"):
             self.start_pfn = int(h.get("start_pfn") or 0)
             self.end_pfn = min(int(h.get("end_pfn") or max_mapnr), max_mapnr)
@@ -159,14 +167,14 @@ class KdumpDump(Dump):
 
     def _rank(self, pfn: int) -> int:
         """Set bits of the 2nd bitmap below ``pfn``."""
-        blk = pfn // RANK_BLOCK
-        r = int(self._prefix[min(blk, len(self._prefix) - 1)])
+        blk = min(pfn // RANK_BLOCK, len(self._prefix) - 1)
+        r = self._prefix[blk]
         b0 = blk * (RANK_BLOCK // 8)
         b1 = pfn >> 3
         if b1 > b0:
-            r += int(_POPCOUNT[self._bm2[b0:b1]].sum(dtype=np.int64))
-        if (pfn & 7) and b1 < len(self._bm2):
-            r += bin(int(self._bm2[b1]) & ((1 << (pfn & 7)) - 1)).count("1")
+            r += int.from_bytes(self._bm2b[b0:b1], "little").bit_count()
+        if (pfn & 7) and b1 < len(self._bm2b):
+            r += (self._bm2b[b1] & ((1 << (pfn & 7)) - 1)).bit_count()
         return r
 
     def _setup_descriptors(self, h) -> None:
@@ -174,22 +182,21 @@ class KdumpDump(Dump):
         self._rank_base = self._rank(self.start_pfn)
         self.num_dumpable = self._rank(self.end_pfn) - self._rank_base
         self.data_start = self.desc_start + C.PAGE_DESC_SIZE * self.num_dumpable
-        self._desc_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._desc_cache: OrderedDict[int, bytes] = OrderedDict()
         fsize = self.source.size
         if self.desc_start > fsize:
             raise FormatError(path, self.desc_start, "the page descriptor table starts past the end of the file")
         if self.data_start > fsize:
             self.complete = False  # the descriptor table itself is cut: the missing descriptors are lost pages
         self.zero_page_offset = None
-        first = self._descs(0, min(DESC_CHUNK, self.num_dumpable))
-        offs = first["offset"]
-        offs = offs[(offs >= self.desc_start) & (offs < fsize)]
-        if len(offs):
-            lowest = int(offs.min())
+        first = list(_DESC_STRUCT.iter_unpack(self._desc_chunk(0))) if self.num_dumpable else []
+        offs = [d[0] for d in first if self.desc_start <= d[0] < fsize]
+        if offs:
+            lowest = min(offs)
             # makedumpfile and QEMU put the first page data right after the last descriptor. One damaged
             # descriptor pointing into the table is that page's problem; many, or none at data_start, mean the
             # 2nd bitmap does not count the descriptors that were written.
-            inside = int(np.count_nonzero(offs < self.data_start))
+            inside = sum(1 for o in offs if o < self.data_start)
             if lowest > self.data_start or inside > 1:
                 fits = (lowest - self.desc_start) // C.PAGE_DESC_SIZE
                 raise FormatError(
@@ -198,42 +205,48 @@ class KdumpDump(Dump):
                     f"data should start at byte {self.data_start}, but the first page data is at byte {lowest} "
                     f"(room for {fits} descriptors)",
                 )
-            zero = first[(first["offset"] == self.data_start) & (first["flags"] == 0) & (first["size"] == self.page_size)]
-            if len(zero):
+            if any(d[0] == self.data_start and d[2] == 0 and d[1] == self.page_size for d in first):
                 page = self.source.pread(self.data_start, self.page_size)
                 if len(page) == self.page_size and not any(page):
                     self.zero_page_offset = self.data_start
 
-    def _descs(self, r0: int, r1: int) -> np.ndarray:
-        """Descriptors of ranks [r0, r1) as a structured array (rows past the end of the file are all zero)."""
-        dt = np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+    def _desc_chunk(self, c: int) -> bytes:
+        """Raw descriptors of chunk ``c`` (DESC_CHUNK ranks), through a bounded cache. Descriptors past the end
+        of the file (a cut table) read as zero, i.e. lost."""
+        raw = self._desc_cache.get(c)
+        if raw is None:
+            lo = c * DESC_CHUNK
+            hi = min(self.num_dumpable, lo + DESC_CHUNK)
+            want = (hi - lo) * C.PAGE_DESC_SIZE
+            raw = self.source.pread(self.desc_start + lo * C.PAGE_DESC_SIZE, want)
+            raw = raw[: len(raw) - len(raw) % C.PAGE_DESC_SIZE].ljust(want, b"\0")
+            self._desc_cache[c] = raw
+            if len(self._desc_cache) > DESC_CACHE_CHUNKS:
+                self._desc_cache.popitem(last=False)
+        else:
+            self._desc_cache.move_to_end(c)
+        return raw
+
+    def _desc_one(self, r: int) -> tuple[int, int, int, int]:
+        c, i = divmod(r, DESC_CHUNK)
+        return _DESC_STRUCT.unpack_from(self._desc_chunk(c), i * C.PAGE_DESC_SIZE)
+
+    def _descs(self, r0: int, r1: int):
+        """Descriptors of ranks [r0, r1) as a numpy structured array (offset, size, flags, page_flags)."""
+        import numpy as np
+
+        dt = _desc_dtype()
         if r1 <= r0:
             return np.zeros(0, dt)
         c0, c1 = r0 // DESC_CHUNK, (r1 - 1) // DESC_CHUNK
-        parts = []
-        for c in range(c0, c1 + 1):
-            arr = self._desc_cache.get(c)
-            if arr is None:
-                lo = c * DESC_CHUNK
-                hi = min(self.num_dumpable, lo + DESC_CHUNK)
-                raw = self.source.pread(self.desc_start + lo * C.PAGE_DESC_SIZE, (hi - lo) * C.PAGE_DESC_SIZE)
-                raw = raw[: len(raw) - len(raw) % C.PAGE_DESC_SIZE]
-                arr = np.zeros(hi - lo, dt)
-                got = np.frombuffer(raw, dt)
-                arr[: len(got)] = got
-                # a flattened stream may not cover every descriptor: those read as zero (lost)
-                self._desc_cache[c] = arr
-                if len(self._desc_cache) > DESC_CACHE_CHUNKS:
-                    self._desc_cache.popitem(last=False)
-            else:
-                self._desc_cache.move_to_end(c)
-            parts.append(arr)
-        allr = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        raw = b"".join(self._desc_chunk(c) for c in range(c0, c1 + 1))
         base = c0 * DESC_CHUNK
-        return allr[r0 - base : r1 - base]
+        return np.frombuffer(raw, dt)[r0 - base : r1 - base]
 
-    def _classify(self, d: np.ndarray):
+    def _classify(self, d):
         """-> (state, compression code) arrays for descriptors ``d``."""
+        import numpy as np
+
         ps = self.page_size
         n = len(d)
         state = np.full(n, C.STATE_PRESENT, np.uint8)
@@ -260,14 +273,18 @@ class KdumpDump(Dump):
 
     # -- hooks ------------------------------------------------------------------------------------------------
     def _index_batches(self, batch: int = INDEX_BATCH):
+        import numpy as np
+
+        bm1 = np.frombuffer(self._bm1b, np.uint8)
+        bm2 = np.frombuffer(self._bm2b, np.uint8)
         bpb = max(1, batch // 8)  # bitmap bytes per batch
         b_start = self.start_pfn >> 3
         b_end = -(-self.end_pfn // 8)
         rank = self._rank(self.start_pfn & ~7) - self._rank_base
         for b0 in range(b_start, b_end, bpb):
             b1 = min(b_end, b0 + bpb)
-            bits1 = np.unpackbits(self._bm1[b0:b1], bitorder="little").astype(bool)
-            bits2 = np.unpackbits(self._bm2[b0:b1], bitorder="little").astype(bool)
+            bits1 = np.unpackbits(bm1[b0:b1], bitorder="little").astype(bool)
+            bits2 = np.unpackbits(bm2[b0:b1], bitorder="little").astype(bool)
             base = b0 * 8
             pfn_all = np.arange(base, base + len(bits2), dtype=np.uint64)
             inrange = (pfn_all >= self.start_pfn) & (pfn_all < self.end_pfn)
@@ -302,13 +319,12 @@ class KdumpDump(Dump):
         if pfn < self.start_pfn or pfn >= self.end_pfn:
             return None
         byte, bit = pfn >> 3, pfn & 7
-        if not (self._bm2[byte] >> bit) & 1:
-            if (self._bm1[byte] >> bit) & 1:
+        if not (self._bm2b[byte] >> bit) & 1:
+            if (self._bm1b[byte] >> bit) & 1:
                 return C.STATE_EXCLUDED, -1, 0, 0, 0
             return None
         r = self._rank(pfn) - self._rank_base
-        d = self._descs(r, r + 1)[0]
-        off, size, flags = int(d["offset"]), int(d["size"]), int(d["flags"])
+        off, size, flags, _ = self._desc_one(r)
         return self._classify_one(off, size, flags) + (off, size, C.CODEC_BIT_TO_CODE.get(flags & C.CODEC_MASK, 0), 0)
 
     def _classify_one(self, off: int, size: int, flags: int) -> tuple[int]:
@@ -330,18 +346,18 @@ class KdumpDump(Dump):
 
     def _invalid_reason(self, pfn, offset, size, comp) -> str:
         r = self._rank(pfn) - self._rank_base
-        d = self._descs(r, r + 1)[0]
+        d_off, d_size, d_flags, _ = self._desc_one(r)
         where = self.desc_start + C.PAGE_DESC_SIZE * r
-        if d["size"] > self.page_size:
-            why = f"size {d['size']} is larger than a block ({self.page_size}): refused (decompression bomb?)"
-        elif d["size"] == 0:
+        if d_size > self.page_size:
+            why = f"size {d_size} is larger than a block ({self.page_size}): refused (decompression bomb?)"
+        elif d_size == 0:
             why = "size 0"
-        elif (d["flags"] & C.CODEC_MASK) == 0 and d["size"] != self.page_size:
-            why = f"raw page of {d['size']} bytes, expected {self.page_size}"
-        elif 0 < d["offset"] < self.data_start:
-            why = f"data offset {d['offset']} points into the headers"
+        elif (d_flags & C.CODEC_MASK) == 0 and d_size != self.page_size:
+            why = f"raw page of {d_size} bytes, expected {self.page_size}"
+        elif 0 < d_off < self.data_start:
+            why = f"data offset {d_off} points into the headers"
         else:
-            why = f"flags 0x{int(d['flags']):x} are not one codec bit"
+            why = f"flags 0x{d_flags:x} are not one codec bit"
         return f"page descriptor at byte {where}: {why}"
 
     def info(self) -> dict:

@@ -17,8 +17,6 @@ import mmap
 import os
 import struct
 
-import numpy as np
-
 from tracelens.errors import FormatError
 
 from . import constants as C
@@ -47,9 +45,11 @@ class FileSource:
             return b""
         return os.pread(self._fd, min(size, self.size - offset), offset)
 
-    def view(self, offset: int, size: int) -> np.ndarray:
+    def view(self, offset: int, size: int):
         """Bytes [offset, offset+size) as a read-only uint8 array: a zero-copy window of a memory map when the
         file can be mapped, else a copy read with pread."""
+        import numpy as np
+
         if self._mm is None and self._fd >= 0 and self.size > 0:
             try:
                 self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
@@ -145,12 +145,16 @@ class FlattenedSource(FileSource):
             sizes.append(size)
             positions.append(data_pos)
             pos = data_pos + size
+        import numpy as np
+
         self.complete = complete
         self.records = len(offsets)
         # resolve overlaps: later records win. Build non-overlapping extents by painting in stream order.
         self._build_extents(np.array(offsets, np.int64), np.array(sizes, np.int64), np.array(positions, np.int64))
 
     def _build_extents(self, offs, sizes, poss) -> None:
+        import numpy as np
+
         order = np.argsort(offs, kind="stable")
         overlapping = False
         ends = offs[order] + sizes[order]
@@ -183,7 +187,9 @@ class FlattenedSource(FileSource):
             self._ext_pos = np.array([e[2] for e in extents], np.int64)
         self.size = int((self._ext_off + self._ext_size).max()) if len(self._ext_off) else 0
 
-    def view(self, offset: int, size: int) -> np.ndarray:
+    def view(self, offset: int, size: int):
+        import numpy as np
+
         return np.frombuffer(self.pread(offset, size), np.uint8)
 
     def release(self, offset: int, size: int) -> None:
@@ -194,6 +200,8 @@ class FlattenedSource(FileSource):
             return super().pread(offset, size)
         if size <= 0 or offset < 0 or offset >= self.size:
             return b""
+        import numpy as np
+
         size = min(size, self.size - offset)
         out = bytearray(size)
         i = int(np.searchsorted(self._ext_off, offset, side="right")) - 1
@@ -221,6 +229,8 @@ class FlattenedSource(FileSource):
             return True
         if self.complete:
             return 0 <= offset and offset + size <= self.size
+        import numpy as np
+
         i = int(np.searchsorted(self._ext_off, offset, side="right")) - 1
         if i < 0:
             return False

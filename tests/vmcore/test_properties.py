@@ -49,10 +49,10 @@ def test_flattened_reads_equal_a_naive_rearrange(tmp_path_factory, recs, end_mar
 def test_bitmap_rank_equals_plain_popcount(bits, probes):
     arr = np.packbits(np.array(bits, bool), bitorder="little")
     d = KdumpDump.__new__(KdumpDump)  # only the rank index: set up the two attributes it reads
-    d._bm2 = arr
+    d._bm2b = arr.tobytes()
     from tracelens.parsers.vmcore.kdump import rank_prefix
 
-    d._prefix = rank_prefix(arr)
+    d._prefix = rank_prefix(d._bm2b)
     for p in probes + [0, len(bits)]:
         p = min(p, len(bits))
         assert d._rank(p) == sum(bits[:p])
