@@ -110,3 +110,14 @@ def test_subprocess_dmesg_on_a_real_dump(real_dumps, vmcore_samples):
     r = subprocess.run([sys.executable, "-m", "tracelens", "dmesg", str(path), "--format", "makedumpfile"], capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout == (vmcore_samples / "dmesg" / "proc-vmcore.makedumpfile.txt").read_bytes()
+
+
+def test_dmesg_path_does_not_import_numpy(dump_file):
+    """Start-up time: opening a dump, reading pages and printing the log need neither numpy nor pyarrow."""
+    p, _ = dump_file
+    code = ("import sys\nfrom tracelens.parsers import vmcore\nd = vmcore.open(sys.argv[1])\n"
+            "d.kernel_log().render(); d.read_phys(0x150000, 16); d.info\n"
+            "print(sorted(m for m in ('numpy', 'pyarrow', 'polars') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
