@@ -25,6 +25,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tracelens.errors import FormatError
 
@@ -32,6 +33,9 @@ from . import constants as C
 from .codecs import PageCodecError, decode_page
 from .notes import Note, notes_table, prstatus_table, qemu_cpu_table
 from .vmcoreinfo import MISSING_VMCOREINFO_HINT, VmcoreInfo
+
+if TYPE_CHECKING:  # numpy is imported by the methods that need it (page reads and dmesg do not)
+    import numpy as np
 
 #: decoded pages kept by read_phys (per dump object)
 PAGE_CACHE_PAGES = 256

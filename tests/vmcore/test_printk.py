@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from vmcore_writers import PS, Kernel, LogRec, Memory, add_lockless_ring, add_plain_log, add_structured_log, standard_notes, write_elf, write_kdump
+from vmcore_writers import Kernel, LogRec, Memory, add_lockless_ring, add_plain_log, add_structured_log, standard_notes, write_elf, write_kdump
 
 from tracelens.errors import FormatError
 from tracelens.parsers import vmcore
