@@ -564,9 +564,6 @@ def test_fast_decoder_equals_reference_on_edge_cases(name, tmp_path):
         assert diff is None, f"batch_bytes={batch_bytes}: {diff}"
 
 
-@pytest.mark.xfail(strict=True, reason="disagreement: summarize() counts records_per_domain by domid & 0x7FFF, so "
-                   "d0x8001 is counted as d1 and d0xFFFF (a LOST payload) as idle 32767; read_xentrace's dom column "
-                   "keeps the full 16 bits")
 def test_fast_summary_domain_counts_keep_all_16_bits_of_the_domid(tmp_path):
     from tracelens.parsers.xentrace.decode import summarize
 
@@ -597,8 +594,6 @@ def _guest_flood(path, cpus=(0,)):
     w.write(path)
 
 
-@pytest.mark.xfail(strict=True, reason="disagreement: the per-pCPU table of distinct (id, n_extra) pairs holds 8192; "
-                   "past that, ids seen later on the pCPU are named UNKNOWN and summarize() loses their counts")
 def test_fast_many_distinct_ids_do_not_lose_names_or_counts(tmp_path):
     from tracelens.parsers.xentrace.decode import summarize
 

@@ -280,10 +280,6 @@ def test_fast_xen_version_changes_names_not_records(capture, xen_version):
     assert diff is None, f"xen_version={xen_version}: {diff}"
 
 
-ARROW_DICT_BUG = ("disagreement: `tracelens decode -o X.arrow` exits 70 (internal error, ArrowInvalid: Dictionary "
-                  "replacement detected when writing IPC file format) when a capture spans several batches "
-                  "(more than --batch-mb, default 128 MiB) whose `name` dictionaries differ")
-
 
 @pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
 def test_cli_decode_in_1_mib_batches_writes_the_reference_rows(capture, suffix, tmp_path, capsys, request):
@@ -295,8 +291,6 @@ def test_cli_decode_in_1_mib_batches_writes_the_reference_rows(capture, suffix, 
     from tracelens.cli import main
 
     name, path = capture
-    if suffix == ".arrow" and FACTS[name]["size"] > 1 << 20:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=ARROW_DICT_BUG))
     _, expected = reference(path)
     out = tmp_path / f"out{suffix}"
     assert main(["decode", str(path), "-o", str(out), "--batch-mb", "1"]) == 0

@@ -189,7 +189,7 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
 
     Computes for every window its starting inherited TSC, key K and vCPU state (``w_tsc0``, ``w_key0``, ``w_state0``). ``in_tsc``/``in_key``/``in_state`` give each pCPU's
     state at the start (carried from the previous batch). Also counts records per event id (per-pCPU hash tables)
-    and, when want_doms, per attributed domain (index 32768 = unknown). Returns the per-window starts, the per-pCPU
+    and, when want_doms, per attributed domain (index 65536 = unknown). Returns the per-window starts, the per-pCPU
     end states, the hash tables, a per-pCPU overflow flag and per-pCPU stats (LOST markers, records lost, min and
     max TSC).
     """
@@ -239,11 +239,11 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
                     lost_n += np.int64(w[body])
                 if want_doms:
                     if ev == EV_LOST and n >= 2:
-                        dom_counts[k, np.int64(w[body + 1]) & 0x7FFF] += 1
+                        dom_counts[k, np.int64(w[body + 1]) & 0xFFFF] += 1
                     elif state == UNKNOWN:
-                        dom_counts[k, 32768] += 1
+                        dom_counts[k, 65536] += 1
                     else:
-                        dom_counts[k, (state >> 16) & 0x7FFF] += 1
+                        dom_counts[k, (state >> 16) & 0xFFFF] += 1
                 if not _hash_add(hkeys[k], hcounts[k], h & 0x7FFFFFFF):
                     overflow[k] = True
                 state = _state_after(ev, n, w, body, state)
@@ -550,3 +550,46 @@ def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_ke
             _flush(o0, fill, s_cpu, s_tsc, s_has, s_ev, s_n, s_d, s_off, s_dom, s_vcpu, s_known, s_name,
                    cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name)
     return total
+
+
+@njit(cache=True)
+def exact_id_counts(w, pos, nrec, cap):
+    """Exact counts per (event | n_extra << 28) in a growing table, for captures whose per-pCPU tables overflowed.
+    Stops with status 1 once more than ``cap`` distinct keys are seen (memory stays bounded)."""
+    size = 1 << 14
+    keys = np.full(size, 0xFFFFFFFF, np.uint32)
+    counts = np.zeros(size, np.int64)
+    used = 0
+    for wi in range(pos.shape[0]):
+        p = pos[wi]
+        for i in range(nrec[wi]):
+            h = np.int64(w[p])
+            hk = h & 0x7FFFFFFF
+            mask = size - 1
+            slot = (hk * 2654435761) & mask
+            while keys[slot] != 0xFFFFFFFF and keys[slot] != hk:
+                slot = (slot + 1) & mask
+            if keys[slot] == hk:
+                counts[slot] += 1
+            else:
+                keys[slot] = hk
+                counts[slot] = 1
+                used += 1
+                if used > cap:
+                    return keys, counts, 1
+                if 2 * used > size:  # grow and rehash
+                    nk = np.full(2 * size, 0xFFFFFFFF, np.uint32)
+                    nc = np.zeros(2 * size, np.int64)
+                    nmask = 2 * size - 1
+                    for q in range(size):
+                        if keys[q] != 0xFFFFFFFF:
+                            s2 = (np.int64(keys[q]) * 2654435761) & nmask
+                            while nk[s2] != 0xFFFFFFFF:
+                                s2 = (s2 + 1) & nmask
+                            nk[s2] = keys[q]
+                            nc[s2] = counts[q]
+                    keys = nk
+                    counts = nc
+                    size *= 2
+            p += 1 + ((h >> 28) & 7) + 2 * (h >> 31)
+    return keys, counts, 0

@@ -31,6 +31,7 @@ MAX_WINDOW_BYTES = 65535 * 4096  # t_info.tbuf_size is a u16 page count: no wind
 TOLERANCES = ("strict", "truncate", "skip")
 COLUMNS = ("cpu", "tsc", "has_tsc", "event", "n_extra", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "offset", "dom", "vcpu", "name")
 FALLBACK_NAME = "UNKNOWN"
+MAX_DISTINCT_IDS = 1_000_000  # a real capture has a few hundred (event id, word count) pairs
 
 Progress = Callable[[int, int], None]
 
@@ -175,9 +176,21 @@ def _stream(w, pos, nrec, win_cpu, carry: _Carry, want_doms: bool):
     in_tsc = np.array([carry.tsc.get(int(c), 0) for c in cpus], np.uint64)
     in_key = np.array([carry.key.get(int(c), 0) for c in cpus], np.uint64)
     in_state = np.array([carry.state.get(int(c), K.UNKNOWN) for c in cpus], np.int64)
-    dom_counts = np.zeros((ncpu, 32769) if want_doms else (1, 1), np.int64)
+    dom_counts = np.zeros((ncpu, 65537) if want_doms else (1, 1), np.int64)
     res = K.stream_pass(w, pos, nrec, order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms)
     return cpus, order, cpu_start, dom_counts, res
+
+
+def _ids_of(sc_words, pos, nrec, res, path) -> dict[tuple[int, int], int]:
+    """Per (event id, n_extra) counts from a stream pass, recounted exactly when a per-pCPU table overflowed."""
+    hkeys, hcounts, overflow = res[6], res[7], res[8]
+    if not overflow.any():
+        return _id_counts(hkeys, hcounts)
+    keys, counts, status = K.exact_id_counts(sc_words, pos, nrec, MAX_DISTINCT_IDS)
+    if status:
+        raise FormatError(path, 0, f"more than {MAX_DISTINCT_IDS:,} distinct event ids: not a plausible capture "
+                                   "(a real one has a few hundred)")
+    return _id_counts(keys, counts)
 
 
 def _id_counts(hkeys, hcounts) -> dict[tuple[int, int], int]:
@@ -264,7 +277,8 @@ def _alloc(n: int) -> dict[str, np.ndarray]:
     }
 
 
-def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_cap=None, counted=None):
+def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_cap=None, counted=None, path="",
+                  names_fixed=None):
     """Decode one batch of windows. Returns (cols, n, names, id_counts, pending windows, new carry).
     ``counted`` = (nrec, vend) when the windows were already counted by :func:`scan`."""
     from tracelens._jit import numba
@@ -279,8 +293,8 @@ def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_
     use_frontier = frontier is not None
     piv = _pivots_from_windows(w_key0, out_key, cpu_start, order, 4 * numba.get_num_threads(),
                                frontier if use_frontier else None)
-    ids = _id_counts(hkeys, hcounts)
-    names, nkeys, nvals = _name_table(ids, catalog, version)
+    ids = _ids_of(w, pos, nrec, res, path) if names_fixed is None else {}
+    names, nkeys, nvals = names_fixed if names_fixed is not None else _name_table(ids, catalog, version)
     total_upper = int(nrec.sum())
     cols = cols_cap if cols_cap is not None and cols_cap["cpu"].shape[0] >= total_upper else _alloc(total_upper)
     pend = np.full((len(cpus), 5), -1, np.int64)
@@ -350,7 +364,7 @@ def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None 
     sc = scan(path, tolerance)
     version = parse_version(xen_version)
     cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version, None,
-                                                       counted=(sc.nrec, sc.vend))
+                                                       counted=(sc.nrec, sc.vend), path=sc.path)
     guess = _layout(xen_version, ids, cols, n)
     if guess.version != version:  # names can depend on the version: redo the dictionary only
         names2, nkeys, nvals = _name_table(ids, catalog, guess.version)
@@ -386,12 +400,12 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
     sc = scan(path, tolerance)
-    version = parse_version(xen_version)
-    if version is None:  # the guess must be fixed before the first batch: take it from a first look
-        guess = _quick_guess(sc)
-        version = guess.version
-    else:
-        guess = LayoutGuess(version, f"{version[0]}.{version[1]} (given)", ["--xen-version"])
+    # a first look at every record fixes, before the first batch, the layout guess and one name dictionary
+    # shared by all batches (an Arrow IPC file cannot change a dictionary between batches)
+    first = summarize_scan(sc, want_doms=False, xen_version=xen_version)
+    guess = first["_guess"]
+    version = guess.version
+    names_fixed = _name_table(first["ids"], catalog, version)
     nwin = len(sc.pos)
     # last window index of every pCPU, to know which pCPUs still have windows after a batch
     last_win = {}
@@ -425,7 +439,8 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
             fr += [carry.key.get(c, 0) for c in future if c not in set(cpus.tolist())]
             frontier = min(fr) if fr else None
         cols, n, names, _ids, pend, carry = _decode_batch(sc.words, pos, end, cpu, carry, catalog, version,
-                                                          frontier, cols_cap=buf if reuse_buffers else None)
+                                                          frontier, cols_cap=buf if reuse_buffers else None,
+                                                          path=sc.path, names_fixed=names_fixed)
         if reuse_buffers:
             buf = cols
         pending = pend
@@ -438,17 +453,11 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
             break
 
 
-def _quick_guess(sc: _Scan) -> LayoutGuess:
-    """Layout guess from the per-id counts of the whole file (and its DECREASE_RESERVATION payloads)."""
-    s = summarize_scan(sc, want_doms=False)
-    return s["_guess"]
-
-
 def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None = None) -> dict:
     """Counts for ``tracelens info``: every record is visited, none is materialised."""
     cpus, order, cpu_start, dom_counts, res = _stream(sc.words, sc.pos, sc.nrec, sc.cpu.astype(np.int32), _Carry(), want_doms)
     w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow, stats = res
-    ids = _id_counts(hkeys, hcounts)
+    ids = _ids_of(sc.words, sc.pos, sc.nrec, res, sc.path)
     dr = None
     if (0x0010F005, 4) in ids:
         dr = K.decrease_res_payloads(sc.words, sc.pos, sc.nrec)
@@ -483,7 +492,7 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
     lost = s["lost"]
     first, last = s["span"]
     dc = s["dom_counts"]
-    per_dom = {("unknown" if d == 32768 else int(d)): int(dc[d]) for d in np.nonzero(dc)[0]}
+    per_dom = {("unknown" if d == 65536 else int(d)): int(dc[d]) for d in np.nonzero(dc)[0]}
     return {
         "path": sc.path,
         "format": "xentrace",
