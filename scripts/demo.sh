@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-capture=${1:-sample-traces/persistent-grants-soft-reset.bin}
+capture=${1:-sample-traces/persistent-grants.xentrace}
 if tracelens analyze --help >/dev/null 2>&1; then
     exec tracelens analyze "$capture"
 fi

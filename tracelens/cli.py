@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from tracelens.commands import analyze as _analyze_cmds
 from tracelens.commands import dump as _dump_cmds
 from tracelens.commands import trace as _trace_cmds
 
@@ -44,6 +45,7 @@ def info(
 
 _trace_cmds.register(app)
 _dump_cmds.register(app)
+_analyze_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""xentrace decoder benchmark: generates a capture with the project's writer and measures, in one run,
+ratios against a plain read of the same file.
+
+Every measurement runs in a fresh process (page faults on new memory are a large part of the cost on small
+machines, and a warm process would hide them), repeated and alternated with its baseline; medians are reported.
+
+    python benchmarks/bench_xentrace.py                 # 1 GiB capture
+    python benchmarks/bench_xentrace.py --size-gib 1 --big 4   # also the bounded-memory decode of a 4 GiB capture
+
+Reported: plain read (numpy.fromfile) time; in-memory decode on 1 thread and on all cores (ratio to the read,
+records/s); peak RSS of each; `tracelens info` wall time including interpreter start-up; streaming decode to
+Parquet peak RSS for 1 GiB vs the --big size; cold (empty numba cache) vs warm start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tracelens.parsers.xentrace.writer import CPU_CHANGE_HEADER, encode_records
+
+# (event, n_extra, has_tsc, weight): a mix shaped like the real HVM capture in ../shared (VMEXIT/VMENTRY pairs with
+# handler records, credit2 and switch records) plus grant and hypercall traffic. Mean record size ~21 bytes.
+MIX = [
+    (0x00081102, 3, True, 14), (0x00081001, 0, True, 14), (0x0008200F, 1, False, 4), (0x00082012, 1, False, 5),
+    (0x00082016, 2, False, 3), (0x0008200E, 6, False, 1), (0x00082013, 1, False, 2), (0x00084011, 2, True, 4),
+    (0x00022209, 2, True, 8), (0x0002220C, 1, True, 8), (0x0002800E, 3, True, 5), (0x0002800F, 4, True, 5),
+    (0x0002800A, 4, True, 5), (0x00021101, 1, True, 5), (0x00021011, 1, True, 3), (0x00028004, 2, True, 3),
+    (0x0010F001, 1, True, 2), (0x0010F002, 1, True, 2), (0x0020100D, 3, True, 3), (0x00802008, 3, True, 2),
+]
+
+
+def generate(path: Path, size: int, ncpu: int = 8, seed: int = 1) -> int:
+    """Write a capture of at least ``size`` bytes; returns the record count. Streams in rounds of windows."""
+    rng = np.random.default_rng(seed)
+    ev = np.array([m[0] for m in MIX], np.uint32)
+    nx = np.array([m[1] for m in MIX], np.int64)
+    ht = np.array([m[2] for m in MIX], bool)
+    p = np.array([m[3] for m in MIX], float)
+    p /= p.sum()
+    tsc = np.full(ncpu, 10_000_000, np.uint64)
+    written = 0
+    records = 0
+    per_window = 3000  # records per window (~64 KiB)
+    tmp = path.with_suffix(".part")
+    with open(tmp, "wb") as f:
+        while written < size:
+            order = rng.permutation(ncpu)  # poll order: window start TSCs are not monotonic in file order
+            for c in order:
+                k = rng.choice(len(MIX), per_window, p=p)
+                step = rng.integers(50, 4000, per_window).astype(np.uint64)
+                t = tsc[c] + np.cumsum(step)
+                tsc[c] = t[-1]
+                data = rng.integers(0, 1 << 16, (per_window, 7), dtype=np.uint32)
+                data[:, 0] = np.where(ev[k] == 0x00021101, (c % 3) << 16 | (c % 2), data[:, 0])
+                words, _ = encode_records(ev[k], nx[k], ht[k], t, data)
+                f.write(np.array([CPU_CHANGE_HEADER, c, words.nbytes], "<u4").tobytes())
+                f.write(words.astype("<u4").tobytes())
+                written += 12 + words.nbytes
+                records += per_window + 1
+    os.replace(tmp, path)
+    return records
+
+
+CHILD = r"""
+import json, os, resource, sys, time
+mode, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t0 = time.perf_counter()
+if mode == "read":
+    import numpy as np
+    t0 = time.perf_counter()
+    a = np.fromfile(path, dtype=np.uint8)
+    n = a.shape[0]
+elif mode == "decode":
+    import tracelens.parsers.xentrace.decode as d
+    from tracelens._jit import set_threads
+    set_threads(threads)
+    t0 = time.perf_counter()
+    t = d.read_xentrace(path, threads=threads)
+    n = t.num_rows
+elif mode == "stream":
+    import pyarrow.parquet as pq
+    import tracelens.parsers.xentrace.decode as d
+    t0 = time.perf_counter()
+    w = None
+    n = 0
+    for b in d.iter_batches(path, threads=threads, reuse_buffers=True, batch_bytes=128 << 20):
+        if w is None:
+            w = pq.ParquetWriter(sys.argv[4], b.schema, compression="zstd")
+        w.write_table(b)
+        n += b.num_rows
+    w.close()
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "n": n, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def child(mode: str, path: Path, threads: int = 1, extra=(), env=None) -> dict:
+    r = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(threads), *extra], capture_output=True,
+                       text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"{mode} failed: {r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def wall(cmd: list[str], env=None) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"{cmd} failed: {r.stderr}")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size-gib", type=float, default=1.0)
+    ap.add_argument("--big", type=float, default=0.0, help="also stream-decode a capture of this many GiB (RSS check)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", default=None, help="where to put the generated captures (default: a temp dir)")
+    args = ap.parse_args()
+    work = Path(args.dir or tempfile.mkdtemp(prefix="tl-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cap = work / f"bench-{args.size_gib:g}g.bin"
+    if not cap.exists():
+        t0 = time.perf_counter()
+        nrec = generate(cap, int(args.size_gib * (1 << 30)))
+        print(f"generated {cap} ({cap.stat().st_size / 2**30:.2f} GiB, {nrec:,} records) in {time.perf_counter() - t0:.1f} s")
+    size = cap.stat().st_size
+    cores = os.cpu_count() or 1
+    child("decode", cap, 1)  # warm the numba cache and the page cache
+    child("read", cap)
+    rows = {"read": [], "decode1": [], f"decode{cores}": []}
+    rss = {}
+    for _ in range(args.repeat):
+        for key, mode, th in (("read", "read", 1), ("decode1", "decode", 1), (f"decode{cores}", "decode", cores)):
+            r = child(mode, cap, th)
+            rows[key].append(r["seconds"])
+            rss[key] = max(rss.get(key, 0), r["maxrss_mib"])
+            if mode == "decode":
+                nrows = r["n"]
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    print(f"\ncapture: {size / 2**30:.2f} GiB, {nrows:,} records, {cores} cores; medians of {args.repeat} fresh processes")
+    print(f"{'measure':28s} {'seconds':>9s} {'x read':>8s} {'Mrec/s':>8s} {'peak RSS MiB':>13s}")
+    for k in rows:
+        print(f"{k:28s} {med[k]:9.3f} {med[k] / med['read']:8.2f} {nrows / med[k] / 1e6 if k != 'read' else float('nan'):8.1f} {rss[k]:13.0f}")
+    env = dict(os.environ)
+    info = [wall(["tracelens", "info", str(cap)], env) for _ in range(args.repeat)]
+    print(f"{'tracelens info (wall)':28s} {statistics.median(info):9.3f}   (includes interpreter start-up; warm numba cache)")
+    # cold vs warm start-up: an empty numba cache directory, then the same again
+    small = work / "small.bin"
+    generate(small, 1 << 20)
+    cold_dir = tempfile.mkdtemp(prefix="tl-numba-cold-")
+    env_cold = dict(os.environ, NUMBA_CACHE_DIR=cold_dir)
+    cold = wall(["tracelens", "decode", str(small), "-o", str(work / "small.parquet")], env_cold)
+    warm = statistics.median(wall(["tracelens", "decode", str(small), "-o", str(work / "small.parquet")], env_cold) for _ in range(3))
+    cold_i = wall(["tracelens", "info", str(small)], dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp()))
+    warm_i = statistics.median(wall(["tracelens", "info", str(small)], env) for _ in range(3))
+    print(f"{'decode 1 MiB: cold / warm':28s} {cold:9.3f} / {warm:.3f} s   (cold = empty numba cache: JIT compile)")
+    print(f"{'info 1 MiB: cold / warm':28s} {cold_i:9.3f} / {warm_i:.3f} s")
+    shutil.rmtree(cold_dir, ignore_errors=True)
+    # bounded memory: streaming decode to Parquet
+    s1 = child("stream", cap, cores, [str(work / "o1.parquet")])
+    print(f"{'stream to Parquet':28s} {s1['seconds']:9.3f} {s1['seconds'] / med['read']:8.2f} {'':8s} {s1['maxrss_mib']:13.0f}   ({size / 2**30:.2f} GiB)")
+    if args.big:
+        capb = work / f"bench-{args.big:g}g.bin"
+        if not capb.exists():
+            generate(capb, int(args.big * (1 << 30)), seed=2)
+        sb = child("stream", capb, cores, [str(work / "ob.parquet")])
+        print(f"{'stream to Parquet':28s} {sb['seconds']:9.3f} {'':8s} {'':8s} {sb['maxrss_mib']:13.0f}   ({capb.stat().st_size / 2**30:.2f} GiB)")
+    print(f"\n(work files in {work}; delete when done)")
+
+
+if __name__ == "__main__":
+    main()
