@@ -62,7 +62,7 @@ class Kernel:
 
     VMALLOC_VA = 0xFFFFC90000000000
 
-    def __init__(self, mem: Memory, *, phys_base: int = 0x100000, image_pa: int = 0x200000, heap_pa: int = 0x300000,
+    def __init__(self, mem: Memory, *, phys_base: int = 0, image_pa: int = 0x200000, heap_pa: int = 0x300000,
                  osrelease: str = "6.1.0-test", pt_pa: int = 0x180000):
         self.mem = mem
         self.phys_base = phys_base
@@ -73,6 +73,17 @@ class Kernel:
         self.lines: list[str] = [f"OSRELEASE={osrelease}", "PAGESIZE=4096"]
         self._build_page_tables(pt_pa)
         self.vmcoreinfo_extra: list[str] = []
+        # init_uts_ns: makedumpfile checks the release there against OSRELEASE
+        uts_pa, uts_va = self.alloc_image(65 * 6)
+        for i, field in enumerate((b"Linux", b"testhost", osrelease.encode(), b"#1 SMP", b"x86_64", b"(none)")):
+            mem.write(uts_pa + 65 * i, field)
+        stext_pa, stext_va = self.alloc_image(16)
+        # a FLATMEM mem_map pointer: makedumpfile wants to know the memory model before it prints the log
+        mm_pa, mm_va = self.alloc_image(8)
+        mem.write(mm_pa, struct.pack("<Q", self.direct_va(heap_pa)))
+        self.lines += [f"SYMBOL(init_uts_ns)={uts_va:x}", "OFFSET(uts_namespace.name)=0", f"SYMBOL(_stext)={stext_va:x}",
+                       f"SYMBOL(mem_map)={mm_va:x}", "SIZE(page)=64", "OFFSET(page.flags)=0",
+                       "OFFSET(page._refcount)=52", "OFFSET(page.mapping)=24"]
 
     # addresses ------------------------------------------------------------------------------------------------
     def ktext_va(self, pa: int) -> int:
