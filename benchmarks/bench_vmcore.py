@@ -91,7 +91,20 @@ def ensure_dumps() -> list[Path]:
         if not conftest.SAMPLES.is_dir():
             sys.exit(f"no dumps given and no samples at {conftest.SAMPLES}")
         conftest.real_dumps.__wrapped__(conftest.SAMPLES)
-    return [CACHE / n for n in NAMES]
+    dumps = [CACHE / n for n in NAMES]
+    # a zlib variant of the same memory (the samples have raw and LZO pages only), made by makedumpfile -c
+    zlib_dump = CACHE / "mdf-c31.kdump"
+    mdf = shutil.which("makedumpfile")
+    if mdf and not zlib_dump.exists():
+        tmp = zlib_dump.with_suffix(".tmp")
+        if tmp.exists():
+            tmp.unlink()
+        r = subprocess.run([mdf, "-c", "-d", "31", str(CACHE / "proc-vmcore.elf"), str(tmp)], capture_output=True)
+        if r.returncode == 0:
+            os.replace(tmp, zlib_dump)
+    if zlib_dump.exists():
+        dumps.append(zlib_dump)
+    return dumps
 
 
 def run_json(cmd: list[str]) -> dict | None:
