@@ -316,3 +316,18 @@ def test_elf_qemu_paging_mode_overlapping_loads(world, tmp_path):
         assert d.page_offset_base == 0xFFFF888000000000
         assert d.page_counts()["present"] == sum(b - a for a, b in RAM)
         _check_memory(d, mem)
+
+
+def test_phys_base_prefers_vmcoreinfo_over_the_kdump_header(world, tmp_path):
+    """QEMU writes a wrong sub-header phys_base under KASLR (it parses the decimal VMCOREINFO value as hex):
+    NUMBER(phys_base) wins; without it the sub-header is used."""
+    mem, k, vmci, notes = world
+    p = tmp_path / "q.kdump"
+    write_kdump(p, mem, notes, codec="zlib", vmcoreinfo=vmci, phys_base=0x1234000)
+    with vmcore.open(p) as d:
+        assert d.info()["header_phys_base"] == 0x1234000
+        assert d.phys_base == k.phys_base
+        assert d.read_virt(k.ktext_va(0x10 * PS), 8) == mem.read(0x10 * PS, 8)
+    stripped = b"\n".join(ln for ln in vmci.split(b"\n") if not ln.startswith(b"NUMBER(phys_base)"))
+    with vmcore.open(p, vmcoreinfo=stripped) as d:
+        assert d.phys_base == 0x1234000
