@@ -59,3 +59,29 @@ def grant_ledger(rows: list[dict], boundaries: list[tuple[int, int]]) -> dict:
             row = out.setdefault((mapper, granter, e), {"maps": 0, "unmaps": 0, "late": 0})
             row["outstanding_at_boundary"] = sum(s for t, s in hist if t < bt[e]) if e < len(bt) else None
     return out
+
+
+# -- record categories (tracelens.analysis._kernels.classify) ----------------------------------------------------
+def category(event: int, n_extra: int) -> str | None:
+    """Which analysis input a record is, straight from the spec's ids and minimum payloads (§2.5, §4.1-4.5)."""
+    if event & 0xFFFFFC0F == 0x00021001 or event == 0x00021002:  # runstate change / continue_running
+        return "sched" if n_extra >= 1 else None
+    if event == 0x0002800A:
+        return "sched" if n_extra >= 4 else None
+    if event in (0x00028007, 0x00028010):
+        return "shutdown" if n_extra >= 3 else None
+    if event in (0x00028002, 0x00041001, 0x00041002):
+        return "life" if n_extra >= 1 else None
+    if event in (0x0010F001, 0x0010F002):
+        return "grant" if n_extra >= 1 else None
+    if event == 0x0010F005:
+        return "decrease" if n_extra >= 4 else None
+    if event in (0x0020100D, 0x0020200E, 0x00082012):
+        return "hypercall" if n_extra >= 1 else None
+    if event in (0x00802004, 0x00802006, 0x00802008):
+        return "irq" if n_extra >= 1 else None
+    if 0x0800F000 <= event <= 0x0800FFFF:
+        return "guest"
+    if event == 0x0001F001:
+        return "lost" if n_extra >= 4 else None
+    return None

@@ -70,3 +70,214 @@ def grant_ledger(pair, gep, mep, is_map, n_pairs, n_gep, n_mep):
         last[p, e] = i
         after[i] = balance[p]
     return maps, unmaps, late, first, last, late_first, late_last, m_maps, m_unmaps, m_first_map, after
+
+
+# record categories of :func:`classify` (0: not used by the analysis)
+CAT_SCHED = 1      # runstate changes (>= 1 word), CONTINUE_RUNNING (>= 1), SCHED_SWITCH (>= 4)
+CAT_SHUTDOWN = 2   # SCHED_SHUTDOWN, SHUTDOWN_CODE (>= 3 words)
+CAT_LIFE = 3       # DOM0_DOM_ADD, DOM0_DOM_REM, SCHED_DOM_REM (>= 1)
+CAT_GRANT = 4      # MEM_PAGE_GRANT_MAP / UNMAP (>= 1)
+CAT_DECREASE = 5   # MEM_DECREASE_RESERVATION (>= 4)
+CAT_HYPERCALL = 6  # PV_HYPERCALL_V2, PV_HYPERCALL_SUBCALL, HVM_VMMCALL (>= 1)
+CAT_IRQ = 7        # HW_IRQ_CLEAR_VECTOR, ASSIGN_VECTOR, HANDLED (>= 1)
+CAT_GUEST = 8      # TRC_GUEST class
+CAT_LOST = 9       # LOST_RECORDS (>= 4)
+N_CAT = 10
+
+
+def _category_table():
+    """Open-addressing table of the exact event ids the analysis reads: (ids u32, category u8, minimum n_extra u8).
+    TRC_GUEST (a whole class) is tested separately."""
+    entries = [(RUNSTATE_BASE | old << 8 | new << 4, CAT_SCHED, 1) for old in range(4) for new in range(4)]
+    entries += [(0x00021002, CAT_SCHED, 1), (0x0002800A, CAT_SCHED, 4), (0x00028007, CAT_SHUTDOWN, 3),
+                (0x00028010, CAT_SHUTDOWN, 3), (0x00028002, CAT_LIFE, 1), (0x00041001, CAT_LIFE, 1),
+                (0x00041002, CAT_LIFE, 1), (0x0010F001, CAT_GRANT, 1), (0x0010F002, CAT_GRANT, 1),
+                (0x0010F005, CAT_DECREASE, 4), (0x0020100D, CAT_HYPERCALL, 1), (0x0020200E, CAT_HYPERCALL, 1),
+                (0x00082012, CAT_HYPERCALL, 1), (0x00802004, CAT_IRQ, 1), (0x00802006, CAT_IRQ, 1),
+                (0x00802008, CAT_IRQ, 1), (0x0001F001, CAT_LOST, 4)]
+    ids = np.zeros(TABLE_SLOTS, np.uint32)
+    cat = np.zeros(TABLE_SLOTS, np.uint8)
+    need = np.zeros(TABLE_SLOTS, np.uint8)
+    for e, c, m in entries:
+        j = ((e * HASH_MUL) & 0xFFFFFFFF) >> HASH_SHIFT
+        while ids[j]:
+            j = (j + 1) % TABLE_SLOTS
+        ids[j], cat[j], need[j] = e, c, m
+    return ids, cat, need
+
+
+RUNSTATE_BASE = 0x00021001
+TABLE_SLOTS, HASH_MUL, HASH_SHIFT = 1024, 0x9E3779B1, 22
+TABLE_IDS, TABLE_CAT, TABLE_NEED = _category_table()
+
+
+def classify(event, n_extra):
+    """See :func:`_classify`."""
+    return _classify(event, n_extra, TABLE_IDS, TABLE_CAT, TABLE_NEED)
+
+
+@njit(cache=True)
+def _classify(event, n_extra, ids, table_cat, need):
+    """Group the rows the analysis reads by category: returns (rows, starts) with the rows of category c, in time
+    order, at rows[starts[c]:starts[c+1]] (category 0, everything else, is left out). One pass computes the
+    categories and counts, a second writes the rows (serial: a parallel version lost to false sharing)."""
+    n = event.shape[0]
+    cat = np.empty(n, np.uint8)
+    counts = np.zeros(N_CAT, np.int64)
+    for i in range(n):
+        e = event[i]
+        j = np.int64(((np.uint64(e) * np.uint64(HASH_MUL)) & np.uint64(0xFFFFFFFF)) >> np.uint64(HASH_SHIFT))
+        k = 0
+        while ids[j] != 0:
+            if ids[j] == e:
+                if n_extra[i] >= need[j]:
+                    k = table_cat[j]
+                break
+            j = (j + 1) & (TABLE_SLOTS - 1)
+        if k == 0 and (e >> 16) == 0x0800 and (e & 0xF000) == 0xF000:
+            k = CAT_GUEST
+        cat[i] = k
+        counts[k] += 1
+    starts = np.zeros(N_CAT + 1, np.int64)
+    for k in range(1, N_CAT):
+        starts[k + 1] = starts[k] + counts[k]
+    pos = starts[:N_CAT].copy()
+    rows = np.empty(starts[N_CAT], np.int64)
+    for i in range(n):
+        k = cat[i]
+        if k != 0:
+            rows[pos[k]] = i
+            pos[k] += 1
+    return rows, starts
+
+
+@njit(cache=True)
+def sched_doms(event, d1, d3):
+    """For scheduling records (CAT_SCHED): the domid each puts on a pCPU (runstate to running, CONTINUE_RUNNING:
+    d1 >> 16; SCHED_SWITCH: next domid d3) or -1, and the domid whose vCPU enters or leaves the offline state
+    (runstate changes with old or new state 3) or -1."""
+    n = event.shape[0]
+    run = np.empty(n, np.int64)
+    off = np.empty(n, np.int64)
+    for i in range(n):
+        e = event[i]
+        r = -1
+        o = -1
+        if e == 0x0002800A:
+            r = d3[i] & 0xFFFF
+        elif e == 0x00021002:
+            r = d1[i] >> 16
+        else:
+            old = (e >> 8) & 3
+            new = (e >> 4) & 3
+            if new == 0:
+                r = d1[i] >> 16
+            if old != new and (old == 3 or new == 3):
+                o = d1[i] >> 16
+        run[i] = r
+        off[i] = o
+    return run, off
+
+
+@njit(cache=True)
+def hypercall_keys(event, n_extra, d1, d2, dom, epoch):
+    """One u64 key per hypercall record: dom+1 (17 bits) | epoch (12, saturating) | source (2: 0 PV_HYPERCALL_V2, 1 SUBCALL,
+    2 VMMCALL) | has_cmd (1) | op (20) | cmd (12). PV records carry op in d1 bits 0-19 and argument flags in bits
+    20-31; when A0 is recorded the cmd is d2 (low 12 bits: GNTTABOP_CMD_MASK; other recorded commands are small)."""
+    n = event.shape[0]
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        e = event[i]
+        src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
+        op = d1[i] & 0xFFFFF
+        has = 0
+        cmd = 0
+        if src != 2 and ((d1[i] >> 20) & 3) != 0 and n_extra[i] >= 2:
+            has = 1
+            cmd = d2[i] & 0xFFF
+        ep = min(epoch[i], 0xFFF)
+        k = np.uint64(dom[i] + 1)
+        k = (k << np.uint64(12)) | np.uint64(ep)
+        k = (k << np.uint64(2)) | np.uint64(src)
+        k = (k << np.uint64(1)) | np.uint64(has)
+        k = (k << np.uint64(20)) | np.uint64(op)
+        k = (k << np.uint64(12)) | np.uint64(cmd)
+        out[i] = k
+    return out
+
+
+@njit(cache=True)
+def epochs_of(domids, tscs, bdom, bstart, btsc):
+    """Epoch of each (domid, tsc): the number of the domain's boundaries with a TSC at or before tsc. Boundaries in
+    CSR form: domain bdom[j] (sorted) has the sorted TSCs btsc[bstart[j]:bstart[j+1]]."""
+    n = domids.shape[0]
+    out = np.zeros(n, np.int64)
+    nd = bdom.shape[0]
+    for i in range(n):
+        d = domids[i]
+        lo, hi = 0, nd
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if bdom[mid] < d:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < nd and bdom[lo] == d:
+            a, b = bstart[lo], bstart[lo + 1]
+            t = tscs[i]
+            while a < b:  # first boundary with tsc > t
+                mid = (a + b) // 2
+                if btsc[mid] <= t:
+                    a = mid + 1
+                else:
+                    b = mid
+            out[i] = a - bstart[lo]
+    return out
+
+
+@njit(cache=True)
+def count_keys(keys):
+    """Distinct u64 keys and their counts, by open addressing (no sort of the input). Output order is arbitrary."""
+    cap = 1024
+    table = np.zeros(cap, np.uint64)
+    used = np.zeros(cap, np.bool_)
+    cnt = np.zeros(cap, np.int64)
+    n_used = 0
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        h = (k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        j = np.int64(h) & (cap - 1)
+        while used[j] and table[j] != k:
+            j = (j + 1) & (cap - 1)
+        if not used[j]:
+            used[j] = True
+            table[j] = k
+            n_used += 1
+            if 2 * n_used > cap:  # grow and rehash
+                ocap, otable, oused, ocnt = cap, table, used, cnt
+                cap *= 4
+                table = np.zeros(cap, np.uint64)
+                used = np.zeros(cap, np.bool_)
+                cnt = np.zeros(cap, np.int64)
+                for q in range(ocap):
+                    if oused[q]:
+                        hh = (otable[q] * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+                        jj = np.int64(hh) & (cap - 1)
+                        while used[jj]:
+                            jj = (jj + 1) & (cap - 1)
+                        used[jj] = True
+                        table[jj] = otable[q]
+                        cnt[jj] = ocnt[q]
+                j = np.int64(h) & (cap - 1)
+                while table[j] != k or not used[j]:
+                    j = (j + 1) & (cap - 1)
+        cnt[j] += 1
+    out_k = np.empty(n_used, np.uint64)
+    out_c = np.empty(n_used, np.int64)
+    o = 0
+    for j in range(cap):
+        if used[j]:
+            out_k[o] = table[j]
+            out_c[o] = cnt[j]
+            o += 1
+    return out_k, out_c

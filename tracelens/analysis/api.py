@@ -62,7 +62,7 @@ def analyze_table(table, config: AnalysisConfig | None = None, path: str | None 
     balloon = L.balloon_ledger(rec, ep, xen_version=parse_version(config.xen_version), hypercalls=hc)
     guest = L.guest_ledger(rec, ep)
     lost = R.lost_intervals(rec)
-    safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest)
+    safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc)
     findings = F.build_findings(ep, grants, balloon, guest, safety)
     return Analysis(path=path, records=len(rec), epochs=ep, grants=grants, balloon=balloon, hypercalls=hc,
                     vectors=L.vector_ledger(rec), guest=guest, safety=safety, findings=findings, lost=lost,

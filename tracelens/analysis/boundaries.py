@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tracelens.analysis import _kernels as K
 from tracelens.analysis import records as R
 
 SHUTDOWN_REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash", 4: "watchdog", 5: "soft_reset"}
@@ -63,7 +64,11 @@ class Epochs:
         tmp: dict[int, list[int]] = {}
         for b in self.boundaries:
             tmp.setdefault(b.domid, []).append(b.tsc)
-        self.by_dom = {d: np.asarray(sorted(v), np.uint64) for d, v in tmp.items()}
+        self.by_dom = {d: np.asarray(sorted(v), np.uint64) for d, v in sorted(tmp.items())}
+        self._bdom = np.asarray(list(self.by_dom), np.int64)
+        self._bstart = np.zeros(len(self.by_dom) + 1, np.int64)
+        np.cumsum([v.size for v in self.by_dom.values()], out=self._bstart[1:])
+        self._btsc = (np.concatenate(list(self.by_dom.values())) if self.by_dom else np.empty(0)).astype(np.uint64)
 
     def count(self, domid: int) -> int:
         """Number of boundaries of ``domid`` (its epochs are 0..count)."""
@@ -71,14 +76,13 @@ class Epochs:
 
     def of(self, domids: np.ndarray, tscs: np.ndarray) -> np.ndarray:
         """Epoch (i64) of each (domid, tsc): the number of the domain's boundaries at or before tsc."""
-        domids = np.asarray(domids, np.int64)
-        tscs = np.asarray(tscs, np.uint64)
-        out = np.zeros(domids.shape, np.int64)
-        for d, bt in self.by_dom.items():  # one pass per domain with boundaries, not per record
-            sel = np.flatnonzero(domids == d)
-            if sel.size:
-                out[sel] = np.searchsorted(bt, tscs[sel], side="right")
-        return out
+        from tracelens.analysis._kernels import epochs_of
+
+        domids = np.ascontiguousarray(domids, np.int64)
+        tscs = np.ascontiguousarray(tscs, np.uint64)
+        if not self.by_dom:
+            return np.zeros(domids.shape, np.int64)
+        return epochs_of(domids, tscs, self._bdom, self._bstart, self._btsc)
 
     def boundary(self, domid: int, epoch: int) -> Boundary | None:
         """The boundary that ends ``epoch`` of ``domid`` (None for its open last epoch)."""
@@ -91,22 +95,12 @@ class Epochs:
 def _sched_rows(rec: R.Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scheduling records only: (row indices, domid put on a pCPU or -1, domid of a vCPU entering or leaving the
     offline state or -1)."""
-    ev = rec.event.astype(np.int64)
-    is_rs = ((ev & R.RUNSTATE_MASK) == R.RUNSTATE_BASE) & (rec.n_extra >= 1)
-    cont = (rec.event == R.CONTINUE_RUNNING) & (rec.n_extra >= 1)
-    sw = (rec.event == R.SCHED_SWITCH) & (rec.n_extra >= 4)
-    rows = np.flatnonzero(is_rs | cont | sw)
-    e = ev[rows]
-    old, new = (e >> 8) & 3, (e >> 4) & 3
-    rs, c, s = is_rs[rows], cont[rows], sw[rows]
-    dom1 = rec.word(1, rows) >> 16
-    run = np.full(rows.size, -1, np.int64)
-    to_run = (rs & (new == 0)) | c
-    run[to_run] = dom1[to_run]
-    run[s] = rec.word(3, rows[s]) & 0xFFFF
-    off = np.full(rows.size, -1, np.int64)
-    offl = rs & ((old == 3) | (new == 3)) & (old != new)
-    off[offl] = dom1[offl]
+    rows = rec.rows(K.CAT_SCHED)
+    ev = rec.event[rows]
+    d3 = np.zeros(rows.size, np.int64)
+    sw = ev == R.SCHED_SWITCH
+    d3[sw] = rec.word(3, rows[sw])
+    run, off = K.sched_doms(ev, rec.word(1, rows), d3)
     return rows, run, off
 
 
@@ -114,27 +108,34 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
     """All boundaries of the capture (see the module docstring), numbered per domain in TSC order."""
     found: list[Boundary] = []
     ev = rec.event
-    srows, run_dom, off_dom = _sched_rows(rec)
-    removed = np.flatnonzero(((ev == R.DOM0_DOM_REM) | (ev == R.SCHED_DOM_REM)) & (rec.n_extra >= 1))
-    rem_dom = rec.word(1, removed) & 0xFFFF
+    life = rec.rows(K.CAT_LIFE)
+    life_dom = rec.word(1, life) & 0xFFFF
+    is_add = ev[life] == R.DOM0_DOM_ADD
+    removed, rem_dom = life[~is_add], life_dom[~is_add]
 
-    sd = np.flatnonzero(((ev == R.SCHED_SHUTDOWN) | (ev == R.SCHED_SHUTDOWN_CODE)) & (rec.n_extra >= 3))
+    sd = rec.rows(K.CAT_SHUTDOWN)
+    sd_dom, sd_vcpu, sd_reason = rec.word(1, sd) & 0xFFFF, rec.word(2, sd), rec.word(3, sd)
+    sched = None  # computed on the first kexec-like shutdown only
+    per_dom: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     stored: dict[int, int] = {}
     used_resume: set[int] = set()
-    for i in sd.tolist():  # shutdown records: a handful per domain
-        domid = rec.at(i, 1) & 0xFFFF
-        reason = rec.at(i, 3)
+    for i, domid, vcpu, reason in zip(sd.tolist(), sd_dom.tolist(), sd_vcpu.tolist(), sd_reason.tolist()):
         if ev[i] == R.SCHED_SHUTDOWN_CODE:
             stored[domid] = reason
             continue
         effective = stored.pop(domid, reason)
         if effective not in KEXEC_REASONS:
             continue
-        k0 = int(np.searchsorted(srows, i, side="right"))  # scheduling records after the shutdown
-        runs = srows[k0:][run_dom[k0:] == domid]
+        if sched is None:
+            sched = _sched_rows(rec)
+        if domid not in per_dom:
+            srows, run_dom, off_dom = sched
+            per_dom[domid] = (srows[run_dom == domid], srows[off_dom == domid])
+        all_runs, all_offs = per_dom[domid]
+        runs = all_runs[np.searchsorted(all_runs, i, side="right"):]  # after the shutdown
         if runs.size == 0:
             continue
-        offs = srows[k0:][off_dom[k0:] == domid]
+        offs = all_offs[np.searchsorted(all_offs, i, side="right"):]
         note = None
         if offs.size and offs[0] < runs[-1]:
             j = int(runs[np.searchsorted(runs, offs[0])])
@@ -148,7 +149,7 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
             continue  # another vCPU's SHUTDOWN for the same reset
         used_resume.add(j)
         evidence = {"shutdown_tsc": int(rec.tsc[i]), "shutdown_offset": int(rec.offset[i]), "reason": effective,
-                    "reason_name": SHUTDOWN_REASONS.get(effective, str(effective)), "shutdown_vcpu": rec.at(i, 2),
+                    "reason_name": SHUTDOWN_REASONS.get(effective, str(effective)), "shutdown_vcpu": vcpu,
                     "resume_offset": int(rec.offset[j]), "resume_cpu": int(rec.cpu[j])}
         if effective != reason:
             evidence["shutdown_code"] = effective
@@ -157,13 +158,12 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
             evidence["note"] = note
         found.append(Boundary(domid, -1, KEXEC_REASONS[effective], int(rec.tsc[j]), evidence))
 
-    adds = np.flatnonzero((ev == R.DOM0_DOM_ADD) & (rec.n_extra >= 1))
-    for i in adds.tolist():
-        domid = rec.at(i, 1) & 0xFFFF
+    adds, add_dom = life[is_add], life_dom[is_add]
+    for i, domid in zip(adds.tolist(), add_dom.tolist()):
         prior = removed[(rem_dom == domid) & (removed < i)]
         if not prior.size:
             continue
-        prev_adds = adds[(adds < i) & ((rec.word(1, adds) & 0xFFFF) == domid)]
+        prev_adds = adds[(adds < i) & (add_dom == domid)]
         if prev_adds.size and prev_adds[-1] > prior[-1]:
             continue  # already re-created after that removal
         found.append(Boundary(domid, -1, "recreate", int(rec.tsc[i]),

@@ -74,8 +74,8 @@ class GrantLedger:
 
 
 def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
-    sel = np.flatnonzero(((rec.event == R.MEM_GRANT_MAP) | (rec.event == R.MEM_GRANT_UNMAP)) & (rec.n_extra >= 1))
-    mapper = rec.dom[sel]
+    sel = rec.rows(K.CAT_GRANT)
+    mapper = rec.dom_at(sel)
     granter = rec.word(1, sel) & 0xFFFF
     tsc = rec.tsc[sel]
     is_map = rec.event[sel] == R.MEM_GRANT_MAP
@@ -138,8 +138,8 @@ def balloon_layout(rec: R.Records, xen_version: tuple[int, int] | None = None) -
     v = xen_version or rec.layout_version
     if v is not None:
         return "pre-4.18" if tuple(v) < (4, 18) else "4.18"
-    sel = (rec.event == R.MEM_DECREASE_RESERVATION) & (rec.n_extra >= 4)
-    if sel.any() and not bool(np.all((rec.word(4, sel) <= 18) & (rec.word(3, sel) < 0x7FF0))):
+    sel = rec.rows(K.CAT_DECREASE)
+    if sel.size and not bool(np.all((rec.word(4, sel) <= 18) & (rec.word(3, sel) < 0x7FF0))):
         return "pre-4.18"
     return "4.18"
 
@@ -161,7 +161,7 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
     merged gfn ranges [first, end), first/last TSC, and the memory_op hypercall count of that domain and epoch
     (the only trace of balloon-up)."""
     layout = balloon_layout(rec, xen_version)
-    sel = np.flatnonzero((rec.event == R.MEM_DECREASE_RESERVATION) & (rec.n_extra >= 4))
+    sel = rec.rows(K.CAT_DECREASE)
     gfn = rec.word(1, sel) | (rec.word(2, sel) << 32)
     if layout == "4.18":
         domid, order = rec.word(3, sel) & 0xFFFF, rec.word(4, sel)
@@ -198,23 +198,24 @@ def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:
     """Hypercalls per (domain, epoch, source, op, cmd): ``pv`` from PV_HYPERCALL_V2 (op = d1 bits 0-19; cmd = the
     first recorded argument A0 where Xen records it -- grant_table_op masked with GNTTABOP_CMD_MASK 0xfff, sched_op,
     vcpu_op), ``pv-multicall`` from HYPERCALL_SUBCALL, ``hvm`` from VMMCALL (op = eax, no arguments). The domain is
-    the one running on the pCPU (None when unknown)."""
-    ev = rec.event
-    sel = np.flatnonzero(((ev == R.PV_HYPERCALL_V2) | (ev == R.PV_HYPERCALL_SUBCALL) | (ev == R.HVM_VMMCALL))
-                         & (rec.n_extra >= 1))
+    the one running on the pCPU (None when unknown). Ops are the low 20 bits (all Xen hypercall numbers fit; a
+    Viridian call code in eax may not), epochs beyond 4095 are counted in 4095."""
+    sel = rec.rows(K.CAT_HYPERCALL)
     if not sel.size:
         return []
-    d1 = rec.word(1, sel)
-    is_pv = ev[sel] != R.HVM_VMMCALL
-    op = np.where(is_pv, d1 & 0xFFFFF, d1)
-    a0 = (d1 >> 20) & 3
-    has_cmd = is_pv & (a0 != 0) & (rec.n_extra[sel] >= 2)
-    cmd = np.where(has_cmd, rec.word(2, sel), -1)
-    cmd = np.where(has_cmd & (op == 20), cmd & 0xFFF, cmd)
-    src = np.select([ev[sel] == R.PV_HYPERCALL_V2, ev[sel] == R.PV_HYPERCALL_SUBCALL], [0, 1], 2)
-    domid = rec.dom[sel]
+    domid = rec.dom_at(sel)
     epoch = ep.of(domid, rec.tsc[sel])
-    keys, counts = np.unique(np.stack([domid, epoch, src, op, cmd], axis=1), axis=0, return_counts=True)
+    key = K.hypercall_keys(rec.event[sel], rec.n_extra[sel], rec.word(1, sel), rec.word(2, sel), domid, epoch)
+    ukeys, counts = K.count_keys(key)
+    o = np.argsort(ukeys)
+    u, counts = ukeys[o], counts[o]
+    c = (u & np.uint64(0xFFF)).astype(np.int64)
+    o = ((u >> np.uint64(12)) & np.uint64(0xFFFFF)).astype(np.int64)
+    hc = ((u >> np.uint64(32)) & np.uint64(1)).astype(bool)
+    sr = ((u >> np.uint64(33)) & np.uint64(3)).astype(np.int64)
+    ep_ = ((u >> np.uint64(35)) & np.uint64(0xFFF)).astype(np.int64)
+    dm = (u >> np.uint64(47)).astype(np.int64) - 1
+    keys = np.stack([dm, ep_, sr, o, np.where(hc, c, -1)], axis=1)
     names = ("pv", "pv-multicall", "hvm")
     rows = []
     for (d, e, s, o, c), n in zip(keys.tolist(), counts.tolist()):
@@ -231,8 +232,9 @@ def vector_ledger(rec: R.Records) -> list[dict]:
     """Per Xen irq: ASSIGN_VECTOR and CLEAR_VECTOR counts (irq = d1 bits 0-15, vector = bits 16-31, spec §4.2),
     the last vector seen, whether a vector is still assigned at the end, and IRQ_HANDLED deliveries."""
     ev = rec.event
-    vsel = np.flatnonzero(((ev == R.HW_IRQ_ASSIGN_VECTOR) | (ev == R.HW_IRQ_CLEAR_VECTOR)) & (rec.n_extra >= 1))
-    hsel = np.flatnonzero((ev == R.HW_IRQ_HANDLED) & (rec.n_extra >= 1))
+    irq_rows = rec.rows(K.CAT_IRQ)
+    vsel = irq_rows[ev[irq_rows] != R.HW_IRQ_HANDLED]
+    hsel = irq_rows[ev[irq_rows] == R.HW_IRQ_HANDLED]
     virq = rec.word(1, vsel) & 0xFFFF
     vec = rec.word(1, vsel) >> 16
     assign = ev[vsel] == R.HW_IRQ_ASSIGN_VECTOR
@@ -283,13 +285,13 @@ def _open_objects(idx, key_obj, is_open, domid, epoch, tsc, rec, fields):
 
 
 def guest_ledger(rec: R.Records, ep: Epochs) -> GuestLedger:
-    ev = rec.event.astype(np.int64)
-    gsel = np.flatnonzero(((ev & 0x0FFFF000) == R.TRC_GUEST) & (rec.dom >= 0))
+    gsel = rec.rows(K.CAT_GUEST)
+    domid = rec.dom_at(gsel)
+    gsel, domid = gsel[domid >= 0], domid[domid >= 0]
     out = GuestLedger()
     if not gsel.size:
         return out
-    n = (ev[gsel] & 0xFFF)
-    domid = rec.dom[gsel]
+    n = rec.event[gsel].astype(np.int64) & 0xFFF
     epoch = ep.of(domid, rec.tsc[gsel])
     hello = (n == GT_HELLO) & (rec.word(1, gsel) == GT_MAGIC)
     # a tracepoint counts from the first HELLO of its domain's epoch on

@@ -39,37 +39,41 @@ NO_DOM = -1
 
 @dataclass
 class Records:
-    """Columns of a decoded capture, in the decoder's time order. Payload words are read lazily from the Arrow table
-    (:meth:`word`), so a large capture is not copied seven times over."""
+    """A decoded capture, in the decoder's time order. Whole columns are zero-copy views of the Arrow table; the
+    rows the analysis reads are grouped by category in one pass (:meth:`rows`), and payload words and the running
+    domain are gathered only for those rows (:meth:`word`, :meth:`dom_at`)."""
 
     tsc: np.ndarray       # u64 cycles (inherited for records without a TSC)
-    has_tsc: np.ndarray   # bool
     cpu: np.ndarray       # u16
     event: np.ndarray     # u32, 28-bit id
     n_extra: np.ndarray   # u8
-    dom: np.ndarray       # i64, -1 when the running domain is unknown
     offset: np.ndarray    # u64 byte offset in the file
+    table: object = None  # the pyarrow.Table
     meta: dict = field(default_factory=dict)
-    table: object = None  # the pyarrow.Table the words come from
-    _words: dict = field(default_factory=dict, repr=False)
+    _rows: np.ndarray = None
+    _starts: np.ndarray = None
 
     def __len__(self) -> int:
         return int(self.tsc.shape[0])
 
-    def _column(self, i: int) -> np.ndarray:
-        col = self._words.get(i)
-        if col is None:
-            col = self._words[i] = _np(self.table.column(f"d{i}"), np.uint32)
-        return col
+    def rows(self, *cats: int) -> np.ndarray:
+        """Row indices (i64, time order) of the given categories (tracelens.analysis._kernels.CAT_*)."""
+        parts = [self._rows[self._starts[c]:self._starts[c + 1]] for c in cats]
+        if len(parts) == 1:
+            return parts[0]
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)  # small categories only
 
-    def word(self, i: int, sel=None) -> np.ndarray:
-        """Payload word d<i> (1-based) as i64, 0 beyond n_extra; of the rows ``sel`` (indices or mask) or all."""
-        col = self._column(i)
-        return (col if sel is None else col[sel]).astype(np.int64)
+    def word(self, i: int, sel) -> np.ndarray:
+        """Payload word d<i> (1-based) of the rows ``sel`` as i64; 0 beyond n_extra."""
+        return _take(self.table.column(f"d{i}"), sel, 0)
 
     def at(self, row: int, i: int) -> int:
         """d<i> of one record."""
-        return int(self._column(i)[row])
+        return int(self.word(i, np.asarray([row], np.int64))[0])
+
+    def dom_at(self, sel) -> np.ndarray:
+        """The running domain of the rows ``sel`` (i64, -1 when unknown)."""
+        return _take(self.table.column("dom"), sel, NO_DOM)
 
     @property
     def layout_version(self) -> tuple[int, int] | None:
@@ -78,8 +82,9 @@ class Records:
 
     @property
     def first_tsc(self) -> int:
-        t = self.tsc[self.has_tsc]
-        return int(t.min()) if t.size else 0
+        has = _np(self.table.column("has_tsc"), bool, False)
+        i = int(np.argmax(has)) if has.size else 0
+        return int(self.tsc[i]) if has.size and has[i] else 0
 
     @property
     def last_tsc(self) -> int:
@@ -97,31 +102,46 @@ def _np(col, dtype, fill=0) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
+def _take(col, sel, fill) -> np.ndarray:
+    import pyarrow as pa
+
+    sel = np.asarray(sel)
+    if sel.dtype == bool:
+        sel = np.flatnonzero(sel)
+    if sel.size == 0:
+        return np.empty(0, np.int64)
+    return _np(col.take(pa.array(sel, pa.int64())).cast(pa.int64()), np.int64, fill)
+
+
 def columns(table) -> Records:
-    """Arrays of a decoded capture (a pyarrow.Table with the columns of tracelens.read_xentrace)."""
+    """A decoded capture (a pyarrow.Table with the columns of tracelens.read_xentrace) for the analysis."""
+    from tracelens.analysis._kernels import classify
+
     meta = {}
     for k, v in (table.schema.metadata or {}).items():
         try:
             meta[k.decode()] = json.loads(v)
         except (ValueError, UnicodeDecodeError):
             pass
-    return Records(
+    rec = Records(
         tsc=_np(table.column("tsc"), np.uint64),
-        has_tsc=_np(table.column("has_tsc"), bool, False),
         cpu=_np(table.column("cpu"), np.uint16),
         event=_np(table.column("event"), np.uint32),
         n_extra=_np(table.column("n_extra"), np.uint8),
-        dom=_np(table.column("dom").cast("int64"), np.int64, NO_DOM),
         offset=_np(table.column("offset"), np.uint64),
-        meta=meta,
         table=table,
+        meta=meta,
     )
+    rec._rows, rec._starts = classify(rec.event, rec.n_extra)
+    return rec
 
 
 def lost_intervals(rec: Records) -> np.ndarray:
     """LOST_RECORDS as an (k, 4) i64 array: cpu, first_tsc (d3|d4<<32, when the first record was dropped), tsc (when
     the loss ended: the record's own TSC), count (d1)."""
-    sel = np.flatnonzero((rec.event == LOST_RECORDS) & (rec.n_extra >= 4))
+    from tracelens.analysis._kernels import CAT_LOST
+
+    sel = rec.rows(CAT_LOST)
     out = np.empty((sel.size, 4), np.int64)
     out[:, 0] = rec.cpu[sel]
     out[:, 1] = rec.word(3, sel) | (rec.word(4, sel) << 32)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tracelens.analysis import _kernels as K
 from tracelens.analysis import records as R
 from tracelens.analysis.boundaries import Epochs
 from tracelens.analysis.ledgers import GrantLedger, GuestLedger
@@ -36,18 +37,21 @@ UNSAFE_KINDS = ("balloon", "foreign_map", "grant_outstanding", "grant_ref_active
 SPECIAL_DOMIDS = 0x7FF0  # DOMID_FIRST_RESERVED: idle, IO, XEN, COW, INVALID, the xenalyze default domain...
 
 
-def domains(rec: R.Records, ep: Epochs, grants: GrantLedger, balloon: list[dict]) -> list[int]:
-    """Guest domids the capture shows: running, granting, ballooned or with a boundary (dom0 and reserved ids
-    excluded)."""
-    seen = set(np.unique(rec.dom[rec.dom >= 0]).tolist())
-    seen |= {r["granter"] for r in grants.rows} | {r["domid"] for r in balloon} | set(ep.by_dom)
+def domains(ep: Epochs, grants: GrantLedger, balloon: list[dict], hypercalls=(), guest=None) -> list[int]:
+    """Guest domids the analysis has something about: a boundary, grants (as granter or mapper), ballooning,
+    hypercalls or guest tracepoints (dom0 and reserved ids excluded)."""
+    seen = {r["granter"] for r in grants.rows} | {r["mapper"] for r in grants.rows if r["mapper"] is not None}
+    seen |= {r["domid"] for r in balloon} | set(ep.by_dom)
+    seen |= {h["domid"] for h in hypercalls if h["domid"] is not None}
+    if guest is not None:
+        seen |= {d for d, _e in guest.instrumented}
     return sorted(d for d in seen if 0 < d < SPECIAL_DOMIDS)
 
 
 def removed_at_end(rec: R.Records, ep: Epochs, domid: int) -> bool:
     """Destroyed (DOM0_DOM_REM / SCHED_DOM_REM) after its last boundary and not created again."""
     ev = rec.event
-    life = np.flatnonzero((ev == R.DOM0_DOM_REM) | (ev == R.SCHED_DOM_REM) | (ev == R.DOM0_DOM_ADD))
+    life = rec.rows(K.CAT_LIFE)
     life = life[(rec.word(1, life) & 0xFFFF) == domid]
     rem = life[ev[life] != R.DOM0_DOM_ADD]
     if not rem.size:
@@ -59,7 +63,7 @@ def removed_at_end(rec: R.Records, ep: Epochs, domid: int) -> bool:
 
 
 def kexec_safety(rec: R.Records, ep: Epochs, grants: GrantLedger, balloon: list[dict],
-                 lost: np.ndarray | None = None, guest: GuestLedger | None = None) -> list[dict]:
+                 lost: np.ndarray | None = None, guest: GuestLedger | None = None, hypercalls=()) -> list[dict]:
     """One row per (domain, epoch): the epoch's span, first unsafe operation, per-kind first TSC, the losses that
     make it inconclusive, and ``verdict`` (``safe``, ``unsafe`` or ``inconclusive``)."""
     lost = R.lost_intervals(rec) if lost is None else lost
@@ -75,7 +79,7 @@ def kexec_safety(rec: R.Records, ep: Epochs, grants: GrantLedger, balloon: list[
         for o in objs:
             open_objects.setdefault((o["domid"], o["epoch"]), {})[kind] = 1
     rows = []
-    for d in domains(rec, ep, grants, balloon):
+    for d in domains(ep, grants, balloon, hypercalls, guest):
         bts = ep.by_dom.get(d, np.empty(0, np.uint64))
         gone = removed_at_end(rec, ep, d)
         for e in range(bts.size + 1):

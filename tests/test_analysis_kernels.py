@@ -1,0 +1,84 @@
+"""The analysis' numba helper kernels against slow references (the grant ledger's twin test is in
+test_analysis_ledgers.py)."""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import analysis_reference as ref
+from tracelens.analysis import _kernels as K
+
+NAMES = {K.CAT_SCHED: "sched", K.CAT_SHUTDOWN: "shutdown", K.CAT_LIFE: "life", K.CAT_GRANT: "grant",
+         K.CAT_DECREASE: "decrease", K.CAT_HYPERCALL: "hypercall", K.CAT_IRQ: "irq", K.CAT_GUEST: "guest",
+         K.CAT_LOST: "lost"}
+INTERESTING = [0x00021001 | o << 8 | n << 4 for o in range(4) for n in range(4)] + [
+    0x00021002, 0x0002800A, 0x00028007, 0x00028010, 0x00028002, 0x00041001, 0x00041002, 0x0010F001, 0x0010F002,
+    0x0010F003, 0x0010F005, 0x0020100D, 0x0020200E, 0x00082012, 0x00802004, 0x00802006, 0x00802008, 0x0800F000,
+    0x0800F101, 0x0800FFFF, 0x0801F000, 0x0001F001, 0x0001F002, 0x0001F003, 0x00081102, 0x00028006, 0x00021003]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classify_matches_reference(seed):
+    rng = random.Random(seed)
+    n = 5000
+    ev = np.array([rng.choice(INTERESTING) if rng.random() < 0.7 else rng.randrange(1 << 28) for _ in range(n)],
+                  np.uint32)
+    ne = np.array([rng.randrange(8) for _ in range(n)], np.uint8)
+    rows, starts = K.classify(ev, ne)
+    got = {}
+    for c, name in NAMES.items():
+        got[name] = rows[starts[c]:starts[c + 1]].tolist()
+    want = {name: [] for name in NAMES.values()}
+    for i, (e, k) in enumerate(zip(ev.tolist(), ne.tolist())):
+        c = ref.category(e, k)
+        if c:
+            want[c].append(i)
+    assert got == want
+    assert sum(map(len, want.values())) > n // 4
+
+
+@pytest.mark.parametrize("distinct", [1, 7, 3000])
+def test_count_keys_matches_counter(distinct):
+    rng = np.random.default_rng(distinct)
+    pool = rng.integers(0, 1 << 63, size=distinct, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    keys = rng.choice(pool, size=20000)
+    k, c = K.count_keys(keys)
+    assert dict(zip(k.tolist(), c.tolist())) == Counter(keys.tolist())
+    assert K.count_keys(np.empty(0, np.uint64))[0].size == 0
+
+
+def test_epochs_of_matches_bisect():
+    rng = random.Random(3)
+    bounds = {d: sorted(rng.sample(range(1000), rng.randint(1, 6))) for d in (0, 3, 7, 300)}
+    bdom = np.array(sorted(bounds), np.int64)
+    bstart = np.zeros(len(bdom) + 1, np.int64)
+    np.cumsum([len(bounds[d]) for d in bdom], out=bstart[1:])
+    btsc = np.array([t for d in bdom for t in bounds[d]], np.uint64)
+    doms = np.array([rng.choice([0, 1, 3, 7, 300, -1]) for _ in range(3000)], np.int64)
+    tscs = np.array([rng.randrange(1100) for _ in range(3000)], np.uint64)
+    got = K.epochs_of(doms, tscs, bdom, bstart, btsc)
+    want = [bisect_right(bounds.get(d, []), t) for d, t in zip(doms.tolist(), tscs.tolist())]
+    assert got.tolist() == want
+
+
+def test_sched_doms_and_hypercall_keys_by_hand():
+    ev = np.array([0x00021101, 0x00021031, 0x00021311, 0x00021002, 0x0002800A, 0x00021011], np.uint32)
+    d1 = np.array([5 << 16 | 1, 5 << 16, 6 << 16 | 2, 7 << 16, 0, 8 << 16], np.int64)
+    d3 = np.array([0, 0, 0, 0, 0x10009, 0], np.int64)  # SWITCH next domid 9, junk in the high half
+    run, off = K.sched_doms(ev, d1, d3)
+    assert run.tolist() == [5, -1, -1, 7, 9, -1]
+    assert off.tolist() == [-1, 5, 6, -1, -1, -1]
+    # grant_table_op cmd 0x1001 (continuation bits) -> cmd 1; VMMCALL has no cmd; SUBCALL of sched_op
+    ev = np.array([0x0020100D, 0x00082012, 0x0020200E], np.uint32)
+    keys = K.hypercall_keys(ev, np.array([3, 1, 2], np.uint8), np.array([0x01100014, 29, 0x0010001D], np.int64),
+                            np.array([0x1001, 0, 2], np.int64), np.array([0, 3, -1], np.int64),
+                            np.array([0, 2, 0], np.int64))
+    def unpack(k):
+        return (int(k >> 47) - 1, int(k >> 35) & 0xFFF, int(k >> 33) & 3, int(k >> 32) & 1, int(k >> 12) & 0xFFFFF,
+                int(k) & 0xFFF)
+    assert [unpack(int(k)) for k in keys] == [(0, 0, 0, 1, 20, 1), (3, 2, 2, 0, 29, 0), (-1, 0, 1, 1, 29, 2)]
