@@ -254,17 +254,16 @@ class Dump:
                 keep = np.isin(ib.state, want)
                 if not keep.any():
                     continue
-                self._span = None
-                batch = self._read_batch(ib, keep, pool, threads)
-                span = self._span
-                yield batch
-                if span is not None:
+                page_batch, span = self._read_batch(ib, keep, pool, threads)
+                yield page_batch
+                if span is not None:  # the caller is done with the batch: drop its mapped pages
                     self.source.release(*span)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)
 
-    def _read_batch(self, ib: IndexBatch, keep, pool, threads: int) -> PageBatch:
+    def _read_batch(self, ib: IndexBatch, keep, pool, threads: int) -> tuple[PageBatch, tuple[int, int] | None]:
+        """Decode the kept rows of ``ib``; also returns the file span it mapped (offset, size) or None."""
         import numpy as np
 
         ps = self.page_size
@@ -279,7 +278,7 @@ class Dump:
         errors: dict = {}
         stored = state == C.STATE_PRESENT
         if not stored.any():
-            return PageBatch(pfn, state, np.zeros((n, ps), np.uint8), ok, errors)
+            return PageBatch(pfn, state, np.zeros((n, ps), np.uint8), ok, errors), None
         lo = int(offset[stored].min())
         hi = int((offset[stored] + size[stored]).max())
         span = None
@@ -287,12 +286,11 @@ class Dump:
             span = self.source.view(lo, hi - lo)
             if len(span) != hi - lo:
                 span = None
-            else:
-                self._span = (lo, hi - lo)
+        mapped = (lo, hi - lo) if span is not None else None
         raw = stored & (comp == 0) & (size == ps)
         if span is not None and raw.all() and (n == 1 or np.all(np.diff(offset) == ps)):
             # the common case (ELF, raw kdump runs): the batch is one contiguous span of the file; no copy
-            return PageBatch(pfn, state, span.reshape(n, ps), ok, errors)
+            return PageBatch(pfn, state, span.reshape(n, ps), ok, errors), mapped
         data = np.zeros((n, ps), np.uint8)
         rows = np.flatnonzero(raw) if span is not None else np.zeros(0, np.int64)
         if len(rows):
@@ -304,7 +302,7 @@ class Dump:
                 data[rows[a] : rows[a] + (b - a)] = span[s0 : s0 + ps * (b - a)].reshape(b - a, ps)
         todo = np.flatnonzero(stored & ~raw) if span is not None else np.flatnonzero(stored)
         if not len(todo):
-            return PageBatch(pfn, state, data, ok, errors)
+            return PageBatch(pfn, state, data, ok, errors), mapped
         source = self.source
         offs, sizes, comps, leads = offset.tolist(), size.tolist(), comp.tolist(), lead.tolist()
         span_mv = memoryview(span) if span is not None else None
@@ -345,7 +343,7 @@ class Dump:
             ok[r] = False
             data[r] = 0
             errors[int(pfn[r])] = err
-        return PageBatch(pfn, state, data, ok, errors)
+        return PageBatch(pfn, state, data, ok, errors), mapped
 
     # -- notes and registers ----------------------------------------------------------------------------------
     def notes_table(self):
