@@ -75,8 +75,8 @@ class Kernel:
         self.vmcoreinfo_extra: list[str] = []
         # init_uts_ns: makedumpfile checks the release there against OSRELEASE
         uts_pa, uts_va = self.alloc_image(65 * 6)
-        for i, field in enumerate((b"Linux", b"testhost", osrelease.encode(), b"#1 SMP", b"x86_64", b"(none)")):
-            mem.write(uts_pa + 65 * i, field)
+        for i, uts_field in enumerate((b"Linux", b"testhost", osrelease.encode(), b"#1 SMP", b"x86_64", b"(none)")):
+            mem.write(uts_pa + 65 * i, uts_field)
         stext_pa, stext_va = self.alloc_image(16)
         # a FLATMEM mem_map pointer: makedumpfile wants to know the memory model before it prints the log
         mm_pa, mm_va = self.alloc_image(8)
