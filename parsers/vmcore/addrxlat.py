@@ -9,6 +9,8 @@ Three recipes, tried in this order:
 3. the direct map ``VA - page_offset_base`` when page_offset_base is known from the ELF PT_LOADs and the walk
    cannot be done (no page-table root).
 
+Without VMCOREINFO the walk starts from a CPU's CR3 (QEMU's CPU note, an HVM xl dump-core vCPU), PCID bits off.
+
 Units: addresses are plain Python ints (unsigned 64-bit).
 """
 
@@ -45,7 +47,7 @@ class KernelTranslator:
                     self.root = self.ktext_to_phys(sym)
                     break
         if self.root is None:
-            cr3 = getattr(dump, "cr3_root", lambda: None)()
+            cr3 = dump.cr3_root()
             if cr3 is not None:
                 self.root = cr3 & C.PTE_ADDR_MASK  # PCID bits off
         self.page_offset = dump.page_offset_base

@@ -390,6 +390,17 @@ class Dump:
             return self._ktext_phys_base
         return self._header_phys_base
 
+    def cr3_root(self) -> int | None:
+        """A page-table root from a CPU register when VMCOREINFO gives none: CR3 of the first QEMU vCPU note."""
+        import struct
+
+        for n in self.notes:
+            if n.name == "QEMU" and len(n.desc) >= C.QEMU_CPU_STATE_SIZE and struct.unpack_from("<I", n.desc, 0)[0] == 1:
+                cr3 = struct.unpack_from("<Q", n.desc, C.QEMU_CPU_FIELDS["cr3"])[0]
+                if cr3:
+                    return cr3
+        return None
+
     @property
     def translator(self):
         if self._xlat is None:

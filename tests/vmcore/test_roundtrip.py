@@ -116,6 +116,13 @@ def test_elf_qemu_quirks(world, tmp_path):
         with pytest.raises(vmcore.PageUnavailable):
             d.read_phys(0xFD000000, 1)  # the all-ones block holds nothing
         assert d.read_virt(k.direct_va(0x20 * PS), 16) == mem.read(0x20 * PS, 16)  # via the page-table walk
+    # a QEMU dump without VMCOREINFO (no -device vmcoreinfo): the vCPU's CR3 (with PCID bits) roots the walk
+    p2 = tmp_path / "q2.elf"
+    write_elf(p2, mem, standard_notes(None) + qemu_cpu_note(0, k.pgd_pa | 0x5), qemu=True)
+    with vmcore.open(p2) as d:
+        assert not d.vmcoreinfo
+        assert d.read_virt(k.VMALLOC_VA, 13) == b"vmalloc page!"
+        assert d.read_virt(k.direct_va(0x20 * PS), 16) == mem.read(0x20 * PS, 16)
 
 
 def test_elf_incomplete_and_truncated(world, tmp_path):
