@@ -99,7 +99,7 @@ def test_options(tmp_path, capsys):
     doc = _json(path, tmp_path, boundary=["1@1ms"], cpu_hz=1e9)
     assert doc["boundaries"][0]["tsc"] == 1_000_000
     with pytest.raises(UsageError):
-        cmd.run(str(path), fmt="html")
+        cmd.run(str(path), fmt="sarif")
     with pytest.raises(UsageError):
         cmd.run(str(path), boundary=["1@1ms"])  # a time needs --cpu-hz
     assert cmd.run(str(path), show_code=True, boundary=["1@5"]) == 0
@@ -126,3 +126,20 @@ def test_registered_command_through_typer(tmp_path):
     assert res.exit_code == 0 and json.loads(res.stdout)["boundaries"][0]["kind"] == "crash"
     res = runner.invoke(app, ["analyze", str(tmp_path / "missing.xentrace")])
     assert isinstance(res.exception, FormatError)  # cli.py's choke point turns it into exit code 3
+
+
+def test_html_is_self_contained_and_escaped(tmp_path):
+    src = SAMPLES / "persistent-grants.xentrace"
+    odd = tmp_path / "x<img src=x onerror=alert(1)>.xentrace"
+    shutil.copy(src, odd)
+    out = tmp_path / "r.html"
+    assert cmd.run(str(odd), fmt="html", output=str(out)) == 0
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert html.count("<svg") == 1  # one guest (d1) with safety rows
+    assert 'class="error">error</td>' in html and "TL-GNT-001" in html
+    # the timeline's step line peaks at the 16 grants dom0 held before the teardown
+    assert "grants of d1 mapped by others (max 16)" in html
+    assert "soft_reset boundary at tsc" in html

@@ -64,8 +64,9 @@ def _dom_or_none(x: int):
 @dataclass
 class GrantLedger:
     """``rows``: one per (mapper, granter, granter epoch) for every pair seen, over all epochs of the granter.
-    ``by_mapper``: one per (mapper, mapper epoch) with maps by that mapper. ``series``: the outstanding count of each
-    pair after each of its records (tsc, mapper, granter, outstanding) for timelines."""
+    ``by_mapper``: one per (mapper, mapper epoch) with maps by that mapper. ``series``: per MAP/UNMAP record in time
+    order, its tsc, mapper, granter, the pair's outstanding count after it, and delta (+1 map, -1 unmap), for
+    timelines."""
 
     rows: list[dict] = field(default_factory=list)
     by_mapper: list[dict] = field(default_factory=list)
@@ -82,7 +83,8 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
     out = GrantLedger(unattributed=int((mapper < 0).sum()))
     if sel.size == 0:
         out.series = {"tsc": np.empty(0, np.uint64), "mapper": np.empty(0, np.int64),
-                      "granter": np.empty(0, np.int64), "outstanding": np.empty(0, np.int64)}
+                      "granter": np.empty(0, np.int64), "outstanding": np.empty(0, np.int64),
+                      "delta": np.empty(0, np.int64)}
         return out
     keys = mapper * 0x10000 + granter  # mapper -1 stays distinct from every real pair
     pairs, pair = np.unique(keys, return_inverse=True)
@@ -127,7 +129,8 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
                 "outstanding_at_boundary": int(cum[e]) if e < nb else None,
                 "outstanding_at_end": int(cum[-1]) if e == nb else None, "granters": granters,
             })
-    out.series = {"tsc": tsc, "mapper": mapper, "granter": granter, "outstanding": after}
+    out.series = {"tsc": tsc, "mapper": mapper, "granter": granter, "outstanding": after,
+                  "delta": np.where(is_map, 1, -1)}
     return out
 
 

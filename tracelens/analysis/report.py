@@ -141,3 +141,111 @@ def to_markdown(a) -> str:
 
 
 RENDERERS = {"text": to_text, "json": to_json, "md": to_markdown}
+
+
+# -- HTML --------------------------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:1.5em;color:#1b1b1b}
+h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.4em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}
+th{background:#f2f2f2}.error{color:#b00020;font-weight:600}.warning{color:#a15c00}.note{color:#555}
+.unsafe{color:#b00020}.inconclusive{color:#a15c00}.safe{color:#1b6e20}
+svg{border:1px solid #ddd;background:#fff}.legend{font-size:.8em;color:#444}
+"""
+_KIND_COLOUR = {"balloon": "#7b1fa2", "foreign_map": "#c62828", "grant_outstanding": "#e65100",
+                "grant_ref_active": "#ad1457", "pirq_bound": "#4527a0"}
+
+
+def _svg_timeline(a, domid: int, width: int = 900, height: int = 150) -> str:
+    """Boundaries (vertical lines), epochs (bands), first unsafe operation of each kind (markers) and the
+    domain's grants outstanding over time (a step line), on a TSC axis from the capture's first to last TSC."""
+    from html import escape
+
+    import numpy as np
+
+    t0, t1 = a.first_tsc, max(a.last_tsc, a.first_tsc + 1)
+    left, right, top, bottom = 60, 10, 20, 25
+    w, h = width - left - right, height - top - bottom
+
+    def x(t) -> float:
+        return left + w * (min(max(int(t), t0), t1) - t0) / (t1 - t0)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="timeline of d{domid}">']
+    bts = [b for b in a.boundaries if b.domid == domid]
+    edges = [t0] + [b.tsc for b in bts] + [t1]
+    for e in range(len(edges) - 1):
+        fill = "#f7f7f7" if e % 2 == 0 else "#eef3fb"
+        parts.append(f'<rect x="{x(edges[e]):.1f}" y="{top}" width="{max(x(edges[e + 1]) - x(edges[e]), 0):.1f}" '
+                     f'height="{h}" fill="{fill}"><title>epoch {e}</title></rect>')
+        parts.append(f'<text x="{x(edges[e]) + 3:.1f}" y="{top + 12}" font-size="10" fill="#666">epoch {e}</text>')
+    s = a.grants.series
+    sel = np.flatnonzero(s["granter"] == domid) if len(s["tsc"]) else np.empty(0, np.int64)
+    if sel.size:
+        total = np.cumsum(s["delta"][sel])
+        ts = s["tsc"][sel]
+        if sel.size > 2000:  # keep the shape, bound the size of the file
+            pick = np.unique(np.linspace(0, sel.size - 1, 2000).astype(np.int64))
+            ts, total = ts[pick], total[pick]
+        top_v = max(int(total.max()), 1)
+        pts = [f"{x(t0):.1f},{top + h:.1f}"]
+        prev_y = top + h
+        for t, v in zip(ts.tolist(), total.tolist()):
+            y = top + h - h * max(v, 0) / top_v
+            pts.append(f"{x(t):.1f},{prev_y:.1f}")
+            pts.append(f"{x(t):.1f},{y:.1f}")
+            prev_y = y
+        pts.append(f"{x(t1):.1f},{prev_y:.1f}")
+        parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#1565c0" stroke-width="1.5">'
+                     f'<title>grants of d{domid} mapped by others (max {top_v})</title></polyline>')
+        parts.append(f'<text x="{left - 5}" y="{top + 8}" font-size="10" text-anchor="end">{top_v}</text>')
+        parts.append(f'<text x="{left - 5}" y="{top + h}" font-size="10" text-anchor="end">0</text>')
+    for b in bts:
+        parts.append(f'<line x1="{x(b.tsc):.1f}" x2="{x(b.tsc):.1f}" y1="{top}" y2="{top + h}" stroke="#000" '
+                     f'stroke-dasharray="4 2"><title>{escape(b.kind)} boundary at tsc {b.tsc}</title></line>')
+    for srow in a.safety:
+        if srow["domid"] != domid:
+            continue
+        for kind, t in srow["unsafe"].items():
+            parts.append(f'<circle cx="{x(t):.1f}" cy="{top + h - 6}" r="4" fill="{_KIND_COLOUR.get(kind, "#000")}">'
+                         f'<title>epoch {srow["epoch"]}: first {escape(kind)} at tsc {t}</title></circle>')
+    parts.append(f'<text x="{left}" y="{height - 6}" font-size="10">{t0}</text>')
+    parts.append(f'<text x="{width - right}" y="{height - 6}" font-size="10" text-anchor="end">{t1} (TSC)</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def to_html(a) -> str:
+    """A self-contained HTML report (no scripts, no network): the same tables, plus a per-domain timeline.
+    Every capture-derived string is escaped."""
+    from html import escape
+
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>tracelens analysis of {escape(str(a.path))}</title>", f"<style>{_CSS}</style></head><body>",
+           f"<h1>tracelens analysis of <code>{escape(str(a.path))}</code></h1>"]
+    doms = sorted({s["domid"] for s in a.safety})
+    if doms:
+        out.append("<h2>Timelines</h2>")
+        out.append('<p class="legend">Bands: epochs; dashed lines: kexec boundaries; blue line: the domain\'s grants '
+                   "mapped by other domains; dots: first unsafe operation of each kind (hover for details).</p>")
+        for d in doms:
+            out.append(f"<h3>{escape(_dom(d))}</h3>{_svg_timeline(a, d)}")
+    for title, header, rows in _sections(a):
+        out.append(f"<h2>{escape(title)}</h2>")
+        if not rows:
+            out.append("<p>none</p>")
+            continue
+        out.append("<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        for r in rows:
+            cells = []
+            for h, c in zip(header, r):
+                cls = f' class="{escape(c)}"' if h in ("severity", "verdict") else ""
+                cells.append(f"<td{cls}>{escape(c)}</td>")
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</tbody></table>")
+    out.append("</body></html>\n")
+    return "\n".join(out)
+
+
+RENDERERS["html"] = to_html

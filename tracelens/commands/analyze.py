@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-FORMATS = ("text", "json", "md")
+FORMATS = ("text", "json", "md", "html")
 
 
 def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary: list[str] | tuple = (),
@@ -55,7 +55,7 @@ def _code(capture, user, cpu_hz, xen_version, tolerance, fmt) -> str:
         cfg.append(f"cpu_hz={cpu_hz!r}")
     if tolerance != "strict":
         cfg.append(f"tolerance={tolerance!r}")
-    render = {"text": "to_text", "json": "to_json", "md": "to_markdown"}[fmt]
+    render = {"text": "to_text", "json": "to_json", "md": "to_markdown", "html": "to_html"}[fmt]
     return (
         "from tracelens.analysis.api import AnalysisConfig, analyze\n"
         f"from tracelens.analysis.report import {render}\n\n"
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def analyze(
         capture: str = typer.Argument(..., help="A xentrace capture."),
-        fmt: str = typer.Option("text", "--format", "-f", help="text, json or md"),
+        fmt: str = typer.Option("text", "--format", "-f", help="text, json, md or html (self-contained, with timelines)"),
         output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report to FILE (atomically)"),
         boundary: List[str] = typer.Option([], "--boundary", help="add a boundary: DOMID@TSC, or DOMID@1.5ms with "
                                                                     "--cpu-hz; repeatable"),
