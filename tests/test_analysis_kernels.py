@@ -82,3 +82,19 @@ def test_sched_doms_and_hypercall_keys_by_hand():
         return (int(k >> 47) - 1, int(k >> 35) & 0xFFF, int(k >> 33) & 3, int(k >> 32) & 1, int(k >> 12) & 0xFFFFF,
                 int(k) & 0xFFF)
     assert [unpack(int(k)) for k in keys] == [(0, 0, 0, 1, 20, 1), (3, 2, 2, 0, 29, 0), (-1, 0, 1, 1, 29, 2)]
+
+
+def test_take_gathers_values_and_nulls_like_arrow():
+    import pyarrow as pa
+
+    from tracelens.analysis.records import _take
+
+    rng = random.Random(5)
+    vals = [None if rng.random() < 0.3 else rng.randrange(1 << 32) for _ in range(1000)]
+    for typ in (pa.uint32(), pa.uint16()):
+        v = [x if x is None else x & ((1 << typ.bit_width) - 1) for x in vals]
+        arr = pa.array(v, typ)
+        for col in (arr, arr.slice(37, 500), pa.chunked_array([arr.slice(3, 10), arr.slice(13, 400)])):
+            ref_vals = col.to_pylist()
+            sel = np.array(sorted(rng.sample(range(len(col)), 120)), np.int64)
+            assert _take(col, sel, -7).tolist() == [(-7 if ref_vals[i] is None else ref_vals[i]) for i in sel]

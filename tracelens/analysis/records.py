@@ -103,14 +103,26 @@ def _np(col, dtype, fill=0) -> np.ndarray:
 
 
 def _take(col, sel, fill) -> np.ndarray:
+    """Values of an integer Arrow column at the rows ``sel``, as i64, ``fill`` where null: a gather straight from
+    the column's value buffer and validity bitmap (no copy of the column)."""
     import pyarrow as pa
 
+    if isinstance(col, pa.ChunkedArray):
+        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     sel = np.asarray(sel)
     if sel.dtype == bool:
         sel = np.flatnonzero(sel)
     if sel.size == 0:
         return np.empty(0, np.int64)
-    return _np(col.take(pa.array(sel, pa.int64())).cast(pa.int64()), np.int64, fill)
+    validity, data = col.buffers()[:2]
+    width = col.type.bit_width // 8
+    vals = np.frombuffer(data, dtype=np.dtype(f"<u{width}"), count=len(col) + col.offset)
+    pos = sel.astype(np.int64) + col.offset
+    out = vals[pos].astype(np.int64)
+    if col.null_count and validity is not None:
+        bits = np.frombuffer(validity, np.uint8)
+        out[((bits[pos >> 3] >> (pos & 7).astype(np.uint8)) & 1) == 0] = fill
+    return out
 
 
 def columns(table) -> Records:
