@@ -207,38 +207,93 @@ def hypercall_keys(event, n_extra, d1, d2, dom, epoch):
 
 
 @njit(cache=True)
+def _dom_slots(bdom):
+    """domid + 1 (0..65536) -> index into bdom, or -1."""
+    slot = np.full(65538, -1, np.int64)
+    for j in range(bdom.shape[0]):
+        d = bdom[j]
+        if -1 <= d <= 65536:
+            slot[d + 1] = j
+    return slot
+
+
+@njit(cache=True)
+def _epoch_cursor(d, t, slot, cursor, bstart, btsc):
+    """Epoch of (d, t) by moving the domain's cursor over its sorted boundary TSCs: O(1) amortised on time-ordered
+    rows, and still exact when a TSC goes backwards (skew)."""
+    if d < -1 or d > 65536:
+        return 0
+    j = slot[d + 1]
+    if j < 0:
+        return 0
+    a, b = bstart[j], bstart[j + 1]
+    c = cursor[j]
+    while c < b - a and btsc[a + c] <= t:
+        c += 1
+    while c > 0 and btsc[a + c - 1] > t:
+        c -= 1
+    cursor[j] = c
+    return c
+
+
+@njit(cache=True)
 def epochs_of(domids, tscs, bdom, bstart, btsc):
     """Epoch of each (domid, tsc): the number of the domain's boundaries with a TSC at or before tsc. Boundaries in
     CSR form: domain bdom[j] (sorted) has the sorted TSCs btsc[bstart[j]:bstart[j+1]]."""
     n = domids.shape[0]
     out = np.zeros(n, np.int64)
-    nd = bdom.shape[0]
+    slot = _dom_slots(bdom)
+    cursor = np.zeros(bdom.shape[0], np.int64)
     for i in range(n):
-        d = domids[i]
-        lo, hi = 0, nd
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if bdom[mid] < d:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < nd and bdom[lo] == d:
-            a, b = bstart[lo], bstart[lo + 1]
-            t = tscs[i]
-            while a < b:  # first boundary with tsc > t
-                mid = (a + b) // 2
-                if btsc[mid] <= t:
-                    a = mid + 1
-                else:
-                    b = mid
-            out[i] = a - bstart[lo]
+        out[i] = _epoch_cursor(domids[i], tscs[i], slot, cursor, bstart, btsc)
     return out
+
+
+@njit(cache=True)
+def _is_valid(bits, bit_off, i):
+    if bits.shape[0] == 0:
+        return True
+    p = i + bit_off
+    return ((bits[p >> 3] >> (p & 7)) & 1) == 1
+
+
+@njit(cache=True)
+def find_resume(srows, k0, event, d1, d3, domid):
+    """Scan the scheduling rows srows[k0:] (CAT_SCHED) for the domain running again: the first record putting a vCPU
+    of ``domid`` on a pCPU at or after its first offline transition. Returns (row, True), or, without an offline
+    transition before a running record, (first running row, False), or (-1, False)."""
+    first_off = -1
+    first_run = -1
+    for k in range(k0, srows.shape[0]):
+        i = srows[k]
+        e = event[i]
+        r = -1
+        o = -1
+        if e == 0x0002800A:
+            r = d3[i] & 0xFFFF
+        elif e == 0x00021002:
+            r = d1[i] >> 16
+        else:
+            old = (e >> 8) & 3
+            new = (e >> 4) & 3
+            if new == 0:
+                r = d1[i] >> 16
+            if old != new and (old == 3 or new == 3):
+                o = d1[i] >> 16
+        if o == domid and first_off < 0:
+            first_off = k
+        if r == domid:
+            if first_off >= 0:
+                return i, True
+            if first_run < 0:
+                first_run = i
+    return first_run, False
 
 
 @njit(cache=True)
 def count_keys(keys):
     """Distinct u64 keys and their counts, by open addressing (no sort of the input). Output order is arbitrary."""
-    cap = 1024
+    cap = 4096
     table = np.zeros(cap, np.uint64)
     used = np.zeros(cap, np.bool_)
     cnt = np.zeros(cap, np.int64)
@@ -281,3 +336,33 @@ def count_keys(keys):
             out_c[o] = cnt[j]
             o += 1
     return out_k, out_c
+
+
+@njit(cache=True)
+def hypercall_count(rows, event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, bdom, bstart, btsc):
+    """Distinct :func:`hypercall_keys` keys of the hypercall rows and their counts, in one pass over the rows reading
+    the columns' buffers directly (dom null -> -1 through its validity bitmap; epochs as in :func:`epochs_of`)."""
+    m = rows.shape[0]
+    keys = np.empty(m, np.uint64)
+    slot = _dom_slots(bdom)
+    cursor = np.zeros(bdom.shape[0], np.int64)
+    for q in range(m):
+        i = rows[q]
+        d = np.int64(dom[i]) if _is_valid(dom_bits, dom_bit_off, i) else np.int64(-1)
+        ep = min(_epoch_cursor(d, tsc[i], slot, cursor, bstart, btsc), 0xFFF)
+        e = event[i]
+        src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
+        w1 = np.int64(d1[i])
+        has = 0
+        cmd = 0
+        if src != 2 and ((w1 >> 20) & 3) != 0 and n_extra[i] >= 2:
+            has = 1
+            cmd = np.int64(d2[i]) & 0xFFF
+        k = np.uint64(d + 1)
+        k = (k << np.uint64(12)) | np.uint64(ep)
+        k = (k << np.uint64(2)) | np.uint64(src)
+        k = (k << np.uint64(1)) | np.uint64(has)
+        k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
+        k = (k << np.uint64(12)) | np.uint64(cmd)
+        keys[q] = k
+    return count_keys(keys)

@@ -84,24 +84,16 @@ class Epochs:
             return np.zeros(domids.shape, np.int64)
         return epochs_of(domids, tscs, self._bdom, self._bstart, self._btsc)
 
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(domids, starts, TSCs): the boundaries in the CSR form the kernels take."""
+        return self._bdom, self._bstart, self._btsc
+
     def boundary(self, domid: int, epoch: int) -> Boundary | None:
         """The boundary that ends ``epoch`` of ``domid`` (None for its open last epoch)."""
         for b in self.boundaries:
             if b.domid == domid and b.epoch == epoch:
                 return b
         return None
-
-
-def _sched_rows(rec: R.Records) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Scheduling records only: (row indices, domid put on a pCPU or -1, domid of a vCPU entering or leaving the
-    offline state or -1)."""
-    rows = rec.rows(K.CAT_SCHED)
-    ev = rec.event[rows]
-    d3 = np.zeros(rows.size, np.int64)
-    sw = ev == R.SCHED_SWITCH
-    d3[sw] = rec.word(3, rows[sw])
-    run, off = K.sched_doms(ev, rec.word(1, rows), d3)
-    return rows, run, off
 
 
 def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) -> Epochs:
@@ -115,8 +107,9 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
 
     sd = rec.rows(K.CAT_SHUTDOWN)
     sd_dom, sd_vcpu, sd_reason = rec.word(1, sd) & 0xFFFF, rec.word(2, sd), rec.word(3, sd)
-    sched = None  # computed on the first kexec-like shutdown only
-    per_dom: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    srows = rec.rows(K.CAT_SCHED)
+    d1, _, _ = rec.buffer("d1")  # scheduling rows have the words they are read for (n_extra checked by classify)
+    d3, _, _ = rec.buffer("d3")
     stored: dict[int, int] = {}
     used_resume: set[int] = set()
     for i, domid, vcpu, reason in zip(sd.tolist(), sd_dom.tolist(), sd_vcpu.tolist(), sd_reason.tolist()):
@@ -126,22 +119,13 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
         effective = stored.pop(domid, reason)
         if effective not in KEXEC_REASONS:
             continue
-        if sched is None:
-            sched = _sched_rows(rec)
-        if domid not in per_dom:
-            srows, run_dom, off_dom = sched
-            per_dom[domid] = (srows[run_dom == domid], srows[off_dom == domid])
-        all_runs, all_offs = per_dom[domid]
-        runs = all_runs[np.searchsorted(all_runs, i, side="right"):]  # after the shutdown
-        if runs.size == 0:
+        k0 = int(np.searchsorted(srows, i, side="right"))  # scheduling records after the shutdown
+        j, after_offline = K.find_resume(srows, k0, rec.event, d1, d3, domid)
+        if j < 0:
             continue
-        offs = all_offs[np.searchsorted(all_offs, i, side="right"):]
-        note = None
-        if offs.size and offs[0] < runs[-1]:
-            j = int(runs[np.searchsorted(runs, offs[0])])
-        else:
-            j = int(runs[0])
-            note = "no offline transition of the domain seen after the shutdown; first running record used"
+        j = int(j)
+        note = None if after_offline else (
+            "no offline transition of the domain seen after the shutdown; first running record used")
         rem = removed[(rem_dom == domid) & (removed > i) & (removed < j)]
         if rem.size:
             continue  # destroyed, not reset: a re-creation is a "recreate" boundary

@@ -206,10 +206,10 @@ def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:
     sel = rec.rows(K.CAT_HYPERCALL)
     if not sel.size:
         return []
-    domid = rec.dom_at(sel)
-    epoch = ep.of(domid, rec.tsc[sel])
-    key = K.hypercall_keys(rec.event[sel], rec.n_extra[sel], rec.word(1, sel), rec.word(2, sel), domid, epoch)
-    ukeys, counts = K.count_keys(key)
+    d1, _, _ = rec.buffer("d1")
+    d2, _, _ = rec.buffer("d2")  # read only where n_extra >= 2
+    dom, bits, off = rec.buffer("dom")
+    ukeys, counts = K.hypercall_count(sel, rec.event, rec.n_extra, d1, d2, dom, bits, off, rec.tsc, *ep.csr())
     o = np.argsort(ukeys)
     u, counts = ukeys[o], counts[o]
     c = (u & np.uint64(0xFFF)).astype(np.int64)

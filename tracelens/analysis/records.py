@@ -71,6 +71,20 @@ class Records:
         """d<i> of one record."""
         return int(self.word(i, np.asarray([row], np.int64))[0])
 
+    def buffer(self, name: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """Zero-copy view of an integer column for kernels: (values indexed by row, validity bits or an empty array
+        when there are no nulls, bit offset of row 0 in the bits)."""
+        import pyarrow as pa
+
+        col = self.table.column(name)
+        if isinstance(col, pa.ChunkedArray):
+            col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+        validity, data = col.buffers()[:2]
+        width = col.type.bit_width // 8
+        vals = np.frombuffer(data, dtype=np.dtype(f"<u{width}"), count=len(col) + col.offset)[col.offset:]
+        bits = np.frombuffer(validity, np.uint8) if (col.null_count and validity is not None) else np.empty(0, np.uint8)
+        return vals, bits, col.offset
+
     def dom_at(self, sel) -> np.ndarray:
         """The running domain of the rows ``sel`` (i64, -1 when unknown)."""
         return _take(self.table.column("dom"), sel, NO_DOM)
