@@ -66,22 +66,26 @@ def test_epochs_of_matches_bisect():
     assert got.tolist() == want
 
 
-def test_sched_doms_and_hypercall_keys_by_hand():
-    ev = np.array([0x00021101, 0x00021031, 0x00021311, 0x00021002, 0x0002800A, 0x00021011], np.uint32)
-    d1 = np.array([5 << 16 | 1, 5 << 16, 6 << 16 | 2, 7 << 16, 0, 8 << 16], np.int64)
-    d3 = np.array([0, 0, 0, 0, 0x10009, 0], np.int64)  # SWITCH next domid 9, junk in the high half
-    run, off = K.sched_doms(ev, d1, d3)
-    assert run.tolist() == [5, -1, -1, 7, 9, -1]
-    assert off.tolist() == [-1, 5, 6, -1, -1, -1]
-    # grant_table_op cmd 0x1001 (continuation bits) -> cmd 1; VMMCALL has no cmd; SUBCALL of sched_op
-    ev = np.array([0x0020100D, 0x00082012, 0x0020200E], np.uint32)
-    keys = K.hypercall_keys(ev, np.array([3, 1, 2], np.uint8), np.array([0x01100014, 29, 0x0010001D], np.int64),
-                            np.array([0x1001, 0, 2], np.int64), np.array([0, 3, -1], np.int64),
-                            np.array([0, 2, 0], np.int64))
+def test_hypercall_count_by_hand():
+    """grant_table_op cmd 0x1001 (continuation bits) counts as cmd 1; VMMCALL has no cmd; a SUBCALL of sched_op by
+    an unknown domain (null dom); epochs from the boundaries (d3 has one at tsc 100)."""
+    event = np.array([0x0020100D, 0x00082012, 0x0020200E, 0x00082012, 0x0020100D], np.uint32)
+    n_extra = np.array([3, 1, 2, 1, 3], np.uint8)
+    d1 = np.array([0x01100014, 29, 0x0010001D, 29, 0x01100014], np.uint32)
+    d2 = np.array([0x1001, 0, 2, 0, 1], np.uint32)
+    dom = np.array([0, 3, 9, 3, 0], np.uint16)
+    bits = np.array([0b11011], np.uint8)  # row 2's dom is null
+    tsc = np.array([10, 50, 60, 150, 200], np.uint64)
+    bdom, bstart, btsc = np.array([3], np.int64), np.array([0, 1], np.int64), np.array([100], np.uint64)
+    keys, counts = K.hypercall_count(np.arange(5, dtype=np.int64), event, n_extra, d1, d2, dom, bits, 0, tsc,
+                                     bdom, bstart, btsc)
+
     def unpack(k):
         return (int(k >> 47) - 1, int(k >> 35) & 0xFFF, int(k >> 33) & 3, int(k >> 32) & 1, int(k >> 12) & 0xFFFFF,
                 int(k) & 0xFFF)
-    assert [unpack(int(k)) for k in keys] == [(0, 0, 0, 1, 20, 1), (3, 2, 2, 0, 29, 0), (-1, 0, 1, 1, 29, 2)]
+
+    got = {unpack(int(k)): int(c) for k, c in zip(keys, counts)}
+    assert got == {(0, 0, 0, 1, 20, 1): 2, (3, 0, 2, 0, 29, 0): 1, (3, 1, 2, 0, 29, 0): 1, (-1, 0, 1, 1, 29, 2): 1}
 
 
 def test_take_gathers_values_and_nulls_like_arrow():

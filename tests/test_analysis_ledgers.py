@@ -244,3 +244,32 @@ def test_grant_records_after_a_loss_have_no_mapper(tmp_path):
     assert led.unattributed == 1
     rows = {(r["mapper"], r["granter"]): (r["maps"], r["unmaps"], r["outstanding_at_end"]) for r in led.rows}
     assert rows == {(0, 5): (2, 1, 1), (None, 5): (1, 0, 1)}
+
+
+def test_resume_is_the_first_run_after_the_pause(tmp_path):
+    """Hand-built: after d1's SHUTDOWN(soft_reset) its vCPU 1 still gets switched in on pCPU 1 (tsc 25) before the
+    pause takes it offline (27); the resume is the SWITCH to d1v0 at tsc 40, not the run at 25."""
+    from tracelens.parsers.xentrace.writer import CaptureWriter
+
+    w = CaptureWriter()
+    w.record(0, 0x00021101, [1 << 16], tsc=10)
+    w.record(0, 0x00028007, [1, 0, 5], tsc=20)
+    w.record(1, 0x0002800A, [0x7FFF, 1, 1, 1], tsc=25)
+    w.record(1, 0x00021031, [1 << 16 | 1], tsc=27)
+    w.record(0, 0x0002800A, [0x7FFF, 0, 1, 0], tsc=40)
+    w.write(tmp_path / "r.xentrace")
+    (b,) = find_boundaries(columns(tracelens.read_xentrace(tmp_path / "r.xentrace"))).boundaries
+    assert (b.domid, b.kind, b.tsc, b.evidence["shutdown_tsc"]) == (1, "soft_reset", 40, 20)
+    assert "note" not in b.evidence
+
+
+def test_resume_without_a_visible_pause_is_noted(tmp_path):
+    from tracelens.parsers.xentrace.writer import CaptureWriter
+
+    w = CaptureWriter()
+    w.record(0, 0x00021101, [1 << 16], tsc=10)
+    w.record(0, 0x00028007, [1, 0, 3], tsc=20)
+    w.record(0, 0x00021002, [1 << 16], tsc=30)  # continue_running d1v0: no offline transition in between
+    w.write(tmp_path / "n.xentrace")
+    (b,) = find_boundaries(columns(tracelens.read_xentrace(tmp_path / "n.xentrace"))).boundaries
+    assert (b.kind, b.tsc) == ("crash", 30) and "no offline transition" in b.evidence["note"]

@@ -152,61 +152,6 @@ def _classify(event, n_extra, ids, table_cat, need):
 
 
 @njit(cache=True)
-def sched_doms(event, d1, d3):
-    """For scheduling records (CAT_SCHED): the domid each puts on a pCPU (runstate to running, CONTINUE_RUNNING:
-    d1 >> 16; SCHED_SWITCH: next domid d3) or -1, and the domid whose vCPU enters or leaves the offline state
-    (runstate changes with old or new state 3) or -1."""
-    n = event.shape[0]
-    run = np.empty(n, np.int64)
-    off = np.empty(n, np.int64)
-    for i in range(n):
-        e = event[i]
-        r = -1
-        o = -1
-        if e == 0x0002800A:
-            r = d3[i] & 0xFFFF
-        elif e == 0x00021002:
-            r = d1[i] >> 16
-        else:
-            old = (e >> 8) & 3
-            new = (e >> 4) & 3
-            if new == 0:
-                r = d1[i] >> 16
-            if old != new and (old == 3 or new == 3):
-                o = d1[i] >> 16
-        run[i] = r
-        off[i] = o
-    return run, off
-
-
-@njit(cache=True)
-def hypercall_keys(event, n_extra, d1, d2, dom, epoch):
-    """One u64 key per hypercall record: dom+1 (17 bits) | epoch (12, saturating) | source (2: 0 PV_HYPERCALL_V2, 1 SUBCALL,
-    2 VMMCALL) | has_cmd (1) | op (20) | cmd (12). PV records carry op in d1 bits 0-19 and argument flags in bits
-    20-31; when A0 is recorded the cmd is d2 (low 12 bits: GNTTABOP_CMD_MASK; other recorded commands are small)."""
-    n = event.shape[0]
-    out = np.empty(n, np.uint64)
-    for i in range(n):
-        e = event[i]
-        src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
-        op = d1[i] & 0xFFFFF
-        has = 0
-        cmd = 0
-        if src != 2 and ((d1[i] >> 20) & 3) != 0 and n_extra[i] >= 2:
-            has = 1
-            cmd = d2[i] & 0xFFF
-        ep = min(epoch[i], 0xFFF)
-        k = np.uint64(dom[i] + 1)
-        k = (k << np.uint64(12)) | np.uint64(ep)
-        k = (k << np.uint64(2)) | np.uint64(src)
-        k = (k << np.uint64(1)) | np.uint64(has)
-        k = (k << np.uint64(20)) | np.uint64(op)
-        k = (k << np.uint64(12)) | np.uint64(cmd)
-        out[i] = k
-    return out
-
-
-@njit(cache=True)
 def _dom_slots(bdom):
     """domid + 1 (0..65536) -> index into bdom, or -1."""
     slot = np.full(65538, -1, np.int64)
@@ -340,8 +285,11 @@ def count_keys(keys):
 
 @njit(cache=True)
 def hypercall_count(rows, event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, bdom, bstart, btsc):
-    """Distinct :func:`hypercall_keys` keys of the hypercall rows and their counts, in one pass over the rows reading
-    the columns' buffers directly (dom null -> -1 through its validity bitmap; epochs as in :func:`epochs_of`)."""
+    """Hypercall counts per key, in one pass over the hypercall rows reading the columns' buffers directly (dom null
+    -> -1 through its validity bitmap; epochs as in :func:`epochs_of`). One u64 key per record: dom+1 (17 bits) |
+    epoch (12, saturating) | source (2: 0 PV_HYPERCALL_V2, 1 SUBCALL, 2 VMMCALL) | has_cmd (1) | op (20) | cmd (12).
+    PV records carry op in d1 bits 0-19 and argument flags in bits 20-31; when A0 is recorded the cmd is d2 (low 12
+    bits: GNTTABOP_CMD_MASK; other recorded commands are small). Returns (distinct keys, counts)."""
     m = rows.shape[0]
     keys = np.empty(m, np.uint64)
     slot = _dom_slots(bdom)
