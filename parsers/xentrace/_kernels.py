@@ -285,26 +285,6 @@ def decrease_res_payloads(w, pos, nrec):
     return d3, d4
 
 
-STAGE = 2048  # rows staged per flush (about 120 KiB: stays in L2)
-
-
-@njit(cache=True)
-def _flush(o0, m, s_cpu, s_tsc, s_has, s_ev, s_n, s_d, s_off, s_dom, s_vcpu, s_known, s_name,
-           cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name):
-    cpu[o0:o0 + m] = s_cpu[:m]
-    tsc[o0:o0 + m] = s_tsc[:m]
-    has_tsc[o0:o0 + m] = s_has[:m]
-    event[o0:o0 + m] = s_ev[:m]
-    n_extra[o0:o0 + m] = s_n[:m]
-    for x in range(7):
-        d[x, o0:o0 + m] = s_d[x, :m]
-    offset[o0:o0 + m] = s_off[:m]
-    dom[o0:o0 + m] = s_dom[:m]
-    vcpu[o0:o0 + m] = s_vcpu[:m]
-    known[o0:o0 + m] = s_known[:m]
-    name[o0:o0 + m] = s_name[:m]
-
-
 @njit(cache=True, inline="always")
 def _head_key(w, p, kb):
     """K of the record at word p given K before it (running max of TSCs along the pCPU stream)."""
@@ -355,6 +335,108 @@ def _seek(w, pos, vend, cpu_order, j0, j1, w_tsc0, w_key0, w_state0, out_key_k, 
         p += 1 + n + 2 * has
         walked += 1
     return j, p, t, kb, state, np.int64(walked)
+
+
+@njit(cache=True)
+def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb, ss, hi_pivot, bounded, o_start,
+                     name_keys, name_vals, cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name):
+    """One time partition of :func:`merge_decode`: cursors jj/pp/tt/kb/ss per pCPU (window list index, word
+    position, inherited TSC, K before, state); rows are written sequentially from ``o_start``."""
+    nseg = cpu_start.shape[0] - 1
+    mask = name_keys.shape[0] - 1
+    hk = np.zeros(nseg, np.uint64)
+    live = np.zeros(nseg, np.bool_)
+    for k in range(nseg):
+        if jj[k] < cpu_start[k + 1]:
+            hk[k] = _head_key(w, pp[k], kb[k])
+            live[k] = not (bounded and hk[k] >= hi_pivot)
+    o = o_start
+    while True:
+        # the best and runner-up heads by (key, pCPU index); then a run from the best while it stays ahead
+        # (records come in bursts per pCPU, so runs are long and this selection is rare)
+        b = -1
+        b2 = -1
+        bk = np.uint64(0)
+        bk2 = np.uint64(0)
+        for k in range(nseg):
+            if live[k]:
+                v = hk[k]
+                if b < 0 or v < bk:
+                    b2 = b
+                    bk2 = bk
+                    b = k
+                    bk = v
+                elif b2 < 0 or v < bk2:
+                    b2 = k
+                    bk2 = v
+        if b < 0:
+            break
+        c_id = win_cpu[cpu_order[jj[b]]]
+        p = pp[b]
+        t = tt[b]
+        state = ss[b]
+        kcur = hk[b]
+        wend = vend[cpu_order[jj[b]]]
+        while True:
+            h = np.int64(w[p])
+            ev = h & 0x0FFFFFFF
+            n = (h >> 28) & 7
+            has = h >> 31
+            body = p + 1 + 2 * has
+            if has:
+                t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+            cpu[o] = c_id
+            tsc[o] = t
+            has_tsc[o] = has
+            event[o] = ev
+            n_extra[o] = n
+            nw = 0 if ev == EV_WRAP else n
+            for x in range(7):
+                # payload words past n are never read (the record may be the last of the file)
+                d[x, o] = w[body + x] if x < nw else np.uint32(0)
+            offset[o] = 4 * p
+            if ev == EV_LOST and n >= 2:
+                dom[o] = np.int64(w[body + 1]) & 0xFFFF
+                vcpu[o] = np.int64(w[body + 1]) >> 16
+                known[o] = 1
+            else:
+                kn = state != UNKNOWN
+                dom[o] = (state >> 16) if kn else 0
+                vcpu[o] = (state & 0xFFFF) if kn else 0
+                known[o] = 1 if kn else 0
+            hkey = h & 0x7FFFFFFF
+            hh = (hkey * 2654435761) & mask
+            nm = 0
+            while True:
+                kk = name_keys[hh]
+                if kk == hkey:
+                    nm = name_vals[hh]
+                    break
+                if kk == 0xFFFFFFFF:
+                    break
+                hh = (hh + 1) & mask
+            name[o] = nm
+            o += 1
+            state = _state_after(ev, n, w, body, state)
+            p += 1 + n + 2 * has
+            if p >= wend:
+                jj[b] += 1
+                if jj[b] >= cpu_start[b + 1]:
+                    live[b] = False
+                    break
+                wi = cpu_order[jj[b]]
+                p = pos[wi]
+                wend = vend[wi]
+            kcur = _head_key(w, p, kcur)
+            if bounded and kcur >= hi_pivot:
+                live[b] = False
+                break
+            if b2 >= 0 and (kcur > bk2 or (kcur == bk2 and b > b2)):
+                break
+        pp[b] = p
+        tt[b] = t
+        ss[b] = state
+        hk[b] = kcur
 
 
 @njit(cache=True, parallel=True)
@@ -421,134 +503,12 @@ def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_ke
                 pend[k, 4] = cur_s[npart, k]
             else:
                 pend[k, 0] = -1
-    mask = name_keys.shape[0] - 1
     for part in prange(npart):
-        # rows are staged in a small block that stays in cache and flushed one column at a time: writing 18 output
-        # streams at once would overflow the CPU's write-combining buffers
-        s_cpu = np.empty(STAGE, np.uint16)
-        s_tsc = np.empty(STAGE, np.uint64)
-        s_has = np.empty(STAGE, np.uint8)
-        s_ev = np.empty(STAGE, np.uint32)
-        s_n = np.empty(STAGE, np.uint8)
-        s_d = np.empty((7, STAGE), np.uint32)
-        s_off = np.empty(STAGE, np.uint64)
-        s_dom = np.empty(STAGE, np.uint16)
-        s_vcpu = np.empty(STAGE, np.uint16)
-        s_known = np.empty(STAGE, np.uint8)
-        s_name = np.empty(STAGE, np.int16)
-        fill = 0
         last = part == npart - 1
-        hi_pivot = pivots[part + 1]
-        bounded = use_frontier or not last
-        jj = cur_j[part].copy()
-        pp = cur_p[part].copy()
-        tt = cur_t[part].copy()
-        kb = cur_kb[part].copy()
-        ss = cur_s[part].copy()
-        hk = np.zeros(nseg, np.uint64)
-        live = np.zeros(nseg, np.bool_)
-        for k in range(nseg):
-            if jj[k] < cpu_start[k + 1]:
-                hk[k] = _head_key(w, pp[k], kb[k])
-                live[k] = not (bounded and hk[k] >= hi_pivot)
-        o = part_base[part]
-        o0 = o
-        while True:
-            # the best and runner-up heads by (key, pCPU index); then a run from the best while it stays ahead
-            b = -1
-            b2 = -1
-            bk = np.uint64(0)
-            bk2 = np.uint64(0)
-            for k in range(nseg):
-                if live[k]:
-                    v = hk[k]
-                    if b < 0 or v < bk:
-                        b2 = b
-                        bk2 = bk
-                        b = k
-                        bk = v
-                    elif b2 < 0 or v < bk2:
-                        b2 = k
-                        bk2 = v
-            if b < 0:
-                break
-            c_id = win_cpu[cpu_order[jj[b]]]
-            p = pp[b]
-            t = tt[b]
-            state = ss[b]
-            kcur = hk[b]
-            wend = vend[cpu_order[jj[b]]]
-            while True:
-                h = np.int64(w[p])
-                ev = h & 0x0FFFFFFF
-                n = (h >> 28) & 7
-                has = h >> 31
-                body = p + 1 + 2 * has
-                if has:
-                    t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
-                s_cpu[fill] = c_id
-                s_tsc[fill] = t
-                s_has[fill] = has
-                s_ev[fill] = ev
-                s_n[fill] = n
-                nw = 0 if ev == EV_WRAP else n
-                for x in range(7):
-                    # payload words past n are never read (the record may be the last of the file)
-                    v = w[body + x] if x < nw else np.uint32(0)
-                    s_d[x, fill] = v
-                s_off[fill] = 4 * p
-                if ev == EV_LOST and n >= 2:
-                    s_dom[fill] = np.int64(w[body + 1]) & 0xFFFF
-                    s_vcpu[fill] = np.int64(w[body + 1]) >> 16
-                    s_known[fill] = 1
-                else:
-                    kn = state != UNKNOWN
-                    s_dom[fill] = (state >> 16) if kn else 0
-                    s_vcpu[fill] = (state & 0xFFFF) if kn else 0
-                    s_known[fill] = 1 if kn else 0
-                hkey = h & 0x7FFFFFFF
-                hh = (hkey * 2654435761) & mask
-                nm = 0
-                while True:
-                    kk = name_keys[hh]
-                    if kk == hkey:
-                        nm = name_vals[hh]
-                        break
-                    if kk == 0xFFFFFFFF:
-                        break
-                    hh = (hh + 1) & mask
-                s_name[fill] = nm
-                o += 1
-                fill += 1
-                if fill == STAGE:
-                    _flush(o0, fill, s_cpu, s_tsc, s_has, s_ev, s_n, s_d, s_off, s_dom, s_vcpu, s_known, s_name,
-                           cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name)
-                    o0 = o
-                    fill = 0
-                state = _state_after(ev, n, w, body, state)
-                p += 1 + n + 2 * has
-                if p >= wend:
-                    jj[b] += 1
-                    if jj[b] >= cpu_start[b + 1]:
-                        live[b] = False
-                        break
-                    wi = cpu_order[jj[b]]
-                    p = pos[wi]
-                    wend = vend[wi]
-                kcur = _head_key(w, p, kcur)
-                if bounded and kcur >= hi_pivot:
-                    live[b] = False
-                    break
-                if b2 >= 0 and (kcur > bk2 or (kcur == bk2 and b > b2)):
-                    break
-            pp[b] = p
-            tt[b] = t
-            ss[b] = state
-            kb[b] = kcur  # not used after this point except as the head's K
-            hk[b] = kcur
-        if fill:
-            _flush(o0, fill, s_cpu, s_tsc, s_has, s_ev, s_n, s_d, s_off, s_dom, s_vcpu, s_known, s_name,
-                   cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name)
+        _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, cur_j[part].copy(), cur_p[part].copy(),
+                         cur_t[part].copy(), cur_kb[part].copy(), cur_s[part].copy(), pivots[part + 1],
+                         use_frontier or not last, part_base[part], name_keys, name_vals,
+                         cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name)
     return total
 
 

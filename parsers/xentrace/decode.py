@@ -238,7 +238,8 @@ def _to_table(cols, names, n, cpu_hz, meta):
 
     event = cols["event"][:n]
     n_extra = cols["n_extra"][:n]
-    dom = cols["dom"][:n]
+    # payload word j is present where n_extra > j, except in WRAP records (stale ring bytes): count WRAP as 0 words
+    words = np.where(event == K.EV_WRAP, np.uint8(0), n_extra) if (event == K.EV_WRAP).any() else n_extra
     arrays = [
         pa.Array.from_buffers(pa.uint16(), n, [None, pa.py_buffer(cols["cpu"][:n])]),
         pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["tsc"][:n])]),
@@ -246,16 +247,14 @@ def _to_table(cols, names, n, cpu_hz, meta):
         pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(event)]),
         pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(n_extra)]),
     ]
-    not_wrap = event != K.EV_WRAP
     for j in range(7):
-        valid = (n_extra > j) & not_wrap
-        arrays.append(pa.Array.from_buffers(pa.uint32(), n, [_pack(valid), pa.py_buffer(cols["d"][j, :n])]))
+        arrays.append(pa.Array.from_buffers(pa.uint32(), n, [_pack(words > j), pa.py_buffer(cols["d"][j, :n])]))
     arrays.append(pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["offset"][:n])]))
     known = _pack(cols["known"][:n])
-    arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(dom)]))
+    arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["dom"][:n])]))
     arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["vcpu"][:n])]))
     idx = pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(cols["name"][:n])])
-    arrays.append(pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string())))
+    arrays.append(pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string()), safe=False))  # indices come from the kernel
     fields = list(COLUMNS)
     if cpu_hz:
         hz = np.uint64(int(cpu_hz))
