@@ -394,7 +394,7 @@ def damage_of(table) -> list[tuple[int, int]]:
     return [(d["offset"], d["offset"] + d["length"]) for d in json.loads(meta)]
 
 
-def _compare_tolerant(blob: bytes, path, tolerance: str):
+def _compare_tolerant(blob: bytes, path, tolerance: str, summary: bool = False):
     from tracelens.errors import FormatError
 
     path.write_bytes(blob)
@@ -411,13 +411,21 @@ def _compare_tolerant(blob: bytes, path, tolerance: str):
     diff = ref.first_difference(columns_of(table), expected)
     assert diff is None, f"{tolerance}: {diff}"
     assert ref.merged_ranges(damage_of(table)) == ref.merged_ranges(parsed.skipped)
+    if summary:
+        from tracelens.parsers.xentrace.decode import summarize
+
+        s = summarize(path, tolerance=tolerance)
+        problems = ref.summary_mismatches(expected, s, windows=len(parsed.windows))
+        assert not problems, f"{tolerance}: {problems}"
+        damage = [(d["offset"], d["offset"] + d["length"]) for d in s["damage"]]
+        assert ref.merged_ranges(damage) == ref.merged_ranges(parsed.skipped)
     return parsed
 
 
 @pytest.mark.parametrize("tolerance", ["truncate", "skip"])
 @pytest.mark.parametrize("name, blob, offset", _hand_cases(), ids=[c[0] for c in _hand_cases()])
 def test_fast_tolerant_decode_equals_reference_on_hand_cases(name, blob, offset, tolerance, tmp_path):
-    parsed = _compare_tolerant(blob, tmp_path / f"{name}.xt", tolerance)
+    parsed = _compare_tolerant(blob, tmp_path / f"{name}.xt", tolerance, summary=True)
     if parsed is not None:
         assert parsed.skipped and parsed.skipped[0][0] == offset  # the damage starts where strict mode reports it
         if tolerance == "truncate":
@@ -432,7 +440,7 @@ def test_fast_tolerant_decode_equals_reference_on_damaged_captures(seed, toleran
     blob = w.to_bytes()
     for _ in range(rng.randint(1, 3)):  # several injuries in one file
         blob = _damage(blob, rng)
-    _compare_tolerant(blob, tmp_path / "damaged.xt", tolerance)
+    _compare_tolerant(blob, tmp_path / "damaged.xt", tolerance, summary=seed % 4 == 0)
 
 
 def test_fast_tolerant_decode_of_an_intact_capture_reports_no_damage(tmp_path):
@@ -507,7 +515,9 @@ def test_fast_large_capture_with_ties_on_one_and_all_threads_and_in_batches(tmp_
 def check_summary(path):
     from tracelens.parsers.xentrace.decode import summarize
 
-    problems = ref.summary_mismatches(ref.decode(path.read_bytes()), summarize(path))
+    parsed = ref.parse_file(path.read_bytes())
+    cols = ref.order_and_attribute(ref.streams_by_cpu(parsed.records))
+    problems = ref.summary_mismatches(cols, summarize(path), windows=len(parsed.windows))
     assert not problems, problems
 
 
@@ -562,6 +572,7 @@ def test_fast_decoder_equals_reference_on_edge_cases(name, tmp_path):
     for batch_bytes in (1, 40):
         diff = ref.first_difference(read_batches(path, batch_bytes=batch_bytes), expected)
         assert diff is None, f"batch_bytes={batch_bytes}: {diff}"
+    check_summary(path)
 
 
 def test_fast_summary_domain_counts_keep_all_16_bits_of_the_domid(tmp_path):

@@ -306,15 +306,19 @@ def order_violation(cols: dict) -> str | None:
     return None
 
 
-def summary_mismatches(cols: dict, summary: dict) -> list[str]:
-    """Compare a ``tracelens info`` summary dict with counts taken from reference columns; [] when they agree."""
+def summary_mismatches(cols: dict, summary: dict, windows: int | None = None) -> list[str]:
+    """Compare a ``tracelens info`` summary dict with counts taken from reference columns; [] when they agree.
+
+    ``windows`` is the window count from :func:`parse_file`; by default the CPU_CHANGE rows are counted, which is
+    the same unless a CPU_CHANGE record sits inside a window."""
     from collections import Counter
 
-    lost = [d1 for e, d1 in zip(cols["event"], cols["d1"]) if e == LOST_RECORDS]
+    # a LOST_RECORDS record counts when it carries its count word (d1); damage can leave one without
+    lost = [d1 for e, d1 in zip(cols["event"], cols["d1"]) if e == LOST_RECORDS and d1 is not None]
     timed = [t for t, h in zip(cols["tsc"], cols["has_tsc"]) if h]
     want = {
         "records": len(cols["cpu"]),
-        "windows": cols["event"].count(CPU_CHANGE),
+        "windows": cols["event"].count(CPU_CHANGE) if windows is None else windows,
         "pcpus": sorted(set(cols["cpu"])),
         "records_per_domain": dict(Counter("unknown" if d is None else d for d in cols["dom"])),
         "lost_records": {"records": len(lost), "lost": sum(lost)},
