@@ -194,7 +194,6 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
 
 
 # -- hypercalls --------------------------------------------------------------------------------------------------
-SOURCES = {R.PV_HYPERCALL_V2: "pv", R.PV_HYPERCALL_SUBCALL: "pv-multicall", R.HVM_VMMCALL: "hvm"}
 
 
 def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:

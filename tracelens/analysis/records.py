@@ -81,6 +81,8 @@ class Records:
             col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
         validity, data = col.buffers()[:2]
         width = col.type.bit_width // 8
+        if data is None:  # an all-null column may come without a value buffer
+            return np.zeros(len(col), np.dtype(f"<u{width}")), np.zeros((len(col) + 7) // 8, np.uint8), 0
         vals = np.frombuffer(data, dtype=np.dtype(f"<u{width}"), count=len(col) + col.offset)[col.offset:]
         bits = np.frombuffer(validity, np.uint8) if (col.null_count and validity is not None) else np.empty(0, np.uint8)
         return vals, bits, col.offset
@@ -129,6 +131,8 @@ def _take(col, sel, fill) -> np.ndarray:
     if sel.size == 0:
         return np.empty(0, np.int64)
     validity, data = col.buffers()[:2]
+    if data is None:  # all null
+        return np.full(sel.size, fill, np.int64)
     width = col.type.bit_width // 8
     vals = np.frombuffer(data, dtype=np.dtype(f"<u{width}"), count=len(col) + col.offset)
     pos = sel.astype(np.int64) + col.offset
