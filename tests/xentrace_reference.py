@@ -14,6 +14,11 @@ The decoder is split in two so tests can feed the semantic half from another sou
   stable merge by running-max TSC, dom/vcpu).
 
 :func:`decode` chains the two and returns plain Python columns (lists, ``None`` for null).
+
+Where the contract is silent about tolerance (what survives around damage), :func:`parse_file` follows the
+choices the decoder's author documented: a "plausible" header passes the same checks as any window header, the
+records of a window before the one that crosses its end are kept, and a file that does not start with a whole
+CPU_CHANGE record is not a capture whatever the tolerance.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ class RawRecord:
 class ParseResult:
     records: list[RawRecord]
     windows: list[tuple[int, int, int]]  # (offset of CPU_CHANGE, pCPU, window_size)
-    skipped: list[tuple[int, int]]  # (start, end) byte ranges skipped under tolerance="skip"
+    skipped: list[tuple[int, int]]  # (start, end) byte ranges not decoded (tolerance "skip" or "truncate")
     stopped_at: int | None  # offset of the damage under tolerance="truncate" (None: read to the end)
 
 
