@@ -6,6 +6,8 @@ tracelens`` is cheap.
 - :func:`read_xentrace` -- decode a xentrace capture into a time-ordered ``pyarrow.Table``
 - :func:`iter_xentrace` -- the same in bounded memory, as a stream of tables
 - :func:`xentrace_info` -- the summary ``tracelens info`` prints, without decoding records
+- :func:`open` -- a capture or a dump, detected from its bytes, as a notebook-friendly object (tracelens.api)
+- :func:`sql` -- a SQL query over captures and dumps (records, boundaries, grants, balloon, findings, dmesg)
 """
 
 from __future__ import annotations
@@ -34,4 +36,17 @@ def xentrace_info(path, **kwargs) -> dict:
     return summarize(path, **kwargs)
 
 
-__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "__version__"]
+_API = ("open", "sql", "Capture", "Dump", "Report")
+
+
+def __getattr__(name):
+    # the notebook API (tracelens/api.py) loads on first use, so ``import tracelens`` stays cheap
+    if name in _API:
+        from tracelens import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tracelens' has no attribute {name!r}")
+
+
+__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "open", "sql", "Capture", "Dump", "Report",
+           "__version__"]

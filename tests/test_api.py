@@ -1,0 +1,194 @@
+"""The notebook API (tracelens/api.py): format detection, the lazy record scan and its pushdown, reports as
+frames, dumps. Expected values come from the sample README (sample-traces/README.md, docs/analysis.md) or from
+pyarrow computations over the decoder's own table, never from the API under test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+pl = pytest.importorskip("polars")
+
+import tracelens  # noqa: E402
+from tracelens.api import Capture, Dump, Report, plan_predicate  # noqa: E402
+from tracelens.errors import FormatError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample-traces"
+PG = SAMPLES / "persistent-grants.xentrace"
+
+sys.path.insert(0, str(ROOT / "tests" / "vmcore"))
+
+
+@pytest.fixture(scope="module")
+def table():
+    return tracelens.read_xentrace(PG)
+
+
+@pytest.fixture(scope="module")
+def small_dump(tmp_path_factory):
+    from vmcore_writers import Kernel, LogRec, Memory, add_lockless_ring, standard_notes, write_elf
+
+    mem = Memory(ram=[(0x100, 0x200)])
+    k = Kernel(mem, image_pa=0x120000, heap_pa=0x160000, pt_pa=0x100000)
+    add_lockless_ring(k, [
+        LogRec(1_000, b"Hypervisor detected: Xen HVM"),
+        LogRec(2_000, b"xen: --> pirq=16 -> irq=8 (gsi=8)", level=7),
+        LogRec(3_000, b"ordinary line"),
+    ])
+    mem.write(0x1F0 * 4096, b"tracelens-api-test")
+    p = tmp_path_factory.mktemp("dump") / "small.elf"
+    write_elf(p, mem, standard_notes(k.vmcoreinfo()))
+    return p
+
+
+def test_open_detects_the_format(small_dump, tmp_path):
+    assert isinstance(tracelens.open(PG), Capture)
+    d = tracelens.open(small_dump)
+    assert isinstance(d, Dump) and d.format == "elf-vmcore"
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a capture at all" * 10)
+    with pytest.raises(FormatError):
+        tracelens.open(junk)
+
+
+def test_import_tracelens_stays_light():
+    import subprocess
+
+    code = ("import sys, tracelens; tracelens.open; "
+            "print(sorted(m for m in ('polars', 'pyarrow', 'numba', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_records_equal_the_decoded_table(table):
+    df = Capture(PG).records.collect()
+    assert df.columns == table.column_names
+    assert df.height == table.num_rows
+    assert df["tsc"].to_list() == table.column("tsc").to_pylist()
+    assert df["name"].cast(pl.String).to_list() == table.column("name").cast("string").to_pylist()
+
+
+def test_projection_and_predicate_are_pushed_down(table):
+    cap = Capture(PG)
+    out = cap.records.filter(pl.col("cpu") == 1).select("tsc").collect()
+    req = cap.scans[-1]
+    # polars asked the reader for the filter's column and the selected one only, and handed it the filter
+    assert sorted(req.columns) == ["cpu", "tsc"]
+    assert req.predicate is not None and req.predicate.meta.root_names() == ["cpu"]
+    expected = table.filter(pc.equal(table.column("cpu"), 1)).column("tsc").to_pylist()
+    assert out.columns == ["tsc"] and out["tsc"].to_list() == expected
+
+
+def test_reader_yields_only_the_projected_columns():
+    cap = Capture(PG, batch_bytes=4096)
+    frames = list(cap._scan(["tsc", "dom"], pl.col("dom") == 0, None, None))
+    assert len(frames) >= 2  # several decoder batches
+    assert all(f.columns == ["tsc", "dom"] for f in frames)
+    assert all((f["dom"] == 0).all() for f in frames)
+    frames = list(cap._scan(["tsc"], pl.col("dom") == 0, None, None))  # filter column not kept in the output
+    assert all(f.columns == ["tsc"] for f in frames)
+
+
+def test_batches_outside_the_tsc_bounds_are_skipped(table):
+    cap = Capture(PG, batch_bytes=4096)
+    n_batches = len(list(tracelens.iter_xentrace(PG, batch_bytes=4096)))
+    assert n_batches >= 3
+    last = max(table.column("tsc").to_pylist())
+    df = cap.records.filter(pl.col("tsc") > last - 1000).collect()
+    req = cap.scans[-1]
+    assert req.tsc_range == (last - 999, None)
+    assert req.batches == n_batches and req.batches_skipped >= 1
+    expected = table.filter(pc.greater(table.column("tsc"), last - 1000)).num_rows
+    assert df.height == expected > 0
+
+
+def test_batches_without_the_cpu_are_skipped():
+    cap = Capture(PG, batch_bytes=4096)
+    assert cap.records.filter(pl.col("cpu").is_in([7, 9])).collect().height == 0
+    req = cap.scans[-1]
+    assert req.batches >= 3 and req.batches_skipped == req.batches
+
+
+def test_row_limit_stops_decoding():
+    cap = Capture(PG, batch_bytes=4096)
+    df = cap.records.head(3).collect()
+    assert df.height == 3
+    assert cap.scans[-1].batches == 1
+
+
+@pytest.mark.parametrize("expr, bounds, n_cpu_terms", [
+    (pl.col("tsc") >= 5, (5, None), 0),
+    ((pl.col("tsc") < 10) & (pl.col("cpu") == 1), (None, 9), 1),
+    (pl.col("tsc").is_between(3, 8, closed="left"), (3, 7), 0),
+    ((pl.col("dom") == 0) & (pl.lit(20) >= pl.col("tsc")), (None, 20), 0),
+    ((pl.col("tsc") % 2) == 0, (None, None), 0),  # not a simple bound: left to the row filter
+    ((pl.col("cpu") == 1) | (pl.col("tsc") > 4), (None, None), 0),  # a disjunction bounds nothing
+    (None, (None, None), 0),
+])
+def test_plan_predicate(expr, bounds, n_cpu_terms):
+    got_bounds, cpu_terms = plan_predicate(expr)
+    assert got_bounds == bounds and len(cpu_terms) == n_cpu_terms
+
+
+def test_report_frames_match_the_sample_readme():
+    rep = tracelens.open(PG).analyze()
+    assert isinstance(rep, Report)
+    b = rep.boundaries.to_dicts()
+    assert [(x["domid"], x["epoch"], x["kind"], x["tsc"]) for x in b] == [(1, 0, "soft_reset", 12807307)]
+    f = rep.findings.sort("rule")
+    assert f.select("rule", "severity", "domid", "epoch", "object").rows() == [
+        ("TL-GNT-001", "error", 1, 0, "mapper:d0"), ("TL-GNT-002", "warning", 1, 1, "mapper:d0")]
+    g = rep.grants.filter(pl.col("epoch") == 0).row(0, named=True)
+    assert (g["mapper"], g["granter"], g["maps"], g["unmaps"], g["outstanding_at_boundary"]) == (0, 1, 16, 10, 6)
+    assert rep.balloon.height == 0 and "pages" in rep.balloon.columns
+    s = rep.grant_series
+    assert s.height == 16 + 10 + 4 + 6  # maps and unmaps of the README scenario
+    assert s.filter(pl.col("tsc") <= 12807307)["delta"].sum() == 6
+    assert rep.safety.filter(pl.col("epoch") == 0)["verdict"].to_list() == ["unsafe"]
+
+
+def test_report_frames_have_columns_when_empty():
+    rep = tracelens.open(SAMPLES / "clean-soft-reset.xentrace").analyze()
+    assert rep.findings.height == 0
+    assert {"rule", "severity", "domid", "epoch", "message"} <= set(rep.findings.columns)
+    assert rep.findings.schema["tsc"] == pl.UInt64
+
+
+def test_dump_wrapper(small_dump):
+    with tracelens.open(small_dump) as d:
+        assert d.info()["format"] == "elf-vmcore"
+        log = d.dmesg()
+        assert log["text"].to_list() == ["Hypervisor detected: Xen HVM", "xen: --> pirq=16 -> irq=8 (gsi=8)",
+                                         "ordinary line"]
+        assert log["ts_nsec"].to_list() == [1000, 2000, 3000]
+        ev = d.xen_events()
+        assert ev.filter(pl.col("event") == "pirq_mapped").select("pirq", "irq", "gsi").row(0) == (16, 8, 8)
+        assert d.pages.height == 0x100
+        assert d.read_phys(0x1F0 * 4096, 18) == b"tracelens-api-test"
+        assert d.vmcoreinfo.osrelease == "6.1.0-test"
+
+
+def test_reprs(small_dump):
+    cap = tracelens.open(PG)
+    assert "persistent-grants.xentrace" in repr(cap)
+    html = cap._repr_html_()
+    assert "<table" in html and "514" in html
+    rep = cap.analyze()
+    assert "TL-GNT-001" in repr(rep) and "TL-GNT-001" in rep._repr_html_()
+    assert "TL-GNT-001" in repr(rep.findings) and "#c62828" in rep.findings._repr_html_()
+    assert rep.findings.filter(pl.col("rule") == "TL-GNT-002").height == 1  # still a polars frame
+    with tracelens.open(small_dump) as d:
+        assert "elf-vmcore" in repr(d) and "6.1.0-test" in d._repr_html_()
+
+
+def test_html_escapes_capture_strings():
+    from tracelens.display import FindingsFrame
+
+    df = pl.DataFrame({"rule": ["<x>"], "severity": ["error"], "domid": [1], "epoch": [0], "object": ["a&b"],
+                       "tsc": [1], "message": ["<script>"]})
+    html = FindingsFrame.wrap(df)._repr_html_()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "a&amp;b" in html
