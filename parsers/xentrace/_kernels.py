@@ -63,11 +63,12 @@ def _window_problem(w, p, nwords, max_cpu, max_size_bytes):
 
 
 @njit(cache=True)
-def walk_windows(w, start, nwords, max_cpu, max_size_bytes, resync):
+def walk_windows(w, start, nwords, max_cpu, max_size_bytes, resync, stop):
     """Hop over windows from word ``start``.
 
-    Returns (pos, end, cpu, skip_from, skip_to, skip_code, status, status_pos): pos/end are the word range of each
-    window's records, its CPU_CHANGE header first. Without ``resync`` the walk stops at the
+    Returns (pos, end, cpu, skip_from, skip_to, skip_code, status, status_pos, next): pos/end are the word range of
+    each window's records, its CPU_CHANGE header first; the walk pauses at the first window starting at or after
+    word ``stop`` and ``next`` says where to resume (nwords when the file is done). Without ``resync`` the walk stops at the
     first bad header and reports it in status/status_pos; with it, the walk scans forward one word at a time to the
     next plausible header and records the skipped word range.
     """
@@ -84,7 +85,7 @@ def walk_windows(w, start, nwords, max_cpu, max_size_bytes, resync):
     status = OK
     status_pos = -1
     p = start
-    while p < nwords:
+    while p < nwords and p < stop:
         code = _window_problem(w, p, nwords, max_cpu, max_size_bytes)
         if code != OK:
             if not resync:
@@ -116,7 +117,8 @@ def walk_windows(w, start, nwords, max_cpu, max_size_bytes, resync):
         cpu[n] = w[p + 1]
         n += 1
         p = p + 3 + size_w
-    return pos[:n], end[:n], cpu[:n], s_from[:ns], s_to[:ns], s_code[:ns], status, status_pos
+    nxt = p if status == OK else nwords
+    return pos[:n], end[:n], cpu[:n], s_from[:ns], s_to[:ns], s_code[:ns], status, status_pos, nxt
 
 
 @njit(cache=True, parallel=True)

@@ -86,7 +86,59 @@ def _message(code: int, w: np.ndarray, p: int, size: int) -> str:
     return f"damaged capture (code {code})"
 
 
-def _open(path) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
+CHUNK_BYTES = 64 << 20  # passes that only read (count, per-pCPU stream) work through the file this much at a time
+# Up to this size a capture is mapped whole and populated in one call (fastest: one pass, no faults); larger ones,
+# and the streaming decoder, are mapped chunk by chunk and released behind, so resident memory stays bounded.
+POPULATE_LIMIT = 2 << 30
+
+
+def _release(mm: mmap.mmap | None, upto_byte: int) -> None:
+    """Drop the mapping of the file's first ``upto_byte`` bytes (page cache stays): resident memory then follows the
+    window being worked on, not the capture's size."""
+    if mm is None or upto_byte <= 0 or not hasattr(mm, "madvise"):
+        return
+    length = (upto_byte // mmap.PAGESIZE) * mmap.PAGESIZE
+    if length:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, 0, min(length, len(mm)))
+        except (OSError, ValueError):  # pragma: no cover - advisory only
+            pass
+
+
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+
+
+
+def _populate(mm: mmap.mmap | None, start_byte: int, end_byte: int) -> None:
+    """Map a range of the file in one call (much cheaper than a page fault per 64 KiB on virtual machines)."""
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    a = (max(0, start_byte) // mmap.PAGESIZE) * mmap.PAGESIZE
+    b = min(len(mm), end_byte)
+    if b > a:
+        try:
+            mm.madvise(MADV_POPULATE_READ, a, b - a)
+        except (OSError, ValueError):  # older kernels: ordinary faults will do
+            pass
+
+
+def _chunks(pos: np.ndarray, end: np.ndarray, chunk_bytes: int = CHUNK_BYTES, mm=None):
+    """Consecutive window index ranges (a, b) spanning about ``chunk_bytes`` of the file each; with ``mm``, each
+    range is mapped in before it is yielded and released after."""
+    n = len(pos)
+    a = 0
+    while a < n:
+        limit = int(pos[a]) * 4 + chunk_bytes
+        b = int(np.searchsorted(end * 4, limit, side="right"))
+        b = min(max(b, a + 1), n)
+        if mm is not None:
+            _populate(mm, int(pos[a]) * 4, int(end[b - 1]) * 4)
+        yield a, b
+        if mm is not None:
+            _release(mm, int(end[b - 1]) * 4)
+        a = b
+
+
+def _open(path, populate: bool = False) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
     path = os.fspath(path)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -98,7 +150,8 @@ def _open(path) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
         size = os.fstat(fd).st_size
         if size == 0:
             raise FormatError(path, 0, "empty file: not a xentrace capture")
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        # a whole-capture decode reads every page: map them in one go instead of one fault per 64 KiB
+        flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
         mm = mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
     except OSError as e:
         raise FormatError(path, None, f"cannot map: {e.strerror}") from None
@@ -108,25 +161,49 @@ def _open(path) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
     return path, size, mm, words
 
 
-def scan(path, tolerance: str = "strict") -> _Scan:
-    """Passes 1 and 2: the windows and their record counts, with the damage tolerance applied."""
+def scan(path, tolerance: str = "strict", populate: bool | None = None) -> _Scan:
+    """Passes 1 and 2: the windows and their record counts, with the damage tolerance applied. ``populate`` maps
+    the whole file at once (default: when it is at most POPULATE_LIMIT bytes)."""
     if tolerance not in TOLERANCES:
         raise UsageError(f"--tolerance must be one of {', '.join(TOLERANCES)}, not {tolerance!r}")
-    path, size, mm, w = _open(path)
+    if populate is None:
+        try:
+            populate = os.path.getsize(path) <= POPULATE_LIMIT
+        except OSError:
+            populate = False
+    path, size, mm, w = _open(path, populate)
     nwords = w.shape[0]
     if nwords < 3 or int(w[0]) != K.CPU_CHANGE_HEADER:
         first = f"0x{int(w[0]):08x}" if nwords else f"{size} byte(s)"
         raise FormatError(path, 0, f"not a xentrace capture: a capture starts with a CPU_CHANGE record (0x2001f003), "
                                    f"this file starts with {first}")
-    pos, end, cpu, s_from, s_to, s_code, status, status_pos = K.walk_windows(
-        w, 0, nwords, MAX_CPU, MAX_WINDOW_BYTES, tolerance == "skip")
+    parts = []
+    p = 0
+    while True:  # in steps, releasing what was walked over (file fault-around maps 64 KiB around each header)
+        if not populate:
+            _populate(mm, p * 4, p * 4 + CHUNK_BYTES + (1 << 20))
+        r = K.walk_windows(w, p, nwords, MAX_CPU, MAX_WINDOW_BYTES, tolerance == "skip", p + CHUNK_BYTES // 4)
+        parts.append(r[:6])
+        status, status_pos, p = r[6], r[7], r[8]
+        if not populate:
+            _release(mm, p * 4)
+        if status != K.OK or p >= nwords:
+            break
+    pos, end, cpu, s_from, s_to, s_code = (np.concatenate([x[i] for x in parts]) for i in range(6))
     damage = [Damage(int(a) * 4, int(b - a) * 4, _message(int(c), w, int(a), size)) for a, b, c in zip(s_from, s_to, s_code)]
     problems = []  # (byte offset, message) in strict/truncate mode
     if status != K.OK:
         problems.append((int(status_pos) * 4, _message(int(status), w, int(status_pos), size), len(pos)))
     elif size % 4:
         problems.append((nwords * 4, f"file ends with {size % 4} stray byte(s) after the last record: truncated capture", len(pos)))
-    nrec, bad = K.count_records(w, pos, end)
+    if populate:
+        nrec, bad = K.count_records(w, pos, end)
+    else:
+        _release(mm, size)
+        nrec = np.empty(len(pos), np.int64)
+        bad = np.empty(len(pos), np.int64)
+        for a, b in _chunks(pos, end, mm=mm):
+            nrec[a:b], bad[a:b] = K.count_records(w, pos[a:b], end[a:b])
     for i in np.nonzero(bad >= 0)[0]:
         b = int(bad[i])
         msg = _message(K.E_RECORD_CROSSES_WINDOW, w, b, size)
@@ -145,7 +222,9 @@ def scan(path, tolerance: str = "strict") -> _Scan:
         pos, end, cpu, nrec, bad = pos[:keep], end[:keep], cpu[:keep], nrec[:keep], bad[:keep]
         damage.append(Damage(off, size - off, msg))
     damage.sort(key=lambda d: d.offset)
-    return _Scan(path, size, mm, w, pos, end, cpu, nrec.astype(np.int64), np.where(bad >= 0, bad, end), damage)
+    sc = _Scan(path, size, mm, w, pos, end, cpu, nrec.astype(np.int64), np.where(bad >= 0, bad, end), damage)
+    sc.populated = populate
+    return sc
 
 
 # -- the per-pCPU pass -------------------------------------------------------------------------------------------
@@ -360,7 +439,7 @@ def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None 
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    sc = scan(path, tolerance)
+    sc = scan(path, tolerance, populate=True)
     version = parse_version(xen_version)
     cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version, None,
                                                        counted=(sc.nrec, sc.vend), path=sc.path)
@@ -398,7 +477,7 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    sc = scan(path, tolerance)
+    sc = scan(path, tolerance, populate=False)
     # a first look at every record fixes, before the first batch, the layout guess and one name dictionary
     # shared by all batches (an Arrow IPC file cannot change a dictionary between batches)
     first = summarize_scan(sc, want_doms=False, xen_version=xen_version)
@@ -443,6 +522,11 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
         if reuse_buffers:
             buf = cols
         pending = pend
+        # nothing before the earliest pending record or the next batch is needed again
+        keep_from = int(sc.pos[j]) * 4 if j < nwin else sc.size
+        if len(pending[0]):
+            keep_from = min(keep_from, int(pending[0].min()) * 4)
+        _release(sc.mm, keep_from)
         i = j
         if progress is not None:
             progress(min(int(sc.end[j - 1]) * 4 if j else 0, sc.size), sc.size)
@@ -453,21 +537,54 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
 
 
 def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None = None) -> dict:
-    """Counts for ``tracelens info``: every record is visited, none is materialised."""
-    cpus, order, cpu_start, dom_counts, res = _stream(sc.words, sc.pos, sc.nrec, sc.cpu.astype(np.int32), _Carry(), want_doms)
-    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow, stats = res
-    ids = _ids_of(sc.words, sc.pos, sc.nrec, res, sc.path)
+    """Counts for ``tracelens info``: every record is visited, none is materialised. Works through the file in
+    chunks of windows, carrying each pCPU's state, so resident memory does not grow with the capture."""
+    carry = _Carry()
+    ids: dict[tuple[int, int], int] = {}
+    dom_counts = np.zeros(65537, np.int64)
+    lost_recs = lost_n = 0
+    lo = hi = None
+    overflow = False
+    cpus_seen: set[int] = set()
+    w32 = sc.cpu.astype(np.int32)
+    spans = [(0, len(sc.pos))] if getattr(sc, "populated", False) else _chunks(sc.pos, sc.end, mm=sc.mm)
+    for a, b in spans:
+        cpus, order, cpu_start, dc, res = _stream(sc.words, sc.pos[a:b], sc.nrec[a:b], w32[a:b], carry, want_doms)
+        w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, ovf, stats = res
+        for k, c in enumerate(cpus.tolist()):
+            carry.tsc[c], carry.key[c], carry.state[c] = int(out_tsc[k]), int(out_key[k]), int(out_state[k])
+        cpus_seen.update(cpus.tolist())
+        if ovf.any():
+            overflow = True
+        else:
+            for key, cnt in _id_counts(hkeys, hcounts).items():
+                ids[key] = ids.get(key, 0) + cnt
+        if want_doms:
+            dom_counts += dc.sum(axis=0)
+        lost_recs += int(stats[:, 0].sum())
+        lost_n += int(stats[:, 1].sum())
+        timed = stats[:, 3] >= stats[:, 2]
+        if timed.any():
+            cl, ch = int(stats[timed, 2].min()), int(stats[timed, 3].max())
+            lo = cl if lo is None else min(lo, cl)
+            hi = ch if hi is None else max(hi, ch)
+    if overflow:  # a per-pCPU table overflowed somewhere: count every id exactly (rare; bounded)
+        keys, counts, status = K.exact_id_counts(sc.words, sc.pos, sc.nrec, MAX_DISTINCT_IDS)
+        if status:
+            raise FormatError(sc.path, 0, f"more than {MAX_DISTINCT_IDS:,} distinct event ids: not a plausible capture "
+                                          "(a real one has a few hundred)")
+        ids = _id_counts(keys, counts)
+        _release(sc.mm, sc.size)
     dr = None
     if (0x0010F005, 4) in ids:
         dr = K.decrease_res_payloads(sc.words, sc.pos, sc.nrec)
+        _release(sc.mm, sc.size)
     v = parse_version(xen_version)
     guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(ids, dr)
-    timed = stats[:, 3] >= stats[:, 2]
-    out = {"_guess": guess, "ids": ids, "cpus": cpus, "overflow": bool(overflow.any()),
-           "lost": (int(stats[:, 0].sum()), int(stats[:, 1].sum())),
-           "span": (int(stats[timed, 2].min()), int(stats[timed, 3].max())) if timed.any() else (None, None)}
+    out = {"_guess": guess, "ids": ids, "cpus": np.array(sorted(cpus_seen)), "overflow": overflow,
+           "lost": (lost_recs, lost_n), "span": (lo, hi)}
     if want_doms:
-        out["dom_counts"] = dom_counts.sum(axis=0)
+        out["dom_counts"] = dom_counts
     return out
 
 
