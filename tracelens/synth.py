@@ -55,6 +55,7 @@ MEM_GRANT_MAP = 0x0010F001
 MEM_GRANT_UNMAP = 0x0010F002
 MEM_DECREASE_RESERVATION = 0x0010F005
 PV_HYPERCALL_V2 = 0x0020100D
+PV_HYPERCALL_SUBCALL = 0x0020200E
 HW_IRQ_ASSIGN_VECTOR = 0x00802006
 HW_IRQ_CLEAR_VECTOR = 0x00802004
 HW_IRQ_HANDLED = 0x00802008
@@ -335,6 +336,17 @@ class Sim:
     def hypercall(self, domid: int, op: int, args: dict | None = None, vcpu: int = 0) -> None:
         cpu, _ = self._enter(domid, vcpu, op, args)
         self._leave(domid, cpu)
+
+    def multicall(self, domid: int, entries, vcpu: int = 0) -> None:
+        """A PV multicall (op 13, A1 = count) and one HYPERCALL_SUBCALL per entry (spec §4.4: same format as V2).
+        ``entries``: (op, args) pairs."""
+        if self.doms[domid].kind != "pv":
+            raise ValueError("this simulator issues multicalls from PV domains only")
+        cpu, _ = self._enter(domid, vcpu, HC_MULTICALL, {1: len(entries)})
+        for op, args in entries:
+            if self._emit(cpu, PV_HYPERCALL_SUBCALL, pv_hypercall_words(op, args)) is not None:
+                cmd = (args.get(0, 0) & 0xFFF) if 0 in PV_RECORDED_ARGS.get(op, ()) else None
+                self.truth.hypercalls[(domid, self._epoch(domid), "pv-multicall", op, cmd)] += 1
 
     def _unsafe(self, domid: int, tsc: int | None, kind: str) -> None:
         if tsc is not None:
@@ -892,6 +904,11 @@ def random_scenario(seed: int, steps: int | None = None) -> Sim:
         elif x < 0.72 and s.doms[g].kind == "hvm":
             p = r.randrange(16, 40)
             s.gt_pirq(g, p, p, p, p - 10, bind=p not in s.pirqs[g])
+        elif x < 0.75:
+            pv = [d for d in [0] + alive if s.doms[d].kind == "pv"]
+            s.multicall(r.choice(pv), [(r.choice([HC_MMU_UPDATE, HC_GRANT_TABLE_OP, HC_VCPU_OP, HC_XEN_VERSION]),
+                                        {0: r.choice([0, 1, 5, 0x1001]), 1: r.randrange(8), 2: r.randrange(1, 9)})
+                                       for _ in range(r.randint(1, 4))])
         else:
             _background(s, [0] + alive, r.randint(1, 4))
     return s.finish()
