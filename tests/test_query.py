@@ -1,0 +1,132 @@
+"""``tracelens query`` (tracelens/commands/query.py) and ``tracelens.sql``: SQL over captures, their analysis and
+dumps. Expected values come from the sample README and from pyarrow over the decoder's table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+pl = pytest.importorskip("polars")
+typer = pytest.importorskip("typer")
+from typer.testing import CliRunner  # noqa: E402
+
+import tracelens  # noqa: E402
+from tracelens.commands import query as Q  # noqa: E402
+from tracelens.errors import UsageError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = str(ROOT / "sample-traces" / "persistent-grants.xentrace")
+CK = str(ROOT / "sample-traces" / "crash-kdump.xentrace")
+BAL = str(ROOT / "sample-traces" / "balloon-before-kexec.xentrace")
+sys.path.insert(0, str(ROOT / "tests" / "vmcore"))
+
+
+@pytest.fixture(scope="module")
+def app():
+    a = typer.Typer()
+    Q.register(a)
+
+    @a.command()
+    def _other():  # a second command, so that typer keeps "query" as a sub-command
+        pass
+
+    return a
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory):
+    from vmcore_writers import Kernel, LogRec, Memory, add_lockless_ring, standard_notes, write_elf
+
+    mem = Memory(ram=[(0x100, 0x200)])
+    k = Kernel(mem, image_pa=0x120000, heap_pa=0x160000, pt_pa=0x100000)
+    add_lockless_ring(k, [LogRec(1_000, b"xen: --> pirq=16 -> irq=8 (gsi=8)", level=7),
+                          LogRec(2_000, b"xen: --> pirq=17 -> irq=9 (gsi=9)", level=7),
+                          LogRec(3_000, b"Kernel panic - not syncing: test", level=0)])
+    p = tmp_path_factory.mktemp("q") / "d.elf"
+    write_elf(p, mem, standard_notes(k.vmcoreinfo()))
+    return str(p)
+
+
+def test_findings_over_several_captures():
+    df = tracelens.sql("SELECT capture, rule, domid, epoch FROM findings ORDER BY capture, rule", PG, CK, BAL)
+    assert df.rows() == [(BAL, "TL-BAL-001", 1, 0),
+                         (CK, "TL-GNT-001", 1, 0), (CK, "TL-GNT-002", 1, 1),
+                         (PG, "TL-GNT-001", 1, 0), (PG, "TL-GNT-002", 1, 1)]
+
+
+def test_records_aggregate_matches_pyarrow():
+    t = tracelens.read_xentrace(PG)
+    df = tracelens.sql("SELECT cpu, COUNT(*) AS n FROM records WHERE event = 135425 GROUP BY cpu ORDER BY cpu", PG)
+    sel = t.filter(pc.equal(t.column("event"), 135425))
+    expected = sorted({c: sel.column("cpu").to_pylist().count(c) for c in set(sel.column("cpu").to_pylist())}.items())
+    assert [tuple(r) for r in df.rows()] == expected
+
+
+def test_join_records_with_boundaries():
+    q = ("SELECT b.domid, COUNT(*) AS before FROM records r JOIN boundaries b ON r.dom = b.domid "
+         "WHERE r.tsc < b.tsc GROUP BY b.domid")
+    df = tracelens.sql(q, PG)
+    t = tracelens.read_xentrace(PG)
+    mask = pc.and_(pc.equal(t.column("dom"), 1), pc.less(t.column("tsc"), 12807307))
+    assert df.rows() == [(1, pc.sum(pc.cast(pc.fill_null(mask, False), "int64")).as_py())]
+
+
+def test_dmesg_and_xen_events_from_a_dump(dump):
+    df = tracelens.sql("SELECT ts_nsec, text FROM dmesg ORDER BY seq", dump)
+    assert df["ts_nsec"].to_list() == [1000, 2000, 3000]
+    ev = tracelens.sql("SELECT pirq, irq FROM xen_events WHERE event = 'pirq_mapped' ORDER BY pirq", dump, PG)
+    assert ev.rows() == [(16, 8), (17, 9)]
+
+
+def test_errors_are_usage_errors():
+    with pytest.raises(UsageError):
+        tracelens.sql("SELECT 1", PG)  # names no table
+    with pytest.raises(UsageError):
+        tracelens.sql("SELECT nope FROM findings", PG)
+    with pytest.raises(UsageError):
+        Q.run([PG], "SELECT * FROM findings", fmt="parquet")  # parquet needs -o
+    with pytest.raises(UsageError):
+        Q.run([PG], "SELECT * FROM findings", fmt="xml")
+
+
+def test_cli_csv_and_json(app):
+    r = CliRunner().invoke(app, ["query", PG, "SELECT rule, domid, epoch FROM findings ORDER BY rule",
+                                 "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(io.StringIO(r.stdout)))
+    assert rows == [["rule", "domid", "epoch"], ["TL-GNT-001", "1", "0"], ["TL-GNT-002", "1", "1"]]
+    r = CliRunner().invoke(app, ["query", PG, "SELECT name, COUNT(*) AS n FROM records WHERE event = 1110017 "
+                                              "GROUP BY name", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    t = tracelens.read_xentrace(PG)
+    n_maps = pc.sum(pc.cast(pc.equal(t.column("event"), 0x0010F001), "int64")).as_py()
+    assert n_maps == 20  # README: 16 maps before the boundary, 4 after
+    assert json.loads(r.stdout) == [{"name": "MEM_PAGE_GRANT_MAP", "n": 20}]
+
+
+def test_cli_output_files_are_atomic(app, tmp_path):
+    out = tmp_path / "f.parquet"
+    r = CliRunner().invoke(app, ["query", PG, CK, "SELECT capture, rule FROM findings", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert pl.read_parquet(out).height == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["f.parquet"]  # no temporary file left
+    bad = tmp_path / "g.csv"
+    r = CliRunner().invoke(app, ["query", PG, "SELECT nope FROM findings", "-o", str(bad)])
+    assert r.exit_code != 0 and not bad.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["f.parquet"]
+
+
+def test_show_code_runs_and_gives_the_same_rows(app, capsys):
+    q = "SELECT rule, domid FROM findings ORDER BY rule"
+    r = CliRunner().invoke(app, ["query", PG, q, "--show-code", "--format", "csv"])
+    assert r.exit_code == 0 and "tracelens.sql(" in r.stdout
+    exec(compile(r.stdout, "<show-code>", "exec"), {})
+    printed = capsys.readouterr().out
+    direct = CliRunner().invoke(app, ["query", PG, q, "--format", "csv"]).stdout
+    assert printed == direct

@@ -1,0 +1,157 @@
+"""``tracelens query CAPTURE|DUMP... "SELECT ..."``: SQL over decoded captures, their analysis and dumps' logs.
+
+The command parses options, calls :func:`tracelens.api.sql` (polars' SQL engine over the tables ``records``,
+``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``, ``safety``, ``findings``, ``dmesg``,
+``xen_events``; see tracelens/api.py) and writes the result as a table, CSV, JSON or Parquet. ``--show-code``
+prints the Python a notebook user would write.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | None = None,
+        xen_version: str | None = None, cpu_hz: float | None = None, tolerance: str = "strict",
+        show_code: bool = False) -> int:
+    """The command's body, callable without the CLI. Returns the exit code (0: the query ran)."""
+    from tracelens.errors import UsageError
+
+    if fmt is None:
+        fmt = _format_from_name(output) if output else "table"
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "parquet" and not output:
+        raise UsageError("--format parquet needs -o FILE")
+    if not paths:
+        raise UsageError("query needs at least one CAPTURE or DUMP before the SQL text")
+    if show_code:
+        print(code(paths, query, fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance))
+        return 0
+    from tracelens.api import sql
+
+    config = None
+    if xen_version or cpu_hz or tolerance != "strict":
+        from tracelens.analysis.api import AnalysisConfig
+
+        config = AnalysisConfig(xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance)
+    df = sql(query, *paths, config=config)
+    if output:
+        from tracelens.output import atomic_output
+
+        with atomic_output(output) as tmp:
+            _write(df, fmt, tmp)
+        print(f"{df.height:,} rows -> {output}", file=sys.stderr)
+        return 0
+    if fmt == "table":
+        import polars as pl
+
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, tbl_width_chars=200):
+            sys.stdout.write(str(df) + "\n")
+    else:
+        sys.stdout.write(_text(df, fmt))
+    return 0
+
+
+def _format_from_name(path: str) -> str:
+    for ext, fmt in ((".csv", "csv"), (".json", "json"), (".parquet", "parquet")):
+        if path.endswith(ext):
+            return fmt
+    return "csv"
+
+
+def _flat(df):
+    """CSV and JSON cannot hold every polars type: categoricals become text, lists become JSON-like text."""
+    import polars as pl
+
+    cols = []
+    for name, dt in df.schema.items():
+        if dt == pl.Categorical or isinstance(dt, pl.Enum):
+            cols.append(pl.col(name).cast(pl.String))
+    return df.with_columns(cols) if cols else df
+
+
+def _text(df, fmt: str) -> str:
+    if fmt == "csv":
+        import polars as pl
+
+        flat = _flat(df)
+        lists = [c for c, dt in flat.schema.items() if isinstance(dt, (pl.List, pl.Array, pl.Struct))]
+        if lists:
+            flat = flat.with_columns([pl.col(c).map_elements(lambda v: str(list(v) if v is not None else None),
+                                                             return_dtype=pl.String) for c in lists])
+        return flat.write_csv()
+    return _flat(df).write_json() + "\n"
+
+
+def _write(df, fmt: str, path: str) -> None:
+    if fmt == "parquet":
+        df.write_parquet(path)
+        return
+    text = _text(df, "csv" if fmt == "table" else fmt)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def code(paths, query, *, fmt="table", output=None, xen_version=None, cpu_hz=None, tolerance="strict") -> str:
+    """The Python equivalent of one ``tracelens query`` invocation."""
+    lines = ["import tracelens", ""]
+    cfg = []
+    if xen_version:
+        cfg.append(f"xen_version={xen_version!r}")
+    if cpu_hz:
+        cfg.append(f"cpu_hz={cpu_hz!r}")
+    if tolerance != "strict":
+        cfg.append(f"tolerance={tolerance!r}")
+    args = ", ".join(repr(p) for p in paths)
+    if cfg:
+        lines.insert(0, "from tracelens.analysis.api import AnalysisConfig")
+        lines.append(f"config = AnalysisConfig({', '.join(cfg)})")
+        lines.append(f"df = tracelens.sql({query!r}, {args}, config=config)  # a polars DataFrame")
+    else:
+        lines.append(f"df = tracelens.sql({query!r}, {args})  # a polars DataFrame")
+    if output:
+        write = {"parquet": "write_parquet", "json": "write_json", "csv": "write_csv", "table": "write_csv"}[fmt]
+        lines.append(f"df.{write}({output!r})")
+    elif fmt == "csv":
+        lines.append("print(df.write_csv(), end='')")
+    elif fmt == "json":
+        lines.append("print(df.write_json())")
+    else:
+        lines.append("print(df)")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def query(
+        items: List[str] = typer.Argument(..., metavar="CAPTURE|DUMP... QUERY",
+                                          help="captures and dumps, then the SQL text (the last argument)"),
+        fmt: Optional[str] = typer.Option(None, "--format", "-f", help="table (default on a terminal), csv, json "
+                                                                        "or parquet (needs -o); default with -o: "
+                                                                        "from the file name"),
+        output: Optional[str] = typer.Option(None, "-o", "--output", help="write the result to FILE (atomically)"),
+        xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the captures "
+                                                                              "(default: guessed)"),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds time_ns to records"),
+        tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
+        show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
+    ):
+        """SQL over captures and dumps (polars SQL). Tables: records, boundaries, grants, grant_mappers, balloon,
+        hypercalls, safety, findings (with a `capture` column), dmesg and xen_events (with a `dump` column).
+
+        Example: tracelens query a.xentrace b.xentrace "SELECT capture, rule, domid FROM findings"
+        """
+        from tracelens.errors import UsageError
+
+        if len(items) < 2:
+            raise UsageError("query needs CAPTURE|DUMP... and then the SQL text")
+        code_ = run(items[:-1], items[-1], fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz,
+                    tolerance=tolerance, show_code=show_code)
+        if code_:
+            raise typer.Exit(code_)
