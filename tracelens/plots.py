@@ -1,0 +1,285 @@
+"""Plots for notebooks that render offline: matplotlib figures shown as PNG (``image/png`` and an ``<img>`` with a
+base64 data URI in ``text/html``), never a script or a CDN.
+
+matplotlib is an optional extra (``pip install 'tracelens[plot]'``), imported when a plot is made. Each function
+returns a :class:`Plot` (``.figure`` is the matplotlib Figure; ``.png()``, ``.to_html()``, ``.save(path)``).
+The x axis is the TSC in cycles (docs/analysis.md), or milliseconds when ``cpu_hz`` is given.
+
+* :func:`timeline` -- per guest domain: epochs, kexec boundaries, first unsafe operation of each kind, and the
+  domain's grants mapped by other domains over time;
+* :func:`outstanding_grants` -- outstanding grant mappings of each (mapper, granter) pair over time;
+* :func:`events_per_class` -- records per event class over time (stacked);
+* :func:`pcpu_activity` -- records per pCPU over time (a heat map);
+* :func:`findings_overview` -- findings per capture and rule, for many captures.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+from typing import Any
+
+from tracelens.errors import UsageError
+
+UNSAFE_COLOURS = {"balloon": "#7b1fa2", "foreign_map": "#c62828", "grant_outstanding": "#e65100",
+                  "grant_ref_active": "#ad1457", "pirq_bound": "#4527a0"}
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install 'tracelens[plot]' (or pip install matplotlib)") from None
+    # a bare Figure, not pyplot: nothing global, no GUI backend, and no second copy displayed by the inline backend
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+class Plot:
+    """A rendered plot. Notebooks show it as a PNG image; ``figure`` is the matplotlib Figure."""
+
+    def __init__(self, figure, title: str = ""):
+        self.figure = figure
+        self.title = title
+        self._png: bytes | None = None
+
+    def png(self) -> bytes:
+        if self._png is None:
+            buf = io.BytesIO()
+            self.figure.savefig(buf, format="png")
+            self._png = buf.getvalue()
+        return self._png
+
+    def svg(self) -> str:
+        buf = io.StringIO()
+        self.figure.savefig(buf, format="svg")
+        return buf.getvalue()
+
+    def to_html(self) -> str:
+        """An ``<img>`` with the PNG inline (base64): works offline and in exported HTML."""
+        data = base64.b64encode(self.png()).decode("ascii")
+        return f'<img src="data:image/png;base64,{data}" alt="{escape(self.title)}"/>'
+
+    def save(self, path) -> None:
+        self.figure.savefig(path)
+
+    def _repr_png_(self) -> bytes:
+        return self.png()
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        return f"<tracelens.plots.Plot {self.title!r}>"
+
+
+def _xscale(cpu_hz):
+    if cpu_hz:
+        return (lambda t: t / cpu_hz * 1e3), "time (ms, from TSC 0)"
+    return (lambda t: t), "TSC (cycles)"
+
+
+def _report_of(obj, config=None):
+    from tracelens.api import Capture, Report
+
+    if isinstance(obj, Report):
+        return obj
+    if isinstance(obj, Capture):
+        return obj.analyze(config)
+    raise UsageError(f"expected a tracelens Report or Capture, not {type(obj).__name__}")
+
+
+def timeline(report, domid: int | None = None, *, cpu_hz: float | None = None) -> Plot:
+    """Per guest domain (or only ``domid``): epochs as bands, kexec boundaries as dashed lines, the first unsafe
+    operation of each kind as dots, and the number of the domain's grants mapped by other domains (step line)."""
+    import numpy as np
+
+    rep = _report_of(report)
+    a = rep.analysis
+    safety = rep.safety
+    doms = sorted(set(safety["domid"].to_list()))
+    if domid is not None:
+        doms = [domid]
+    if not doms:
+        raise UsageError("the capture has no guest domain to draw a timeline for")
+    fx, xlabel = _xscale(cpu_hz)
+    t0, t1 = a.first_tsc, max(a.last_tsc, a.first_tsc + 1)
+    fig = _figure(9, 1.0 + 1.6 * len(doms))
+    axes = fig.subplots(len(doms), 1, sharex=True, squeeze=False)[:, 0]
+    series = rep.grant_series
+    for ax, d in zip(axes, doms):
+        bts = sorted(b.tsc for b in a.boundaries if b.domid == d)
+        edges = [t0] + bts + [t1]
+        for e in range(len(edges) - 1):
+            ax.axvspan(fx(edges[e]), fx(edges[e + 1]), color="#f3f3f3" if e % 2 == 0 else "#e6eefa", zorder=0)
+            ax.text(fx(edges[e]), 1.0, f" epoch {e}", transform=ax.get_xaxis_transform(), va="top", fontsize=8,
+                    color="#555")
+        for b in a.boundaries:
+            if b.domid == d:
+                ax.axvline(fx(b.tsc), color="black", linestyle="--", linewidth=1)
+                ax.text(fx(b.tsc), 0.02, f" {b.kind}", transform=ax.get_xaxis_transform(), fontsize=8, rotation=90,
+                        va="bottom")
+        mine = series.filter(series["granter"] == d)
+        top = 1
+        if mine.height:
+            ts = mine["tsc"].to_numpy().astype(np.float64)
+            total = np.cumsum(mine["delta"].to_numpy())
+            xs = np.concatenate([[t0], ts, [t1]])
+            ys = np.concatenate([[0], total, [total[-1]]])
+            ax.step([fx(x) for x in xs], ys, where="post", color="#1565c0", linewidth=1.5,
+                    label=f"grants of d{d} mapped by others")
+            top = max(int(total.max()), 1)
+        seen = set()
+        for row in safety.filter(safety["domid"] == d).iter_rows(named=True):
+            import json
+
+            for kind, t in json.loads(row["unsafe"] or "{}").items():
+                ax.scatter([fx(t)], [top * 0.1], color=UNSAFE_COLOURS.get(kind, "black"), s=40, zorder=5,
+                           label=None if kind in seen else f"first {kind}")
+                seen.add(kind)
+        ax.set_ylim(0, top * 1.25)
+        ax.set_ylabel(f"d{d}")
+        ax.set_xlim(fx(t0), fx(t1))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=7)
+    axes[-1].set_xlabel(xlabel)
+    fig.suptitle(f"kexec timeline: {rep.path}", fontsize=10)
+    return Plot(fig, "timeline")
+
+
+def outstanding_grants(report, *, cpu_hz: float | None = None) -> Plot:
+    """Outstanding grant mappings of each (mapper, granter) pair after each MAP/UNMAP record, with the granter's
+    kexec boundaries as dashed lines."""
+    import numpy as np
+
+    rep = _report_of(report)
+    s = rep.grant_series
+    fx, xlabel = _xscale(cpu_hz)
+    fig = _figure(9, 3)
+    ax = fig.subplots()
+    a = rep.analysis
+    if s.height == 0:
+        ax.text(0.5, 0.5, "no grant map/unmap records", ha="center", transform=ax.transAxes)
+    for (mapper, granter), g in s.group_by(["mapper", "granter"], maintain_order=True):
+        ts = g["tsc"].to_numpy().astype(np.float64)
+        ys = g["outstanding"].to_numpy()
+        who = "?" if mapper is None else f"d{mapper}"
+        ax.step([fx(x) for x in np.concatenate([ts, [a.last_tsc]])], np.concatenate([ys, [ys[-1]]]), where="post",
+                label=f"{who} maps d{granter}")
+    granters = set(s["granter"].to_list())
+    for b in a.boundaries:
+        if b.domid in granters:
+            ax.axvline(fx(b.tsc), color="black", linestyle="--", linewidth=1)
+            ax.text(fx(b.tsc), 0.98, f" d{b.domid} {b.kind}", transform=ax.get_xaxis_transform(), va="top",
+                    fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("outstanding mappings")
+    if s.height:
+        ax.legend(fontsize=8)
+    ax.set_title(f"outstanding grants: {rep.path}", fontsize=10)
+    return Plot(fig, "outstanding grants")
+
+
+def _records(source, columns):
+    import polars as pl
+
+    from tracelens.api import Capture
+
+    if isinstance(source, Capture):
+        return source.records.select(columns).collect()
+    if isinstance(source, pl.LazyFrame):
+        return source.select(columns).collect()
+    if isinstance(source, pl.DataFrame):
+        return source.select(columns)
+    return pl.from_arrow(source).select(columns)  # a pyarrow Table from read_xentrace
+
+
+def _bins(tsc, bins: int):
+    import numpy as np
+
+    timed = tsc[tsc > 0]  # CPU_CHANGE markers before the first timed record inherit TSC 0
+    lo, hi = (int(timed.min()), int(timed.max())) if timed.size else (0, 1)
+    edges = np.linspace(lo, max(hi, lo + 1), bins + 1)
+    return edges
+
+
+def events_per_class(source, *, bins: int = 60, cpu_hz: float | None = None) -> Plot:
+    """Records per event class (GEN, SCHED, DOM0OP, HVM, MEM, PV, HW, GUEST...) in ``bins`` TSC intervals, stacked.
+    ``source``: a Capture, its ``records`` LazyFrame, a DataFrame or the decoder's pyarrow Table (needs ``tsc``
+    and ``event``; only those two columns are decoded)."""
+    import numpy as np
+
+    from tracelens.parsers.xentrace.catalog import load_catalog
+
+    df = _records(source, ["tsc", "event"])
+    tsc = df["tsc"].to_numpy()
+    ev = df["event"].to_numpy()
+    cat = load_catalog()
+    uniq, inv = np.unique(ev, return_inverse=True)
+    names = np.array([cat.class_name(int(u)) for u in uniq])
+    cls = names[inv.ravel()]
+    edges = _bins(tsc, bins)
+    fx, xlabel = _xscale(cpu_hz)
+    fig = _figure(9, 3.2)
+    ax = fig.subplots()
+    keep = tsc >= edges[0]
+    order = sorted(set(cls.tolist()), key=lambda c: -(cls == c).sum())
+    counts = [np.histogram(tsc[keep & (cls == c)], bins=edges)[0] for c in order]
+    centres = [fx(x) for x in (edges[:-1] + edges[1:]) / 2]
+    ax.stackplot(centres, counts, labels=order, step="mid")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"records per bin ({bins} bins)")
+    ax.legend(fontsize=7, ncol=min(len(order), 5), loc="upper left")
+    ax.set_title("records per event class", fontsize=10)
+    return Plot(fig, "events per class")
+
+
+def pcpu_activity(source, *, bins: int = 80, cpu_hz: float | None = None) -> Plot:
+    """Records written on each pCPU per TSC interval (a heat map: darker is busier)."""
+    import numpy as np
+
+    df = _records(source, ["tsc", "cpu"])
+    tsc = df["tsc"].to_numpy()
+    cpu = df["cpu"].to_numpy().astype(np.int64)
+    edges = _bins(tsc, bins)
+    cpus = np.unique(cpu)
+    grid = np.stack([np.histogram(tsc[cpu == c], bins=edges)[0] for c in cpus]) if cpus.size else np.zeros((1, bins))
+    fx, xlabel = _xscale(cpu_hz)
+    fig = _figure(9, 0.8 + 0.35 * max(len(cpus), 2))
+    ax = fig.subplots()
+    im = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="Blues",
+                   extent=(fx(edges[0]), fx(edges[-1]), len(cpus) - 0.5, -0.5))
+    ax.set_yticks(range(len(cpus)), [f"pCPU {c}" for c in cpus])
+    ax.set_xlabel(xlabel)
+    fig.colorbar(im, ax=ax, label="records")
+    ax.set_title("activity per pCPU", fontsize=10)
+    return Plot(fig, "pCPU activity")
+
+
+def findings_overview(findings: Any, *, by: str = "capture") -> Plot:
+    """Findings per ``by`` (a column: capture by default) and rule, as stacked horizontal bars. ``findings``: a
+    polars frame with ``rule`` and ``by`` columns (e.g. ``tracelens.sql("SELECT * FROM findings", *paths)``)."""
+    import numpy as np
+    import polars as pl
+
+    df = findings if isinstance(findings, pl.DataFrame) else pl.DataFrame(findings)
+    for col in (by, "rule"):
+        if col not in df.columns:
+            raise UsageError(f"findings_overview needs a {col!r} column")
+    keys = sorted(set(df[by].cast(pl.String).to_list()))
+    rules = sorted(set(df["rule"].to_list()))
+    fig = _figure(9, 1.0 + 0.4 * max(len(keys), 2))
+    ax = fig.subplots()
+    left = np.zeros(len(keys))
+    for r in rules:
+        sub = df.filter(pl.col("rule") == r)
+        n = np.array([sub.filter(pl.col(by).cast(pl.String) == k).height for k in keys])
+        ax.barh(keys, n, left=left, label=r)
+        left += n
+    if not rules:
+        ax.text(0.5, 0.5, "no findings", ha="center", transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=8)
+    ax.set_xlabel("findings")
+    ax.set_title(f"findings per {by} and rule", fontsize=10)
+    return Plot(fig, "findings overview")
