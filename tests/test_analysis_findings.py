@@ -43,7 +43,7 @@ def test_random_hosts_exercise_every_rule():
     seen = set()
     for seed in range(40):
         seen |= {f[0] for f in synth.random_scenario(seed).truth.findings}
-    assert seen == set(RULES)
+    assert seen == {r for r in RULES if not r.startswith("TL-DMP-")}  # dump rules: tests/test_analysis_dump.py
 
 
 # -- the committed samples: expectations written by hand from the scenario descriptions ---------------------------

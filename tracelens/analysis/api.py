@@ -25,6 +25,8 @@ class AnalysisConfig:
     xen_version: str | None = None
     cpu_hz: float | None = None
     tolerance: str = "strict"
+    vmcore: str | None = None
+    vmcore_dom: int | None = None
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Analysis:
     last_tsc: int = 0
     sha256: str | None = None
     layout: dict = field(default_factory=dict)
+    dump: dict | None = None  # evidence from --vmcore (tracelens.analysis.dumpside)
 
     @property
     def boundaries(self):
@@ -86,4 +89,8 @@ def analyze(path, config: AnalysisConfig | None = None) -> Analysis:
                                     tolerance=config.tolerance)
     a = analyze_table(table, config, path=os.fspath(path))
     a.sha256 = sha256_file(path)
+    if config.vmcore:
+        from tracelens.analysis.dumpside import attach
+
+        attach(a, config.vmcore, config.vmcore_dom)
     return a

@@ -22,6 +22,9 @@ RULES = {
     "TL-GST-001": ("error", "a grant ref was still granted at the kexec (guest tracepoints)"),
     "TL-GST-002": ("warning", "a PIRQ was still bound at the kexec (guest tracepoints)"),
     "TL-LOST-001": ("warning", "records lost before the boundary: the kexec safety verdict is inconclusive"),
+    "TL-DMP-001": ("error", "the dump shows grants still mapped by another domain"),
+    "TL-DMP-002": ("warning", "the dumped kernel had PIRQs mapped that the next kernel must map again"),
+    "TL-DMP-003": ("warning", "event channels pending and unmasked in the dump's shared_info"),
 }
 SEVERITY_ORDER = {"error": 0, "warning": 1, "note": 2}
 

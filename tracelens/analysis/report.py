@@ -43,6 +43,7 @@ def to_json_obj(a) -> dict:
                   "grefs_open": a.guest.grefs, "pirqs_open": a.guest.pirqs, "events": a.guest.events},
         "safety": [dict(r) for r in a.safety],
         "findings": [f.to_dict() for f in a.findings],
+        "dump": a.dump,
     }
 
 
@@ -92,6 +93,15 @@ def _sections(a):
                 ["domain", "epoch", "source", "op", "cmd", "count"],
                 [[_dom(h["domid"]), str(h["epoch"]), h["source"], h["op_name"], h.get("cmd_name", "-"), str(h["count"])]
                  for h in a.hypercalls if h["op"] in interesting]))
+    if a.dump is not None:
+        dv = a.dump
+        out.append(("Dump (--vmcore)", ["path", "kind", "belongs to", "Xen log events", "grants granted / in use",
+                                        "PIRQs in log", "pending ports", "notes"],
+                    [[str(dv["path"]), str(dv["kind"]), dv["assumption"], str(len(dv["log_events"])),
+                      f"{dv['grants_granted']} / {len(dv['grants_in_use'])}", str(len(dv["pirqs"])),
+                      str(len(dv["pending_ports"])), "; ".join(dv["notes"]) or "-"]]))
+        out.append(("Dump kernel log (Xen events; guest clock, not on the TSC axis)", ["ts (ns)", "event", "text"],
+                    [[str(e["ts_nsec"]), e["event"], e["text"]] for e in dv["log_events"]]))
     out.append(("Findings", ["severity", "rule", "domain", "epoch", "object", "tsc", "message"],
                 [[f.severity, f.rule, _dom(f.domid), _opt(f.epoch), f.object, _opt(f.tsc), f.message]
                  for f in a.findings]))

@@ -16,7 +16,7 @@ FORMATS = ("text", "json", "md", "html")
 
 def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary: list[str] | tuple = (),
         cpu_hz: float | None = None, xen_version: str | None = None, tolerance: str = "strict",
-        show_code: bool = False) -> int:
+        show_code: bool = False, vmcore: str | None = None, vmcore_dom: int | None = None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (0: analysis done)."""
     from tracelens.errors import UsageError
 
@@ -26,13 +26,13 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
 
     user = [parse_boundary(b, cpu_hz) for b in boundary]
     if show_code:
-        print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt))
+        print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore, vmcore_dom))
         return 0
     from tracelens.analysis.api import AnalysisConfig, analyze
     from tracelens.analysis.report import RENDERERS
 
     a = analyze(capture, AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz,
-                                        tolerance=tolerance))
+                                        tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom))
     text = RENDERERS[fmt](a)
     if output:
         from tracelens.output import atomic_output
@@ -45,7 +45,7 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     return 0
 
 
-def _code(capture, user, cpu_hz, xen_version, tolerance, fmt) -> str:
+def _code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore=None, vmcore_dom=None) -> str:
     cfg = []
     if user:
         cfg.append(f"boundaries={tuple(user)!r}")
@@ -55,6 +55,10 @@ def _code(capture, user, cpu_hz, xen_version, tolerance, fmt) -> str:
         cfg.append(f"cpu_hz={cpu_hz!r}")
     if tolerance != "strict":
         cfg.append(f"tolerance={tolerance!r}")
+    if vmcore:
+        cfg.append(f"vmcore={vmcore!r}")
+    if vmcore_dom is not None:
+        cfg.append(f"vmcore_dom={vmcore_dom!r}")
     render = {"text": "to_text", "json": "to_json", "md": "to_markdown", "html": "to_html"}[fmt]
     return (
         "from tracelens.analysis.api import AnalysisConfig, analyze\n"
@@ -79,9 +83,13 @@ def register(app: typer.Typer) -> None:
                                                                               "(default: guessed)"),
         tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
+        vmcore: Optional[str] = typer.Option(None, "--vmcore", help="the guest's dump (kdump, ELF vmcore or xl "
+                                                                    "dump-core): adds its Xen evidence"),
+        vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", help="the domid the dump belongs to "
+                                                                            "(default: inferred, see docs/analysis.md)"),
     ):
         """Kexec boundaries, grant/balloon/hypercall ledgers, kexec safety and findings (see docs/analysis.md)."""
         code = run(capture, fmt=fmt, output=output, boundary=boundary, cpu_hz=cpu_hz, xen_version=xen_version,
-                   tolerance=tolerance, show_code=show_code)
+                   tolerance=tolerance, show_code=show_code, vmcore=vmcore, vmcore_dom=vmcore_dom)
         if code:
             raise typer.Exit(code)
