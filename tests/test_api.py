@@ -192,3 +192,11 @@ def test_html_escapes_capture_strings():
                        "tsc": [1], "message": ["<script>"]})
     html = FindingsFrame.wrap(df)._repr_html_()
     assert "<script>" not in html and "&lt;script&gt;" in html and "a&amp;b" in html
+
+
+def test_guest_ledger_frames():
+    rep = tracelens.open(SAMPLES / "instrumented-guest.xentrace").analyze()
+    # README: PIRQs 34 and 35 bound, 34 unbound before the kexec; refs 8-15 granted, 8-14 ended
+    assert rep.pirqs_open.select("domid", "epoch", "pirq").rows() == [(1, 0, 35)]
+    assert rep.grefs_open.select("domid", "epoch", "ref", "grantee").rows() == [(1, 0, 15, 0)]
+    assert tracelens.open(PG).analyze().pirqs_open.height == 0

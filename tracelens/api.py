@@ -415,6 +415,10 @@ _REPORT_TABLES: dict[str, dict[str, str]] = {
     "safety": {"domid": "i64", "epoch": "i64", "start_tsc": "u64", "end_tsc": "u64", "boundary_kind": "str",
                "verdict": "str", "first_unsafe_kind": "str", "first_unsafe_tsc": "u64", "unsafe": "json",
                "outstanding_grants": "i64", "lost": "json", "removed_at_end": "bool"},
+    "pirqs_open": {"domid": "i64", "epoch": "i64", "tsc": "u64", "offset": "u64", "pirq": "i64", "irq": "i64",
+                   "kind": "i64", "gsi_or_vector": "i64", "port": "i64"},
+    "grefs_open": {"domid": "i64", "epoch": "i64", "tsc": "u64", "offset": "u64", "ref": "i64", "grantee": "i64",
+                   "frame": "u64"},
     "findings": {"rule": "str", "severity": "str", "domid": "i64", "epoch": "i64", "object": "str", "tsc": "u64",
                  "first_tsc": "u64", "last_tsc": "u64", "message": "str", "evidence": "json", "fingerprint": "str"},
 }
@@ -437,7 +441,8 @@ class Report:
     """The analysis of one capture as polars frames (rows of the JSON contract of docs/analysis.md).
 
     ``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``, ``irq_vectors``, ``safety`` and
-    ``findings`` (a :class:`tracelens.display.FindingsFrame`, a polars DataFrame with a richer notebook display);
+    ``pirqs_open``, ``grefs_open`` (instrumented guests) and ``findings`` (a
+    :class:`tracelens.display.FindingsFrame`, a polars DataFrame with a richer notebook display);
     ``grant_series`` (one row per grant MAP/UNMAP record: tsc, mapper, granter, outstanding after it, delta);
     nested members (evidence, unsafe, lost, gfn_ranges, extents_by_order) are JSON text. ``analysis`` is the
     underlying :class:`tracelens.analysis.api.Analysis`; ``to_json()``, ``to_html()``... render it."""
@@ -454,7 +459,8 @@ class Report:
     def _get(self, name: str):
         df = self._frames.get(name)
         if df is None:
-            df = _frame(self._obj[name], _REPORT_TABLES[name])
+            rows = self._obj["guest"][name] if name in ("pirqs_open", "grefs_open") else self._obj[name]
+            df = _frame(rows, _REPORT_TABLES[name])
             if name == "findings":
                 from tracelens.display import FindingsFrame
 
@@ -470,6 +476,10 @@ class Report:
     irq_vectors = property(lambda self: self._get("irq_vectors"), doc="Xen IRQ vector assignments")
     safety = property(lambda self: self._get("safety"), doc="kexec safety per guest domain and epoch")
     findings = property(lambda self: self._get("findings"), doc="the findings (rules: docs/rules.md)")
+    pirqs_open = property(lambda self: self._get("pirqs_open"),
+                          doc="instrumented guests: PIRQs still bound at the end of an epoch (docs/guest-tracepoints.md)")
+    grefs_open = property(lambda self: self._get("grefs_open"),
+                          doc="instrumented guests: grant refs still granted at the end of an epoch")
 
     @property
     def grant_series(self) -> pl.DataFrame:
