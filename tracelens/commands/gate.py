@@ -1,0 +1,134 @@
+"""``tracelens gate``: pass or fail CI on the findings of one or more captures, under a policy (docs/gate.md).
+
+Thin: it parses options, loads the policy and baseline, calls :func:`tracelens.gate.evaluate.run_gate` (which
+decides the exit code) and writes the views the options ask for. The output options never change the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+DEFAULT_POLICY = "tracelens.toml"
+DEFAULT_FAIL_ON = "error"
+
+
+def _check_output_dir(path: str | None, option: str) -> None:
+    from tracelens.errors import UsageError
+
+    if path:
+        d = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(d):
+            raise UsageError(f"{option} {path}: directory {d} does not exist")
+
+
+def _write(path: str, text: str) -> None:
+    from tracelens.output import atomic_output
+
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = None, fail_on: str | None = None,
+        baseline: str | None = None, sarif: str | None = None, junit: str | None = None, json_out: str | None = None,
+        write_baseline: str | None = None, xen_version: str | None = None, quiet: bool = False, today=None,
+        env=None, out=None) -> int:
+    """The command's body, callable without the CLI. Returns the exit code (docs/exit-codes.md)."""
+    from tracelens.errors import UsageError
+    from tracelens.gate.baseline import load_baseline, parse_baseline, write_baseline as _write_baseline
+    from tracelens.gate.evaluate import baseline_entries, run_gate
+    from tracelens.gate.policy import SEVERITIES, Policy, load_policy
+
+    out = out or sys.stdout
+    if not captures and not vmcore:
+        raise UsageError("give at least one CAPTURE")
+    if fail_on is not None and fail_on not in SEVERITIES:
+        raise UsageError(f"--fail-on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
+    for path, option in ((sarif, "--sarif"), (junit, "--junit"), (json_out, "--json"),
+                         (write_baseline, "--write-baseline")):
+        _check_output_dir(path, option)
+
+    if policy is None and os.path.isfile(DEFAULT_POLICY):
+        policy = DEFAULT_POLICY
+    pol = load_policy(policy) if policy else Policy()
+    fail = fail_on or pol.fail_on or DEFAULT_FAIL_ON
+    base = None
+    if not write_baseline:
+        bpath = baseline or pol.baseline
+        base = load_baseline(bpath) if bpath else None
+
+    result = run_gate(captures, pol, fail, base, vmcore=vmcore, today=today, xen_version=xen_version)
+
+    if write_baseline:
+        incomplete = [c.path for c in result.captures if c.error is not None or c.inconclusive]
+        if incomplete:
+            print(f"tracelens: baseline not written: {', '.join(incomplete)} could not be read completely "
+                  "(a baseline must not accept what the gate could not see)", file=sys.stderr)
+        else:
+            entries = baseline_entries(result)
+            _write_baseline(write_baseline, entries)
+            # evaluate against what was just written: everything accepted, so only policy and damage remain
+            from tracelens.gate.baseline import baseline_document
+            import json
+
+            base = parse_baseline(json.dumps(baseline_document(entries)), write_baseline)
+            result = run_gate(captures, pol, fail, base, vmcore=vmcore, today=today, xen_version=xen_version)
+            print(f"tracelens: wrote {len({e['fingerprint'] for e in entries})} accepted fingerprint(s) to "
+                  f"{write_baseline}", file=sys.stderr)
+
+    if not quiet:
+        from tracelens.gate.summary import to_summary
+
+        out.write(to_summary(result))
+    if json_out:
+        from tracelens.gate.jsonl import to_jsonl
+
+        _write(json_out, to_jsonl(result))
+    if sarif:
+        from tracelens.gate.sarif import to_sarif
+
+        _write(sarif, to_sarif(result))
+    if junit:
+        from tracelens.gate.junit import to_junit
+
+        _write(junit, to_junit(result))
+    from tracelens.gate.github import emit
+
+    emit(result, env=env, out=out)
+    return result.exit_code
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def gate(
+        captures: List[str] = typer.Argument(None, help="xentrace captures; one result per capture"),
+        vmcore: Optional[str] = typer.Option(None, "--vmcore", help="a dump of the same run: it must open and be "
+                                                                     "complete (an incomplete dump is inconclusive)"),
+        policy: Optional[str] = typer.Option(None, "--policy", help=f"policy file (default: ./{DEFAULT_POLICY} if "
+                                                                     "present; see docs/gate.md)"),
+        fail_on: Optional[str] = typer.Option(None, "--fail-on", help="error, warning or note: the lowest severity "
+                                                                       "that fails (default: the policy's, else error)"),
+        baseline: Optional[str] = typer.Option(None, "--baseline", help="accepted fingerprints: only new findings "
+                                                                         "fail (overrides gate.baseline)"),
+        write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="accept the current findings: "
+                                                     "write their fingerprints to FILE, then gate against it"),
+        sarif: Optional[str] = typer.Option(None, "--sarif", help="write SARIF 2.1.0 to FILE (GitHub code scanning)"),
+        junit: Optional[str] = typer.Option(None, "--junit", help="write JUnit XML to FILE"),
+        json_out: Optional[str] = typer.Option(None, "--json", help="write JSON Lines to FILE (one finding a line)"),
+        xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the captures "
+                                                                               "(default: guessed per capture)"),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help="no summary on stdout"),
+    ):
+        """Pass or fail CI on kexec-safety findings: exit 0 pass, 1 findings at or above --fail-on, 2 bad usage or
+        policy, 3 a capture unreadable or inconclusive (see docs/gate.md)."""
+        code = run(list(captures or []), vmcore=vmcore, policy=policy, fail_on=fail_on, baseline=baseline,
+                   sarif=sarif, junit=junit, json_out=json_out, write_baseline=write_baseline,
+                   xen_version=xen_version, quiet=quiet)
+        if code:
+            # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a return value,
+            # which tracelens.cli.main does not pass on (yet); SystemExit reaches main's handler either way
+            raise SystemExit(code)

@@ -1,0 +1,267 @@
+"""Policy evaluation: findings + policy + baseline -> a result per capture and the exit code. The only place where
+the gate's exit code is decided; renderers read :class:`GateResult` and never change it.
+
+Per finding, in this order (docs/gate.md):
+
+1. its level: ``[gate.rules]`` may change a rule's severity or turn it ``off`` (suppressed, kind ``rule-off``);
+2. a threshold (``[gate.thresholds]``) suppresses a counting finding whose count is within the allowance;
+3. an unexpired allow-list entry that matches suppresses it (kind ``allow``); a matching *expired* entry does not,
+   and the finding says so in its notes;
+4. with a baseline, its ``baseline_state`` is ``unchanged`` (fingerprint accepted) or ``new``;
+5. it *blocks* when it is not suppressed, not ``unchanged``, and its level is at or above ``fail_on``.
+
+Per capture: ``unreadable`` (the decoder refused it: exit 3), ``inconclusive`` (a TL-LOST-* finding, whatever the
+policy says, or more lost records than ``gate.max_lost_records``: exit 3; the gate fails closed and never passes what
+it could not read completely), ``fail`` (a blocking finding: exit 1) or ``pass`` (0). Over several captures the
+worst wins, in the order 2 > 3 > 1 > 0 (:data:`EXIT_PRECEDENCE`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+from tracelens.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK, EXIT_USAGE, FormatError
+from tracelens.gate.policy import SEVERITY_RANK, UNSUPPRESSIBLE_PREFIX, Policy
+
+#: worst first: a usage or policy error, then a capture the gate could not read completely, then findings
+EXIT_PRECEDENCE = (EXIT_USAGE, EXIT_INPUT, EXIT_FINDINGS, EXIT_OK)
+
+PASS, FAIL, INCONCLUSIVE, UNREADABLE = "pass", "fail", "inconclusive", "unreadable"
+_STATUS_EXIT = {PASS: EXIT_OK, FAIL: EXIT_FINDINGS, INCONCLUSIVE: EXIT_INPUT, UNREADABLE: EXIT_INPUT}
+
+
+def worst_exit(codes) -> int:
+    codes = list(codes)
+    for c in EXIT_PRECEDENCE:
+        if c in codes:
+            return c
+    return EXIT_OK
+
+
+def today_utc() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+@dataclass
+class Suppression:
+    kind: str  # "rule-off" | "threshold" | "allow"
+    justification: str
+    source: str | None = None  # FILE:LINE of the policy entry
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "justification": self.justification, "source": self.source}
+
+
+@dataclass
+class GatedFinding:
+    finding: object  # tracelens.analysis.findings.Finding
+    capture: str
+    level: str  # the severity after the policy (the finding's own unless [gate.rules] changes it)
+    suppression: Suppression | None = None
+    baseline_state: str | None = None  # "new" | "unchanged" | None when no baseline is used
+    notes: list = field(default_factory=list)
+    blocking: bool = False
+
+    @property
+    def rule(self) -> str:
+        return self.finding.rule
+
+    @property
+    def state(self) -> str:
+        """One word for humans: blocking, off, within-threshold, allowed, baseline (accepted), below-fail-on."""
+        if self.blocking:
+            return "blocking"
+        if self.suppression is not None:
+            return {"rule-off": "off", "threshold": "within-threshold", "allow": "allowed"}[self.suppression.kind]
+        if self.baseline_state == "unchanged":
+            return "baseline"
+        return "below-fail-on"
+
+
+@dataclass
+class CaptureResult:
+    path: str
+    kind: str = "xentrace"  # or a dump kind
+    findings: list = field(default_factory=list)  # [GatedFinding]
+    error: str | None = None  # why it is unreadable
+    inconclusive: list = field(default_factory=list)  # reasons
+    sha256: str | None = None
+    size: int | None = None
+    records: int | None = None
+    lost_records: int = 0
+    notes: list = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return UNREADABLE
+        if self.inconclusive:
+            return INCONCLUSIVE
+        if any(g.blocking for g in self.findings):
+            return FAIL
+        return PASS
+
+    @property
+    def exit_code(self) -> int:
+        return _STATUS_EXIT[self.status]
+
+    @property
+    def blocking(self) -> list:
+        return [g for g in self.findings if g.blocking]
+
+
+@dataclass
+class GateResult:
+    captures: list  # [CaptureResult]
+    fail_on: str
+    policy: Policy
+    baseline_path: str | None = None
+    today: date | None = None
+    expired: list = field(default_factory=list)  # [AllowEntry] past their date
+    unused_baseline: list = field(default_factory=list)  # accepted entries seen in no capture (fixed, or gone)
+
+    @property
+    def exit_code(self) -> int:
+        return worst_exit(c.exit_code for c in self.captures)
+
+    @property
+    def status(self) -> str:
+        return {EXIT_OK: PASS, EXIT_FINDINGS: FAIL, EXIT_INPUT: INCONCLUSIVE}[self.exit_code]
+
+
+def evaluate_findings(findings, capture: str, policy: Policy, fail_on: str, baseline=None,
+                      today: date | None = None) -> list[GatedFinding]:
+    """Apply the policy to the findings of one capture (see the module docstring for the order)."""
+    today = today or today_utc()
+    out = []
+    for f in findings:
+        g = GatedFinding(finding=f, capture=capture, level=f.severity)
+        lvl = policy.severity.get(f.rule)
+        if lvl == "off":
+            g.suppression = Suppression("rule-off", f"{f.rule} is turned off by the policy",
+                                        policy.severity_source.get(f.rule))
+        elif lvl is not None:
+            g.level = lvl
+        th = policy.thresholds.get(f.rule)
+        if g.suppression is None and th is not None:
+            allowed = th.allowance(f)
+            value = (f.evidence or {}).get(th.measure)
+            if allowed is not None and isinstance(value, int) and value <= allowed:
+                g.suppression = Suppression("threshold", f"{th.measure} {value} is within the allowance of "
+                                                         f"{allowed} (gate.thresholds.{th.name})", th.source)
+        for entry in policy.allow:
+            if not entry.matches(f):
+                continue
+            if entry.expired(today):
+                g.notes.append(f"allow-list entry at {entry.source} ({entry.reason}) expired on "
+                               f"{entry.expires.isoformat()} and no longer suppresses this finding")
+            elif g.suppression is None:
+                g.suppression = Suppression("allow", f"{entry.reason} (allowed until {entry.expires.isoformat()})",
+                                            entry.source)
+        if baseline is not None:
+            g.baseline_state = "unchanged" if f.fingerprint in baseline else "new"
+        g.blocking = (g.suppression is None and g.baseline_state != "unchanged"
+                      and SEVERITY_RANK[g.level] <= SEVERITY_RANK[fail_on])
+        out.append(g)
+    return out
+
+
+def inconclusive_reasons(findings, lost_records: int, policy: Policy) -> list[str]:
+    """Why a capture cannot be trusted to pass: TL-LOST-* findings (always) and lost records beyond tolerance."""
+    reasons = []
+    for f in findings:
+        if f.rule.startswith(UNSUPPRESSIBLE_PREFIX):
+            where = f"d{f.domid} epoch {f.epoch}" if f.domid is not None else "the capture"
+            reasons.append(f"{f.rule}: records lost before {where}'s boundary: its kexec safety cannot be decided")
+    if lost_records > policy.max_lost_records:
+        reasons.append(f"{lost_records} record(s) lost, more than gate.max_lost_records = {policy.max_lost_records}")
+    return reasons
+
+
+def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today: date | None = None,
+                  xen_version: str | None = None) -> CaptureResult:
+    """Analyse one xentrace capture (strict decoding: any damage makes it unreadable) and evaluate its findings."""
+    from tracelens.analysis.api import AnalysisConfig, analyze
+
+    res = CaptureResult(path=path)
+    try:
+        res.size = os.path.getsize(path)
+    except OSError:
+        pass
+    try:
+        a = analyze(path, AnalysisConfig(xen_version=xen_version, tolerance="strict"))
+    except FormatError as e:  # IncompleteCaptureError included: truncated, corrupt, not a capture
+        res.error = str(e)
+        return res
+    res.sha256 = a.sha256
+    res.records = a.records
+    res.lost_records = int(a.lost[:, 3].sum()) if a.lost.size else 0
+    res.findings = evaluate_findings(a.findings, path, policy, fail_on, baseline, today)
+    res.inconclusive = inconclusive_reasons(a.findings, res.lost_records, policy)
+    return res
+
+
+def check_dump(path: str) -> CaptureResult:
+    """A vmcore given with --vmcore: it must open and be complete (an incomplete dump is inconclusive). Dump-side
+    findings are not produced yet (docs/analysis.md, "Not (yet) covered"), so a complete dump adds no findings."""
+    from tracelens.detect import XENTRACE, sniff
+
+    res = CaptureResult(path=path, kind="vmcore")
+    try:
+        res.size = os.path.getsize(path)
+        kind = sniff(path)
+        if kind == XENTRACE:
+            res.error = f"{path}: --vmcore expects a dump, but this is a xentrace capture (give it as a CAPTURE)"
+            return res
+        res.kind = kind
+        from tracelens.analysis.api import sha256_file
+        from tracelens.parsers import vmcore
+
+        with vmcore.open(path) as dump:
+            info = dump.info()
+        res.sha256 = sha256_file(path)
+    except FormatError as e:
+        res.error = str(e)
+        return res
+    except OSError as e:
+        res.error = f"{path}: cannot read: {e.strerror}"
+        return res
+    if not info.get("complete", True):
+        res.inconclusive.append("the dump is incomplete (truncated, or written until the disk filled)")
+    res.notes.append("dump opened and complete; dump-side findings are not analysed yet")
+    return res
+
+
+def expired_entries(policy: Policy, today: date) -> list:
+    return [e for e in policy.allow if e.expired(today)]
+
+
+def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: str | None = None,
+             today: date | None = None, xen_version: str | None = None) -> GateResult:
+    """Check every capture (and the dump) and evaluate the policy. Never raises for a damaged input: that input's
+    result is ``unreadable``."""
+    today = today or today_utc()
+    results = [check_capture(os.fspath(p), policy, fail_on, baseline, today, xen_version) for p in captures]
+    if vmcore:
+        results.append(check_dump(os.fspath(vmcore)))
+    seen = {g.finding.fingerprint for r in results for g in r.findings}
+    unused = [e for fp, e in baseline.accepted.items() if fp not in seen] if baseline is not None else []
+    return GateResult(captures=results, fail_on=fail_on, policy=policy,
+                      baseline_path=baseline.path if baseline is not None else None, today=today,
+                      expired=expired_entries(policy, today), unused_baseline=unused)
+
+
+def baseline_entries(result: GateResult) -> list[dict]:
+    """What --write-baseline accepts: every finding not already suppressed by the policy (allow-list entries keep
+    their expiry that way) and not a TL-LOST-* finding (loss is a property of one capture, never accepted)."""
+    out = []
+    for r in result.captures:
+        for g in r.findings:
+            f = g.finding
+            if g.suppression is not None or f.rule.startswith(UNSUPPRESSIBLE_PREFIX):
+                continue
+            out.append({"fingerprint": f.fingerprint, "rule": f.rule, "domid": f.domid, "epoch": f.epoch,
+                        "object": f.object, "capture": r.path})
+    return out

@@ -1,0 +1,55 @@
+"""The human summary of a :class:`~tracelens.gate.evaluate.GateResult` (rich, rendered to plain text): a line per
+capture with its status, a table of its findings with their gate state, and the verdict with the exit code."""
+
+from __future__ import annotations
+
+import io
+
+_STATUS = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "unreadable": "UNREADABLE"}
+
+
+def _opt(x) -> str:
+    return "-" if x is None else str(x)
+
+
+def to_summary(result, width: int = 140) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    buf = io.StringIO()
+    con = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False, markup=False)
+    for c in result.captures:
+        con.print(f"{_STATUS[c.status]:<12} {c.path}: {len(c.findings)} finding(s), {len(c.blocking)} blocking")
+        if c.error is not None:
+            con.print(f"    unreadable: {c.error}")
+        for r in c.inconclusive:
+            con.print(f"    inconclusive: {r}")
+        for n in c.notes:
+            con.print(f"    note: {n}")
+        if c.findings:
+            t = Table(show_header=True, box=None, pad_edge=False)
+            for h in ("state", "severity", "rule", "domain", "epoch", "object", "message"):
+                t.add_column(h, overflow="fold")
+            for g in c.findings:
+                f = g.finding
+                msg = f.message
+                if g.suppression is not None:
+                    msg += f" [{g.suppression.justification}" + (f", {g.suppression.source}]"
+                                                                  if g.suppression.source else "]")
+                for n in g.notes:
+                    msg += f" [{n}]"
+                t.add_row(g.state, g.level, f.rule, _opt(f.domid), _opt(f.epoch), str(f.object), msg)
+            con.print(t)
+    for e in result.expired:
+        con.print(f"expired allow-list entry at {e.source} ({e.rule}, {e.reason}): expired on "
+                  f"{e.expires.isoformat()}, no longer suppresses")
+    if result.unused_baseline:
+        con.print(f"{len(result.unused_baseline)} baseline fingerprint(s) seen in no capture (fixed, or not "
+                  f"exercised by these captures)")
+    counts = {}
+    for c in result.captures:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    con.print(f"gate: {result.status} (exit {result.exit_code}); fail on {result.fail_on}; "
+              f"{len(result.captures)} input(s): {parts}")
+    return buf.getvalue()
