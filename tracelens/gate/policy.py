@@ -215,7 +215,12 @@ def parse_policy(text: str, path: str = "tracelens.toml") -> Policy:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        where = f"{path}:{m.group(1)}" if m else path
+        if m:
+            where = f"{path}:{m.group(1)}"
+        elif "at end of document" in str(e):  # an unclosed array or string: point at the last line
+            where = f"{path}:{max(len(text.splitlines()), 1)}"
+        else:
+            where = path
         raise PolicyError(f"{where}: invalid TOML: {e}") from None
     c = _Checker(path, text)
     pol = Policy(path=path)
