@@ -95,18 +95,12 @@ elif mode == "decode":
     t0 = time.perf_counter()
     t = d.read_xentrace(path, threads=threads)
     n = t.num_rows
-elif mode == "stream":
-    import pyarrow.parquet as pq
+elif mode == "stream":  # exactly what `tracelens decode -o OUT.parquet` does
     import tracelens.parsers.xentrace.decode as d
+    from tracelens.commands.trace import _write_overlapped
     t0 = time.perf_counter()
-    w = None
-    n = 0
-    for b in d.iter_batches(path, threads=threads, reuse_buffers=True, batch_bytes=128 << 20):
-        if w is None:
-            w = pq.ParquetWriter(sys.argv[4], b.schema, compression="zstd")
-        w.write_table(b)
-        n += b.num_rows
-    w.close()
+    n, _ = _write_overlapped(d.iter_batches(path, threads=threads, reuse_buffers=2, batch_bytes=64 << 20),
+                             "parquet", sys.argv[4])
 dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "n": n, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

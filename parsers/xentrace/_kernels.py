@@ -43,7 +43,7 @@ E_RECORD_CROSSES_WINDOW = 7
 HASH_SLOTS = 8192  # per-pCPU open-addressing table of event ids (a capture has a few hundred distinct ids)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_problem(w, p, nwords, max_cpu, max_size_bytes):
     """Status of a would-be window header at word p (OK if plausible)."""
     if p + 3 > nwords:
@@ -62,7 +62,7 @@ def _window_problem(w, p, nwords, max_cpu, max_size_bytes):
     return OK
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_windows(w, start, nwords, max_cpu, max_size_bytes, resync, stop):
     """Hop over windows from word ``start``.
 
@@ -121,7 +121,7 @@ def walk_windows(w, start, nwords, max_cpu, max_size_bytes, resync, stop):
     return pos[:n], end[:n], cpu[:n], s_from[:ns], s_to[:ns], s_code[:ns], status, status_pos, nxt
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def count_records(w, pos, end):
     """Per window: the number of whole records and the word index of the first record that overruns the window
     end (-1 when none). Counting stops at that record."""
@@ -144,7 +144,7 @@ def count_records(w, pos, end):
     return nrec, bad
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _state_after(ev, n, w, body, state):
     """The running-vCPU state machine (spec §2.7, documented in docs/xentrace.md)."""
     if (ev & 0x0FFFF00F) == 0x00021001 and n >= 1:
@@ -167,7 +167,7 @@ def _state_after(ev, n, w, body, state):
     return state
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _hash_add(keys, counts, ev):
     """Count ``ev`` in an open-addressing table; returns False when the table is full."""
     mask = keys.shape[0] - 1
@@ -185,7 +185,7 @@ def _hash_add(keys, counts, ev):
     return False
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms):
     """Per pCPU (``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows in file order).
 
@@ -260,7 +260,7 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
     return w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow, stats
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decrease_res_payloads(w, pos, nrec):
     """(d3, d4) of every 4-word DECREASE_RESERVATION record, for the layout guess."""
     cnt = 0
@@ -287,7 +287,7 @@ def decrease_res_payloads(w, pos, nrec):
     return d3, d4
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _head_key(w, p, kb):
     """K of the record at word p given K before it (running max of TSCs along the pCPU stream)."""
     h = np.int64(w[p])
@@ -298,7 +298,7 @@ def _head_key(w, p, kb):
     return kb
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _seek(w, pos, vend, cpu_order, j0, j1, w_tsc0, w_key0, w_state0, out_key_k, P):
     """First record of one pCPU stream (windows cpu_order[j0:j1]) whose K >= P.
 
@@ -339,7 +339,7 @@ def _seek(w, pos, vend, cpu_order, j0, j1, w_tsc0, w_key0, w_state0, out_key_k, 
     return j, p, t, kb, state, np.int64(walked)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb, ss, hi_pivot, bounded, o_start,
                      name_keys, name_vals, cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name):
     """One time partition of :func:`merge_decode`: cursors jj/pp/tt/kb/ss per pCPU (window list index, word
@@ -441,7 +441,7 @@ def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb
         hk[b] = kcur
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_key0, w_state0, out_key, pivots,
                  use_frontier, name_keys, name_vals, cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known,
                  name, pend):
@@ -514,7 +514,7 @@ def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_ke
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def exact_id_counts(w, pos, nrec, cap):
     """Exact counts per (event | n_extra << 28) in a growing table, for captures whose per-pCPU tables overflowed.
     Stops with status 1 once more than ``cap`` distinct keys are seen (memory stays bounded)."""

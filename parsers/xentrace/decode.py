@@ -467,12 +467,12 @@ def _rename(cols, n, old_names, new_names, catalog, version):
 
 def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None = None, cpu_hz: float | None = None,
                  tolerance: str = "strict", catalog_files=(), threads: int | None = None,
-                 progress: Progress | None = None, reuse_buffers: bool = False) -> Iterator:
+                 progress: Progress | None = None, reuse_buffers: int = 0) -> Iterator:
     """Decode a capture in bounded memory: yields time-ordered tables whose concatenation equals
     :func:`read_xentrace`'s table. Windows are taken ``batch_bytes`` at a time in file order; records that a later
     window could still precede (K at or past the frontier: the smallest latest-key among pCPUs that have windows
-    further on) are held back for the next batch. ``reuse_buffers`` writes every batch into the same buffers
-    (the previous table becomes invalid: only for consumers that copy, like the Parquet writer)."""
+    further on) are held back for the next batch. ``reuse_buffers=N`` cycles through N sets of buffers (a table is
+    overwritten N batches later: only for consumers that copy it before then, like the Parquet writer)."""
     from tracelens._jit import set_threads
 
     set_threads(threads)
@@ -491,7 +491,8 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
         last_win[c] = i
     carry = _Carry()
     pending = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32))
-    buf = None
+    bufs: list = [None] * max(1, int(reuse_buffers))
+    k = 0
     i = 0
     meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
             "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
@@ -517,10 +518,10 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
             fr += [carry.key.get(c, 0) for c in future if c not in set(cpus.tolist())]
             frontier = min(fr) if fr else None
         cols, n, names, _ids, pend, carry = _decode_batch(sc.words, pos, end, cpu, carry, catalog, version,
-                                                          frontier, cols_cap=buf if reuse_buffers else None,
+                                                          frontier, cols_cap=bufs[k % len(bufs)] if reuse_buffers else None,
                                                           path=sc.path, names_fixed=names_fixed)
         if reuse_buffers:
-            buf = cols
+            bufs[k % len(bufs)] = cols
         pending = pend
         # nothing before the earliest pending record or the next batch is needed again
         keep_from = int(sc.pos[j]) * 4 if j < nwin else sc.size
@@ -532,6 +533,7 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
             progress(min(int(sc.end[j - 1]) * 4 if j else 0, sc.size), sc.size)
         if n:
             yield _to_table(cols, names, n, cpu_hz, meta)
+            k += 1
         if i >= nwin and frontier is None:
             break
 

@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
         cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds a time_ns column"),
         tolerance: str = typer.Option("strict", "--tolerance", help=TOLERANCE_HELP),
         catalog: List[str] = typer.Option([], "--catalog", help="extra event definitions (TOML, see docs/xentrace.md)"),
-        batch_mb: int = typer.Option(128, "--batch-mb", help="capture bytes decoded per batch (bounds memory)"),
+        batch_mb: int = typer.Option(64, "--batch-mb", help="capture bytes decoded per batch (bounds memory)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="decoder threads (default: all cores)"),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
@@ -118,22 +118,12 @@ def register(app: typer.Typer) -> None:
         from tracelens.progress import byte_progress
 
         size = os.path.getsize(path) if os.path.exists(path) else 0
-        rows = 0
         with byte_progress("decoding", size) as prog, atomic_output(output) as tmp:
-            writer = None
-            try:
-                for table in iter_batches(path, batch_bytes=batch_mb << 20, xen_version=xen_version, cpu_hz=cpu_hz,
-                                          tolerance=tolerance, catalog_files=catalog, threads=threads, progress=prog,
-                                          reuse_buffers=True):
-                    if writer is None:
-                        writer = _open_writer(fmt, tmp, table.schema)
-                    writer.write_table(table)
-                    rows += table.num_rows
-                    damage = json.loads(table.schema.metadata[b"tracelens.damage"])
-            finally:
-                if writer is not None:
-                    writer.close()
-            if writer is None:
+            batches = iter_batches(path, batch_bytes=batch_mb << 20, xen_version=xen_version, cpu_hz=cpu_hz,
+                                   tolerance=tolerance, catalog_files=catalog, threads=threads, progress=prog,
+                                   reuse_buffers=2)
+            rows, damage = _write_overlapped(batches, fmt, tmp)
+            if rows == 0:
                 raise UsageError(f"{path}: the capture holds no records")
         _warn_damage(damage)
         print(f"{path}: {rows:,} records -> {output}", file=sys.stderr)
@@ -237,11 +227,73 @@ def register(app: typer.Typer) -> None:
                 break
 
 
+def _write_overlapped(batches, fmt, path):
+    """Write decoded batches while the next one decodes: a writer thread encodes batch i (pyarrow releases the GIL)
+    as the decoder (numba, GIL released) fills the other of two buffer sets. Returns (rows, damage)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=1)
+    free = [threading.Semaphore(1), threading.Semaphore(1)]  # buffer set s may be decoded into
+    failure: list[BaseException] = []
+    state = {"rows": 0, "damage": []}
+
+    def writer():
+        w = None
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    break
+                table, slot = item
+                if not failure:
+                    if w is None:
+                        w = _open_writer(fmt, path, table.schema)
+                    w.write_table(table)
+                    state["rows"] += table.num_rows
+                    state["damage"] = json.loads(table.schema.metadata[b"tracelens.damage"])
+                del table
+                free[slot].release()
+        except BaseException as e:  # surfaced in the main thread
+            failure.append(e)
+            while True:  # keep draining so the producer never blocks
+                item = q.get()
+                if item is None:
+                    break
+                free[item[1]].release()
+        finally:
+            if w is not None:
+                w.close()
+
+    t = threading.Thread(target=writer, name="tracelens-writer", daemon=True)
+    t.start()
+    k = 0
+    try:
+        free[0].acquire()
+        for table in batches:
+            q.put((table, k % 2))
+            del table
+            k += 1
+            free[k % 2].acquire()  # the generator is about to decode into set k % 2: wait until it is written
+            if failure:
+                break
+    finally:
+        q.put(None)
+        t.join()
+    if failure:
+        raise failure[0]
+    return state["rows"], state["damage"]
+
+
+# Parquet: dictionary-encode only the low-cardinality columns (the others gain nothing and cost encode time)
+_PARQUET_DICT = ["name", "cpu", "event", "n_extra", "dom", "vcpu"]
+
+
 def _open_writer(fmt, path, schema):
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return pq.ParquetWriter(path, schema, compression="zstd")
+        return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=_PARQUET_DICT)
     import pyarrow as pa
 
     return pa.ipc.new_file(path, schema)
