@@ -13,6 +13,8 @@ import typer
 
 from tracelens.commands import analyze as _analyze_cmds
 from tracelens.commands import dump as _dump_cmds
+from tracelens.commands import gate as _gate_cmds
+from tracelens.commands import query as _query_cmds
 from tracelens.commands import trace as _trace_cmds
 
 app = typer.Typer(
@@ -46,6 +48,8 @@ def info(
 _trace_cmds.register(app)
 _dump_cmds.register(app)
 _analyze_cmds.register(app)
+_gate_cmds.register(app)
+_query_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
