@@ -121,14 +121,13 @@ def test_read(capsysbinary, tmp_path, dump):
     assert ns["data"] == bytes.fromhex(_cli(capsysbinary, [*argv, "--hex"]).decode().strip()) == b"show-code"
 
 
-def test_query(capsysbinary, tmp_path):
-    """query is not registered in tracelens/cli.py yet: run its command body directly."""
-    from tracelens.commands.query import run
-
-    q = "SELECT rule, domid, epoch FROM findings ORDER BY rule"
-    capsysbinary.readouterr()
-    assert run([PG], q, fmt="csv", show_code=True) == 0
-    code = capsysbinary.readouterr()[0].decode()
+def test_query(capsysbinary, tmp_path, dump):
+    argv = ["query", PG, dump, "SELECT rule, domid, epoch FROM findings ORDER BY rule", "--format", "csv"]
+    code = _cli(capsysbinary, [*argv, "--show-code"]).decode()
     _, printed = _exec(capsysbinary, code, tmp_path)
-    assert run([PG], q, fmt="csv") == 0
-    assert printed == capsysbinary.readouterr()[0] == b"rule,domid,epoch\nTL-GNT-001,1,0\nTL-GNT-002,1,1\n"
+    assert printed == _cli(capsysbinary, argv) == b"rule,domid,epoch\nTL-GNT-001,1,0\nTL-GNT-002,1,1\n"
+    argv = ["query", dump, "SELECT seq, text FROM dmesg ORDER BY seq", "--format", "json"]
+    code = _cli(capsysbinary, [*argv, "--show-code"]).decode()
+    _, printed = _exec(capsysbinary, code, tmp_path)
+    assert json.loads(printed) == json.loads(_cli(capsysbinary, argv)) == [
+        {"seq": 0, "text": "Hypervisor detected: Xen HVM"}, {"seq": 1, "text": "xen: --> pirq=16 -> irq=8 (gsi=8)"}]
