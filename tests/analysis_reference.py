@@ -63,11 +63,8 @@ def grant_ledger(rows: list[dict], boundaries: list[tuple[int, int]]) -> dict:
 
 # -- record categories (tracelens.analysis._kernels.classify) ----------------------------------------------------
 def category(event: int, n_extra: int) -> str | None:
-    """Which analysis input a record is, straight from the spec's ids and minimum payloads (§2.5, §4.1-4.5)."""
-    if event & 0xFFFFFC0F == 0x00021001 or event == 0x00021002:  # runstate change / continue_running
-        return "sched" if n_extra >= 1 else None
-    if event == 0x0002800A:
-        return "sched" if n_extra >= 4 else None
+    """Which analysis input a record is, straight from the spec's ids and minimum payloads (§2.5, §4.1-4.5).
+    Scheduling records are not listed (the analysis reads them in place after a kexec shutdown)."""
     if event in (0x00028007, 0x00028010):
         return "shutdown" if n_extra >= 3 else None
     if event in (0x00028002, 0x00041001, 0x00041002):

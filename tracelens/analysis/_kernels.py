@@ -72,24 +72,23 @@ def grant_ledger(pair, gep, mep, is_map, n_pairs, n_gep, n_mep):
     return maps, unmaps, late, first, last, late_first, late_last, m_maps, m_unmaps, m_first_map, after
 
 
-# record categories of :func:`classify` (0: not used by the analysis)
-CAT_SCHED = 1      # runstate changes (>= 1 word), CONTINUE_RUNNING (>= 1), SCHED_SWITCH (>= 4)
-CAT_SHUTDOWN = 2   # SCHED_SHUTDOWN, SHUTDOWN_CODE (>= 3 words)
-CAT_LIFE = 3       # DOM0_DOM_ADD, DOM0_DOM_REM, SCHED_DOM_REM (>= 1)
-CAT_GRANT = 4      # MEM_PAGE_GRANT_MAP / UNMAP (>= 1)
-CAT_DECREASE = 5   # MEM_DECREASE_RESERVATION (>= 4)
-CAT_HYPERCALL = 6  # PV_HYPERCALL_V2, PV_HYPERCALL_SUBCALL, HVM_VMMCALL (>= 1)
-CAT_IRQ = 7        # HW_IRQ_CLEAR_VECTOR, ASSIGN_VECTOR, HANDLED (>= 1)
-CAT_GUEST = 8      # TRC_GUEST class
-CAT_LOST = 9       # LOST_RECORDS (>= 4)
-N_CAT = 10
+# record categories of :func:`classify` (0: not used by the analysis, or read in place: scheduling records are
+# scanned only after a kexec shutdown, by find_resume, so they are not listed -- they are a fifth of a capture)
+CAT_SHUTDOWN = 1   # SCHED_SHUTDOWN, SHUTDOWN_CODE (>= 3 words)
+CAT_LIFE = 2       # DOM0_DOM_ADD, DOM0_DOM_REM, SCHED_DOM_REM (>= 1)
+CAT_GRANT = 3      # MEM_PAGE_GRANT_MAP / UNMAP (>= 1)
+CAT_DECREASE = 4   # MEM_DECREASE_RESERVATION (>= 4)
+CAT_HYPERCALL = 5  # PV_HYPERCALL_V2, PV_HYPERCALL_SUBCALL, HVM_VMMCALL (>= 1)
+CAT_IRQ = 6        # HW_IRQ_CLEAR_VECTOR, ASSIGN_VECTOR, HANDLED (>= 1)
+CAT_GUEST = 7      # TRC_GUEST class
+CAT_LOST = 8       # LOST_RECORDS (>= 4)
+N_CAT = 9
 
 
 def _category_table():
     """Open-addressing table of the exact event ids the analysis reads: (ids u32, category u8, minimum n_extra u8).
     TRC_GUEST (a whole class) is tested separately."""
-    entries = [(RUNSTATE_BASE | old << 8 | new << 4, CAT_SCHED, 1) for old in range(4) for new in range(4)]
-    entries += [(0x00021002, CAT_SCHED, 1), (0x0002800A, CAT_SCHED, 4), (0x00028007, CAT_SHUTDOWN, 3),
+    entries = [(0x00028007, CAT_SHUTDOWN, 3),
                 (0x00028010, CAT_SHUTDOWN, 3), (0x00028002, CAT_LIFE, 1), (0x00041001, CAT_LIFE, 1),
                 (0x00041002, CAT_LIFE, 1), (0x0010F001, CAT_GRANT, 1), (0x0010F002, CAT_GRANT, 1),
                 (0x0010F005, CAT_DECREASE, 4), (0x0020100D, CAT_HYPERCALL, 1), (0x0020200E, CAT_HYPERCALL, 1),
@@ -106,18 +105,18 @@ def _category_table():
     return ids, cat, need
 
 
-RUNSTATE_BASE = 0x00021001
 TABLE_SLOTS, HASH_MUL, HASH_SHIFT = 1024, 0x9E3779B1, 22
 TABLE_IDS, TABLE_CAT, TABLE_NEED = _category_table()
 
 
 def classify(event, n_extra):
     """Rows grouped by category (see :func:`_classify`)."""
-    return _classify(event, n_extra, TABLE_IDS, TABLE_CAT, TABLE_NEED)
+    proto = np.empty(0, np.int32 if event.shape[0] < 2**31 else np.int64)  # the row index type
+    return _classify(event, n_extra, TABLE_IDS, TABLE_CAT, TABLE_NEED, proto)
 
 
 @njit(cache=True, parallel=True)
-def _classify(event, n_extra, ids, table_cat, need):
+def _classify(event, n_extra, ids, table_cat, need, proto):
     """Group the rows the analysis reads by category: returns (rows, starts) with the rows of category c, in time
     order, at rows[starts[c]:starts[c+1]] (category 0, everything else, is left out). Parallel over chunks: a pass
     computes each record's category (lookup table) and per-chunk counts (thread-local, to avoid false sharing), a
@@ -153,7 +152,7 @@ def _classify(event, n_extra, ids, table_cat, need):
         for c in range(nchunk):
             base[c, k] = acc
             acc += counts[c, k]
-    rows = np.empty(starts[N_CAT], np.int64)
+    rows = np.empty(starts[N_CAT], proto.dtype)
     for c in prange(nchunk):
         pos = base[c].copy()
         for i in range(c * step, min(n, (c + 1) * step)):
@@ -216,32 +215,37 @@ def _is_valid(bits, bit_off, i):
 
 
 @njit(cache=True)
-def find_resume(srows, k0, event, d1, d3, domid):
-    """Scan the scheduling rows srows[k0:] (CAT_SCHED) for the domain running again: the first record putting a vCPU
-    of ``domid`` on a pCPU at or after its first offline transition. Returns (row, True), or, without an offline
-    transition before a running record, (first running row, False), or (-1, False)."""
-    first_off = -1
+def find_resume(start, event, n_extra, d1, d3, domid):
+    """Scan the records from row ``start`` (just after a kexec shutdown) for the domain running again: the first
+    record putting a vCPU of ``domid`` on a pCPU (runstate change to running or CONTINUE_RUNNING: d1 >> 16;
+    SCHED_SWITCH: next domid d3) at or after its first offline transition (runstate change into or out of state 3).
+    Returns (row, True), or, without an offline transition before a running record, (first running row, False), or
+    (-1, False)."""
+    first_off = False
     first_run = -1
-    for k in range(k0, srows.shape[0]):
-        i = srows[k]
+    for i in range(start, event.shape[0]):
         e = event[i]
+        if (e >> 12) != 0x21 and e != 0x0002800A:
+            continue
         r = -1
         o = -1
         if e == 0x0002800A:
-            r = d3[i] & 0xFFFF
-        elif e == 0x00021002:
-            r = d1[i] >> 16
-        else:
-            old = (e >> 8) & 3
-            new = (e >> 4) & 3
-            if new == 0:
+            if n_extra[i] >= 4:
+                r = d3[i] & 0xFFFF
+        elif n_extra[i] >= 1:
+            if e == 0x00021002:
                 r = d1[i] >> 16
-            if old != new and (old == 3 or new == 3):
-                o = d1[i] >> 16
-        if o == domid and first_off < 0:
-            first_off = k
+            elif (e & 0xFFFFFC0F) == 0x00021001:
+                old = (e >> 8) & 3
+                new = (e >> 4) & 3
+                if new == 0:
+                    r = d1[i] >> 16
+                if old != new and (old == 3 or new == 3):
+                    o = d1[i] >> 16
+        if o == domid:
+            first_off = True
         if r == domid:
-            if first_off >= 0:
+            if first_off:
                 return i, True
             if first_run < 0:
                 first_run = i

@@ -107,8 +107,7 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
 
     sd = rec.rows(K.CAT_SHUTDOWN)
     sd_dom, sd_vcpu, sd_reason = rec.word(1, sd) & 0xFFFF, rec.word(2, sd), rec.word(3, sd)
-    srows = rec.rows(K.CAT_SCHED)
-    d1, _, _ = rec.buffer("d1")  # scheduling rows have the words they are read for (n_extra checked by classify)
+    d1, _, _ = rec.buffer("d1")  # read where n_extra says the word is there
     d3, _, _ = rec.buffer("d3")
     stored: dict[int, int] = {}
     used_resume: set[int] = set()
@@ -119,8 +118,7 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
         effective = stored.pop(domid, reason)
         if effective not in KEXEC_REASONS:
             continue
-        k0 = int(np.searchsorted(srows, i, side="right"))  # scheduling records after the shutdown
-        j, after_offline = K.find_resume(srows, k0, rec.event, d1, d3, domid)
+        j, after_offline = K.find_resume(i + 1, rec.event, rec.n_extra, d1, d3, domid)
         if j < 0:
             continue
         j = int(j)

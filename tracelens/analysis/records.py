@@ -57,7 +57,7 @@ class Records:
         return int(self.tsc.shape[0])
 
     def rows(self, *cats: int) -> np.ndarray:
-        """Row indices (i64, time order) of the given categories (tracelens.analysis._kernels.CAT_*)."""
+        """Row indices (time order; int32, or int64 past 2**31 rows) of the given categories (_kernels.CAT_*)."""
         parts = [self._rows[self._starts[c]:self._starts[c + 1]] for c in cats]
         if len(parts) == 1:
             return parts[0]
