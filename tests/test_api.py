@@ -200,3 +200,31 @@ def test_guest_ledger_frames():
     assert rep.pirqs_open.select("domid", "epoch", "pirq").rows() == [(1, 0, 35)]
     assert rep.grefs_open.select("domid", "epoch", "ref", "grantee").rows() == [(1, 0, 15, 0)]
     assert tracelens.open(PG).analyze().pirqs_open.height == 0
+
+
+def test_small_batches_keep_names_and_time():
+    cap = Capture(PG, batch_bytes=4096, cpu_hz=2e9)
+    t = tracelens.read_xentrace(PG, cpu_hz=2e9)
+    df = cap.records.collect()
+    assert cap.scans[-1].batches >= 3
+    assert df["name"].cast(pl.String).to_list() == t.column("name").cast("string").to_pylist()
+    assert df["time_ns"].to_list() == t.column("time_ns").to_pylist()
+    n_maps = cap.records.filter(pl.col("name") == "MEM_PAGE_GRANT_MAP").select(pl.len()).collect().item()
+    assert n_maps == 20  # README: 16 maps before the boundary, 4 after
+
+
+def test_pushdown_on_a_real_capture(real_xentrace_dir):
+    path = real_xentrace_dir / "hvm-credit2-8cpu.bin"
+    t = tracelens.read_xentrace(path)
+    tsc = t.column("tsc")
+    lo = pc.min(pc.filter(tsc, pc.greater(tsc, 0))).as_py()
+    hi = pc.max(tsc).as_py()
+    cut = lo + (hi - lo) // 10
+    cap = Capture(path, batch_bytes=256 << 10)
+    got = cap.records.filter((pl.col("tsc") < cut) & (pl.col("cpu") == 3)).select("tsc", "event").collect()
+    req = cap.scans[-1]
+    assert req.batches > 2 and req.batches_skipped >= 1
+    mask = pc.and_(pc.less(tsc, cut), pc.equal(t.column("cpu"), 3))
+    exp = t.filter(mask)
+    assert got["tsc"].to_list() == exp.column("tsc").to_pylist()
+    assert got["event"].to_list() == exp.column("event").to_pylist()
