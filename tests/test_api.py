@@ -228,3 +228,22 @@ def test_pushdown_on_a_real_capture(real_xentrace_dir):
     exp = t.filter(mask)
     assert got["tsc"].to_list() == exp.column("tsc").to_pylist()
     assert got["event"].to_list() == exp.column("event").to_pylist()
+
+
+def test_time_column_is_computed_only_when_asked(monkeypatch):
+    from tracelens.parsers.xentrace import decode
+
+    asked = []
+    real = decode.iter_batches
+
+    def spy(path, **kw):
+        asked.append(kw.get("cpu_hz"))
+        return real(path, **kw)
+
+    monkeypatch.setattr(decode, "iter_batches", spy)
+    cap = Capture(PG, cpu_hz=2e9)
+    assert cap.records.select("tsc", "cpu").collect().columns == ["tsc", "cpu"]
+    assert cap.records.filter(pl.col("time_ns") > 0).select("tsc").collect().height > 0
+    assert cap.records.select("time_ns").collect()["time_ns"].to_list() == \
+        tracelens.read_xentrace(PG, cpu_hz=2e9).column("time_ns").to_pylist()
+    assert asked == [None, 2e9, 2e9]

@@ -232,12 +232,13 @@ class Capture:
 
         return pl.Schema(_record_schema(self.cpu_hz))
 
-    def _batches(self) -> Iterator[pa.Table]:
-        """The decoder's time-ordered batches (an override point for tests and callers with their own reader)."""
-        from tracelens.parsers.xentrace.decode import iter_batches
+    def _batches(self, *, with_time: bool = True) -> Iterator[pa.Table]:
+        """The decoder's time-ordered batches; ``with_time=False`` does not ask it for the ``time_ns`` column."""
+        from tracelens.parsers.xentrace import decode
 
-        return iter_batches(self.path, batch_bytes=self.batch_bytes, xen_version=self.xen_version,
-                            cpu_hz=self.cpu_hz, tolerance=self.tolerance, catalog_files=self.catalog_files)
+        return decode.iter_batches(self.path, batch_bytes=self.batch_bytes, xen_version=self.xen_version,
+                                   cpu_hz=self.cpu_hz if with_time else None, tolerance=self.tolerance,
+                                   catalog_files=self.catalog_files)
 
     def _scan(self, with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
         import numpy as np
@@ -255,7 +256,9 @@ class Capture:
             if predicate is not None:
                 needed += [c for c in predicate.meta.root_names() if c not in needed]
         left = n_rows
-        for table in self._batches():
+        # the decoder computes time_ns only when given cpu_hz: give it only when the column is wanted
+        with_time = needed is None or "time_ns" in needed
+        for table in self._batches(with_time=with_time):
             req.batches += 1
             if lo is not None or hi is not None:
                 tsc = table.column("tsc").to_numpy()
