@@ -130,3 +130,22 @@ def test_show_code_runs_and_gives_the_same_rows(app, capsys):
     printed = capsys.readouterr().out
     direct = CliRunner().invoke(app, ["query", PG, q, "--format", "csv"]).stdout
     assert printed == direct
+
+
+def test_cli_exit_codes(capsys, tmp_path):
+    from tracelens.cli import main
+
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x7fnot anything" * 40)
+    assert main(["query", PG, "SELECT * FROM xen_events"]) == 2  # a dump table, no dump given
+    assert "no dump was given" in capsys.readouterr().err
+    assert main(["query", str(junk), "SELECT * FROM findings"]) == 3  # not a capture nor a dump
+    assert main(["query", PG, "SELEC rule FROM findings"]) == 2
+    assert main(["query", "SELECT 1"]) == 2
+
+
+def test_guest_ledger_tables():
+    ig = str(ROOT / "sample-traces" / "instrumented-guest.xentrace")
+    # README: PIRQ 35 and grant ref 15 are left open by the instrumented guest
+    df = tracelens.sql("SELECT pirq FROM pirqs_open UNION ALL SELECT ref FROM grefs_open", ig)
+    assert sorted(df.to_series().to_list()) == [15, 35]

@@ -34,8 +34,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["open", "sql", "Capture", "Dump", "Report", "ScanRequest", "TABLES"]
 
 #: table names :func:`sql` and ``tracelens query`` know
-TABLES = ("records", "boundaries", "grants", "grant_mappers", "balloon", "hypercalls", "safety", "findings", "dmesg",
-          "xen_events")
+TABLES = ("records", "boundaries", "grants", "grant_mappers", "balloon", "hypercalls", "irq_vectors", "safety",
+          "pirqs_open", "grefs_open", "findings", "dmesg", "xen_events")
+_DUMP_TABLES = ("dmesg", "xen_events")
+_ANALYSIS_TABLES = tuple(t for t in TABLES if t not in ("records", *_DUMP_TABLES))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -546,38 +548,41 @@ def _referenced(query: str) -> set[str]:
 def sql_context(paths, *, tables: set[str] | None = None, config: AnalysisConfig | None = None):
     """A ``polars.SQLContext`` over the captures and dumps at ``paths``: ``records`` (lazy, with a ``capture``
     column), the analysis tables (``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``,
-    ``safety``, ``findings``, each with a ``capture`` column) and, from dumps, ``dmesg`` and ``xen_events``
-    (with a ``dump`` column). Only the ``tables`` named are built (default: all)."""
+    ``irq_vectors``, ``safety``, ``pirqs_open``, ``grefs_open``, ``findings``: the :class:`Report` frames, each with
+    a ``capture`` column) and, from dumps, ``dmesg`` and ``xen_events`` (with a ``dump`` column). Only the
+    ``tables`` named are built (default: every table the inputs can give); naming a capture table without a capture,
+    or a dump table without a dump, is a UsageError."""
     import polars as pl
 
-    tables = set(TABLES) if tables is None else set(tables)
     caps: list[Capture] = []
     dumps: list[Dump] = []
     for p in paths:
         obj = open(p) if config is None else open(p, xen_version=config.xen_version, cpu_hz=config.cpu_hz,
                                                   tolerance=config.tolerance)
         (caps if isinstance(obj, Capture) else dumps).append(obj)
+    if tables is None:  # everything the inputs can give
+        tables = ({t for t in TABLES if t not in _DUMP_TABLES} if caps else set()) | (set(_DUMP_TABLES) if dumps else set())
+    tables = set(tables)
+    need_caps = sorted(tables - set(_DUMP_TABLES))
+    need_dumps = sorted(tables & set(_DUMP_TABLES))
+    if need_caps and not caps:
+        raise UsageError(f"the query uses {', '.join(need_caps)}, which come from captures, but no capture was given")
+    if need_dumps and not dumps:
+        raise UsageError(f"the query uses {', '.join(need_dumps)}, which come from dumps, but no dump was given")
     ctx = pl.SQLContext()
     if "records" in tables:
-        frames = [c.records.with_columns(pl.lit(c.path).alias("capture")) for c in caps]
-        ctx.register("records", pl.concat(frames) if frames else
-                     pl.LazyFrame(schema={**_record_schema(None), "capture": pl.String}))
-    analysis_tables = [t for t in ("boundaries", "grants", "grant_mappers", "balloon", "hypercalls", "safety",
-                                   "findings") if t in tables]
-    if analysis_tables:
+        ctx.register("records", pl.concat([c.records.with_columns(pl.lit(c.path).alias("capture")) for c in caps]))
+    wanted = [t for t in _ANALYSIS_TABLES if t in tables]
+    if wanted:
         reports = [c.analyze(config) for c in caps]
-        for t in analysis_tables:
-            frames = [_frame(r._obj[t], _REPORT_TABLES[t], {"capture": r.path}) for r in reports]
-            ctx.register(t, pl.concat(frames) if frames else
-                         _frame([], _REPORT_TABLES[t]).with_columns(pl.lit(None, pl.String).alias("capture")))
+        for t in wanted:
+            ctx.register(t, pl.concat([r._get(t).with_columns(pl.lit(r.path).alias("capture")) for r in reports]))
     for t, fn in (("dmesg", Dump.dmesg), ("xen_events", Dump.xen_events)):
         if t in tables:
-            frames = [fn(d).with_columns(pl.lit(d.path).alias("dump")) for d in dumps]
-            if frames:
-                ctx.register(t, pl.concat(frames, how="diagonal_relaxed"))
-            elif t == "dmesg":
-                ctx.register(t, pl.DataFrame(schema={"seq": pl.Int64, "ts_nsec": pl.Int64, "text": pl.String,
-                                                     "dump": pl.String}))
+            ctx.register(t, pl.concat([fn(d).with_columns(pl.lit(d.path).alias("dump")) for d in dumps],
+                                      how="diagonal_relaxed"))
+    for d in dumps:  # their tables are in memory now
+        d.close()
     return ctx
 
 

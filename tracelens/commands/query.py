@@ -1,8 +1,8 @@
 """``tracelens query CAPTURE|DUMP... "SELECT ..."``: SQL over decoded captures, their analysis and dumps' logs.
 
 The command parses options, calls :func:`tracelens.api.sql` (polars' SQL engine over the tables ``records``,
-``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``, ``safety``, ``findings``, ``dmesg``,
-``xen_events``; see tracelens/api.py) and writes the result as a table, CSV, JSON or Parquet. ``--show-code``
+``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``, ``irq_vectors``, ``safety``,
+``pirqs_open``, ``grefs_open``, ``findings``, ``dmesg``, ``xen_events``; see tracelens/api.py) and writes the result as a table, CSV, JSON or Parquet. ``--show-code``
 prints the Python a notebook user would write.
 """
 
@@ -143,7 +143,8 @@ def register(app: typer.Typer) -> None:
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
         """SQL over captures and dumps (polars SQL). Tables: records, boundaries, grants, grant_mappers, balloon,
-        hypercalls, safety, findings (with a `capture` column), dmesg and xen_events (with a `dump` column).
+        hypercalls, irq_vectors, safety, pirqs_open, grefs_open, findings (with a `capture` column), dmesg and
+        xen_events (with a `dump` column).
 
         Example: tracelens query a.xentrace b.xentrace "SELECT capture, rule, domid FROM findings"
         """
