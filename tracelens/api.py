@@ -68,8 +68,9 @@ class ScanRequest:
 
     ``columns``: the projected columns (None: all); ``predicate``: the pushed-down filter (a polars ``Expr``) or
     None; ``n_rows``: the row limit; ``tsc_range``: the (low, high) TSC bounds inferred from the predicate (None
-    when unbounded); ``cpus``: the batches decoded, the batches skipped because no row could match the
-    predicate's TSC bounds or pCPU terms, and the rows yielded."""
+    when unbounded); ``batches``: the decoder batches read; ``batches_skipped``: those dropped because no row could
+    match the predicate's TSC bounds or pCPU terms; ``rows``: the rows yielded. polars pushes only elementwise
+    filters into a scan (``tsc == tsc.max()`` is applied after it), so a per-batch filter is exact."""
 
     columns: list[str] | None
     predicate: Any
