@@ -35,8 +35,8 @@ def _write(path: str, text: str) -> None:
 
 def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = None, fail_on: str | None = None,
         baseline: str | None = None, sarif: str | None = None, junit: str | None = None, json_out: str | None = None,
-        write_baseline: str | None = None, xen_version: str | None = None, quiet: bool = False, today=None,
-        env=None, out=None) -> int:
+        write_baseline: str | None = None, xen_version: str | None = None, vmcore_dom: int | None = None,
+        quiet: bool = False, today=None, env=None, out=None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (docs/exit-codes.md)."""
     from tracelens.errors import UsageError
     from tracelens.gate.baseline import load_baseline, parse_baseline, write_baseline as _write_baseline
@@ -44,8 +44,12 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
     from tracelens.gate.policy import SEVERITIES, Policy, load_policy
 
     out = out or sys.stdout
-    if not captures and not vmcore:
+    if not captures:
         raise UsageError("give at least one CAPTURE")
+    if vmcore and len(captures) != 1:
+        raise UsageError(f"--vmcore goes with one CAPTURE (the run the dump was taken in), not {len(captures)}")
+    if vmcore_dom is not None and not vmcore:
+        raise UsageError("--vmcore-dom needs --vmcore")
     if fail_on is not None and fail_on not in SEVERITIES:
         raise UsageError(f"--fail-on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
     for path, option in ((sarif, "--sarif"), (junit, "--junit"), (json_out, "--json"),
@@ -61,7 +65,8 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
         bpath = baseline or pol.baseline
         base = load_baseline(bpath) if bpath else None
 
-    result = run_gate(captures, pol, fail, base, vmcore=vmcore, today=today, xen_version=xen_version)
+    result = run_gate(captures, pol, fail, base, vmcore=vmcore, vmcore_dom=vmcore_dom, today=today,
+                      xen_version=xen_version)
 
     if write_baseline:
         incomplete = [c.path for c in result.captures if c.error is not None or c.inconclusive]
@@ -76,7 +81,8 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
             import json
 
             base = parse_baseline(json.dumps(baseline_document(entries)), write_baseline)
-            result = run_gate(captures, pol, fail, base, vmcore=vmcore, today=today, xen_version=xen_version)
+            result = run_gate(captures, pol, fail, base, vmcore=vmcore, vmcore_dom=vmcore_dom, today=today,
+                      xen_version=xen_version)
             print(f"tracelens: wrote {len({e['fingerprint'] for e in entries})} accepted fingerprint(s) to "
                   f"{write_baseline}", file=sys.stderr)
 
@@ -106,8 +112,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def gate(
         captures: List[str] = typer.Argument(None, help="xentrace captures; one result per capture"),
-        vmcore: Optional[str] = typer.Option(None, "--vmcore", help="a dump of the same run: it must open and be "
-                                                                     "complete (an incomplete dump is inconclusive)"),
+        vmcore: Optional[str] = typer.Option(None, "--vmcore", help="the guest's dump from the run of the (one) "
+                                                                     "CAPTURE: adds TL-DMP-* findings"),
+        vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", help="the domain the dump belongs to "
+                                                                             "(default: inferred, see docs/analysis.md)"),
         policy: Optional[str] = typer.Option(None, "--policy", help=f"policy file (default: ./{DEFAULT_POLICY} if "
                                                                      "present; see docs/gate.md)"),
         fail_on: Optional[str] = typer.Option(None, "--fail-on", help="error, warning or note: the lowest severity "
@@ -127,7 +135,7 @@ def register(app: typer.Typer) -> None:
         policy, 3 a capture unreadable or inconclusive (see docs/gate.md)."""
         code = run(list(captures or []), vmcore=vmcore, policy=policy, fail_on=fail_on, baseline=baseline,
                    sarif=sarif, junit=junit, json_out=json_out, write_baseline=write_baseline,
-                   xen_version=xen_version, quiet=quiet)
+                   xen_version=xen_version, vmcore_dom=vmcore_dom, quiet=quiet)
         if code:
             # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a return value,
             # which tracelens.cli.main does not pass on (yet); SystemExit reaches main's handler either way

@@ -181,8 +181,10 @@ def inconclusive_reasons(findings, lost_records: int, policy: Policy) -> list[st
 
 
 def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today: date | None = None,
-                  xen_version: str | None = None) -> CaptureResult:
-    """Analyse one xentrace capture (strict decoding: any damage makes it unreadable) and evaluate its findings."""
+                  xen_version: str | None = None, vmcore: str | None = None,
+                  vmcore_dom: int | None = None) -> CaptureResult:
+    """Analyse one xentrace capture (strict decoding: any damage makes it unreadable), with the guest's dump when
+    ``vmcore`` is given (its TL-DMP-* findings join the capture's), and evaluate the findings."""
     from tracelens.analysis.api import AnalysisConfig, analyze
 
     res = CaptureResult(path=path)
@@ -191,8 +193,9 @@ def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today:
     except OSError:
         pass
     try:
-        a = analyze(path, AnalysisConfig(xen_version=xen_version, tolerance="strict"))
-    except FormatError as e:  # IncompleteCaptureError included: truncated, corrupt, not a capture
+        a = analyze(path, AnalysisConfig(xen_version=xen_version, tolerance="strict", vmcore=vmcore,
+                                         vmcore_dom=vmcore_dom))
+    except FormatError as e:  # IncompleteCaptureError included: truncated, corrupt, not a capture; or the dump
         res.error = str(e)
         return res
     res.sha256 = a.sha256
@@ -200,37 +203,13 @@ def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today:
     res.lost_records = int(a.lost[:, 3].sum()) if a.lost.size else 0
     res.findings = evaluate_findings(a.findings, path, policy, fail_on, baseline, today)
     res.inconclusive = inconclusive_reasons(a.findings, res.lost_records, policy)
-    return res
-
-
-def check_dump(path: str) -> CaptureResult:
-    """A vmcore given with --vmcore: it must open and be complete (an incomplete dump is inconclusive). Dump-side
-    findings are not produced yet (docs/analysis.md, "Not (yet) covered"), so a complete dump adds no findings."""
-    from tracelens.detect import XENTRACE, sniff
-
-    res = CaptureResult(path=path, kind="vmcore")
-    try:
-        res.size = os.path.getsize(path)
-        kind = sniff(path)
-        if kind == XENTRACE:
-            res.error = f"{path}: --vmcore expects a dump, but this is a xentrace capture (give it as a CAPTURE)"
-            return res
-        res.kind = kind
-        from tracelens.analysis.api import sha256_file
-        from tracelens.parsers import vmcore
-
-        with vmcore.open(path) as dump:
-            info = dump.info()
-        res.sha256 = sha256_file(path)
-    except FormatError as e:
-        res.error = str(e)
-        return res
-    except OSError as e:
-        res.error = f"{path}: cannot read: {e.strerror}"
-        return res
-    if not info.get("complete", True):
-        res.inconclusive.append("the dump is incomplete (truncated, or written until the disk filled)")
-    res.notes.append("dump opened and complete; dump-side findings are not analysed yet")
+    dump = getattr(a, "dump", None)
+    if vmcore and dump is not None:
+        res.notes.append(f"dump {dump.get('path')} ({dump.get('kind')}): {dump.get('assumption')}")
+        res.notes += [f"dump: {n}" for n in dump.get("notes", [])]
+        if dump.get("domid") is None:  # asked to use the dump, and could not: fail closed
+            res.inconclusive.append(f"the dump {vmcore} could not be tied to a domain of the capture "
+                                    f"({dump.get('assumption')})")
     return res
 
 
@@ -239,13 +218,12 @@ def expired_entries(policy: Policy, today: date) -> list:
 
 
 def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: str | None = None,
-             today: date | None = None, xen_version: str | None = None) -> GateResult:
-    """Check every capture (and the dump) and evaluate the policy. Never raises for a damaged input: that input's
-    result is ``unreadable``."""
+             vmcore_dom: int | None = None, today: date | None = None, xen_version: str | None = None) -> GateResult:
+    """Check every capture and evaluate the policy. ``vmcore`` (the guest's dump) goes with the only capture. Never
+    raises for a damaged input: that input's result is ``unreadable``."""
     today = today or today_utc()
-    results = [check_capture(os.fspath(p), policy, fail_on, baseline, today, xen_version) for p in captures]
-    if vmcore:
-        results.append(check_dump(os.fspath(vmcore)))
+    results = [check_capture(os.fspath(p), policy, fail_on, baseline, today, xen_version,
+                             os.fspath(vmcore) if vmcore else None, vmcore_dom) for p in captures]
     seen = {g.finding.fingerprint for r in results for g in r.findings}
     unused = [e for fp, e in baseline.accepted.items() if fp not in seen] if baseline is not None else []
     return GateResult(captures=results, fail_on=fail_on, policy=policy,
