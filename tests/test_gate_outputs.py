@@ -253,3 +253,35 @@ def test_summary_and_atomic_outputs(mixed, capsys):
     # a failing renderer leaves the previous file in place (an unwritable target)
     code, _, err = invoke(["--sarif", str(cwd / "nodir" / "x.sarif"), rel[0]], capsys)
     assert code == 2
+
+
+# -- show-code (run(show_code=True); the CLI option is added once tests/test_show_code.py expects it) ------------
+def _show_code(args: dict, capsys) -> str:
+    from tracelens.commands.gate import run
+
+    capsys.readouterr()
+    assert run(show_code=True, **args) == 0
+    return capsys.readouterr()[0]
+
+
+def test_show_code_runs_and_gives_what_the_command_gives(mixed, capsys):
+    cwd, rel, pol, base = mixed
+    code, _, _, out = run_mixed(mixed, capsys)
+    printed = _show_code(dict(captures=rel, policy=pol.name, baseline=base.name, json_out="out/code.jsonl",
+                              sarif="out/code.sarif"), capsys)
+    assert not (out / "code.jsonl").exists()  # show-code only prints
+    ns: dict = {}
+    exec(compile(printed, "<show-code>", "exec"), ns)
+    stdout = capsys.readouterr()[0]
+    assert ns["result"].exit_code == code == 3 and stdout.endswith("exit code 3\n")
+    assert (out / "code.jsonl").read_text() == (out / "g.jsonl").read_text()
+    assert json.loads((out / "code.sarif").read_text()) == json.loads((out / "g.sarif").read_text())
+
+
+def test_show_code_of_write_baseline(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cap = sample(tmp_path, LEAKING).name
+    invoke(["--write-baseline", "cli.json", cap], capsys)
+    printed = _show_code(dict(captures=[cap], write_baseline="code.json"), capsys)
+    exec(compile(printed, "<show-code>", "exec"), {})
+    assert json.loads((tmp_path / "code.json").read_text()) == json.loads((tmp_path / "cli.json").read_text())
