@@ -285,3 +285,38 @@ def test_show_code_of_write_baseline(tmp_path, capsys, monkeypatch):
     printed = _show_code(dict(captures=[cap], write_baseline="code.json"), capsys)
     exec(compile(printed, "<show-code>", "exec"), {})
     assert json.loads((tmp_path / "code.json").read_text()) == json.loads((tmp_path / "cli.json").read_text())
+
+
+# -- robustness -------------------------------------------------------------------------------------------------
+def test_the_same_capture_twice_is_one_artifact(tmp_path, capsys, monkeypatch):
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency (pip install jsonschema)")
+    monkeypatch.chdir(tmp_path)
+    cap = sample(tmp_path, LEAKING).name
+    code, out, _ = invoke(["--sarif", "g.sarif", cap, f"./{cap}"], capsys)
+    assert code == 1 and out.count("FAIL ") == 2  # a result per argument
+    doc = json.loads((tmp_path / "g.sarif").read_text())
+    jsonschema.Draft4Validator(json.loads(SCHEMA.read_text())).validate(doc)  # artifacts are uniqueItems
+    assert len(doc["runs"][0]["artifacts"]) == 1 and len(doc["runs"][0]["results"]) == 4
+
+
+def test_an_unwritable_step_summary_does_not_change_the_exit_code(tmp_path, capsys):
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(tmp_path / "no-such-dir" / "summary.md")}
+    code, out, err = invoke([sample(tmp_path, LEAKING)], capsys, env=env)
+    assert code == 1 and "::error " in out and "cannot append to GITHUB_STEP_SUMMARY" in err
+
+
+def test_numpy_values_in_evidence_are_written_as_json(tmp_path):
+    np = pytest.importorskip("numpy")
+    from tracelens.analysis.findings import Finding
+    from tracelens.gate.evaluate import CaptureResult, GateResult, evaluate_findings
+    from tracelens.gate.jsonl import to_jsonl
+    from tracelens.gate.policy import Policy
+    from tracelens.gate.sarif import to_sarif
+
+    f = Finding("TL-GNT-001", "error", 1, 0, "mapper:d0", 5, 1, 5, "m",
+                {"outstanding": np.int64(3), "refs": np.arange(3, dtype=np.uint32), "ports": {2, 1}})
+    c = CaptureResult(path=str(tmp_path / "x.xentrace"), findings=evaluate_findings([f], "x", Policy(), "error"))
+    r = GateResult(captures=[c], fail_on="error", policy=Policy())
+    line = json.loads(to_jsonl(r).splitlines()[0])
+    assert line["evidence"] == {"outstanding": 3, "refs": [0, 1, 2], "ports": [1, 2]}
+    assert json.loads(to_sarif(r))["runs"][0]["results"][0]["properties"]["evidence"]["refs"] == [0, 1, 2]

@@ -100,4 +100,9 @@ def emit(result, env=None, out=None) -> None:
         out.write(line + "\n")
     path = env.get("GITHUB_STEP_SUMMARY")
     if path:
-        append_step_summary(result, path)
+        from tracelens.errors import TracelensError
+
+        try:
+            append_step_summary(result, path)
+        except (OSError, TracelensError) as e:  # the runner's file, not the user's output: never the exit code
+            print(f"tracelens: warning: cannot append to GITHUB_STEP_SUMMARY {path}: {e}", file=sys.stderr)

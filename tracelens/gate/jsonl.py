@@ -13,6 +13,15 @@ import json
 SCHEMA_VERSION = 1
 
 
+def json_default(o):
+    """Evidence values that json cannot write as they are: numpy scalars and arrays, sets, anything else as text."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset, tuple)):
+        return sorted(o) if isinstance(o, (set, frozenset)) else list(o)
+    return str(o)
+
+
 def finding_obj(g) -> dict:
     f = g.finding
     return {
@@ -51,4 +60,4 @@ def to_jsonl(result) -> str:
     lines = [finding_obj(g) for c in result.captures for g in c.findings]
     lines += [capture_obj(c) for c in result.captures]
     lines.append(gate_obj(result))
-    return "".join(json.dumps(x, separators=(",", ":"), sort_keys=False) + "\n" for x in lines)
+    return "".join(json.dumps(x, separators=(",", ":"), default=json_default) + "\n" for x in lines)

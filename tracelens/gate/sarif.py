@@ -91,14 +91,16 @@ def to_sarif_obj(result, cwd: str | None = None) -> dict:
     artifacts, art_index, results, notes = [], {}, [], []
     for c in result.captures:
         loc = artifact_location(c.path, cwd)
-        art = {"location": loc, "roles": ["analysisTarget"]}
-        if c.size is not None:
-            art["length"] = c.size
-        if c.sha256:
-            art["hashes"] = {"sha-256": c.sha256}
-        art_index[c.path] = len(artifacts)
-        artifacts.append(art)
-        where = [{"physicalLocation": {"artifactLocation": dict(loc, index=art_index[c.path])}}]
+        key = json.dumps(loc, sort_keys=True)  # one artifact per file, however often or however spelt it was given
+        if key not in art_index:
+            art = {"location": loc, "roles": ["analysisTarget"]}
+            if c.size is not None:
+                art["length"] = c.size
+            if c.sha256:
+                art["hashes"] = {"sha-256": c.sha256}
+            art_index[key] = len(artifacts)
+            artifacts.append(art)
+        where = [{"physicalLocation": {"artifactLocation": dict(loc, index=art_index[key])}}]
         if c.error is not None:
             notes.append({"level": "error", "message": {"text": f"capture unreadable: {c.error}"}, "locations": where})
         for reason in c.inconclusive:
@@ -113,7 +115,7 @@ def to_sarif_obj(result, cwd: str | None = None) -> dict:
                 "level": g.level,
                 "message": {"text": f.message + "".join(f" ({n})" for n in g.notes)},
                 "locations": [{
-                    "physicalLocation": {"artifactLocation": dict(loc, index=art_index[c.path]),
+                    "physicalLocation": {"artifactLocation": dict(loc, index=art_index[key]),
                                          "region": {"startLine": 1}},
                     "logicalLocations": [{"name": str(f.object), "fullyQualifiedName": fq, "kind": "object"}],
                 }],
@@ -156,4 +158,6 @@ def to_sarif_obj(result, cwd: str | None = None) -> dict:
 
 
 def to_sarif(result, cwd: str | None = None) -> str:
-    return json.dumps(to_sarif_obj(result, cwd), indent=2) + "\n"
+    from tracelens.gate.jsonl import json_default
+
+    return json.dumps(to_sarif_obj(result, cwd), indent=2, default=json_default) + "\n"
