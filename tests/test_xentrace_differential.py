@@ -624,3 +624,49 @@ def test_fast_many_distinct_ids_do_not_lose_names_or_counts(tmp_path):
     names = {n for e, n in zip(t.column("event").to_pylist(), t.column("name").to_pylist()) if e == 0x00082013}
     s = summarize(flood)
     assert (names, sum(s["records_per_event"].values())) == ({hlt_name}, len(expected["cpu"]))
+
+
+# -- the chunked passes, on small files ---------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_chunked_passes_equal_reference(seed, tmp_path, monkeypatch):
+    """The decoder walks and populates large captures in chunks (64 MiB); white-box: shrink the chunk to a few
+    bytes and turn whole-file population off, so chunk boundaries fall inside windows, records and damage."""
+    import tracelens.parsers.xentrace.decode as decode
+
+    rng = random.Random(40_000 + seed)
+    monkeypatch.setattr(decode, "CHUNK_BYTES", rng.choice([4, 12, 64, 1000]))
+    monkeypatch.setattr(decode, "POPULATE_LIMIT", 0)
+    w, _ = generate(seed)
+    blob = w.to_bytes()
+    path = tmp_path / "chunked.xt"
+    if seed % 2:
+        blob = _damage(blob, rng)
+        for tolerance in ("skip", "truncate"):
+            _compare_tolerant(blob, path, tolerance, summary=True)
+        return
+    path.write_bytes(blob)
+    expected = ref.decode(blob)
+    assert ref.first_difference(columns_of(read_fast(path)), expected) is None
+    assert ref.first_difference(read_batches(path, batch_bytes=300), expected) is None
+    check_summary(path)
+
+
+@pytest.mark.parametrize("reuse", [1, 2])
+@pytest.mark.parametrize("seed", [2, 9, 16])
+def test_fast_batches_with_reused_buffers_equal_reference(seed, reuse, tmp_path):
+    """iter_batches(reuse_buffers=N) overwrites a table N batches later: a consumer that reads each table before
+    asking for the next must still see the reference rows, over many small batches."""
+    from tracelens.parsers.xentrace.decode import iter_batches
+
+    w, _ = generate(seed)
+    path = tmp_path / "gen.xt"
+    w.write(path)
+    got = {c: [] for c in ref.COLUMNS}
+    nbatches = 0
+    for table in iter_batches(path, batch_bytes=200, reuse_buffers=reuse):
+        nbatches += 1
+        for c in ref.COLUMNS:
+            got[c].extend(table.column(c).to_pylist())
+    assert nbatches > 3
+    diff = ref.first_difference(got, ref.decode(path.read_bytes()))
+    assert diff is None, diff
