@@ -247,3 +247,31 @@ def test_time_column_is_computed_only_when_asked(monkeypatch):
     assert cap.records.select("time_ns").collect()["time_ns"].to_list() == \
         tracelens.read_xentrace(PG, cpu_hz=2e9).column("time_ns").to_pylist()
     assert asked == [None, 2e9, 2e9]
+
+
+def test_overview_of_the_samples(tmp_path, small_dump):
+    paths = sorted(SAMPLES.glob("*.xentrace"))
+    damaged = tmp_path / "damaged.xentrace"
+    damaged.write_bytes((SAMPLES / "clean-soft-reset.xentrace").read_bytes()[:1000])
+    ov = tracelens.overview([*paths, damaged, small_dump], on_error="record")
+    by = {Path(r["capture"]).name: r for r in ov.iter_rows(named=True)}
+    # expected findings and boundary kinds: sample-traces/README.md
+    expected_rules = {
+        "clean-soft-reset.xentrace": [], "persistent-grants.xentrace": ["TL-GNT-001", "TL-GNT-002"],
+        "balloon-before-kexec.xentrace": ["TL-BAL-001"], "foreign-map.xentrace": ["TL-GNT-003"],
+        "instrumented-guest.xentrace": ["TL-GST-001", "TL-GST-002"], "lost-across-boundary.xentrace": ["TL-LOST-001"],
+        "crash-kdump.xentrace": ["TL-GNT-001", "TL-GNT-002"],
+    }
+    assert {n: by[n]["rules"] for n in expected_rules} == expected_rules
+    assert by["crash-kdump.xentrace"]["boundary_kinds"] == ["crash"]
+    assert by["clean-soft-reset.xentrace"]["kexec_verdict"] == "safe"
+    assert by["lost-across-boundary.xentrace"]["kexec_verdict"] == "inconclusive"
+    assert by["persistent-grants.xentrace"]["kexec_verdict"] == "unsafe"
+    assert by["foreign-map.xentrace"]["pcpus"] == 3 and by["persistent-grants.xentrace"]["records"] == 514
+    assert by["damaged.xentrace"]["error"] and by["damaged.xentrace"]["records"] is None
+    assert "not a xentrace capture" in by["small.elf"]["error"]
+    assert all(by[n]["error"] is None for n in expected_rules)
+    with pytest.raises(FormatError):
+        tracelens.overview([PG, damaged])  # default policy: raise
+    with pytest.raises(tracelens.api.UsageError):
+        tracelens.overview([PG], on_error="ignore")

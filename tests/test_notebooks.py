@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 #: plots each notebook must show (minimum number of image/png outputs)
-MIN_IMAGES = {"01-persistent-grant-leak.ipynb": 4, "02-trace-and-dump.ipynb": 1, "03-many-captures.ipynb": 1}
+MIN_IMAGES = {"01-persistent-grant-leak.ipynb": 4, "02-trace-and-dump.ipynb": 1, "03-many-captures.ipynb": 2}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

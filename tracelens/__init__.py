@@ -8,6 +8,7 @@ tracelens`` is cheap.
 - :func:`xentrace_info` -- the summary ``tracelens info`` prints, without decoding records
 - :func:`open` -- a capture or a dump, detected from its bytes, as a notebook-friendly object (tracelens.api)
 - :func:`sql` -- a SQL query over captures and dumps (records, boundaries, grants, balloon, findings, dmesg)
+- :func:`overview` -- many captures into one table (one row each), with an explicit failure policy
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def xentrace_info(path, **kwargs) -> dict:
     return summarize(path, **kwargs)
 
 
-_API = ("open", "sql", "Capture", "Dump", "Report")
+_API = ("open", "sql", "overview", "Capture", "Dump", "Report")
 
 
 def __getattr__(name):
@@ -48,5 +49,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'tracelens' has no attribute {name!r}")
 
 
-__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "open", "sql", "Capture", "Dump", "Report",
-           "__version__"]
+__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "open", "sql", "overview", "Capture", "Dump",
+           "Report", "__version__"]
