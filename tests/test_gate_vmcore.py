@@ -47,6 +47,12 @@ def test_dump_findings_are_gated(tmp_path, capsys):
     assert got == {("TL-GNT-001", 1, 0, "mapper:d0", True), ("TL-GNT-002", 1, 1, "mapper:d0", False),
                    ("TL-DMP-001", 1, 0, "mapper:d0", True), ("TL-DMP-002", 1, 0, "pirq:16", False)}
     assert "crash boundary" in text  # the dump's attribution is shown
+    junitparser = pytest.importorskip("junitparser", reason="junitparser is a test dependency")
+    code, _, _ = invoke(["--vmcore", dump, "--junit", tmp_path / "g.xml", cap], capsys)
+    (suite,) = junitparser.JUnitXml.fromfile(str(tmp_path / "g.xml"))
+    case = {c.name.split(":")[0]: c for c in suite}
+    assert [type(r) for r in case["TL-DMP-001"].result] == [junitparser.Failure]  # checked, with --vmcore
+    assert case["TL-DMP-003"].is_passed and case["TL-DMP-002"].is_passed
     # the policy applies to dump findings as to any other
     pol = tmp_path / "p.toml"
     until = (date.today() + timedelta(days=5)).isoformat()

@@ -92,6 +92,7 @@ class CaptureResult:
     records: int | None = None
     lost_records: int = 0
     notes: list = field(default_factory=list)
+    vmcore: str | None = None  # the dump analysed with the capture (--vmcore)
 
     @property
     def status(self) -> str:
@@ -187,7 +188,7 @@ def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today:
     ``vmcore`` is given (its TL-DMP-* findings join the capture's), and evaluate the findings."""
     from tracelens.analysis.api import AnalysisConfig, analyze
 
-    res = CaptureResult(path=path)
+    res = CaptureResult(path=path, vmcore=vmcore)
     try:
         res.size = os.path.getsize(path)
     except OSError:

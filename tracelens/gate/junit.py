@@ -4,7 +4,8 @@ Jenkins, GitLab and GitHub test reporters read): a ``testsuite`` per capture, a 
 
 A rule's testcase has a ``failure`` when it has blocking findings; its non-blocking findings (suppressed, in the
 baseline, below ``fail_on``) are listed in ``system-out``. An unreadable capture errors its ``capture`` testcase
-and skips its rules; an inconclusive one errors its ``capture`` testcase.
+and skips its rules; an inconclusive one errors its ``capture`` testcase. Without ``--vmcore`` the dump rules
+(TL-DMP-*) are skipped: they were not checked.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+#: rules that only a dump can raise (docs/rules.md: they need --vmcore); without one their testcases are skipped
+DUMP_RULE_PREFIX = "TL-DMP-"
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -62,6 +65,10 @@ def to_junit_element(result) -> ET.Element:
                 mine = [g for g in c.findings if g.rule == rid]
                 if c.error is not None:
                     ET.SubElement(tc, "skipped", message="capture unreadable")
+                    counts["skipped"] += 1
+                    continue
+                if rid.startswith(DUMP_RULE_PREFIX) and not c.vmcore:
+                    ET.SubElement(tc, "skipped", message="checked only with --vmcore DUMP")
                     counts["skipped"] += 1
                     continue
                 blocking = [g for g in mine if g.blocking]
