@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from tracelens.errors import FormatError, UsageError
@@ -121,7 +121,8 @@ def _tsc_bound(node) -> tuple[int | None, int | None] | None:
     if isinstance(node, dict) and "Function" in node:
         f = node["Function"]
         fn = f.get("function", {})
-        between = fn.get("Boolean", {}).get("IsBetween") if isinstance(fn, dict) and isinstance(fn.get("Boolean"), dict) else None
+        boolean = fn.get("Boolean") if isinstance(fn, dict) else None
+        between = boolean.get("IsBetween") if isinstance(boolean, dict) else None
         inp = f.get("input", [])
         if between is not None and len(inp) == 3 and inp[0] == {"Column": "tsc"}:
             lo, hi = _literal_int(inp[1]), _literal_int(inp[2])
@@ -474,8 +475,10 @@ class Report:
             self._frames[name] = df
         return df
 
-    boundaries = property(lambda self: self._get("boundaries"), doc="kexec boundaries: domid, epoch (that it ends), kind, tsc, evidence")
-    grants = property(lambda self: self._get("grants"), doc="grant ledger: one row per mapper, granter and granter epoch")
+    boundaries = property(lambda self: self._get("boundaries"),
+                          doc="kexec boundaries: domid, epoch (that it ends), kind, tsc, evidence")
+    grants = property(lambda self: self._get("grants"),
+                      doc="grant ledger: one row per mapper, granter and granter epoch")
     grant_mappers = property(lambda self: self._get("grant_mappers"), doc="grant maps per mapper and mapper epoch")
     balloon = property(lambda self: self._get("balloon"), doc="balloon ledger: per domain and epoch")
     hypercalls = property(lambda self: self._get("hypercalls"), doc="hypercall counts per domain, epoch, source, op")
@@ -483,7 +486,8 @@ class Report:
     safety = property(lambda self: self._get("safety"), doc="kexec safety per guest domain and epoch")
     findings = property(lambda self: self._get("findings"), doc="the findings (rules: docs/rules.md)")
     pirqs_open = property(lambda self: self._get("pirqs_open"),
-                          doc="instrumented guests: PIRQs still bound at the end of an epoch (docs/guest-tracepoints.md)")
+                          doc="instrumented guests: PIRQs still bound at the end of an epoch "
+                              "(docs/guest-tracepoints.md)")
     grefs_open = property(lambda self: self._get("grefs_open"),
                           doc="instrumented guests: grant refs still granted at the end of an epoch")
 
@@ -621,7 +625,8 @@ def sql_context(paths, *, tables: set[str] | None = None, config: AnalysisConfig
                                                   tolerance=config.tolerance)
         (caps if isinstance(obj, Capture) else dumps).append(obj)
     if tables is None:  # everything the inputs can give
-        tables = ({t for t in TABLES if t not in _DUMP_TABLES} if caps else set()) | (set(_DUMP_TABLES) if dumps else set())
+        tables = {t for t in TABLES if t not in _DUMP_TABLES} if caps else set()
+        tables |= set(_DUMP_TABLES) if dumps else set()
     tables = set(tables)
     need_caps = sorted(tables - set(_DUMP_TABLES))
     need_dumps = sorted(tables & set(_DUMP_TABLES))

@@ -113,7 +113,7 @@ def report_html(rep) -> str:
     if b.height:
         parts.append(frame_html(b.select("domid", "epoch", "kind", "tsc")))
     s = rep.safety
-    parts.append(f"<p><b>kexec safety</b> (per guest domain and epoch)</p>")
+    parts.append("<p><b>kexec safety</b> (per guest domain and epoch)</p>")
     if s.height:
         parts.append(frame_html(s.select("domid", "epoch", "start_tsc", "end_tsc", "boundary_kind", "verdict",
                                          "first_unsafe_kind", "outstanding_grants"), cell_style=_severity_style))

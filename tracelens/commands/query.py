@@ -2,8 +2,8 @@
 
 The command parses options, calls :func:`tracelens.api.sql` (polars' SQL engine over the tables ``records``,
 ``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``, ``irq_vectors``, ``safety``,
-``pirqs_open``, ``grefs_open``, ``findings``, ``dmesg``, ``xen_events``; see tracelens/api.py) and writes the result as a table, CSV, JSON or Parquet. ``--show-code``
-prints the Python a notebook user would write.
+``pirqs_open``, ``grefs_open``, ``findings``, ``dmesg``, ``xen_events``; see tracelens/api.py) and writes the
+result as a table, CSV, JSON or Parquet. ``--show-code`` prints the Python a notebook user would write.
 """
 
 from __future__ import annotations
