@@ -250,6 +250,7 @@ def test_summary_and_atomic_outputs(mixed, capsys):
     lines = stdout.splitlines()
     assert lines[-1] == "gate: inconclusive (exit 3); fail on error; 6 input(s): 3 fail, 1 inconclusive, 1 pass, " \
                         "1 unreadable"
+    assert lines[-2] == "policy: tracelens.toml; baseline: baseline.json"
     assert any(x.startswith(f"PASS         captures/{CLEAN}: 0 finding(s)") for x in lines)
     assert any(x.startswith(f"UNREADABLE   captures/truncated-{CLEAN}") for x in lines)
     assert "expired allow-list entry at tracelens.toml:7 (TL-GNT-003, old entry)" in stdout

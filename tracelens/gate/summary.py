@@ -50,6 +50,7 @@ def to_summary(result, width: int = 140) -> str:
     for c in result.captures:
         counts[c.status] = counts.get(c.status, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    con.print(f"policy: {result.policy.path or '(none: defaults)'}; baseline: {result.baseline_path or '(none)'}")
     con.print(f"gate: {result.status} (exit {result.exit_code}); fail on {result.fail_on}; "
               f"{len(result.captures)} input(s): {parts}")
     return buf.getvalue()
