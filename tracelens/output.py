@@ -15,8 +15,11 @@ def atomic_output(path):
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path)) or "."
     if not os.path.isdir(d):
-        raise UsageError(f"{path}: directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tracelens-", suffix=".part", dir=d)
+        raise UsageError(f"cannot write {path}: directory {d} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tracelens-", suffix=".part", dir=d)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
     try:
         yield tmp

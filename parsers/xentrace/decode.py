@@ -602,7 +602,6 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
     guess = s["_guess"]
     per_class: dict[str, int] = {}
     per_event: dict[str, int] = {}
-    lost_records = 0
     for (ev, n), c in sorted(s["ids"].items()):
         per_class[catalog.class_name(ev)] = per_class.get(catalog.class_name(ev), 0) + c
         nm = catalog.layout(ev, n, guess.version)[0]

@@ -12,8 +12,6 @@ Encoding is vectorised (:func:`encode_records`) so the benchmark can produce mul
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -233,17 +231,8 @@ class CaptureWriter:
 
 
 def atomic_write_bytes(path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` through a temp file in the same directory and an atomic rename."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tracelens-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``blob`` to ``path`` atomically (temp file beside it, then rename)."""
+    from tracelens.output import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(blob)

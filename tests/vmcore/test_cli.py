@@ -79,7 +79,7 @@ def test_pages_parquet_is_written_atomically(dump_file, capsysbinary, tmp_path):
     out = tmp_path / "pages.parquet"
     rc, _, err = run(capsysbinary, "pages", p, "-o", out)
     assert rc == 0 and out.exists() and b"wrote 256 pages" in err
-    assert [f for f in os.listdir(tmp_path) if f.startswith(".tracelens-pages-")] == []
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tracelens-")] == []
     t = pq.read_table(out)
     assert t.num_rows == 256
     rc, out_json, _ = run(capsysbinary, "pages", p, "--json")

@@ -244,28 +244,11 @@ def _runs(dump) -> list[dict]:
 
 def _write_parquet(dump, output: str) -> None:
     """Stream the page index into ``output`` atomically (temp file in the same folder, then rename)."""
-    import os
-    import tempfile
-
     import pyarrow.parquet as pq
 
-    from tracelens.errors import UsageError
+    from tracelens.output import atomic_output
     from tracelens.parsers.vmcore.dump import _page_schema
 
-    folder = os.path.dirname(os.path.abspath(output))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tracelens-pages-", suffix=".parquet", dir=folder)
-    except OSError as e:
-        raise UsageError(f"cannot write {output}: {e.strerror}") from None
-    os.close(fd)
-    try:
-        with pq.ParquetWriter(tmp, _page_schema()) as w:
-            for batch in dump.iter_page_index():
-                w.write_batch(batch)
-        os.replace(tmp, output)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_output(output) as tmp, pq.ParquetWriter(tmp, _page_schema()) as w:
+        for batch in dump.iter_page_index():
+            w.write_batch(batch)
