@@ -138,7 +138,7 @@ def test_sarif_for_a_capture_outside_the_working_directory(tmp_path, capsys, mon
 
 # -- JUnit -------------------------------------------------------------------------------------------------------
 def test_junit_parsed_by_junitparser(mixed, capsys):
-    junitparser = pytest.importorskip("junitparser", reason="junitparser is a test dependency (pip install junitparser)")
+    pytest.importorskip("junitparser", reason="junitparser is a test dependency (pip install junitparser)")
     from junitparser import Error, Failure, JUnitXml, Skipped
 
     cwd, rel, _, _ = mixed

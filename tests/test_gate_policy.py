@@ -260,6 +260,12 @@ def test_bad_baseline_is_exit_2_naming_file_and_line(tmp_path, capsys, text, lin
     assert code == 2 and err.startswith(f"tracelens: error: {base}:{line}: ") and fragment in err
 
 
+def test_baseline_and_write_baseline_together_is_a_usage_error(tmp_path, capsys):
+    code, _, err = invoke(["--baseline", tmp_path / "a.json", "--write-baseline", tmp_path / "b.json",
+                           sample(tmp_path, CLEAN)], capsys)
+    assert code == 2 and "not both" in err and not (tmp_path / "b.json").exists()
+
+
 def test_missing_baseline_is_exit_2(tmp_path, capsys):
     code, _, err = invoke(["--baseline", tmp_path / "none.json", sample(tmp_path, CLEAN)], capsys)
     assert code == 2 and "cannot read the baseline file" in err

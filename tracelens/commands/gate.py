@@ -50,6 +50,9 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
         raise UsageError(f"--vmcore goes with one CAPTURE (the run the dump was taken in), not {len(captures)}")
     if vmcore_dom is not None and not vmcore:
         raise UsageError("--vmcore-dom needs --vmcore")
+    if baseline and write_baseline:
+        raise UsageError("give --baseline (gate against accepted findings) or --write-baseline (accept the current "
+                         "ones), not both")
     if fail_on is not None and fail_on not in SEVERITIES:
         raise UsageError(f"--fail-on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
     for path, option in ((sarif, "--sarif"), (junit, "--junit"), (json_out, "--json"),
@@ -157,24 +160,33 @@ def register(app: typer.Typer) -> None:
     # tests/test_show_code.py stops expecting gate to lack it (its strict xfail)
     @app.command()
     def gate(
-        captures: List[str] = typer.Argument(None, help="xentrace captures; one result per capture"),
-        vmcore: Optional[str] = typer.Option(None, "--vmcore", help="the guest's dump from the run of the (one) "
-                                                                     "CAPTURE: adds TL-DMP-* findings"),
-        vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", help="the domain the dump belongs to "
-                                                                             "(default: inferred, see docs/analysis.md)"),
-        policy: Optional[str] = typer.Option(None, "--policy", help=f"policy file (default: ./{DEFAULT_POLICY} if "
-                                                                     "present; see docs/gate.md)"),
-        fail_on: Optional[str] = typer.Option(None, "--fail-on", help="error, warning or note: the lowest severity "
-                                                                       "that fails (default: the policy's, else error)"),
-        baseline: Optional[str] = typer.Option(None, "--baseline", help="accepted fingerprints: only new findings "
-                                                                         "fail (overrides gate.baseline)"),
-        write_baseline: Optional[str] = typer.Option(None, "--write-baseline", help="accept the current findings: "
-                                                     "write their fingerprints to FILE, then gate against it"),
-        sarif: Optional[str] = typer.Option(None, "--sarif", help="write SARIF 2.1.0 to FILE (GitHub code scanning)"),
-        junit: Optional[str] = typer.Option(None, "--junit", help="write JUnit XML to FILE"),
-        json_out: Optional[str] = typer.Option(None, "--json", help="write JSON Lines to FILE (one finding a line)"),
-        xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the captures "
-                                                                               "(default: guessed per capture)"),
+        captures: List[str] = typer.Argument(None, metavar="CAPTURE", help="xentrace captures; one result each"),
+        vmcore: Optional[str] = typer.Option(None, "--vmcore", metavar="DUMP",
+                                             help="the guest's dump from the run of the (one) CAPTURE: adds TL-DMP-* "
+                                                  "findings"),
+        vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", metavar="DOMID",
+                                                 help="the domain the dump belongs to (default: inferred, see "
+                                                      "docs/analysis.md)"),
+        policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE",
+                                             help=f"policy file (default: ./{DEFAULT_POLICY} if present; see "
+                                                  "docs/gate.md)"),
+        fail_on: Optional[str] = typer.Option(None, "--fail-on", metavar="SEVERITY",
+                                              help="error, warning or note: the lowest severity that fails (default: "
+                                                   "the policy's, else error)"),
+        baseline: Optional[str] = typer.Option(None, "--baseline", metavar="FILE",
+                                               help="accepted fingerprints: only new findings fail (overrides "
+                                                    "gate.baseline)"),
+        write_baseline: Optional[str] = typer.Option(None, "--write-baseline", metavar="FILE",
+                                                     help="accept the current findings: write their fingerprints to "
+                                                          "FILE, then gate against it"),
+        sarif: Optional[str] = typer.Option(None, "--sarif", metavar="FILE",
+                                            help="write SARIF 2.1.0 to FILE (GitHub code scanning)"),
+        junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE", help="write JUnit XML to FILE"),
+        json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE",
+                                               help="write JSON Lines to FILE (one finding a line)"),
+        xen_version: Optional[str] = typer.Option(None, "--xen-version", metavar="X.Y",
+                                                  help="Xen release that wrote the captures (default: guessed per "
+                                                       "capture)"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no summary on stdout"),
     ):
         """Pass or fail CI on kexec-safety findings: exit 0 pass, 1 findings at or above --fail-on, 2 bad usage or

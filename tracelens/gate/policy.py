@@ -286,7 +286,8 @@ def parse_policy(text: str, path: str = "tracelens.toml") -> Policy:
             c.fail(keys, f"every gate.allow entry must be a table, not {_tname(entry)}")
         for k in entry:
             if k not in _ALLOW_KEYS:
-                c.fail(keys + (k,), f"unknown key {k!r} in a gate.allow entry (known: {', '.join(sorted(_ALLOW_KEYS))})")
+                c.fail(keys + (k,), f"unknown key {k!r} in a gate.allow entry (known: "
+                                    f"{', '.join(sorted(_ALLOW_KEYS))})")
         for k in ("rule", "reason", "expires"):
             if k not in entry:
                 c.fail(keys, f"gate.allow entry #{i + 1} has no {k!r} (every entry needs rule, reason and expires)")
