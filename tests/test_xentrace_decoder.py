@@ -316,3 +316,19 @@ def test_parsers_is_not_a_top_level_module():
     r = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('parsers'))"],
                        capture_output=True, text=True, cwd="/", timeout=60)
     assert r.stdout.strip() == "None"
+
+
+def test_column_projection(tmp_path):
+    w = _every_record_type(8)
+    p = tmp_path / "c.bin"
+    w.write(p)
+    whole = read_xentrace(p, cpu_hz=1e9)
+    part = read_xentrace(p, columns=["tsc", "d3", "dom", "time_ns"], cpu_hz=1e9)
+    assert part.column_names == ["tsc", "d3", "dom", "time_ns"]
+    for c in part.column_names:
+        assert part[c].equals(whole[c])
+    streamed = pa.concat_tables(iter_batches(p, columns=["name", "cpu"], batch_bytes=500))
+    assert streamed.column_names == ["cpu", "name"]
+    assert streamed["name"].to_pylist() == whole["name"].to_pylist()
+    with pytest.raises(UsageError):
+        read_xentrace(p, columns=["nope"])

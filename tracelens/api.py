@@ -236,13 +236,14 @@ class Capture:
 
         return pl.Schema(_record_schema(self.cpu_hz))
 
-    def _batches(self, *, with_time: bool = True) -> Iterator[pa.Table]:
-        """The decoder's time-ordered batches; ``with_time=False`` does not ask it for the ``time_ns`` column."""
+    def _batches(self, *, with_time: bool = True, columns=None) -> Iterator[pa.Table]:
+        """The decoder's time-ordered batches; ``with_time=False`` does not ask it for the ``time_ns`` column and
+        ``columns`` makes it build only those columns (their bitmaps, the name dictionary)."""
         from tracelens.parsers.xentrace import decode
 
         return decode.iter_batches(self.path, batch_bytes=self.batch_bytes, xen_version=self.xen_version,
                                    cpu_hz=self.cpu_hz if with_time else None, tolerance=self.tolerance,
-                                   catalog_files=self.catalog_files)
+                                   catalog_files=self.catalog_files, columns=columns)
 
     def _scan(self, with_columns, predicate, n_rows, batch_size) -> Iterator[pl.DataFrame]:
         import numpy as np
@@ -262,7 +263,12 @@ class Capture:
         left = n_rows
         # the decoder computes time_ns only when given cpu_hz: give it only when the column is wanted
         with_time = needed is None or "time_ns" in needed
-        for table in self._batches(with_time=with_time):
+        decoder_columns = None
+        if needed is not None:
+            # the batch-skipping tests below read tsc and cpu
+            extra = (["tsc"] if lo is not None or hi is not None else []) + (["cpu"] if cpu_terms else [])
+            decoder_columns = [c for c in dict.fromkeys(needed + extra) if with_time or c != "time_ns"]
+        for table in self._batches(with_time=with_time, columns=decoder_columns):
             req.batches += 1
             if lo is not None or hi is not None:
                 tsc = table.column("tsc").to_numpy()

@@ -312,36 +312,53 @@ def _pack(mask: np.ndarray):
     return pa.py_buffer(np.packbits(mask, bitorder="little"))
 
 
-def _to_table(cols, names, n, cpu_hz, meta):
+def _to_table(cols, names, n, cpu_hz, meta, columns=None):
+    """Wrap the decoded buffers as a pyarrow.Table without copying. ``columns`` (None: all) limits the table to
+    those columns, and only their validity bitmaps and dictionary are built."""
     import pyarrow as pa
 
+    want = set(COLUMNS) | ({"time_ns"} if cpu_hz else set()) if columns is None else set(columns)
     event = cols["event"][:n]
     n_extra = cols["n_extra"][:n]
-    # payload word j is present where n_extra > j, except in WRAP records (stale ring bytes): count WRAP as 0 words
-    words = np.where(event == K.EV_WRAP, np.uint8(0), n_extra) if (event == K.EV_WRAP).any() else n_extra
-    arrays = [
-        pa.Array.from_buffers(pa.uint16(), n, [None, pa.py_buffer(cols["cpu"][:n])]),
-        pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["tsc"][:n])]),
-        pa.Array.from_buffers(pa.bool_(), n, [None, _pack(cols["has_tsc"][:n])]),
-        pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(event)]),
-        pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(n_extra)]),
-    ]
-    for j in range(7):
-        arrays.append(pa.Array.from_buffers(pa.uint32(), n, [_pack(words > j), pa.py_buffer(cols["d"][j, :n])]))
-    arrays.append(pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["offset"][:n])]))
-    known = _pack(cols["known"][:n])
-    arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["dom"][:n])]))
-    arrays.append(pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["vcpu"][:n])]))
-    idx = pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(cols["name"][:n])])
-    arrays.append(pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string()), safe=False))  # indices come from the kernel
-    fields = list(COLUMNS)
-    if cpu_hz:
+    built = {}
+    if "cpu" in want:
+        built["cpu"] = pa.Array.from_buffers(pa.uint16(), n, [None, pa.py_buffer(cols["cpu"][:n])])
+    if "tsc" in want:
+        built["tsc"] = pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["tsc"][:n])])
+    if "has_tsc" in want:
+        built["has_tsc"] = pa.Array.from_buffers(pa.bool_(), n, [None, _pack(cols["has_tsc"][:n])])
+    if "event" in want:
+        built["event"] = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(event)])
+    if "n_extra" in want:
+        built["n_extra"] = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(n_extra)])
+    dj = [j for j in range(7) if f"d{j + 1}" in want]
+    if dj:
+        # payload word j is present where n_extra > j, except in WRAP records (stale ring bytes): they count 0 words
+        words = np.where(event == K.EV_WRAP, np.uint8(0), n_extra) if (event == K.EV_WRAP).any() else n_extra
+        for j in dj:
+            built[f"d{j + 1}"] = pa.Array.from_buffers(pa.uint32(), n, [_pack(words > j), pa.py_buffer(cols["d"][j, :n])])
+    if "offset" in want:
+        built["offset"] = pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["offset"][:n])])
+    if "dom" in want or "vcpu" in want:
+        known = _pack(cols["known"][:n])
+        if "dom" in want:
+            built["dom"] = pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["dom"][:n])])
+        if "vcpu" in want:
+            built["vcpu"] = pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["vcpu"][:n])])
+    if "name" in want:
+        idx = pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(cols["name"][:n])])
+        # indices come from the kernel, which only writes valid ones
+        built["name"] = pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string()), safe=False)
+    if cpu_hz and "time_ns" in want:
         hz = np.uint64(int(cpu_hz))
         tsc = cols["tsc"][:n]
         ns = (tsc // hz) * np.uint64(1_000_000_000) + ((tsc % hz) * np.uint64(1_000_000_000)) // hz
-        arrays.append(pa.array(ns.view(np.int64)))
-        fields.append("time_ns")
-    table = pa.Table.from_arrays(arrays, names=fields)
+        built["time_ns"] = pa.array(ns.view(np.int64))
+    order = [c for c in (*COLUMNS, "time_ns") if c in built]
+    unknown = want - set(COLUMNS) - {"time_ns"}
+    if unknown:
+        raise UsageError(f"no such column(s): {', '.join(sorted(unknown))} (columns: {', '.join(COLUMNS)}, time_ns)")
+    table = pa.Table.from_arrays([built[c] for c in order], names=order)
     return table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
 
 
@@ -429,11 +446,11 @@ def _layout(version_text, ids, table_cols=None, n=0) -> LayoutGuess:
 
 
 def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None = None, tolerance: str = "strict",
-                  catalog_files=(), threads: int | None = None):
+                  catalog_files=(), threads: int | None = None, columns=None):
     """Decode a whole capture into one time-ordered ``pyarrow.Table`` (columns: see the module docstring).
 
     The table's schema metadata carries ``tracelens.layout`` (the Xen layout used and why) and ``tracelens.damage``
-    (byte ranges not decoded under a non-strict ``tolerance``).
+    (byte ranges not decoded under a non-strict ``tolerance``). ``columns`` limits the table to those columns.
     """
     from tracelens._jit import set_threads
 
@@ -451,7 +468,7 @@ def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None 
             names = names2
     meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
             "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
-    return _to_table(cols, names, n, cpu_hz, meta)
+    return _to_table(cols, names, n, cpu_hz, meta, columns)
 
 
 def _rename(cols, n, old_names, new_names, catalog, version):
@@ -467,7 +484,7 @@ def _rename(cols, n, old_names, new_names, catalog, version):
 
 def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None = None, cpu_hz: float | None = None,
                  tolerance: str = "strict", catalog_files=(), threads: int | None = None,
-                 progress: Progress | None = None, reuse_buffers: int = 0) -> Iterator:
+                 progress: Progress | None = None, reuse_buffers: int = 0, columns=None) -> Iterator:
     """Decode a capture in bounded memory: yields time-ordered tables whose concatenation equals
     :func:`read_xentrace`'s table. Windows are taken ``batch_bytes`` at a time in file order; records that a later
     window could still precede (K at or past the frontier: the smallest latest-key among pCPUs that have windows
@@ -532,7 +549,7 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
         if progress is not None:
             progress(min(int(sc.end[j - 1]) * 4 if j else 0, sc.size), sc.size)
         if n:
-            yield _to_table(cols, names, n, cpu_hz, meta)
+            yield _to_table(cols, names, n, cpu_hz, meta, columns)
             k += 1
         if i >= nwin and frontier is None:
             break
