@@ -259,13 +259,19 @@ def test_summary_and_atomic_outputs(mixed, capsys):
     assert code == 2
 
 
-# -- show-code (run(show_code=True); the CLI option is added once tests/test_show_code.py expects it) ------------
-def _show_code(args: dict, capsys) -> str:
-    from tracelens.commands.gate import run
+# -- --show-code ---------------------------------------------------------------------------------------------------
+_OPTS = {"policy": "--policy", "baseline": "--baseline", "json_out": "--json", "sarif": "--sarif",
+         "write_baseline": "--write-baseline"}
 
-    capsys.readouterr()
-    assert run(show_code=True, **args) == 0
-    return capsys.readouterr()[0]
+
+def _show_code(args: dict, capsys) -> str:
+    argv = ["--show-code"]
+    for k, v in args.items():
+        if k != "captures":
+            argv += [_OPTS[k], v]
+    code, printed, err = invoke([*argv, *args["captures"]], capsys)
+    assert code == 0, err
+    return printed
 
 
 def test_show_code_runs_and_gives_what_the_command_gives(mixed, capsys):

@@ -156,8 +156,6 @@ def _code(captures, *, vmcore, vmcore_dom, policy, fail_on, baseline, sarif, jun
 
 
 def register(app: typer.Typer) -> None:
-    # --show-code: run(show_code=True) prints the code (tested); the option joins the command once
-    # tests/test_show_code.py stops expecting gate to lack it (its strict xfail)
     @app.command()
     def gate(
         captures: List[str] = typer.Argument(None, metavar="CAPTURE", help="xentrace captures; one result each"),
@@ -188,12 +186,13 @@ def register(app: typer.Typer) -> None:
                                                   help="Xen release that wrote the captures (default: guessed per "
                                                        "capture)"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no summary on stdout"),
+        show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
         """Pass or fail CI on kexec-safety findings: exit 0 pass, 1 findings at or above --fail-on, 2 bad usage or
         policy, 3 a capture unreadable or inconclusive (see docs/gate.md)."""
         code = run(list(captures or []), vmcore=vmcore, policy=policy, fail_on=fail_on, baseline=baseline,
                    sarif=sarif, junit=junit, json_out=json_out, write_baseline=write_baseline,
-                   xen_version=xen_version, vmcore_dom=vmcore_dom, quiet=quiet)
+                   xen_version=xen_version, vmcore_dom=vmcore_dom, quiet=quiet, show_code=show_code)
         if code:
             # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a return value,
             # which tracelens.cli.main does not pass on (yet); SystemExit reaches main's handler either way
