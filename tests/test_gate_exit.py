@@ -132,3 +132,34 @@ def test_the_output_format_never_changes_the_exit_code(tmp_path, capsys, names, 
     gh = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(o / "summary.md")}
     assert invoke(["--sarif", o / "b.sarif", *paths], capsys, env=gh)[0] == code
     assert (o / "summary.md").read_text().count("### tracelens gate") == 1
+
+
+def test_exit_codes_of_the_real_process(tmp_path):
+    """What a CI runner sees: the process exit status of ``python -m tracelens gate``."""
+    import subprocess
+    import sys
+
+    def status(*args):
+        return subprocess.run([sys.executable, "-m", "tracelens", "gate", "-q", *map(str, args)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    r = status(sample(tmp_path, CLEAN), sample(tmp_path, LEAKING))
+    assert r.returncode == FINDINGS and r.stdout == "" and r.stderr == ""
+    r = status(sample(tmp_path, LEAKING), truncated(tmp_path))
+    assert r.returncode == INPUT
+    bad = tmp_path / "p.toml"
+    bad.write_text("[gate.rules]\n'TL-X-1' = 'off'\n")
+    r = status("--policy", bad, sample(tmp_path, CLEAN))
+    assert r.returncode == USAGE and r.stderr.startswith(f"tracelens: error: {bad}:2: unknown rule 'TL-X-1'")
+    assert status(sample(tmp_path, CLEAN)).returncode == PASS
+
+
+def test_sarif_help_without_the_docs_folder(tmp_path, monkeypatch):
+    """An install without docs/ (a wheel) still declares every rule, with its one line and a pointer to the docs."""
+    import tracelens.gate.sarif as sarif
+    from tracelens.analysis.findings import RULES
+
+    monkeypatch.setattr(sarif, "rules_doc_path", lambda: tmp_path / "absent" / "rules.md")
+    rules = sarif.rule_descriptors()
+    assert [r["id"] for r in rules] == list(RULES)
+    assert all("See docs/rules.md" in r["help"]["text"] and r["shortDescription"]["text"] for r in rules)
