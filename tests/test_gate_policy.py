@@ -171,6 +171,16 @@ def test_allow_entry_matching(tmp_path, capsys, kw, code):
         assert "blkback keeps persistent grants" in g1["suppression"]["justification"]
 
 
+def test_allow_entries_that_match_nothing_are_reported(tmp_path, capsys):
+    pol = tmp_path / "p.toml"
+    pol.write_text(_allow("TL-GNT-001", TODAY + timedelta(days=3), domid=1) + "\n"
+                   + _allow("TL-BAL-001", TODAY + timedelta(days=3), domid=4))
+    code, lines, out, _ = gate_json(tmp_path, capsys, ["--policy", pol, sample(tmp_path, LEAKING)])
+    assert code == 0
+    assert lines[-1]["unused_allow_entries"] == [{"rule": "TL-BAL-001", "source": f"{pol}:7"}]
+    assert f"allow-list entry at {pol}:7 (TL-BAL-001) matched no finding of these captures" in out
+
+
 def test_expiry(tmp_path, capsys):
     cap = sample(tmp_path, LEAKING)
     pol = tmp_path / "p.toml"

@@ -121,6 +121,7 @@ class GateResult:
     baseline_path: str | None = None
     today: date | None = None
     expired: list = field(default_factory=list)  # [AllowEntry] past their date
+    unused_allow: list = field(default_factory=list)  # [AllowEntry] in force that matched no finding (stale?)
     unused_baseline: list = field(default_factory=list)  # accepted entries seen in no capture (fixed, or gone)
 
     @property
@@ -227,9 +228,11 @@ def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: s
                              os.fspath(vmcore) if vmcore else None, vmcore_dom) for p in captures]
     seen = {g.finding.fingerprint for r in results for g in r.findings}
     unused = [e for fp, e in baseline.accepted.items() if fp not in seen] if baseline is not None else []
+    findings = [g.finding for r in results for g in r.findings]
+    unused_allow = [e for e in policy.allow if not e.expired(today) and not any(e.matches(f) for f in findings)]
     return GateResult(captures=results, fail_on=fail_on, policy=policy,
                       baseline_path=baseline.path if baseline is not None else None, today=today,
-                      expired=expired_entries(policy, today), unused_baseline=unused)
+                      expired=expired_entries(policy, today), unused_baseline=unused, unused_allow=unused_allow)
 
 
 def baseline_entries(result: GateResult) -> list[dict]:

@@ -52,6 +52,7 @@ def gate_obj(result) -> dict:
         "policy": result.policy.path, "baseline": result.baseline_path, "captures": len(result.captures),
         "expired_allow_entries": [{"rule": e.rule, "source": e.source, "reason": e.reason,
                                    "expires": e.expires.isoformat()} for e in result.expired],
+        "unused_allow_entries": [{"rule": e.rule, "source": e.source} for e in result.unused_allow],
         "baseline_not_seen": [e.get("fingerprint") for e in result.unused_baseline],
     }
 

@@ -17,7 +17,8 @@ def to_summary(result, width: int = 140) -> str:
     from rich.table import Table
 
     buf = io.StringIO()
-    con = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False, markup=False)
+    con = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False, markup=False,
+                  soft_wrap=True)  # plain lines stay whole (greppable in CI logs); tables still fit the width
     for c in result.captures:
         con.print(f"{_STATUS[c.status]:<12} {c.path}: {len(c.findings)} finding(s), {len(c.blocking)} blocking")
         if c.error is not None:
@@ -43,6 +44,8 @@ def to_summary(result, width: int = 140) -> str:
     for e in result.expired:
         con.print(f"expired allow-list entry at {e.source} ({e.rule}, {e.reason}): expired on "
                   f"{e.expires.isoformat()}, no longer suppresses")
+    for e in result.unused_allow:
+        con.print(f"allow-list entry at {e.source} ({e.rule}) matched no finding of these captures")
     if result.unused_baseline:
         con.print(f"{len(result.unused_baseline)} baseline fingerprint(s) seen in no capture (fixed, or not "
                   f"exercised by these captures)")
