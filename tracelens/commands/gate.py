@@ -39,8 +39,11 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
         quiet: bool = False, show_code: bool = False, today=None, env=None, out=None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (docs/exit-codes.md)."""
     from tracelens.errors import UsageError
-    from tracelens.gate.baseline import load_baseline, parse_baseline, write_baseline as _write_baseline
-    from tracelens.gate.evaluate import baseline_entries, run_gate
+    import json
+
+    from tracelens.gate.baseline import baseline_document, load_baseline, parse_baseline
+    from tracelens.gate.baseline import write_baseline as _write_baseline
+    from tracelens.gate.evaluate import baseline_entries, rebaseline, run_gate
     from tracelens.gate.policy import SEVERITIES, Policy, load_policy
 
     out = out or sys.stdout
@@ -84,15 +87,11 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
         else:
             entries = baseline_entries(result)
             _write_baseline(write_baseline, entries)
-            # evaluate against what was just written: everything accepted, so only policy and damage remain
-            from tracelens.gate.baseline import baseline_document
-            import json
-
-            base = parse_baseline(json.dumps(baseline_document(entries)), write_baseline)
-            result = run_gate(captures, pol, fail, base, vmcore=vmcore, vmcore_dom=vmcore_dom, today=today,
-                      xen_version=xen_version)
-            print(f"tracelens: wrote {len({e['fingerprint'] for e in entries})} accepted fingerprint(s) to "
-                  f"{write_baseline}", file=sys.stderr)
+            # judged against what was just written: everything accepted, so only the policy and damage remain
+            doc = baseline_document(entries)
+            result = rebaseline(result, parse_baseline(json.dumps(doc), write_baseline))
+            print(f"tracelens: wrote {len(doc['accepted'])} accepted fingerprint(s) to {write_baseline}",
+                  file=sys.stderr)
 
     if not quiet:
         from tracelens.gate.summary import to_summary
@@ -135,15 +134,16 @@ def _code(captures, *, vmcore, vmcore_dom, policy, fail_on, baseline, sarif, jun
                                                ("xen_version", xen_version)) if v is not None)
     lines.append(f"result = run_gate({list(captures)!r}, policy, fail_on, baseline{kw})")
     if write_baseline:
-        lines += ["from tracelens.gate.baseline import parse_baseline, write_baseline, baseline_document",
-                  "from tracelens.gate.evaluate import baseline_entries",
-                  "import json",
+        lines += ["import json",
                   "",
-                  "if all(c.error is None and not c.inconclusive for c in result.captures):",
+                  "from tracelens.gate.baseline import baseline_document, parse_baseline, write_baseline",
+                  "from tracelens.gate.evaluate import baseline_entries, rebaseline",
+                  "",
+                  "if all(c.error is None and not c.inconclusive for c in result.captures):  # complete captures only",
                   "    entries = baseline_entries(result)",
                   f"    write_baseline({write_baseline!r}, entries)",
-                  f"    baseline = parse_baseline(json.dumps(baseline_document(entries)), {write_baseline!r})",
-                  f"    result = run_gate({list(captures)!r}, policy, fail_on, baseline{kw})"]
+                  f"    result = rebaseline(result, parse_baseline(json.dumps(baseline_document(entries)), "
+                  f"{write_baseline!r}))"]
     lines += ["for c in result.captures:",
               "    print(c.status, c.path, [(g.rule, g.state) for g in c.findings])"]
     for path, mod, fn in ((json_out, "jsonl", "to_jsonl"), (sarif, "sarif", "to_sarif"), (junit, "junit", "to_junit")):

@@ -235,6 +235,23 @@ def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: s
                       expired=expired_entries(policy, today), unused_baseline=unused, unused_allow=unused_allow)
 
 
+def rebaseline(result: GateResult, baseline) -> GateResult:
+    """The same captures judged against another baseline, without analysing them again."""
+    import copy
+
+    new = copy.copy(result)
+    new.captures = []
+    for c in result.captures:
+        c2 = copy.copy(c)
+        c2.findings = evaluate_findings([g.finding for g in c.findings], c.path, result.policy, result.fail_on,
+                                        baseline, result.today)
+        new.captures.append(c2)
+    new.baseline_path = baseline.path if baseline is not None else None
+    seen = {g.finding.fingerprint for c in new.captures for g in c.findings}
+    new.unused_baseline = [e for fp, e in baseline.accepted.items() if fp not in seen] if baseline is not None else []
+    return new
+
+
 def baseline_entries(result: GateResult) -> list[dict]:
     """What --write-baseline accepts: every finding not already suppressed by the policy (allow-list entries keep
     their expiry that way) and not a TL-LOST-* finding (loss is a property of one capture, never accepted)."""
