@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from test_gate_support import CLEAN, LEAKING, LOST, invoke, sample
 
-TODAY = date.today()
+TODAY = datetime.now(timezone.utc).date()  # the gate judges expiry by the UTC date
 
 
 def fp(rule, domid, epoch, obj) -> str:
