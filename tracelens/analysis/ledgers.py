@@ -93,18 +93,20 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
     mep = ep.of(np.where(mapper < 0, -1, mapper), tsc)
     p_mapper = np.floor_divide(pairs, 0x10000)
     p_granter = pairs - p_mapper * 0x10000
-    n_gep = max(int(gep.max()) + 1, 1 + max((ep.count(int(g)) for g in p_granter), default=0))
-    n_mep = max(int(mep.max()) + 1, 1 + max((ep.count(int(m)) for m in p_mapper if m >= 0), default=0))
+    n_gep = max(int(gep.max()) + 1, 1 + max((ep.count(int(g)) for g in np.unique(p_granter)), default=0))
+    n_mep = max(int(mep.max()) + 1, 1 + max((ep.count(int(m)) for m in np.unique(p_mapper) if m >= 0), default=0))
     (maps, unmaps, late, first, last, late_first, late_last,
      m_maps, m_unmaps, m_first_map, after) = K.grant_ledger(pair, gep, mep, is_map, len(pairs), n_gep, n_mep)
 
     def t(idx):
         return None if idx < 0 else int(tsc[idx])
 
+    cums = np.cumsum(maps - unmaps, axis=1)
+    nbs = {int(g): ep.count(int(g)) for g in np.unique(p_granter)}
     for p in range(len(pairs)):
         m, g = int(p_mapper[p]), int(p_granter[p])
-        nb = ep.count(g)
-        cum = np.cumsum(maps[p] - unmaps[p])
+        nb = nbs[g]
+        cum = cums[p]
         for e in range(nb + 1):
             out.rows.append({
                 "mapper": _dom_or_none(m), "granter": g, "epoch": e,
@@ -114,9 +116,11 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
                 "first_tsc": t(first[p, e]), "last_tsc": t(last[p, e]),
                 "late_first_tsc": t(late_first[p, e]), "late_last_tsc": t(late_last[p, e]),
             })
-    mappers = sorted({int(m) for m in p_mapper})
-    for m in mappers:
-        ps = np.flatnonzero(p_mapper == m)
+    # pairs grouped by mapper with one sort (pairs are sorted by key = mapper * 0x10000 + granter already)
+    mappers, starts = np.unique(p_mapper, return_index=True)
+    bounds = np.append(starts, len(p_mapper))
+    for k, m in enumerate(mappers.tolist()):
+        ps = np.arange(bounds[k], bounds[k + 1])
         nb = ep.count(m) if m >= 0 else 0
         mm, mu = m_maps[ps].sum(axis=0), m_unmaps[ps].sum(axis=0)
         cum = np.cumsum(mm - mu)
@@ -241,15 +245,23 @@ def vector_ledger(rec: R.Records) -> list[dict]:
     vec = rec.word(1, vsel) >> 16
     assign = ev[vsel] == R.HW_IRQ_ASSIGN_VECTOR
     hirq = rec.word(1, hsel)
+
+    def counts(x):
+        u, c = np.unique(x, return_counts=True)
+        return dict(zip(u.tolist(), c.tolist()))
+
+    assigns, clears, handled = counts(virq[assign]), counts(virq[~assign]), counts(hirq)
+    last_of = {}
+    if virq.size:  # the last ASSIGN/CLEAR record of each irq: first occurrence in reversed order
+        u, first_rev = np.unique(virq[::-1], return_index=True)
+        last_of = dict(zip(u.tolist(), (virq.size - 1 - first_rev).tolist()))
     rows = []
     for irq in np.union1d(virq, hirq).tolist():
-        m = virq == irq
-        a, c = int((assign & m).sum()), int((~assign & m).sum())
-        idx = np.flatnonzero(m)
-        rows.append({"irq": irq, "assigns": a, "clears": c,
-                     "last_vector": int(vec[idx[-1]]) if idx.size else None,
-                     "assigned_at_end": bool(idx.size and assign[idx[-1]]),
-                     "handled": int((hirq == irq).sum())})
+        j = last_of.get(irq)
+        rows.append({"irq": irq, "assigns": assigns.get(irq, 0), "clears": clears.get(irq, 0),
+                     "last_vector": int(vec[j]) if j is not None else None,
+                     "assigned_at_end": bool(j is not None and assign[j]),
+                     "handled": handled.get(irq, 0)})
     return rows
 
 
