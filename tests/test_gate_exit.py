@@ -93,9 +93,6 @@ def test_usage_errors(tmp_path, capsys):
     assert code == USAGE and "cannot read the policy file" in err
 
 
-@pytest.mark.xfail(strict=True, reason="tracelens.cli.main checks click.ClickException, but typer >= 0.2x raises its "
-                                       "vendored typer._click exceptions, so a bad option exits 70 (fix in cli.py; "
-                                       "then drop this marker)")
 def test_unknown_option_is_a_usage_error(tmp_path, capsys):
     code, _, _ = invoke(["--no-such-option", sample(tmp_path, CLEAN)], capsys)
     assert code == USAGE

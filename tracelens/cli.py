@@ -52,12 +52,22 @@ _gate_cmds.register(app)
 _query_cmds.register(app)
 
 
+def _click_exceptions():
+    """(ClickException, UsageError) of the click that typer uses: its vendored copy in recent typer, else click."""
+    try:
+        from typer._click.exceptions import ClickException, UsageError
+    except ImportError:  # older typer depends on click itself
+        from click.exceptions import ClickException, UsageError
+    return ClickException, UsageError
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map every failure to a one-line message and an exit code."""
     from tracelens.errors import EXIT_INTERNAL, EXIT_USAGE, TracelensError
 
+    ClickException, ClickUsageError = _click_exceptions()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except TracelensError as e:
         print(f"tracelens: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -77,15 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             pass
         return 0
-    except Exception as e:  # click's usage errors first, then genuine bugs
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code
+    except ClickException as e:  # bad options and arguments
+        e.show()
+        return EXIT_USAGE if isinstance(e, ClickUsageError) else int(getattr(e, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+    except Exception as e:  # genuine bugs
         print(f"tracelens: internal error: {type(e).__name__}: {e} (please report this)", file=sys.stderr)
         return EXIT_INTERNAL
-    return 0
+    # without standalone mode, a command's typer.Exit(n) comes back as the return value
+    return rc if isinstance(rc, int) else 0
 
 
 def _entry() -> None:  # pragma: no cover
