@@ -14,18 +14,25 @@ DUMP_KINDS = ("elf-vmcore", "kdump", "flattened", "xc_core")
 _CPU_CHANGE_HEADER = 0x2001F003
 
 
-def sniff(path) -> str:
-    """Return ``"xentrace"`` or one of the dump kinds for the file at ``path``; raise FormatError otherwise."""
+def read_head(path, what: str, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of ``path``, or a FormatError naming the file (``what``: e.g. "a dump")."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(4096)
+            head = f.read(size)
     except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not a capture or dump") from None
+        raise FormatError(path, None, f"is a directory, not {what}") from None
     except OSError as e:
         raise FormatError(path, None, f"cannot open: {e.strerror}") from None
     if not head:
-        raise FormatError(path, 0, "empty file: not a xentrace capture or a dump")
+        raise FormatError(path, 0, f"empty file: not {what}")
+    return head
+
+
+def sniff(path) -> str:
+    """Return ``"xentrace"`` or one of the dump kinds for the file at ``path``; raise FormatError otherwise."""
+    path = os.fspath(path)
+    head = read_head(path, "a xentrace capture or a dump")
     if len(head) >= 4 and struct.unpack_from("<I", head)[0] == _CPU_CHANGE_HEADER:
         return XENTRACE
     try:

@@ -9,7 +9,6 @@ The format facts live in shared/spec/vmcore.md; each module names the section it
 
 from __future__ import annotations
 
-import builtins
 import os
 import struct
 
@@ -58,16 +57,10 @@ def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 
             if not isinstance(p, KdumpDump):
                 raise FormatError(p.path, 0, "a split set is made of kdump-compressed files")
         return KdumpSplitSet(parts)
+    from tracelens.detect import read_head
+
     path = os.fspath(path)
-    try:
-        with builtins.open(path, "rb") as f:
-            head = f.read(4096)
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not a dump") from None
-    except OSError as e:
-        raise FormatError(path, None, f"cannot open: {e.strerror}") from None
-    if not head:
-        raise FormatError(path, 0, "empty file: not a dump")
+    head = read_head(path, "a dump")
     kind = sniff(head)
     if kind == "kdump":
         from .kdump import KdumpDump

@@ -145,6 +145,15 @@ def count_records(w, pos, end):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _header(w, p):
+    """The t_rec at word p (spec §1.1): (event id, payload words, has TSC, word index of the payload)."""
+    h = np.int64(w[p])
+    n = (h >> 28) & 7
+    has = h >> 31
+    return h & 0x0FFFFFFF, n, has, p + 1 + 2 * has
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _state_after(ev, n, w, body, state):
     """The running-vCPU state machine (spec §2.7, documented in docs/xentrace.md)."""
     if (ev & 0x0FFFF00F) == 0x00021001 and n >= 1:
@@ -223,11 +232,7 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
             w_state0[wi] = state
             p = pos[wi]
             for i in range(nrec[wi]):
-                h = np.int64(w[p])
-                ev = h & 0x0FFFFFFF
-                n = (h >> 28) & 7
-                has = h >> 31
-                body = p + 1 + 2 * has
+                ev, n, has, body = _header(w, p)
                 if has:
                     tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
                     if tsc > key:
@@ -246,7 +251,7 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
                         dom_counts[k, 65536] += 1
                     else:
                         dom_counts[k, (state >> 16) & 0xFFFF] += 1
-                if not _hash_add(hkeys[k], hcounts[k], h & 0x7FFFFFFF):
+                if not _hash_add(hkeys[k], hcounts[k], ev | (n << 28)):
                     overflow[k] = True
                 state = _state_after(ev, n, w, body, state)
                 p += 1 + n + 2 * has
@@ -380,11 +385,7 @@ def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb
         kcur = hk[b]
         wend = vend[cpu_order[jj[b]]]
         while True:
-            h = np.int64(w[p])
-            ev = h & 0x0FFFFFFF
-            n = (h >> 28) & 7
-            has = h >> 31
-            body = p + 1 + 2 * has
+            ev, n, has, body = _header(w, p)
             if has:
                 t = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
             cpu[o] = c_id
@@ -406,7 +407,7 @@ def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb
                 dom[o] = (state >> 16) if kn else 0
                 vcpu[o] = (state & 0xFFFF) if kn else 0
                 known[o] = 1 if kn else 0
-            hkey = h & 0x7FFFFFFF
+            hkey = ev | (n << 28)  # (event | n_extra << 28): the name table's key
             hh = (hkey * 2654435761) & mask
             nm = 0
             while True:
