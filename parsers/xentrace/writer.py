@@ -114,8 +114,9 @@ class CaptureWriter:
         with_tsc = words > 7
         if with_tsc:
             words -= 2
+        # Xen adds the current TSC when 7 words cannot fill the gap (spec 2.4); the payload stays stale
         self.record(cpu, WRAP_BUFFER, [garbage ^ (i * 0x01010101) for i in range(words)],
-                    tsc=(self._last_tsc.get(cpu, 0) ^ 0x5A5A5A5A) if with_tsc else None)
+                    tsc=self._last_tsc.get(cpu, 0) if with_tsc else None)
 
     @property
     def cpus(self) -> list[int]:
