@@ -46,19 +46,10 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
 
 
 def _code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore=None, vmcore_dom=None) -> str:
-    cfg = []
-    if user:
-        cfg.append(f"boundaries={tuple(user)!r}")
-    if xen_version:
-        cfg.append(f"xen_version={xen_version!r}")
-    if cpu_hz:
-        cfg.append(f"cpu_hz={cpu_hz!r}")
-    if tolerance != "strict":
-        cfg.append(f"tolerance={tolerance!r}")
-    if vmcore:
-        cfg.append(f"vmcore={vmcore!r}")
-    if vmcore_dom is not None:
-        cfg.append(f"vmcore_dom={vmcore_dom!r}")
+    from tracelens.commands import config_args
+
+    cfg = config_args(boundaries=tuple(user) if user else None, xen_version=xen_version, cpu_hz=cpu_hz,
+                      tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom)
     render = {"text": "to_text", "json": "to_json", "md": "to_markdown", "html": "to_html"}[fmt]
     return (
         "from tracelens.analysis.api import AnalysisConfig, analyze\n"

@@ -101,13 +101,9 @@ def _write(df, fmt: str, path: str) -> None:
 def code(paths, query, *, fmt="table", output=None, xen_version=None, cpu_hz=None, tolerance="strict") -> str:
     """The Python equivalent of one ``tracelens query`` invocation."""
     lines = ["import tracelens", ""]
-    cfg = []
-    if xen_version:
-        cfg.append(f"xen_version={xen_version!r}")
-    if cpu_hz:
-        cfg.append(f"cpu_hz={cpu_hz!r}")
-    if tolerance != "strict":
-        cfg.append(f"tolerance={tolerance!r}")
+    from tracelens.commands import config_args
+
+    cfg = config_args(xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance)
     args = ", ".join(repr(p) for p in paths)
     if cfg:
         lines.insert(0, "from tracelens.analysis.api import AnalysisConfig")
