@@ -160,8 +160,16 @@ def test_layout_guess_from_capture(tmp_path):
     assert meta["label"] == "<4.8"
     w = CaptureWriter()
     w.record(0, 0x0010F005, [0x10, 0, (9 << 16) | 3, 0xDEADBEEF])  # pre-4.18 packing, stale d4
+    w.record(0, 0x0010F005, [0x11, 0, 7, 0xDEADBEEF])
     w.write(p)
     assert json.loads(read_xentrace(p).schema.metadata[b"tracelens.layout"])["label"] == "<4.18"
+    from tracelens.parsers.xentrace.decode import summarize
+
+    assert summarize(p)["xen_layout"]["label"] == "<4.18"  # the info path reads the payloads with its own kernel
+    w = CaptureWriter()
+    w.record(0, 0x0010F005, [0x10, 0, 3, 9])  # 4.18+: domid in d3, order in d4
+    w.write(p)
+    assert summarize(p)["xen_layout"]["label"] == ">=4.18"
 
 
 def test_user_catalog_overrides(tmp_path):

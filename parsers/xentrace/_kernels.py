@@ -267,28 +267,26 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
 
 @njit(cache=True, nogil=True)
 def decrease_res_payloads(w, pos, nrec):
-    """(d3, d4) of every 4-word DECREASE_RESERVATION record, for the layout guess."""
+    """(d3, d4) of every 4-word DECREASE_RESERVATION record, for the layout guess (two walks: count, then fill)."""
     cnt = 0
     for wi in range(pos.shape[0]):
         p = pos[wi]
         for i in range(nrec[wi]):
-            h = np.int64(w[p])
-            if (h & 0x7FFFFFFF) == (0x0010F005 | (4 << 28)):
-                cnt += 1
-            p += 1 + ((h >> 28) & 7) + 2 * (h >> 31)
+            ev, n, has, body = _header(w, p)
+            cnt += ev == 0x0010F005 and n == 4
+            p = body + n
     d3 = np.empty(cnt, np.uint32)
     d4 = np.empty(cnt, np.uint32)
     k = 0
     for wi in range(pos.shape[0]):
         p = pos[wi]
         for i in range(nrec[wi]):
-            h = np.int64(w[p])
-            if (h & 0x7FFFFFFF) == (0x0010F005 | (4 << 28)):
-                body = p + 1 + 2 * (h >> 31)
+            ev, n, has, body = _header(w, p)
+            if ev == 0x0010F005 and n == 4:
                 d3[k] = w[body + 2]
                 d4[k] = w[body + 3]
                 k += 1
-            p += 1 + ((h >> 28) & 7) + 2 * (h >> 31)
+            p = body + n
     return d3, d4
 
 

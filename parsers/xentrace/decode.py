@@ -60,6 +60,7 @@ class _Scan:
     nrec: np.ndarray
     vend: np.ndarray  # where each window's whole records end (before any damaged record)
     damage: list[Damage] = field(default_factory=list)
+    populated: bool = False  # the whole file was mapped in at once (else passes go chunk by chunk)
 
 
 def _message(code: int, w: np.ndarray, p: int, size: int) -> str:
@@ -222,9 +223,8 @@ def scan(path, tolerance: str = "strict", populate: bool | None = None) -> _Scan
         pos, end, cpu, nrec, bad = pos[:keep], end[:keep], cpu[:keep], nrec[:keep], bad[:keep]
         damage.append(Damage(off, size - off, msg))
     damage.sort(key=lambda d: d.offset)
-    sc = _Scan(path, size, mm, w, pos, end, cpu, nrec.astype(np.int64), np.where(bad >= 0, bad, end), damage)
-    sc.populated = populate
-    return sc
+    return _Scan(path, size, mm, w, pos, end, cpu, nrec.astype(np.int64), np.where(bad >= 0, bad, end), damage,
+                 populate)
 
 
 # -- the per-pCPU pass -------------------------------------------------------------------------------------------
@@ -265,7 +265,12 @@ def _ids_of(sc_words, pos, nrec, res, path) -> dict[tuple[int, int], int]:
     hkeys, hcounts, overflow = res[6], res[7], res[8]
     if not overflow.any():
         return _id_counts(hkeys, hcounts)
-    keys, counts, status = K.exact_id_counts(sc_words, pos, nrec, MAX_DISTINCT_IDS)
+    return _exact_ids(sc_words, pos, nrec, path)
+
+
+def _exact_ids(words, pos, nrec, path) -> dict[tuple[int, int], int]:
+    """Every (event id, n_extra) counted exactly (a per-pCPU table overflowed); bounded at MAX_DISTINCT_IDS."""
+    keys, counts, status = K.exact_id_counts(words, pos, nrec, MAX_DISTINCT_IDS)
     if status:
         raise FormatError(path, 0, f"more than {MAX_DISTINCT_IDS:,} distinct event ids: not a plausible capture "
                                    "(a real one has a few hundred)")
@@ -584,7 +589,7 @@ def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None
     overflow = False
     cpus_seen: set[int] = set()
     w32 = sc.cpu.astype(np.int32)
-    spans = [(0, len(sc.pos))] if getattr(sc, "populated", False) else _chunks(sc.pos, sc.end, mm=sc.mm)
+    spans = [(0, len(sc.pos))] if sc.populated else _chunks(sc.pos, sc.end, mm=sc.mm)
     for a, b in spans:
         cpus, order, cpu_start, dc, res = _stream(sc.words, sc.pos[a:b], sc.nrec[a:b], w32[a:b], carry, want_doms)
         w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, ovf, stats = res
@@ -606,11 +611,7 @@ def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None
             lo = cl if lo is None else min(lo, cl)
             hi = ch if hi is None else max(hi, ch)
     if overflow:  # a per-pCPU table overflowed somewhere: count every id exactly (rare; bounded)
-        keys, counts, status = K.exact_id_counts(sc.words, sc.pos, sc.nrec, MAX_DISTINCT_IDS)
-        if status:
-            raise FormatError(sc.path, 0, f"more than {MAX_DISTINCT_IDS:,} distinct event ids: not a plausible capture "
-                                          "(a real one has a few hundred)")
-        ids = _id_counts(keys, counts)
+        ids = _exact_ids(sc.words, sc.pos, sc.nrec, sc.path)
         _release(sc.mm, sc.size)
     dr = None
     if (0x0010F005, 4) in ids:

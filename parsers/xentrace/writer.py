@@ -22,13 +22,6 @@ LOST_RECORDS = 0x0001F001
 CPU_CHANGE_HEADER = 0x2001F003
 
 
-def header_word(event: int, n_extra: int, has_tsc: bool) -> int:
-    """The 32-bit ``t_rec`` header: 28-bit id, extra word count in bits 28-30, TSC flag in bit 31."""
-    if not 0 <= n_extra <= 7:
-        raise ValueError(f"a record carries 0 to 7 extra words, not {n_extra}")
-    return (event & 0x0FFFFFFF) | (n_extra << 28) | (0x80000000 if has_tsc else 0)
-
-
 def encode_records(event, n_extra, has_tsc, tsc, data) -> tuple[np.ndarray, np.ndarray]:
     """Encode records into little-endian u32 words.
 
