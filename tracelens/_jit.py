@@ -36,6 +36,37 @@ import numba  # noqa: E402  (must come after the cache set-up)
 
 __all__ = ["numba", "njit", "prange", "set_threads"]
 
+
+def _skip_blas_probe() -> None:
+    """The first kernel call of a process (even one loaded from the cache) makes numba load its NumPy
+    implementations, and ``numba.np.arraymath`` then probes for BLAS by importing ``scipy.linalg`` when SciPy is
+    installed: 0.25 s of a 0.35 s first call here. No tracelens kernel uses BLAS, so the probe runs with the import
+    blocked and then unblocked: SciPy stays importable, numba compiles ``np.dot`` and friends as usual (they import
+    SciPy themselves), and only numba's choice of a BLAS inner product inside ``np.trapz`` changes in this process.
+    Nothing is done when SciPy is absent or already imported."""
+    import importlib.util
+    import sys
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    try:
+        if importlib.util.find_spec("scipy") is None:
+            return
+    except (ImportError, ValueError):  # pragma: no cover
+        return
+    key = "scipy.linalg.cython_blas"
+    sys.modules[key] = None  # type: ignore[assignment]  # makes "import scipy.linalg.cython_blas" raise ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    except Exception:  # pragma: no cover - leave numba to load it the usual way
+        pass
+    finally:
+        if sys.modules.get(key, 0) is None:
+            del sys.modules[key]
+
+
+_skip_blas_probe()
+
 njit = numba.njit
 prange = numba.prange
 

@@ -344,7 +344,8 @@ def _seek(w, pos, vend, cpu_order, j0, j1, w_tsc0, w_key0, w_state0, out_key_k, 
 
 @njit(cache=True, nogil=True)
 def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb, ss, hi_pivot, bounded, o_start,
-                     name_keys, name_vals, cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name):
+                     name_keys, name_vals, cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name,
+                     zero_absent):
     """One time partition of :func:`merge_decode`: cursors jj/pp/tt/kb/ss per pCPU (window list index, word
     position, inherited TSC, K before, state); rows are written sequentially from ``o_start``."""
     nseg = cpu_start.shape[0] - 1
@@ -392,9 +393,13 @@ def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb
             event[o] = ev
             n_extra[o] = n
             nw = 0 if ev == EV_WRAP else n
-            for x in range(7):
-                # payload words past n are never read (the record may be the last of the file)
-                d[x, o] = w[body + x] if x < nw else np.uint32(0)
+            # payload words past n are never read (the record may be the last of the file); absent slots are null
+            # and are only written when the buffers are reused (fresh ones are zero already)
+            for x in range(nw):
+                d[x, o] = w[body + x]
+            if zero_absent:
+                for x in range(nw, 7):
+                    d[x, o] = 0
             offset[o] = 4 * p
             if ev == EV_LOST and n >= 2:
                 dom[o] = np.int64(w[body + 1]) & 0xFFFF
@@ -443,7 +448,7 @@ def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb
 @njit(cache=True, parallel=True, nogil=True)
 def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_key0, w_state0, out_key, pivots,
                  use_frontier, name_keys, name_vals, cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known,
-                 name, pend):
+                 name, pend, zero_absent):
     """Merge the pCPU streams by (K, pCPU, stream position) and decode each record straight into its output row.
 
     ``pivots`` (sorted, first 0) cut the key space into partitions decoded in parallel; partition p holds the
@@ -451,7 +456,7 @@ def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_ke
     case records with K >= pivots[-1] are left for the next batch and ``pend[k]`` receives pCPU k's cursor at the
     frontier: window list index, word position, inherited TSC, K before, state; window index -1 when nothing is
     pending). Rows are written sequentially, so every output page is touched by one thread, once. Returns the
-    number of rows written.
+    number of rows written. ``zero_absent``: write 0 into absent payload slots (buffers that are not fresh).
     """
     nseg = cpu_start.shape[0] - 1
     npart = pivots.shape[0] - 1
@@ -509,8 +514,34 @@ def merge_decode(w, pos, vend, nrec, win_cpu, cpu_order, cpu_start, w_tsc0, w_ke
         _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, cur_j[part].copy(), cur_p[part].copy(),
                          cur_t[part].copy(), cur_kb[part].copy(), cur_s[part].copy(), pivots[part + 1],
                          use_frontier or not last, part_base[part], name_keys, name_vals,
-                         cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name)
+                         cpu, tsc, has_tsc, event, n_extra, d, offset, dom, vcpu, known, name, zero_absent)
     return total
+
+
+# SPREAD[k]: byte j set to 1 for j < k (payload words present in a row with k words)
+SPREAD = np.array([sum(1 << (8 * j) for j in range(k)) for k in range(8)], np.uint64)
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def validity_bitmaps(n_extra, event, has_tsc, known, n, spread, out):
+    """Arrow bitmaps (LSB first) for ``n`` decoded rows, 8 rows per output byte: out[0..6] the validity of d1..d7
+    (payload word j is present where n_extra > j, except in WRAP records, whose payload is stale ring bytes),
+    out[7] has_tsc, out[8] known (dom/vcpu validity). One 64-bit accumulator holds bytes 0..7 of a group of 8 rows
+    (``spread`` is SPREAD)."""
+    for i in prange((n + 7) // 8):
+        r0 = 8 * i
+        hi = min(8, n - r0)
+        acc = np.uint64(0)
+        kn = np.uint64(0)
+        for bit in range(hi):
+            r = r0 + bit
+            nw = 0 if event[r] == EV_WRAP else np.int64(n_extra[r]) & 7
+            v = spread[nw] | (np.uint64(has_tsc[r] != 0) << np.uint64(56))
+            acc |= v << np.uint64(bit)
+            kn |= np.uint64(known[r] != 0) << np.uint64(bit)
+        for j in range(8):
+            out[j, i] = np.uint8((acc >> np.uint64(8 * j)) & np.uint64(0xFF))
+        out[8, i] = np.uint8(kn)
 
 
 @njit(cache=True, nogil=True)

@@ -311,45 +311,45 @@ def _name_table(id_counts, catalog, version):
 # -- Arrow assembly ----------------------------------------------------------------------------------------------
 
 
-def _pack(mask: np.ndarray):
+def _bitmaps(cols, n):
+    """The nine validity bitmaps of ``n`` rows (d1..d7, has_tsc, known) as pyarrow buffers, from one kernel pass."""
     import pyarrow as pa
 
-    return pa.py_buffer(np.packbits(mask, bitorder="little"))
+    nb = (n + 7) // 8
+    out = np.empty((9, max(nb, 1)), np.uint8)
+    K.validity_bitmaps(cols["n_extra"], cols["event"], cols["has_tsc"], cols["known"], n, K.SPREAD, out)
+    return [pa.py_buffer(out[j, :nb]) for j in range(9)]
 
 
 def _to_table(cols, names, n, cpu_hz, meta, columns=None):
     """Wrap the decoded buffers as a pyarrow.Table without copying. ``columns`` (None: all) limits the table to
-    those columns, and only their validity bitmaps and dictionary are built."""
+    those columns, and only their dictionary is built."""
     import pyarrow as pa
 
     want = set(COLUMNS) | ({"time_ns"} if cpu_hz else set()) if columns is None else set(columns)
     event = cols["event"][:n]
     n_extra = cols["n_extra"][:n]
+    bits = _bitmaps(cols, n) if want & {"has_tsc", "dom", "vcpu", *(f"d{j}" for j in range(1, 8))} else None
     built = {}
     if "cpu" in want:
         built["cpu"] = pa.Array.from_buffers(pa.uint16(), n, [None, pa.py_buffer(cols["cpu"][:n])])
     if "tsc" in want:
         built["tsc"] = pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["tsc"][:n])])
     if "has_tsc" in want:
-        built["has_tsc"] = pa.Array.from_buffers(pa.bool_(), n, [None, _pack(cols["has_tsc"][:n])])
+        built["has_tsc"] = pa.Array.from_buffers(pa.bool_(), n, [None, bits[7]])
     if "event" in want:
         built["event"] = pa.Array.from_buffers(pa.uint32(), n, [None, pa.py_buffer(event)])
     if "n_extra" in want:
         built["n_extra"] = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(n_extra)])
-    dj = [j for j in range(7) if f"d{j + 1}" in want]
-    if dj:
-        # payload word j is present where n_extra > j, except in WRAP records (stale ring bytes): they count 0 words
-        words = np.where(event == K.EV_WRAP, np.uint8(0), n_extra) if (event == K.EV_WRAP).any() else n_extra
-        for j in dj:
-            built[f"d{j + 1}"] = pa.Array.from_buffers(pa.uint32(), n, [_pack(words > j), pa.py_buffer(cols["d"][j, :n])])
+    for j in range(7):
+        if f"d{j + 1}" in want:
+            built[f"d{j + 1}"] = pa.Array.from_buffers(pa.uint32(), n, [bits[j], pa.py_buffer(cols["d"][j, :n])])
     if "offset" in want:
         built["offset"] = pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["offset"][:n])])
-    if "dom" in want or "vcpu" in want:
-        known = _pack(cols["known"][:n])
-        if "dom" in want:
-            built["dom"] = pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["dom"][:n])])
-        if "vcpu" in want:
-            built["vcpu"] = pa.Array.from_buffers(pa.uint16(), n, [known, pa.py_buffer(cols["vcpu"][:n])])
+    if "dom" in want:
+        built["dom"] = pa.Array.from_buffers(pa.uint16(), n, [bits[8], pa.py_buffer(cols["dom"][:n])])
+    if "vcpu" in want:
+        built["vcpu"] = pa.Array.from_buffers(pa.uint16(), n, [bits[8], pa.py_buffer(cols["vcpu"][:n])])
     if "name" in want:
         idx = pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(cols["name"][:n])])
         # indices come from the kernel, which only writes valid ones
@@ -372,8 +372,29 @@ _COLUMN_DTYPES = (("cpu", np.uint16, 1), ("tsc", np.uint64, 1), ("has_tsc", np.u
                   ("vcpu", np.uint16, 1), ("known", np.uint8, 1), ("name", np.int16, 1))
 
 
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
+
+
+def _populated_anonymous(size: int) -> mmap.mmap:
+    """An anonymous mapping of ``size`` bytes, backed by transparent huge pages where the kernel allows it (one fault
+    per 2 MiB instead of per 4 KiB) and populated in one call. On older kernels, MAP_POPULATE does the populating."""
+    mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mm, "madvise"):
+        try:
+            mm.madvise(getattr(mmap, "MADV_HUGEPAGE", 14))
+        except OSError:  # pragma: no cover - THP disabled or unsupported
+            pass
+        try:
+            mm.madvise(_MADV_POPULATE_WRITE)
+            return mm
+        except OSError:  # pragma: no cover - kernel older than 5.14
+            pass
+    mm.close()  # pragma: no cover
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0))
+
+
 def _alloc(n: int) -> dict[str, np.ndarray]:
-    """Output buffers for ``n`` rows: views into one anonymous mapping populated in a single call. Faulting fresh
+    """Output buffers for ``n`` rows, zero-filled: views into one anonymous mapping populated in a single call. Faulting fresh
     memory in page by page is the largest cost of a decode on virtual machines; populating it up front is several
     times cheaper and does not depend on what the machine did before. The views keep the mapping alive."""
     n = max(int(n), 1)
@@ -383,11 +404,10 @@ def _alloc(n: int) -> dict[str, np.ndarray]:
         size = np.dtype(dt).itemsize * n * k
         layout.append((name, dt, k, total))
         total += (size + 63) // 64 * 64
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
     try:
-        mm = mmap.mmap(-1, total, flags=flags)
+        mm = _populated_anonymous(total)
     except (OSError, ValueError):  # pragma: no cover - fall back to numpy's allocator
-        return {name: (np.empty((k, n), dt) if k > 1 else np.empty(n, dt)) for name, dt, k in _COLUMN_DTYPES}
+        return {name: (np.zeros((k, n), dt) if k > 1 else np.zeros(n, dt)) for name, dt, k in _COLUMN_DTYPES}
     out = {}
     for name, dt, k, off in layout:
         a = np.frombuffer(mm, dtype=dt, count=n * k, offset=off)
@@ -414,12 +434,13 @@ def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_
     ids = _ids_of(w, pos, nrec, res, path) if names_fixed is None else {}
     names, nkeys, nvals = names_fixed if names_fixed is not None else _name_table(ids, catalog, version)
     total_upper = int(nrec.sum())
-    cols = cols_cap if cols_cap is not None and cols_cap["cpu"].shape[0] >= total_upper else _alloc(total_upper)
+    reuse = cols_cap is not None and cols_cap["cpu"].shape[0] >= total_upper
+    cols = cols_cap if reuse else _alloc(total_upper)
     pend = np.full((len(cpus), 5), -1, np.int64)
     n = int(K.merge_decode(w, pos, vend, nrec, win_cpu.astype(np.int32), order, cpu_start, w_tsc0, w_key0, w_state0,
                            out_key, piv, use_frontier, nkeys, nvals, cols["cpu"], cols["tsc"], cols["has_tsc"],
                            cols["event"], cols["n_extra"], cols["d"], cols["offset"], cols["dom"], cols["vcpu"],
-                           cols["known"], cols["name"], pend))
+                           cols["known"], cols["name"], pend, reuse))
     new = _Carry({int(c): int(t) for c, t in zip(cpus, out_tsc)}, {int(c): int(k) for c, k in zip(cpus, out_key)},
                  {int(c): int(s) for c, s in zip(cpus, out_state)})
     pp, pe, pc = [], [], []
@@ -460,7 +481,8 @@ def _layout(version_text, ids, table_cols=None, n=0) -> LayoutGuess:
     if v is not None:
         return LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"])
     dr = None
-    if table_cols is not None and n:
+    # the payload scan is only needed when there are DECREASE_RESERVATION records of 4+ words
+    if table_cols is not None and n and any(ids.get((0x0010F005, k)) for k in range(4, 8)):
         sel = table_cols["event"][:n] == 0x0010F005
         if sel.any():
             sel &= table_cols["n_extra"][:n] >= 4
