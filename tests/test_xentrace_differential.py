@@ -674,6 +674,30 @@ def test_fast_batches_with_reused_buffers_equal_reference(seed, reuse, tmp_path)
     assert diff is None, diff
 
 
+@pytest.mark.parametrize("reuse", [0, 1, 2])
+def test_null_payload_slots_hold_zero_whatever_the_buffers_held_before(reuse, tmp_path):
+    """A d column's slots under a null are never read through Arrow, but an Arrow IPC file stores them: they must be
+    0 in every batch, also when a reused buffer held a longer record's payload in that row before (so that the same
+    capture always gives the same bytes)."""
+    import numpy as np
+
+    from tracelens.parsers.xentrace.decode import iter_batches
+
+    w, _ = generate(5)
+    path = tmp_path / "gen.xt"
+    w.write(path)
+    expected = ref.decode(path.read_bytes())
+    seen = 0
+    for table in iter_batches(path, batch_bytes=200, reuse_buffers=reuse):
+        for j in range(1, 8):
+            col = table.column(f"d{j}").combine_chunks()
+            values = np.frombuffer(col.buffers()[1], np.uint32, count=len(col) + col.offset)[col.offset:]
+            valid = col.is_valid().to_numpy(zero_copy_only=False)
+            assert not values[~valid].any(), f"d{j}: stale words under nulls"
+            seen += int((~valid).sum())
+    assert seen > 0 and seen == sum(v is None for j in range(1, 8) for v in expected[f"d{j}"])
+
+
 @pytest.mark.parametrize("seed", [1, 4, 11])
 def test_fast_projection_gives_the_reference_values_of_the_chosen_columns(seed, tmp_path):
     """read_xentrace/iter_batches(columns=...) build only some columns; those must hold the same values, in the same
