@@ -49,10 +49,19 @@ def open(path, *, xen_version: str | None = None, cpu_hz: float | None = None,  
     Capture options: ``xen_version`` (e.g. "4.17"; default: guessed from the records), ``cpu_hz`` (adds a
     ``time_ns`` column), ``tolerance`` ("strict", "truncate" or "skip"), ``catalog_files`` (extra event
     definitions, TOML). Dump option: ``vmcoreinfo`` (text replacing the dump's own VMCOREINFO).
+    A list of paths opens the files of a ``makedumpfile --split`` set, in any order, as one :class:`Dump`.
     Raises :class:`~tracelens.errors.FormatError` for anything else.
     """
     from tracelens.detect import XENTRACE, sniff
 
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            for p in path:
+                if sniff(p) == XENTRACE:
+                    raise FormatError(p, 0, "a xentrace capture: a list of paths is read as the parts of one "
+                                      "makedumpfile --split dump set")
+            return Dump(path, vmcoreinfo=vmcoreinfo)
+        path = path[0]
     kind = sniff(path)
     if kind == XENTRACE:
         return Capture(path, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
@@ -336,9 +345,13 @@ class Dump:
     def __init__(self, path, *, vmcoreinfo: bytes | str | None = None):
         from tracelens.parsers import vmcore
 
-        self.path = os.fspath(path)
+        many = isinstance(path, (list, tuple))
+        #: every file of the dump: one, or the parts of a makedumpfile --split set
+        self.paths = [os.fspath(p) for p in path] if many else [os.fspath(path)]
         #: the format reader (tracelens.parsers.vmcore.dump.Dump) for everything not wrapped here
-        self.raw = vmcore.open(self.path, vmcoreinfo=vmcoreinfo)
+        self.raw = vmcore.open(self.paths if many else self.paths[0], vmcoreinfo=vmcoreinfo)
+        #: the file (the first part, in pfn order, of a split set)
+        self.path = self.raw.path
         self._info: dict | None = None
 
     @property

@@ -8,6 +8,7 @@ choke point, and turned into a one-line message and the documented exit code (se
 from __future__ import annotations
 
 import sys
+from typing import List
 
 import typer
 
@@ -29,7 +30,7 @@ app = typer.Typer(
 
 @app.command()
 def info(
-    path: str = typer.Argument(..., help="A xentrace capture or a vmcore dump (the format is detected from its bytes)."),
+    paths: List[str] = typer.Argument(..., metavar="PATH", help="A xentrace capture or a vmcore dump (the format is detected from its bytes), or every file of a makedumpfile --split dump set (in any order)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     xen_version: str = typer.Option(None, "--xen-version", help="Xen release that wrote a capture, e.g. 4.17 (default: guessed)."),
     show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
@@ -38,11 +39,19 @@ def info(
     """Summarise a capture or a dump: size, CPUs, record or page counts, time span, layout."""
     from tracelens.detect import XENTRACE, sniff
 
-    kind = sniff(path)
-    if kind == XENTRACE:
-        _trace_cmds.info(path, json_out=json_out, xen_version=xen_version, show_code=show_code, tolerance=tolerance)
-    else:
-        _dump_cmds.info(path, kind=kind, json_out=json_out, show_code=show_code)
+    if len(paths) == 1:
+        kind = sniff(paths[0])
+        if kind == XENTRACE:
+            _trace_cmds.info(paths[0], json_out=json_out, xen_version=xen_version, show_code=show_code, tolerance=tolerance)
+        else:
+            _dump_cmds.info(paths[0], kind=kind, json_out=json_out, show_code=show_code)
+        return
+    from tracelens.errors import FormatError
+
+    for p in paths:  # several files are the parts of one split dump set: no capture among them
+        if sniff(p) == XENTRACE:
+            raise FormatError(p, 0, "a xentrace capture: several files are read as the parts of one makedumpfile --split dump set")
+    _dump_cmds.info(paths, kind="kdump", json_out=json_out, show_code=show_code)
 
 
 _trace_cmds.register(app)

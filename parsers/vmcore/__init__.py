@@ -48,15 +48,13 @@ def sniff(head: bytes) -> str | None:
 def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 - the module's verb
     """Open a dump of any supported format (detected from its bytes). ``vmcoreinfo`` replaces the dump's own
     VMCOREINFO (a text with KEY=VALUE lines) for dumps that lack one or carry a wrong one. A list of paths opens
-    the parts of a ``makedumpfile --split`` set as one dump."""
+    the parts of a ``makedumpfile --split`` set as one dump, in any order (a list of one path is that file alone);
+    parts that do not form one complete set raise FormatError naming the file and byte offset."""
     if isinstance(path, (list, tuple)):
-        from .kdump import KdumpDump, KdumpSplitSet
-
-        parts = [open(p, vmcoreinfo=vmcoreinfo) for p in path]
-        for p in parts:
-            if not isinstance(p, KdumpDump):
-                raise FormatError(p.path, 0, "a split set is made of kdump-compressed files")
-        return KdumpSplitSet(parts)
+        paths = [os.fspath(p) for p in path]
+        if len(paths) == 1:
+            return open(paths[0], vmcoreinfo=vmcoreinfo)
+        return _open_split_set(paths, vmcoreinfo)
     from tracelens.detect import read_head
 
     path = os.fspath(path)
@@ -82,3 +80,25 @@ def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 
 
         return XcCoreDump(FileSource(path), vmcoreinfo=vmcoreinfo)
     raise FormatError(path, 0, "not a known dump format (ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)")
+
+
+def _open_split_set(paths: list[str], vmcoreinfo) -> Dump:
+    """Open every part, then check that together they are one --split set (kdump.check_split_set)."""
+    from .kdump import KdumpDump, KdumpSplitSet
+
+    if not paths:
+        from tracelens.errors import UsageError
+
+        raise UsageError("no dump files given")
+    parts: list[Dump] = []
+    try:
+        for p in paths:
+            d = open(p, vmcoreinfo=vmcoreinfo)
+            parts.append(d)
+            if not isinstance(d, KdumpDump):
+                raise FormatError(d.path, 0, f"a {d.kind} dump, not a kdump-compressed part of a makedumpfile --split set")
+        return KdumpSplitSet(parts)
+    except BaseException:
+        for d in parts:
+            d.close()
+        raise

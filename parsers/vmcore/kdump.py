@@ -156,7 +156,8 @@ class KdumpDump(Dump):
         if need > half:
             raise FormatError(path, 440, f"max_mapnr {max_mapnr} needs a {need}-byte bitmap but each bitmap has {half} bytes")
         self._bm1b = self.source.pread(self.bitmap_offset, need)
-        self._bm2b = self.source.pread(self.bitmap_offset + (half if both else 0), need)
+        self._bm2_rel = half if both else 0  # the 2nd bitmap's offset from the 1st
+        self._bm2b = self.source.pread(self.bitmap_offset + self._bm2_rel, need)
         self.desc_start = (1 + h["sub_hdr_size"] + bm_blocks) * bs
         self._prefix = rank_prefix(self._bm2b)
         if h.get("split"):
@@ -372,6 +373,59 @@ class KdumpDump(Dump):
         return out
 
 
+def _split_field_offset(part: KdumpDump, name: str) -> int:
+    """File offset of a kdump_sub_header field of ``part`` (spec §2.4): where the split range is recorded."""
+    bs = part.page_size
+    v6 = part.header.get("header_version", 0) >= 6
+    return bs + {"split": 12, "start_pfn": 80 if v6 else 16, "end_pfn": 88 if v6 else 24}[name]
+
+
+def check_split_set(parts: list[KdumpDump]) -> None:
+    """Raise FormatError (file and byte offset) unless ``parts`` are all the files of one ``makedumpfile --split``
+    set, in any order: every part has split = 1, the same block size, max_mapnr, bitmaps and VMCOREINFO (the
+    bitmaps describe the whole memory and are copied into every part, so they identify the dump), and the parts' [start_pfn,
+    end_pfn) ranges tile [0, max_mapnr) with no gap (a missing part) and no overlap (a part given twice).
+    makedumpfile gives the first part start_pfn 0 and the last end_pfn = max_mapnr."""
+    for p in parts:
+        if not p.header.get("split"):
+            raise FormatError(p.path, _split_field_offset(p, "split"),
+                              "not part of a --split set (its kdump sub-header has split = 0): open it alone")
+    ref = parts[0]
+    for p in parts[1:]:
+        if p.page_size != ref.page_size:
+            raise FormatError(p.path, 428, f"block size {p.page_size} differs from {ref.path}'s {ref.page_size}: not the same dump")
+        if p.max_mapnr != ref.max_mapnr:
+            raise FormatError(p.path, 440, f"max_mapnr {p.max_mapnr} differs from {ref.path}'s {ref.max_mapnr}: not the same dump")
+        for mine, theirs, base, label in ((p._bm1b, ref._bm1b, p.bitmap_offset, "1st"),
+                                          (p._bm2b, ref._bm2b, p.bitmap_offset + p._bm2_rel, "2nd")):
+            if mine != theirs:
+                i = next(i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b)
+                raise FormatError(p.path, base + i, f"its {label} bitmap differs from {ref.path}'s (pfn {i * 8:#x}..): "
+                                  "a part of another dump, not of this --split set")
+        if p.vmcoreinfo and ref.vmcoreinfo and p.vmcoreinfo.raw != ref.vmcoreinfo.raw:
+            raise FormatError(p.path, p.header.get("offset_vmcoreinfo") or p.page_size,
+                              f"its VMCOREINFO differs from {ref.path}'s: a part of another dump, not of this --split set")
+    parts = sorted(parts, key=lambda p: (p.start_pfn, p.end_pfn))
+    expect = 0
+    prev = None
+    for p in parts:
+        if p.start_pfn > expect:
+            where = f"after {prev.path} (which ends at pfn {expect:#x})" if prev else "before it (the set must start at pfn 0)"
+            raise FormatError(p.path, _split_field_offset(p, "start_pfn"),
+                              f"starts at pfn {p.start_pfn:#x}: the part for pfns [{expect:#x}, {p.start_pfn:#x}) is missing "
+                              f"{where}; give every file of the --split set")
+        if p.start_pfn < expect:
+            raise FormatError(p.path, _split_field_offset(p, "start_pfn"),
+                              f"pfn range [{p.start_pfn:#x}, {p.end_pfn:#x}) overlaps {prev.path}'s [{prev.start_pfn:#x}, "
+                              f"{prev.end_pfn:#x}) (the same part given twice?)")
+        expect = p.end_pfn
+        prev = p
+    if expect < ref.max_mapnr:
+        raise FormatError(prev.path, _split_field_offset(prev, "end_pfn"),
+                          f"ends at pfn {expect:#x} but max_mapnr is {ref.max_mapnr:#x}: the part for pfns "
+                          f"[{expect:#x}, {ref.max_mapnr:#x}) is missing; give every file of the --split set")
+
+
 class KdumpSplitSet(Dump):
     """A ``makedumpfile --split`` set: N kdump-compressed files with split = 1, each holding the descriptors and
     data of its own [start_pfn, end_pfn) (spec §2.7). Reads dispatch by pfn; notes and VMCOREINFO come from the
@@ -380,17 +434,12 @@ class KdumpSplitSet(Dump):
     kind = "kdump"
 
     def __init__(self, parts: list[KdumpDump]):
+        if not parts:
+            raise FormatError("(no files)", None, "a split set needs at least one kdump-compressed part")
+        check_split_set(parts)
         parts = sorted(parts, key=lambda p: p.start_pfn)
         first = parts[0]
         super().__init__(first.source)
-        for p in parts:
-            if not p.header.get("split"):
-                raise FormatError(p.path, first.page_size + 12, "not part of a --split set (split is 0): open it alone")
-            if p.page_size != first.page_size or p.max_mapnr != first.max_mapnr:
-                raise FormatError(p.path, 428, "block size or max_mapnr differ from the other parts of the split set")
-        for a, b in zip(parts, parts[1:]):
-            if b.start_pfn < a.end_pfn:
-                raise FormatError(b.path, first.page_size + 80, f"pfn range [{b.start_pfn:#x}, {b.end_pfn:#x}) overlaps {a.path}'s [{a.start_pfn:#x}, {a.end_pfn:#x})")
         self.parts = parts
         self.path = first.path
         self.page_size = first.page_size

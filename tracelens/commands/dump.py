@@ -8,13 +8,26 @@ inside the commands so that ``tracelens --help`` stays fast.
 from __future__ import annotations
 
 import sys
+from typing import List
 
 import typer
 
 _CODE_OPEN = "from tracelens.parsers import vmcore\n\ndump = vmcore.open({path!r})\n"
+DUMP_HELP = "A vmcore dump (ELF, kdump-compressed, flattened, xl dump-core), or every file of a makedumpfile --split set (in any order)."
 
 
-def _open(path: str, vmcoreinfo: str | None = None):
+def _one(paths):
+    """A single path as itself, the parts of a split set as a list (what vmcore.open takes)."""
+    if isinstance(paths, str):
+        return paths
+    return paths[0] if len(paths) == 1 else list(paths)
+
+
+def _label(paths) -> str:
+    return paths if isinstance(paths, str) else " ".join(paths)
+
+
+def _open(path, vmcoreinfo: str | None = None):
     from tracelens.errors import FormatError
     from tracelens.parsers import vmcore
 
@@ -43,12 +56,12 @@ def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def info(path: str, *, kind: str | None = None, json_out: bool = False, show_code: bool = False) -> None:
+def info(path, *, kind: str | None = None, json_out: bool = False, show_code: bool = False) -> None:
     """Summarise a dump: format, compression, header version, page counts by state, VMCOREINFO essentials."""
     if show_code:
-        sys.stdout.write(_CODE_OPEN.format(path=path) + "summary = dump.info()\nprint(summary)\n")
+        sys.stdout.write(_CODE_OPEN.format(path=_one(path)) + "summary = dump.info()\nprint(summary)\n")
         return
-    with _open(path) as dump:
+    with _open(_one(path)) as dump:
         summary = dump.info()
     summary["detected"] = kind
     if json_out:
@@ -57,7 +70,7 @@ def info(path: str, *, kind: str | None = None, json_out: bool = False, show_cod
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{path}", show_header=False)
+    t = Table(title=_label(path), show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
     pages = summary.pop("pages")
@@ -76,7 +89,7 @@ def info(path: str, *, kind: str | None = None, json_out: bool = False, show_cod
 def register(app: typer.Typer) -> None:
     @app.command()
     def dmesg(
-        path: str = typer.Argument(..., help="A vmcore dump (ELF, kdump-compressed, flattened)."),
+        paths: List[str] = typer.Argument(..., metavar="DUMP", help=DUMP_HELP),
         json_out: bool = typer.Option(False, "--json", help="One JSON object per record instead of text."),
         style: str = typer.Option("vmcore-dmesg", "--format", help="Text layout: vmcore-dmesg (default) or makedumpfile (--dump-dmesg)."),
         vmcoreinfo: str = typer.Option(None, "--vmcoreinfo", help="Use this VMCOREINFO text instead of the dump's."),
@@ -89,6 +102,7 @@ def register(app: typer.Typer) -> None:
 
         if style not in STYLES:
             raise UsageError(f"--format must be one of {', '.join(STYLES)}")
+        path = _one(paths)
         if show_code:
             code = _CODE_OPEN.format(path=path)
             if xen_events:
@@ -117,12 +131,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def pages(
-        path: str = typer.Argument(..., help="A vmcore dump."),
+        paths: List[str] = typer.Argument(..., metavar="DUMP", help=DUMP_HELP),
         output: str = typer.Option(None, "-o", "--output", help="Write the page index to this Parquet file."),
         json_out: bool = typer.Option(False, "--json", help="Print runs of pages as JSON."),
         show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
     ):
         """The page index: pfn, file offset, stored size, compression, state (present/zero/excluded/lost/invalid)."""
+        path = _one(paths)
         if show_code:
             code = _CODE_OPEN.format(path=path) + "pages = dump.pages()  # pyarrow Table\n"
             if output:
@@ -142,7 +157,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(title=f"{path}: page runs")
+        t = Table(title=f"{_label(path)}: page runs")
         for col in ("first pfn", "last pfn", "pages", "state", "compression"):
             t.add_column(col, justify="right" if col != "state" else "left")
         for r in runs:
@@ -151,9 +166,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def read(
-        path: str = typer.Argument(..., help="A vmcore dump."),
-        address: str = typer.Argument(..., help="Start address (decimal or 0x-hex)."),
-        length: str = typer.Argument("64", help="Bytes to read (default 64)."),
+        args: List[str] = typer.Argument(..., metavar="DUMP... ADDRESS [LENGTH]",
+                                         help="The dump (or every file of a --split set), the start address (decimal or "
+                                         "0x-hex) and the number of bytes to read (default 64)."),
         raw: bool = typer.Option(False, "--raw", help="Write the bytes themselves to stdout."),
         hex_out: bool = typer.Option(False, "--hex", help="One line of hex digits."),
         virtual: bool = typer.Option(False, "--virtual", help="ADDRESS is a kernel virtual address."),
@@ -163,6 +178,7 @@ def register(app: typer.Typer) -> None:
         """Bytes at a physical (or, with --virtual, kernel virtual) address, like crash's rd."""
         from tracelens.errors import UsageError
 
+        path, address, length = _read_args(args)
         addr = _parse_int(address, "ADDRESS")
         size = _parse_int(length, "LENGTH")
         if raw and hex_out:
@@ -184,6 +200,29 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(data.hex() + "\n")
         else:
             sys.stdout.write(_hexdump(addr, data))
+
+
+def _read_args(args: list[str]):
+    """``DUMP... ADDRESS [LENGTH]`` -> (path or list of paths, ADDRESS, LENGTH). LENGTH is present when the
+    argument before the last is a number (so a dump whose name is a number is given as ./NAME)."""
+    from tracelens.errors import UsageError
+
+    args = list(args)
+    if len(args) < 2:
+        raise UsageError("read needs DUMP... ADDRESS [LENGTH]: a dump and an address")
+    if len(args) >= 3 and _is_int(args[-2]):
+        paths, address, length = args[:-2], args[-2], args[-1]
+    else:
+        paths, address, length = args[:-1], args[-1], "64"
+    return _one(paths), address, length
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text, 0)
+    except ValueError:
+        return False
+    return True
 
 
 def _print_xen_events(records, json_out: bool) -> None:
