@@ -415,7 +415,7 @@ class Dump:
         try:
             return self.translator.to_phys(vaddr)
         except TranslationError as e:
-            raise FormatError(self.path, None, f"kernel virtual address 0x{vaddr & (2**64 - 1):x}: {e}") from None
+            raise FormatError(self.path, e.offset, f"kernel virtual address 0x{vaddr & (2**64 - 1):x}: {e}") from None
 
     def read_virt(self, vaddr: int, size: int, *, zero_excluded: bool = False) -> bytes:
         """``size`` bytes at kernel virtual address ``vaddr`` (translated page by page)."""

@@ -8,6 +8,9 @@ or ``.xen_p2m`` (PV: {u64 pfn, u64 gmfn}), and ``.xen_pages``. Entry i of the pf
 ``.xen_pages``; entries are sorted by pfn; an all-ones pfn marks an unused trailing slot. Every page is stored raw,
 so the page index has only ``present`` (and ``lost`` past the end of a truncated file).
 
+PV page tables (and a PV vCPU's CR3) hold machine frames: ``pte_frames`` says so and ``machine_to_pfn`` inverts
+the p2m for the kernel-virtual translator (addrxlat.py).
+
 There is normally no VMCOREINFO: pass one to ``vmcore.open(..., vmcoreinfo=...)``, or the reader finds the
 guest's own note page by a page-aligned scan for ``OSRELEASE=`` (``find_vmcoreinfo``).
 """
@@ -107,6 +110,7 @@ class XcCoreDump(Dump):
             order = order[np.argsort(pfns[order], kind="stable")]
         self._pfn = pfns[order]
         self._slot = order.astype(np.int64)
+        self._m2p = None  # PV: (sorted gmfns, their pfns), built on first use
         self.pages_offset = pages_sh["offset"]
         self.complete = source.complete and pages_sh["offset"] + n_pages * page_size <= source.size
         # vCPU contexts
@@ -154,11 +158,29 @@ class XcCoreDump(Dump):
         cols["online"] = pa.array([bool(r["flags"] & 32) for r in rows], pa.bool_())
         return pa.table(cols)
 
+    @property
+    def pte_frames(self) -> str:
+        """What the guest's page-table entries and CR3 hold: ``"physical"`` (HVM/PVH: guest-physical frames, the
+        dump's own pfns) or ``"machine"`` (PV: machine frames, turned back into pfns with ``machine_to_pfn``)."""
+        return "machine" if self.gmfns is not None else "physical"
+
+    def machine_to_pfn(self, mfn: int) -> int | None:
+        """PV: the pfn whose .xen_p2m entry holds machine frame ``mfn`` (the inverted p2m), or None when no page
+        of the dump has that frame."""
+        if self._m2p is None:
+            gm = self.gmfns[self._slot]
+            order = np.argsort(gm, kind="stable")
+            self._m2p = (gm[order], self._pfn[order])
+        keys, pfns = self._m2p
+        i = int(np.searchsorted(keys, np.uint64(mfn)))
+        if i < len(keys) and int(keys[i]) == mfn:
+            return int(pfns[i])
+        return None
+
     def cr3_root(self) -> int | None:
-        """HVM: the guest-physical page-table root of the first online vCPU (a fallback when VMCOREINFO gives
-        none). PV CR3s hold machine frames and are not used."""
-        if self.guest_type != "HVM":
-            return None
+        """The page-table root of the first online vCPU (a fallback when VMCOREINFO gives none): for HVM a
+        guest-physical address; for PV a machine address (xen_pfn_to_cr3, mfn << 12 on x86_64) that the
+        translator maps back through ``machine_to_pfn``."""
         off = C.VCPU_CONTEXT_FIELDS["cr3"]
         for ctx in self.vcpu_contexts:
             if struct.unpack_from("<Q", ctx, C.VCPU_CONTEXT_FIELDS["flags"])[0] & 32:

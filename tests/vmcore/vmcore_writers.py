@@ -526,9 +526,11 @@ def write_flattened(path, payload: bytes, *, chunk: int = 8192, shuffle: bool = 
 # ---------------------------------------------------------------------------------------------------------------
 # Xen xl dump-core
 def write_xc_core(path, mem: Memory, *, hvm: bool = True, vcpus=((0xFFFFFFFF81000010, 0x1000),), shared_info: bytes | None = None,
-                  pfns: list[int] | None = None) -> None:
+                  pfns: list[int] | None = None, p2m: dict[int, int] | None = None) -> None:
     """Sections .shstrtab, .note.Xen, .xen_prstatus, [.xen_shared_info], .xen_pfn (HVM) or .xen_p2m (PV),
-    .xen_pages (page aligned), as libxenguest's xc_domain_dumpcore lays them out (spec §3.1)."""
+    .xen_pages (page aligned), as libxenguest's xc_domain_dumpcore lays them out (spec §3.1). PV: ``p2m`` maps
+    pfn -> gmfn (machine frame) for the .xen_p2m entries (default gmfn = pfn + 0x100000); each vCPU's cr3 is
+    written as given (for PV, a machine address)."""
     pfns = sorted(pfns if pfns is not None else mem.ram_pfns())
     names = [b"", b".shstrtab", b".note.Xen", b".xen_prstatus"] + ([b".xen_shared_info"] if shared_info is not None else []) + [
         b".xen_pfn" if hvm else b".xen_p2m", b".xen_pages"]
@@ -550,7 +552,8 @@ def write_xc_core(path, mem: Memory, *, hvm: bool = True, vcpus=((0xFFFFFFFF8100
         struct.pack_into("<Q", c, 520 + 152, 0xFFFFC90000002000)
         struct.pack_into("<Q", c, 5008, cr3)
         ctx += c
-    table = b"".join(struct.pack("<Q", p) for p in pfns) if hvm else b"".join(struct.pack("<QQ", p, p + 0x100000) for p in pfns)
+    gmfn = (lambda p: p2m[p]) if p2m is not None else (lambda p: p + 0x100000)  # noqa: E731
+    table = b"".join(struct.pack("<Q", p) for p in pfns) if hvm else b"".join(struct.pack("<QQ", p, gmfn(p)) for p in pfns)
     pages = b"".join(mem.content(p) for p in pfns)
     nsec = len(names)
     shoff = 64
