@@ -102,3 +102,61 @@ def test_take_gathers_values_and_nulls_like_arrow():
             ref_vals = col.to_pylist()
             sel = np.array(sorted(rng.sample(range(len(col)), 120)), np.int64)
             assert _take(col, sel, -7).tolist() == [(-7 if ref_vals[i] is None else ref_vals[i]) for i in sel]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dense_ids_equal_numpy_unique(seed):
+    """dense_ids is np.unique(return_inverse=True) by hashing; numpy is the reference, including enough distinct
+    keys to grow the table several times and negative keys (mapper -1)."""
+    rng = np.random.default_rng(seed)
+    distinct = [1, 3, 40, 700, 5000, 20000][seed]
+    pool = rng.integers(-(1 << 40), 1 << 40, distinct)
+    pool[0] = -0x10000 + 5  # an unknown mapper's key
+    keys = pool[rng.integers(0, distinct, 30000)]
+    u, inv = K.dense_ids(keys)
+    eu, einv = np.unique(keys, return_inverse=True)
+    assert np.array_equal(u, eu) and np.array_equal(inv, einv.ravel())
+    u, inv = K.dense_ids(np.empty(0, np.int64))
+    assert u.size == 0 and inv.size == 0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_first_true_reads_bit_buffers_of_sliced_and_chunked_columns(seed):
+    """_first_true finds the first true row from the bit buffers; the reference is a Python scan of to_pylist(),
+    on columns sliced at odd bit offsets, chunked, with nulls, and with no true value."""
+    import pyarrow as pa
+
+    from tracelens.analysis.records import _first_true
+
+    rng = random.Random(seed)
+    for _ in range(40):
+        chunks = []
+        for _ in range(rng.randint(1, 4)):
+            n = rng.randint(0, 40)
+            p = rng.choice([0.0, 0.02, 0.3])
+            vals = [rng.random() < p for _ in range(n + 20)]
+            if rng.random() < 0.2:
+                vals = [None if rng.random() < 0.3 else v for v in vals]
+            a = pa.array(vals, pa.bool_())
+            off = rng.randint(0, 19)
+            chunks.append(a.slice(off, n))
+        col = pa.chunked_array(chunks, pa.bool_())
+        flat = col.to_pylist()
+        expected = next((i for i, v in enumerate(flat) if v), -1)
+        assert _first_true(col) == expected, (flat, [c.offset for c in chunks])
+        if len(chunks) == 1:
+            assert _first_true(chunks[0]) == expected
+
+
+def test_take_i64_gathers_with_nulls_as_fill():
+    """_take: values at the selected rows of a sliced column of every unsigned width, ``fill`` at nulls."""
+    import pyarrow as pa
+
+    from tracelens.analysis.records import _take
+
+    for dt, top in ((pa.uint8(), 255), (pa.uint16(), 65535), (pa.uint32(), 2**32 - 1), (pa.uint64(), 2**63 - 1)):
+        vals = [5, None, 7, top, None, 0, 3]
+        col = pa.array([None, 9] + vals, dt).slice(2)
+        sel = np.array([0, 1, 3, 4, 6, 2], np.int64)
+        assert _take(col, sel, -1).tolist() == [-1 if vals[i] is None else vals[i] for i in sel]
+        assert _take(pa.chunked_array([col]), sel == sel, -1).size == sel.size  # a boolean mask selects too

@@ -99,8 +99,8 @@ def _category_table():
     need = np.zeros(TABLE_SLOTS, np.uint8)
     for e, c, m in entries:
         j = ((e * HASH_MUL) & 0xFFFFFFFF) >> HASH_SHIFT
-        while ids[j]:
-            j = (j + 1) % TABLE_SLOTS
+        if ids[j]:  # _category probes one slot only
+            raise AssertionError(f"category table: 0x{e:08x} collides with 0x{int(ids[j]):08x}; change HASH_MUL")
         ids[j], cat[j], need[j] = e, c, m
     return ids, cat, need
 
@@ -115,6 +115,16 @@ def classify(event, n_extra):
     return _classify(event, n_extra, TABLE_IDS, TABLE_CAT, TABLE_NEED, proto)
 
 
+@njit(cache=True, inline="always")
+def _category(e, nx, ids, table_cat, need):
+    """Category of one record: a single probe (no entry of the table collides with another at its home slot,
+    checked at import), no branch."""
+    j = np.int64(((np.uint64(e) * np.uint64(HASH_MUL)) & np.uint64(0xFFFFFFFF)) >> np.uint64(HASH_SHIFT))
+    k = table_cat[j] if (ids[j] == e) & (nx >= need[j]) else np.uint8(0)
+    # TRC_GUEST: class 0x0800, sub-class mask 0xF (bits 12-27 = 0x800F)
+    return CAT_GUEST if (k == 0) & ((e & 0x0FFFF000) == 0x0800F000) else k
+
+
 @njit(cache=True, parallel=True)
 def _classify(event, n_extra, ids, table_cat, need, proto):
     """Group the rows the analysis reads by category: returns (rows, starts) with the rows of category c, in time
@@ -124,24 +134,11 @@ def _classify(event, n_extra, ids, table_cat, need, proto):
     n = event.shape[0]
     nchunk = 32
     step = (n + nchunk - 1) // nchunk
-    cat = np.empty(n, np.uint8)
     counts = np.zeros((nchunk, 16), np.int64)
     for c in prange(nchunk):
         local = np.zeros(16, np.int64)
         for i in range(c * step, min(n, (c + 1) * step)):
-            e = event[i]
-            j = np.int64(((np.uint64(e) * np.uint64(HASH_MUL)) & np.uint64(0xFFFFFFFF)) >> np.uint64(HASH_SHIFT))
-            k = 0
-            while ids[j] != 0:
-                if ids[j] == e:
-                    if n_extra[i] >= need[j]:
-                        k = table_cat[j]
-                    break
-                j = (j + 1) & (TABLE_SLOTS - 1)
-            if k == 0 and (e >> 16) == 0x0800 and (e & 0xF000) == 0xF000:
-                k = CAT_GUEST
-            cat[i] = k
-            local[k] += 1
+            local[_category(event[i], n_extra[i], ids, table_cat, need)] += 1
         counts[c, :] = local
     starts = np.zeros(N_CAT + 1, np.int64)
     for k in range(1, N_CAT):
@@ -156,7 +153,7 @@ def _classify(event, n_extra, ids, table_cat, need, proto):
     for c in prange(nchunk):
         pos = base[c].copy()
         for i in range(c * step, min(n, (c + 1) * step)):
-            k = cat[i]
+            k = _category(event[i], n_extra[i], ids, table_cat, need)  # recomputed: cheaper than storing n bytes
             if k != 0:
                 rows[pos[k]] = i
                 pos[k] += 1
@@ -300,34 +297,119 @@ def count_keys(keys):
     return out_k, out_c
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def hypercall_count(rows, event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, bdom, bstart, btsc):
     """Hypercall counts per key, in one pass over the hypercall rows reading the columns' buffers directly (dom null
     -> -1 through its validity bitmap; epochs as in :func:`epochs_of`). One u64 key per record: dom+1 (17 bits) |
     epoch (12, saturating) | source (2: 0 PV_HYPERCALL_V2, 1 SUBCALL, 2 VMMCALL) | has_cmd (1) | op (20) | cmd (12).
     PV records carry op in d1 bits 0-19 and argument flags in bits 20-31; when A0 is recorded the cmd is d2 (low 12
-    bits: GNTTABOP_CMD_MASK; other recorded commands are small). Returns (distinct keys, counts)."""
+    bits: GNTTABOP_CMD_MASK; other recorded commands are small). The keys are built in parallel chunks (each with
+    its own epoch cursors), then counted. Returns (distinct keys, counts)."""
     m = rows.shape[0]
     keys = np.empty(m, np.uint64)
     slot = _dom_slots(bdom)
-    cursor = np.zeros(bdom.shape[0], np.int64)
-    for q in range(m):
-        i = rows[q]
-        d = np.int64(dom[i]) if _is_valid(dom_bits, dom_bit_off, i) else np.int64(-1)
-        ep = min(_epoch_cursor(d, tsc[i], slot, cursor, bstart, btsc), 0xFFF)
-        e = event[i]
-        src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
-        w1 = np.int64(d1[i])
-        has = 0
-        cmd = 0
-        if src != 2 and ((w1 >> 20) & 3) != 0 and n_extra[i] >= 2:
-            has = 1
-            cmd = np.int64(d2[i]) & 0xFFF
-        k = np.uint64(d + 1)
-        k = (k << np.uint64(12)) | np.uint64(ep)
-        k = (k << np.uint64(2)) | np.uint64(src)
-        k = (k << np.uint64(1)) | np.uint64(has)
-        k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
-        k = (k << np.uint64(12)) | np.uint64(cmd)
-        keys[q] = k
+    nchunk = 16
+    step = (m + nchunk - 1) // nchunk
+    for c in prange(nchunk):
+        cursor = np.zeros(bdom.shape[0], np.int64)
+        for q in range(c * step, min(m, (c + 1) * step)):
+            i = rows[q]
+            d = np.int64(dom[i]) if _is_valid(dom_bits, dom_bit_off, i) else np.int64(-1)
+            ep = min(_epoch_cursor(d, tsc[i], slot, cursor, bstart, btsc), 0xFFF)
+            e = event[i]
+            src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
+            w1 = np.int64(d1[i])
+            has = 0
+            cmd = 0
+            if src != 2 and ((w1 >> 20) & 3) != 0 and n_extra[i] >= 2:
+                has = 1
+                cmd = np.int64(d2[i]) & 0xFFF
+            k = np.uint64(d + 1)
+            k = (k << np.uint64(12)) | np.uint64(ep)
+            k = (k << np.uint64(2)) | np.uint64(src)
+            k = (k << np.uint64(1)) | np.uint64(has)
+            k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
+            k = (k << np.uint64(12)) | np.uint64(cmd)
+            keys[q] = k
     return count_keys(keys)
+
+
+@njit(cache=True)
+def take_i64(vals, bits, bit_off, sel, fill):
+    """vals[sel] as i64, ``fill`` where the validity bitmap ``bits`` (empty: no nulls; bit ``bit_off`` is row 0)
+    marks a null."""
+    m = sel.shape[0]
+    out = np.empty(m, np.int64)
+    for q in range(m):
+        i = sel[q]
+        if _is_valid(bits, bit_off, i):
+            out[q] = np.int64(vals[i + bit_off])
+        else:
+            out[q] = fill
+    return out
+
+
+@njit(cache=True)
+def dense_ids(keys):
+    """``np.unique(keys, return_inverse=True)`` for i64 keys with few distinct values, by hashing in one pass
+    instead of sorting: (sorted distinct keys, index of each key among them)."""
+    n = keys.shape[0]
+    cap = 1024
+    table = np.zeros(cap, np.int64)
+    tid = np.full(cap, -1, np.int64)
+    uniq = np.empty(16, np.int64)
+    nu = 0
+    ids = np.empty(n, np.int64)
+    for i in range(n):
+        k = keys[i]
+        j = np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (cap - 1)
+        while tid[j] >= 0 and table[j] != k:
+            j = (j + 1) & (cap - 1)
+        if tid[j] < 0:
+            if nu == uniq.shape[0]:
+                grown = np.empty(2 * nu, np.int64)
+                grown[:nu] = uniq[:nu]
+                uniq = grown
+            uniq[nu] = k
+            table[j] = k
+            tid[j] = nu
+            nu += 1
+            if 2 * nu > cap:  # grow and rehash
+                cap *= 4
+                table = np.zeros(cap, np.int64)
+                tid = np.full(cap, -1, np.int64)
+                for u in range(nu):
+                    jj = np.int64((np.uint64(uniq[u]) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (cap - 1)
+                    while tid[jj] >= 0:
+                        jj = (jj + 1) & (cap - 1)
+                    table[jj] = uniq[u]
+                    tid[jj] = u
+                j = np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (cap - 1)
+                while table[j] != k or tid[j] < 0:
+                    j = (j + 1) & (cap - 1)
+        ids[i] = tid[j]
+    order = np.argsort(uniq[:nu])
+    rank = np.empty(nu, np.int64)
+    for r in range(nu):
+        rank[order[r]] = r
+    for i in range(n):
+        ids[i] = rank[ids[i]]
+    return uniq[:nu][order], ids
+
+
+@njit(cache=True, parallel=True)
+def grant_rows(sel, event, tsc, d1, d1_bits, d1_off, dom, dom_bits, dom_off):
+    """The columns the grant ledger reads, gathered for its rows in one pass: mapper (the running domain, -1 when
+    unknown), granter (d1 & 0xffff, 0 when absent), tsc, and MAP (True) / UNMAP."""
+    m = sel.shape[0]
+    mapper = np.empty(m, np.int64)
+    granter = np.empty(m, np.int64)
+    t = np.empty(m, np.uint64)
+    is_map = np.empty(m, np.bool_)
+    for q in prange(m):
+        i = sel[q]
+        mapper[q] = np.int64(dom[i]) if _is_valid(dom_bits, dom_off, i) else -1
+        granter[q] = (np.int64(d1[i]) & 0xFFFF) if _is_valid(d1_bits, d1_off, i) else 0
+        t[q] = tsc[i]
+        is_map[q] = event[i] == 0x0010F001
+    return mapper, granter, t, is_map

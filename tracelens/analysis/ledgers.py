@@ -76,10 +76,7 @@ class GrantLedger:
 
 def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
     sel = rec.rows(K.CAT_GRANT)
-    mapper = rec.dom_at(sel)
-    granter = rec.word(1, sel) & 0xFFFF
-    tsc = rec.tsc[sel]
-    is_map = rec.event[sel] == R.MEM_GRANT_MAP
+    mapper, granter, tsc, is_map = K.grant_rows(sel, rec.event, rec.tsc, *rec.buffer("d1"), *rec.buffer("dom"))
     out = GrantLedger(unattributed=int((mapper < 0).sum()))
     if sel.size == 0:
         out.series = {"tsc": np.empty(0, np.uint64), "mapper": np.empty(0, np.int64),
@@ -87,8 +84,7 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
                       "delta": np.empty(0, np.int64)}
         return out
     keys = mapper * 0x10000 + granter  # mapper -1 stays distinct from every real pair
-    pairs, pair = np.unique(keys, return_inverse=True)
-    pair = pair.astype(np.int64).ravel()
+    pairs, pair = K.dense_ids(np.ascontiguousarray(keys, np.int64))
     gep = ep.of(granter, tsc)
     mep = ep.of(np.where(mapper < 0, -1, mapper), tsc)
     p_mapper = np.floor_divide(pairs, 0x10000)
@@ -247,6 +243,10 @@ def vector_ledger(rec: R.Records) -> list[dict]:
     hirq = rec.word(1, hsel)
 
     def counts(x):
+        if x.size and x.min() >= 0 and x.max() < 1 << 20:  # irq numbers: a bincount instead of a sort
+            c = np.bincount(x)
+            u = np.flatnonzero(c)
+            return dict(zip(u.tolist(), c[u].tolist()))
         u, c = np.unique(x, return_counts=True)
         return dict(zip(u.tolist(), c.tolist()))
 

@@ -98,9 +98,9 @@ class Records:
 
     @property
     def first_tsc(self) -> int:
-        has = _np(self.table.column("has_tsc"), bool, False)
-        i = int(np.argmax(has)) if has.size else 0
-        return int(self.tsc[i]) if has.size and has[i] else 0
+        """TSC of the first record that carries one (0 when none does)."""
+        i = _first_true(self.table.column("has_tsc"))
+        return int(self.tsc[i]) if i >= 0 else 0
 
     @property
     def last_tsc(self) -> int:
@@ -109,13 +109,53 @@ class Records:
 
 def _np(col, dtype, fill=0) -> np.ndarray:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if col.null_count:
+        import pyarrow.compute as pc
+
         col = pc.fill_null(col, fill)
     return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def _first_true(col) -> int:
+    """Row of the first true value of a boolean column (nulls count as false), -1 when none; read from the bit
+    buffers without unpacking the column."""
+    import pyarrow as pa
+
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    base = 0
+    for ch in chunks:
+        n = len(ch)
+        if n and ch.null_count:  # rare: a table built by hand
+            v = _np(ch, bool, False)
+            if v.any():
+                return base + int(np.argmax(v))
+        elif n:
+            bits = np.frombuffer(ch.buffers()[1], np.uint8)
+            lo, hi = ch.offset, ch.offset + n  # bit range of the chunk
+            b0, b1 = lo >> 3, (hi + 7) >> 3
+            seg = bits[b0:b1]
+            # mask the bits outside [lo, hi) in the first and last bytes, then find the first non-zero byte
+            head = int(seg[0]) & (0xFF << (lo & 7)) & 0xFF
+            if b1 - b0 == 1:
+                head &= (1 << (hi - 8 * b0)) - 1 if hi - 8 * b0 < 8 else 0xFF
+            if head:
+                return base + 8 * b0 + (head & -head).bit_length() - 1 - lo
+            if b1 - b0 > 1:
+                mid = seg[1:-1]
+                nz = int(np.argmax(mid != 0)) if mid.size else 0
+                if mid.size and mid[nz]:
+                    byte = int(mid[nz])
+                    return base + 8 * (b0 + 1 + nz) + (byte & -byte).bit_length() - 1 - lo
+                tail = int(seg[-1])
+                if hi & 7:
+                    tail &= (1 << (hi & 7)) - 1
+                if tail:
+                    return base + 8 * (b1 - 1) + (tail & -tail).bit_length() - 1 - lo
+        base += n
+    return -1
 
 
 def _take(col, sel, fill) -> np.ndarray:
@@ -133,14 +173,12 @@ def _take(col, sel, fill) -> np.ndarray:
     validity, data = col.buffers()[:2]
     if data is None:  # all null
         return np.full(sel.size, fill, np.int64)
+    from tracelens.analysis._kernels import take_i64
+
     width = col.type.bit_width // 8
     vals = np.frombuffer(data, dtype=np.dtype(f"<u{width}"), count=len(col) + col.offset)
-    pos = sel.astype(np.int64) + col.offset
-    out = vals[pos].astype(np.int64)
-    if col.null_count and validity is not None:
-        bits = np.frombuffer(validity, np.uint8)
-        out[((bits[pos >> 3] >> (pos & 7).astype(np.uint8)) & 1) == 0] = fill
-    return out
+    bits = np.frombuffer(validity, np.uint8) if (col.null_count and validity is not None) else np.empty(0, np.uint8)
+    return take_i64(vals, bits, col.offset, sel, fill)
 
 
 def columns(table) -> Records:
