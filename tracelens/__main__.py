@@ -1,7 +1,7 @@
-"""``python -m tracelens`` runs the CLI."""
+"""``python -m tracelens`` runs the CLI (through the console entry point and its ``dmesg`` fast path)."""
 
 import sys
 
-from tracelens.cli import main
+from tracelens.console import main
 
 sys.exit(main())

@@ -23,17 +23,16 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tracelens.errors import FormatError
 
 from . import constants as C
+from ._plain import plain
 from .codecs import PageCodecError, decode_page
 from .notes import Note, notes_table, prstatus_table, qemu_cpu_table
 from .vmcoreinfo import MISSING_VMCOREINFO_HINT, VmcoreInfo
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time of tracelens dmesg)
 if TYPE_CHECKING:  # numpy is imported by the methods that need it (page reads and dmesg do not)
     import numpy as np
 
@@ -53,7 +52,7 @@ class PageUnavailable(FormatError):
         self.state = state
 
 
-@dataclass
+@plain
 class IndexBatch:
     """Rows of the page index as numpy arrays (pfn order). ``lead`` is internal: bytes at the start of the page
     that the file does not hold (ELF segments starting mid-page)."""
@@ -69,7 +68,7 @@ class IndexBatch:
         return len(self.pfn)
 
 
-@dataclass
+@plain
 class PageBatch:
     """A batch of readable pages from ``iter_pages``: ``data[i]`` is the page of ``pfn[i]``; ``ok[i]`` is False
     when that page failed to decode (``errors`` maps pfn -> reason) and its row is zeros."""
@@ -246,33 +245,40 @@ class Dump:
         threads (default: the CPU count). Damaged pages are flagged in ``ok``/``errors``, never raised."""
         import numpy as np
 
-        want = np.array([C.STATE_CODE[s] for s in states], np.uint8)
+        want = np.zeros(256, bool)  # state code -> wanted (a lookup is cheaper than np.isin per batch)
+        want[[C.STATE_CODE[s] for s in states]] = True
         threads = threads or os.cpu_count() or 1
-        pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        # the thread pool starts when a batch first needs decoding: raw (ELF, uncompressed kdump) scans never do
+        pool = _LazyPool(threads) if threads > 1 else None
         try:
             for ib in self._index_batches(batch):
-                keep = np.isin(ib.state, want)
+                keep = want[ib.state]
                 if not keep.any():
                     continue
-                page_batch, span = self._read_batch(ib, keep, pool, threads)
+                page_batch, span = self._read_batch(ib, None if keep.all() else keep, pool, threads)
                 yield page_batch
                 if span is not None:  # the caller is done with the batch: drop its mapped pages
                     self.source.release(*span)
         finally:
             if pool is not None:
-                pool.shutdown(wait=True)
+                pool.shutdown()
 
     def _read_batch(self, ib: IndexBatch, keep, pool, threads: int) -> tuple[PageBatch, tuple[int, int] | None]:
-        """Decode the kept rows of ``ib``; also returns the file span it mapped (offset, size) or None."""
+        """Decode the kept rows of ``ib`` (``keep`` None: all of them); also returns the file span it mapped
+        (offset, size) or None."""
         import numpy as np
 
         ps = self.page_size
-        pfn = ib.pfn[keep]
-        state = ib.state[keep]
-        offset = ib.offset[keep]
-        size = ib.size[keep].astype(np.int64)
-        comp = ib.compression[keep]
-        lead = ib.lead[keep] if ib.lead is not None else np.zeros(len(pfn), np.uint32)
+        if keep is None:
+            pfn, state, offset, size, comp = ib.pfn, ib.state, ib.offset, ib.size.astype(np.int64), ib.compression
+            lead = ib.lead if ib.lead is not None else np.zeros(len(pfn), np.uint32)
+        else:
+            pfn = ib.pfn[keep]
+            state = ib.state[keep]
+            offset = ib.offset[keep]
+            size = ib.size[keep].astype(np.int64)
+            comp = ib.compression[keep]
+            lead = ib.lead[keep] if ib.lead is not None else np.zeros(len(pfn), np.uint32)
         n = len(pfn)
         ok = np.ones(n, bool)
         errors: dict = {}
@@ -336,7 +342,7 @@ class Dump:
         slow = np.isin(comp[todo], (C.COMPRESSION_CODE["zlib"], C.COMPRESSION_CODE["zstd"])).mean() > 0.5
         if pool is not None and slow and len(todo_list) > 128:
             step = -(-len(todo_list) // threads)
-            failed = [x for part in pool.map(work, [todo_list[i : i + step] for i in range(0, len(todo_list), step)]) for x in part]
+            failed = [x for part in pool.get().map(work, [todo_list[i : i + step] for i in range(0, len(todo_list), step)]) for x in part]
         else:
             failed = work(todo_list)
         for r, err in failed:
@@ -483,6 +489,26 @@ class Dump:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _LazyPool:
+    """A ThreadPoolExecutor made on first use (importing concurrent.futures and starting threads costs a few ms
+    that scans of raw pages never need back)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._pool = None
+
+    def get(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.threads)
+        return self._pool
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _page_schema():

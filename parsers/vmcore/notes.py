@@ -9,12 +9,12 @@ with one) and at anything that would run past the note area. The n-th NT_PRSTATU
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from . import constants as C
+from ._plain import plain
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Note:
     name: str
     type: int

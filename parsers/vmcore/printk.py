@@ -22,9 +22,10 @@ signed ``char`` so bytes >= 0x80 print as ``\\xffffffNN``, skips data-less recor
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 from tracelens.errors import FormatError
+
+from ._plain import Factory, plain
 
 ID_MASK = (1 << 62) - 1
 MAX_TEXT_RING_BITS = 28  # 256 MiB: far above CONFIG_LOG_BUF_SHIFT's maximum (25)
@@ -37,7 +38,7 @@ _PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\n\v\f\r")
 _PRINTABLE_BYTES = bytes(sorted(_PRINTABLE))
 
 
-@dataclass
+@plain
 class Record:
     seq: int | None
     ts_nsec: int
@@ -54,10 +55,10 @@ class Record:
     wrap_marker: bool = False  # structured era: the len == 0 record (printed by vmcore-dmesg only)
 
 
-@dataclass
+@plain
 class KernelLog:
     era: str
-    records: list[Record] = field(default_factory=list)
+    records: list[Record] = Factory(list)
     raw: bytes | None = None  # plain era: the character ring in order
 
     def table(self):

@@ -7,7 +7,9 @@ Values are kept as the strings the kernel wrote; each accessor interprets its ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ._plain import Factory, plain
+
+
 
 MISSING_VMCOREINFO_HINT = (
     "the dump has no VMCOREINFO note, so the kernel layout (symbols, printk ring, page tables) is unknown. "
@@ -17,11 +19,11 @@ MISSING_VMCOREINFO_HINT = (
 )
 
 
-@dataclass
+@plain
 class VmcoreInfo:
     """Parsed VMCOREINFO: an ordered ``key -> value`` mapping plus typed accessors."""
 
-    entries: dict[str, str] = field(default_factory=dict)
+    entries: dict[str, str] = Factory(dict)
     raw: bytes = b""
 
     @classmethod

@@ -12,33 +12,15 @@ from typing import List
 
 import typer
 
+from tracelens.commands.dumpfiles import one as _one  # typer-free helpers, shared with tracelens.console
+from tracelens.commands.dumpfiles import open_dump as _open
+
 _CODE_OPEN = "from tracelens.parsers import vmcore\n\ndump = vmcore.open({path!r})\n"
 DUMP_HELP = "A vmcore dump (ELF, kdump-compressed, flattened, xl dump-core), or every file of a makedumpfile --split set (in any order)."
 
 
-def _one(paths):
-    """A single path as itself, the parts of a split set as a list (what vmcore.open takes)."""
-    if isinstance(paths, str):
-        return paths
-    return paths[0] if len(paths) == 1 else list(paths)
-
-
 def _label(paths) -> str:
     return paths if isinstance(paths, str) else " ".join(paths)
-
-
-def _open(path, vmcoreinfo: str | None = None):
-    from tracelens.errors import FormatError
-    from tracelens.parsers import vmcore
-
-    text = None
-    if vmcoreinfo:
-        try:
-            with open(vmcoreinfo, "rb") as f:
-                text = f.read(1 << 20)
-        except OSError as e:
-            raise FormatError(vmcoreinfo, None, f"cannot read VMCOREINFO file: {e.strerror}") from None
-    return vmcore.open(path, vmcoreinfo=text)
 
 
 def _parse_int(text: str, what: str) -> int:
@@ -113,6 +95,11 @@ def register(app: typer.Typer) -> None:
                 code += f"text = dump.kernel_log().render({style!r})\nprint(text.decode(), end='')\n"
             sys.stdout.write(code)
             return
+        if not (xen_events or json_out):
+            from tracelens.commands.dumpfiles import print_log
+
+            print_log(path, vmcoreinfo, style)
+            return
         with _open(path, vmcoreinfo) as dump:
             log = dump.kernel_log()
         if xen_events:
@@ -124,10 +111,6 @@ def register(app: typer.Typer) -> None:
             out = sys.stdout
             for row in log.table().to_pylist():
                 out.write(json.dumps(row) + "\n")
-            return
-        sys.stdout.flush()
-        sys.stdout.buffer.write(log.render(style))
-        sys.stdout.flush()
 
     @app.command()
     def pages(
