@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from vmcore_writers import PS, Kernel, LogRec, Memory, add_lockless_ring, standard_notes, write_elf, write_kdump
+from vmcore_writers import Kernel, LogRec, Memory, add_lockless_ring, standard_notes, write_elf, write_kdump
 
 from tracelens import console
 
