@@ -88,6 +88,36 @@ def test_hypercall_count_by_hand():
     assert got == {(0, 0, 0, 1, 20, 1): 2, (3, 0, 2, 0, 29, 0): 1, (3, 1, 2, 0, 29, 0): 1, (-1, 0, 1, 1, 29, 2): 1}
 
 
+@pytest.mark.parametrize("distinct_ops", [5, 300, 9000])
+def test_hypercall_count_equals_a_python_count(distinct_ops):
+    """Per-chunk hash tables merged (few keys) and the fallback for chunks with more than HC_SLOTS / 2 keys (9000
+    ops) both give the counts of a plain Python Counter over the same keys, built here from the documented layout."""
+    rng = np.random.default_rng(distinct_ops)
+    n = 40000 if distinct_ops < 1000 else 200000  # 9000 ops: > 4096 distinct keys in each of the 16 chunks
+    event = rng.choice(np.array([0x0020100D, 0x0020200E, 0x00082012], np.uint32), n)
+    n_extra = rng.integers(1, 4, n).astype(np.uint8)
+    ops = rng.integers(0, distinct_ops, n)
+    flags = rng.integers(0, 4, n) << 20
+    d1 = np.where(event == 0x00082012, ops, ops | flags).astype(np.uint32)
+    d2 = rng.integers(0, 1 << 16, n).astype(np.uint32)
+    dom = rng.integers(0, 5, n).astype(np.uint16)
+    tsc = np.sort(rng.integers(0, 1000, n)).astype(np.uint64)
+    bdom, bstart, btsc = np.array([2], np.int64), np.array([0, 2], np.int64), np.array([300, 700], np.uint64)
+    rows = np.sort(rng.choice(n, n // 2, replace=False)).astype(np.int64)
+    keys, counts = K.hypercall_count(rows, event, n_extra, d1, d2, dom, np.empty(0, np.uint8), 0, tsc,
+                                     bdom, bstart, btsc)
+    want = Counter()
+    for i in rows.tolist():
+        d, e = int(dom[i]), int(event[i])
+        ep = sum(1 for t in (300, 700) if t <= int(tsc[i])) if d == 2 else 0
+        src = {0x0020100D: 0, 0x0020200E: 1}.get(e, 2)
+        w1 = int(d1[i])
+        has = int(src != 2 and (w1 >> 20) & 3 != 0 and int(n_extra[i]) >= 2)
+        cmd = int(d2[i]) & 0xFFF if has else 0
+        want[(d + 1) << 47 | ep << 35 | src << 33 | has << 32 | (w1 & 0xFFFFF) << 12 | cmd] += 1
+    assert dict(zip(keys.tolist(), counts.tolist())) == dict(want)
+
+
 def test_take_gathers_values_and_nulls_like_arrow():
     import pyarrow as pa
 
@@ -110,13 +140,15 @@ def test_dense_ids_equal_numpy_unique(seed):
     keys to grow the table several times and negative keys (mapper -1)."""
     rng = np.random.default_rng(seed)
     distinct = [1, 3, 40, 700, 5000, 20000][seed]
-    pool = rng.integers(-(1 << 40), 1 << 40, distinct)
-    pool[0] = -0x10000 + 5  # an unknown mapper's key
-    keys = pool[rng.integers(0, distinct, 30000)]
-    u, inv = K.dense_ids(keys)
-    eu, einv = np.unique(keys, return_inverse=True)
+    hi_pool = rng.integers(-1, 1 << 16, distinct)
+    hi_pool[0] = -1  # an unknown mapper
+    lo_pool = rng.integers(0, 1 << 16, distinct)
+    pick = rng.integers(0, distinct, 30000)
+    hi, lo = hi_pool[pick], lo_pool[pick]
+    u, inv = K.dense_ids(hi, lo)
+    eu, einv = np.unique(hi * 0x10000 + lo, return_inverse=True)
     assert np.array_equal(u, eu) and np.array_equal(inv, einv.ravel())
-    u, inv = K.dense_ids(np.empty(0, np.int64))
+    u, inv = K.dense_ids(np.empty(0, np.int64), np.empty(0, np.int64))
     assert u.size == 0 and inv.size == 0
 
 

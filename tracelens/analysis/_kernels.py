@@ -297,41 +297,102 @@ def count_keys(keys):
     return out_k, out_c
 
 
+@njit(cache=True, inline="always")
+def _hypercall_key(i, event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, slot, cursor, bstart, btsc):
+    d = np.int64(dom[i]) if _is_valid(dom_bits, dom_bit_off, i) else np.int64(-1)
+    ep = min(_epoch_cursor(d, tsc[i], slot, cursor, bstart, btsc), 0xFFF)
+    e = event[i]
+    src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
+    w1 = np.int64(d1[i])
+    has = 0
+    cmd = 0
+    if src != 2 and ((w1 >> 20) & 3) != 0 and n_extra[i] >= 2:
+        has = 1
+        cmd = np.int64(d2[i]) & 0xFFF
+    k = np.uint64(d + 1)
+    k = (k << np.uint64(12)) | np.uint64(ep)
+    k = (k << np.uint64(2)) | np.uint64(src)
+    k = (k << np.uint64(1)) | np.uint64(has)
+    k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
+    return (k << np.uint64(12)) | np.uint64(cmd)
+
+
+HC_SLOTS = 1 << 13  # per-chunk table of hypercall_count; a chunk with more than half as many keys falls back
+
+
 @njit(cache=True, parallel=True)
 def hypercall_count(rows, event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, bdom, bstart, btsc):
     """Hypercall counts per key, in one pass over the hypercall rows reading the columns' buffers directly (dom null
     -> -1 through its validity bitmap; epochs as in :func:`epochs_of`). One u64 key per record: dom+1 (17 bits) |
     epoch (12, saturating) | source (2: 0 PV_HYPERCALL_V2, 1 SUBCALL, 2 VMMCALL) | has_cmd (1) | op (20) | cmd (12).
     PV records carry op in d1 bits 0-19 and argument flags in bits 20-31; when A0 is recorded the cmd is d2 (low 12
-    bits: GNTTABOP_CMD_MASK; other recorded commands are small). The keys are built in parallel chunks (each with
-    its own epoch cursors), then counted. Returns (distinct keys, counts)."""
+    bits: GNTTABOP_CMD_MASK; other recorded commands are small).
+
+    Parallel chunks (each with its own epoch cursors) count into their own small hash tables, which are then
+    merged; no per-record key array is built. A chunk that sees more than HC_SLOTS / 2 distinct keys (a capture
+    with random payloads) makes the whole count fall back to keys + :func:`count_keys`. Returns (distinct keys,
+    counts)."""
     m = rows.shape[0]
-    keys = np.empty(m, np.uint64)
     slot = _dom_slots(bdom)
     nchunk = 16
     step = (m + nchunk - 1) // nchunk
+    tkeys = np.zeros((nchunk, HC_SLOTS), np.uint64)
+    tused = np.zeros((nchunk, HC_SLOTS), np.bool_)
+    tcnt = np.zeros((nchunk, HC_SLOTS), np.int64)
+    full = np.zeros(nchunk, np.bool_)
     for c in prange(nchunk):
         cursor = np.zeros(bdom.shape[0], np.int64)
+        nused = 0
         for q in range(c * step, min(m, (c + 1) * step)):
-            i = rows[q]
-            d = np.int64(dom[i]) if _is_valid(dom_bits, dom_bit_off, i) else np.int64(-1)
-            ep = min(_epoch_cursor(d, tsc[i], slot, cursor, bstart, btsc), 0xFFF)
-            e = event[i]
-            src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
-            w1 = np.int64(d1[i])
-            has = 0
-            cmd = 0
-            if src != 2 and ((w1 >> 20) & 3) != 0 and n_extra[i] >= 2:
-                has = 1
-                cmd = np.int64(d2[i]) & 0xFFF
-            k = np.uint64(d + 1)
-            k = (k << np.uint64(12)) | np.uint64(ep)
-            k = (k << np.uint64(2)) | np.uint64(src)
-            k = (k << np.uint64(1)) | np.uint64(has)
-            k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
-            k = (k << np.uint64(12)) | np.uint64(cmd)
-            keys[q] = k
-    return count_keys(keys)
+            k = _hypercall_key(rows[q], event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, slot, cursor,
+                               bstart, btsc)
+            j = np.int64((k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(51))  # 13 bits
+            while tused[c, j] and tkeys[c, j] != k:
+                j = (j + 1) & (HC_SLOTS - 1)
+            if not tused[c, j]:
+                if 2 * (nused + 1) > HC_SLOTS:
+                    full[c] = True
+                    break
+                tused[c, j] = True
+                tkeys[c, j] = k
+                nused += 1
+            tcnt[c, j] += 1
+    if full.any():
+        keys = np.empty(m, np.uint64)
+        cursor = np.zeros(bdom.shape[0], np.int64)
+        for q in range(m):
+            keys[q] = _hypercall_key(rows[q], event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, slot, cursor,
+                                     bstart, btsc)
+        return count_keys(keys)
+    # merge the chunk tables: their used slots, repeated per chunk, counted with their counts
+    total = 0
+    for c in range(nchunk):
+        for j in range(HC_SLOTS):
+            if tused[c, j]:
+                total += 1
+    allk = np.empty(total, np.uint64)
+    allc = np.empty(total, np.int64)
+    o = 0
+    for c in range(nchunk):
+        for j in range(HC_SLOTS):
+            if tused[c, j]:
+                allk[o] = tkeys[c, j]
+                allc[o] = tcnt[c, j]
+                o += 1
+    order = np.argsort(allk)
+    nd = 0
+    for r in range(total):
+        if r == 0 or allk[order[r]] != allk[order[r - 1]]:
+            nd += 1
+    out_k = np.empty(nd, np.uint64)
+    out_c = np.zeros(nd, np.int64)
+    u = -1
+    for r in range(total):
+        if r == 0 or allk[order[r]] != allk[order[r - 1]]:
+            u += 1
+            out_k[u] = allk[order[r]]
+        out_c[u] += allc[order[r]]
+    return out_k, out_c
 
 
 @njit(cache=True)
@@ -350,18 +411,19 @@ def take_i64(vals, bits, bit_off, sel, fill):
 
 
 @njit(cache=True)
-def dense_ids(keys):
-    """``np.unique(keys, return_inverse=True)`` for i64 keys with few distinct values, by hashing in one pass
-    instead of sorting: (sorted distinct keys, index of each key among them)."""
-    n = keys.shape[0]
+def dense_ids(hi, lo):
+    """``np.unique(keys, return_inverse=True)`` of the i64 keys ``hi * 0x10000 + lo`` (e.g. mapper and granter)
+    when they have few distinct values, by hashing in one pass instead of sorting and without building the keys:
+    (sorted distinct keys, i32 index of each key among them)."""
+    n = hi.shape[0]
     cap = 1024
     table = np.zeros(cap, np.int64)
     tid = np.full(cap, -1, np.int64)
     uniq = np.empty(16, np.int64)
     nu = 0
-    ids = np.empty(n, np.int64)
+    ids = np.empty(n, np.int32)
     for i in range(n):
-        k = keys[i]
+        k = np.int64(hi[i]) * 0x10000 + np.int64(lo[i])
         j = np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (cap - 1)
         while tid[j] >= 0 and table[j] != k:
             j = (j + 1) & (cap - 1)
@@ -387,13 +449,13 @@ def dense_ids(keys):
                 j = np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (cap - 1)
                 while table[j] != k or tid[j] < 0:
                     j = (j + 1) & (cap - 1)
-        ids[i] = tid[j]
+        ids[i] = np.int32(tid[j])
     order = np.argsort(uniq[:nu])
     rank = np.empty(nu, np.int64)
     for r in range(nu):
         rank[order[r]] = r
     for i in range(n):
-        ids[i] = rank[ids[i]]
+        ids[i] = np.int32(rank[ids[i]])
     return uniq[:nu][order], ids
 
 

@@ -81,12 +81,13 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
     if sel.size == 0:
         out.series = {"tsc": np.empty(0, np.uint64), "mapper": np.empty(0, np.int64),
                       "granter": np.empty(0, np.int64), "outstanding": np.empty(0, np.int64),
-                      "delta": np.empty(0, np.int64)}
+                      "delta": np.empty(0, np.int8)}
         return out
-    keys = mapper * 0x10000 + granter  # mapper -1 stays distinct from every real pair
-    pairs, pair = K.dense_ids(np.ascontiguousarray(keys, np.int64))
-    gep = ep.of(granter, tsc)
-    mep = ep.of(np.where(mapper < 0, -1, mapper), tsc)
+    pairs, pair = K.dense_ids(mapper, granter)  # key mapper * 0x10000 + granter: mapper -1 stays distinct
+    if ep.by_dom:
+        gep, mep = ep.of(granter, tsc), ep.of(mapper, tsc)  # mapper is -1 when unknown
+    else:  # no boundaries: every record is in epoch 0 (a read-only zero view, nothing allocated)
+        gep = mep = np.broadcast_to(np.zeros(1, np.int64), mapper.shape)
     p_mapper = np.floor_divide(pairs, 0x10000)
     p_granter = pairs - p_mapper * 0x10000
     n_gep = max(int(gep.max()) + 1, 1 + max((ep.count(int(g)) for g in np.unique(p_granter)), default=0))
@@ -130,7 +131,7 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
                 "outstanding_at_end": int(cum[-1]) if e == nb else None, "granters": granters,
             })
     out.series = {"tsc": tsc, "mapper": mapper, "granter": granter, "outstanding": after,
-                  "delta": np.where(is_map, 1, -1)}
+                  "delta": np.where(is_map, np.int8(1), np.int8(-1))}
     return out
 
 
