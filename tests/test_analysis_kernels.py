@@ -192,3 +192,17 @@ def test_take_i64_gathers_with_nulls_as_fill():
         sel = np.array([0, 1, 3, 4, 6, 2], np.int64)
         assert _take(col, sel, -1).tolist() == [-1 if vals[i] is None else vals[i] for i in sel]
         assert _take(pa.chunked_array([col]), sel == sel, -1).size == sel.size  # a boolean mask selects too
+
+
+def test_irq_tallies_by_hand():
+    """HANDLED counts per irq (one past 65535 counted apart), ASSIGN/CLEAR rows kept in time order; rows not
+    selected are not read."""
+    event = np.array([0x00802008, 0x00802006, 0x00802008, 0x00802004, 0x00802008, 0x00802008, 0x00802006],
+                     np.uint32)
+    d1 = np.array([7, (0x31 << 16) | 7, 70000, (0x31 << 16) | 7, 7, 9, (0x40 << 16) | 9], np.uint32)
+    rows = np.array([0, 1, 2, 3, 4, 6], np.int64)  # row 5 (HANDLED irq 9) is not an IRQ row here
+    handled, big, vd1, assign = K.irq_tallies(rows, event, d1)
+    assert {int(i): int(handled[i]) for i in np.flatnonzero(handled)} == {7: 2}
+    assert big.tolist() == [70000]
+    assert vd1.tolist() == [(0x31 << 16) | 7, (0x31 << 16) | 7, (0x40 << 16) | 9]
+    assert assign.tolist() == [True, False, True]

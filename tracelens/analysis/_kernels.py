@@ -128,17 +128,27 @@ def _category(e, nx, ids, table_cat, need):
 @njit(cache=True, parallel=True)
 def _classify(event, n_extra, ids, table_cat, need, proto):
     """Group the rows the analysis reads by category: returns (rows, starts) with the rows of category c, in time
-    order, at rows[starts[c]:starts[c+1]] (category 0, everything else, is left out). Parallel over chunks: a pass
-    computes each record's category (lookup table) and per-chunk counts (thread-local, to avoid false sharing), a
-    second writes each chunk's rows at its offsets."""
+    order, at rows[starts[c]:starts[c+1]] (category 0, everything else, is left out). One pass over the records,
+    parallel over chunks: each chunk appends the (row, category) of its selected records at the start of its own
+    stretch of a scratch buffer as long as the capture (only the pages written are ever backed: a sixth or so), and
+    counts per category (thread-local, to avoid false sharing); then each chunk's selections are scattered to their
+    category's place."""
     n = event.shape[0]
     nchunk = 32
     step = (n + nchunk - 1) // nchunk
     counts = np.zeros((nchunk, 16), np.int64)
+    sel_row = np.empty(n, proto.dtype)
+    sel_cat = np.empty(n, np.uint8)
     for c in prange(nchunk):
         local = np.zeros(16, np.int64)
+        o = c * step
         for i in range(c * step, min(n, (c + 1) * step)):
-            local[_category(event[i], n_extra[i], ids, table_cat, need)] += 1
+            k = _category(event[i], n_extra[i], ids, table_cat, need)
+            if k != 0:
+                sel_row[o] = i
+                sel_cat[o] = k
+                o += 1
+            local[k] += 1
         counts[c, :] = local
     starts = np.zeros(N_CAT + 1, np.int64)
     for k in range(1, N_CAT):
@@ -152,11 +162,13 @@ def _classify(event, n_extra, ids, table_cat, need, proto):
     rows = np.empty(starts[N_CAT], proto.dtype)
     for c in prange(nchunk):
         pos = base[c].copy()
-        for i in range(c * step, min(n, (c + 1) * step)):
-            k = _category(event[i], n_extra[i], ids, table_cat, need)  # recomputed: cheaper than storing n bytes
-            if k != 0:
-                rows[pos[k]] = i
-                pos[k] += 1
+        m = 0
+        for k in range(1, N_CAT):
+            m += counts[c, k]
+        for q in range(c * step, c * step + m):
+            k = sel_cat[q]
+            rows[pos[k]] = sel_row[q]
+            pos[k] += 1
     return rows, starts
 
 
@@ -475,3 +487,39 @@ def grant_rows(sel, event, tsc, d1, d1_bits, d1_off, dom, dom_bits, dom_off):
         t[q] = tsc[i]
         is_map[q] = event[i] == 0x0010F001
     return mapper, granter, t, is_map
+
+
+@njit(cache=True)
+def irq_tallies(rows, event, d1):
+    """One pass over the IRQ rows (HW_IRQ_ASSIGN_VECTOR / CLEAR_VECTOR / HANDLED, all with d1): IRQ_HANDLED counts
+    per irq below 65536 (``handled``), the irqs of the others (``handled_big``), and the ASSIGN/CLEAR rows' d1 and
+    kind in time order (``vec_d1``, ``vec_assign``)."""
+    m = rows.shape[0]
+    handled = np.zeros(65536, np.int64)
+    n_big = 0
+    n_vec = 0
+    for q in range(m):
+        i = rows[q]
+        if event[i] == 0x00802008:
+            if d1[i] >= 65536:
+                n_big += 1
+            else:
+                handled[d1[i]] += 1
+        else:
+            n_vec += 1
+    handled_big = np.empty(n_big, np.int64)
+    vec_d1 = np.empty(n_vec, np.int64)
+    vec_assign = np.empty(n_vec, np.bool_)
+    b = 0
+    v = 0
+    for q in range(m):
+        i = rows[q]
+        if event[i] == 0x00802008:
+            if d1[i] >= 65536:
+                handled_big[b] = d1[i]
+                b += 1
+        else:
+            vec_d1[v] = d1[i]
+            vec_assign[v] = event[i] == 0x00802006
+            v += 1
+    return handled, handled_big, vec_d1, vec_assign

@@ -234,24 +234,20 @@ def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:
 def vector_ledger(rec: R.Records) -> list[dict]:
     """Per Xen irq: ASSIGN_VECTOR and CLEAR_VECTOR counts (irq = d1 bits 0-15, vector = bits 16-31, spec §4.2),
     the last vector seen, whether a vector is still assigned at the end, and IRQ_HANDLED deliveries."""
-    ev = rec.event
-    irq_rows = rec.rows(K.CAT_IRQ)
-    vsel = irq_rows[ev[irq_rows] != R.HW_IRQ_HANDLED]
-    hsel = irq_rows[ev[irq_rows] == R.HW_IRQ_HANDLED]
-    virq = rec.word(1, vsel) & 0xFFFF
-    vec = rec.word(1, vsel) >> 16
-    assign = ev[vsel] == R.HW_IRQ_ASSIGN_VECTOR
-    hirq = rec.word(1, hsel)
+    d1, _, _ = rec.buffer("d1")  # every IRQ row has d1 (classify requires n_extra >= 1)
+    h_small, h_big, vd1, assign = K.irq_tallies(rec.rows(K.CAT_IRQ), rec.event, d1)
+    virq = vd1 & 0xFFFF
+    vec = vd1 >> 16
 
     def counts(x):
-        if x.size and x.min() >= 0 and x.max() < 1 << 20:  # irq numbers: a bincount instead of a sort
-            c = np.bincount(x)
-            u = np.flatnonzero(c)
-            return dict(zip(u.tolist(), c[u].tolist()))
         u, c = np.unique(x, return_counts=True)
         return dict(zip(u.tolist(), c.tolist()))
 
-    assigns, clears, handled = counts(virq[assign]), counts(virq[~assign]), counts(hirq)
+    assigns, clears = counts(virq[assign]), counts(virq[~assign])
+    small = np.flatnonzero(h_small)
+    handled = dict(zip(small.tolist(), h_small[small].tolist()))
+    handled.update(counts(h_big))
+    hirq = np.array(sorted(handled), np.int64)
     last_of = {}
     if virq.size:  # the last ASSIGN/CLEAR record of each irq: first occurrence in reversed order
         u, first_rev = np.unique(virq[::-1], return_index=True)
