@@ -1,9 +1,11 @@
 """The ``tracelens`` console entry point (``[project.scripts]`` and ``python -m tracelens``).
 
-Most commands go to the typer application in tracelens.cli. ``tracelens dmesg DUMP... [--format F]
-[--vmcoreinfo FILE]`` is the exception: it is the command people run next to ``makedumpfile --dump-dmesg``, so it
-runs here on the standard library and the dump readers alone, without importing typer, click, rich, pydantic,
-numpy or pyarrow (most of the start-up time of the full CLI). The output, the errors and the exit codes are those
+Most commands go to the typer application in tracelens.cli. Two are served here first, without importing typer,
+click or pydantic (most of the start-up time of the full CLI): ``tracelens dmesg DUMP... [--format F]
+[--vmcoreinfo FILE]``, the command people run next to ``makedumpfile --dump-dmesg``, on the standard library and
+the dump readers alone (no rich, numpy or pyarrow either); and ``tracelens info CAPTURE [--json] [--xen-version V]
+[--tolerance T]`` for a xentrace capture, whose target is a whole 1 GiB capture in under 1.5 s (a dump given to
+``info`` goes to the full CLI). The output, the errors and the exit codes are those
 of the full command (both call tracelens.commands.dumpfiles.print_log and report errors as tracelens.cli.main
 does). Anything else (``--help``, ``--json``, ``--xen``, ``--show-code``, an unknown option, a missing argument, an
 unknown ``--format``) takes the full path, so typer still parses and reports it.
@@ -44,13 +46,72 @@ def dmesg_fast_args(args: list[str]) -> dict | None:
     return out
 
 
-def _dmesg(paths: list[str], style: str, vmcoreinfo: str | None) -> int:
-    from tracelens.errors import EXIT_INTERNAL, TracelensError
+_INFO_VALUE_OPTIONS = {"--xen-version": "xen_version", "--tolerance": "tolerance"}
 
-    try:
+
+def info_fast_args(args: list[str]) -> dict | None:
+    """The arguments of ``tracelens info CAPTURE [--json] [--xen-version V] [--tolerance T]`` when the fast path
+    can serve them ({"path", "json_out", "xen_version", "tolerance"}); None when the full CLI must parse them
+    (several paths, --show-code, --help, anything unknown, a missing value)."""
+    out = {"paths": [], "json_out": False, "xen_version": None, "tolerance": "strict"}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--json":
+            out["json_out"] = True
+        elif a.startswith("-") and a != "-":
+            name, eq, value = a.partition("=")
+            key = _INFO_VALUE_OPTIONS.get(name)
+            if key is None:
+                return None
+            if not eq:
+                i += 1
+                if i == len(args):
+                    return None
+                value = args[i]
+            out[key] = value
+        else:
+            out["paths"].append(a)
+        i += 1
+    if len(out["paths"]) != 1:
+        return None
+    out["path"] = out.pop("paths")[0]
+    return out
+
+
+def _info(path: str, json_out: bool, xen_version: str | None, tolerance: str) -> int | None:
+    """``tracelens info`` of a xentrace capture; None (nothing printed) when the file is not one, so that the full
+    CLI handles dumps. Errors as the full CLI reports them."""
+    from tracelens.detect import XENTRACE, sniff
+
+    def run():
+        if sniff(path) != XENTRACE:
+            return False
+        from tracelens.commands.traceinfo import info
+
+        info(path, json_out=json_out, xen_version=xen_version, tolerance=tolerance)
+        return True
+
+    done = []
+    rc = _guarded(lambda: done.append(run()))
+    return rc if (rc or (done and done[0])) else None
+
+
+def _dmesg(paths: list[str], style: str, vmcoreinfo: str | None) -> int:
+    def run():
         from tracelens.commands.dumpfiles import print_log
 
         print_log(paths, vmcoreinfo, style)
+
+    return _guarded(run)
+
+
+def _guarded(fn) -> int:
+    """Run ``fn`` and map failures to a one-line message and an exit code, exactly as tracelens.cli.main does."""
+    from tracelens.errors import EXIT_INTERNAL, TracelensError
+
+    try:
+        fn()
     except TracelensError as e:
         print(f"tracelens: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -76,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         fast = dmesg_fast_args(args[1:])
         if fast is not None:
             return _dmesg(fast["paths"], fast["style"], fast["vmcoreinfo"])
+    if args and args[0] == "info":
+        fast = info_fast_args(args[1:])
+        if fast is not None:
+            rc = _info(fast["path"], fast["json_out"], fast["xen_version"], fast["tolerance"])
+            if rc is not None:
+                return rc
     from tracelens.cli import main as cli_main
 
     return cli_main(args)

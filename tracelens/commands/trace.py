@@ -16,53 +16,7 @@ TOLERANCE_HELP = ("What to do with damage: strict (stop with an error, the defau
                   "before the first damage), skip (resynchronise at the next window and report what was skipped).")
 
 
-def _warn_damage(damage) -> None:
-    for d in damage:
-        off, length, reason = (d["offset"], d["length"], d["reason"]) if isinstance(d, dict) else (d.offset, d.length, d.reason)
-        print(f"tracelens: warning: skipped {length} bytes at byte {off}: {reason}", file=sys.stderr)
-
-
-def info(path: str, *, json_out: bool = False, xen_version: str | None = None, show_code: bool = False,
-         tolerance: str = "strict") -> None:
-    if show_code:
-        print(f"import tracelens\n\ninfo = tracelens.xentrace_info({path!r}"
-              + (f", xen_version={xen_version!r}" if xen_version else "") + ")\nprint(info)")
-        return
-    from tracelens.parsers.xentrace.decode import summarize
-
-    s = summarize(path, xen_version=xen_version, tolerance=tolerance)
-    if json_out:
-        print(json.dumps(s, indent=2))
-        return
-    _warn_damage(s["damage"])
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
-    t = Table(title=f"xentrace capture {path}", show_header=False, title_justify="left")
-    t.add_row("size", f"{s['size_bytes']:,} bytes")
-    t.add_row("pCPUs", f"{len(s['pcpus'])} ({', '.join(map(str, s['pcpus']))})")
-    t.add_row("windows", f"{s['windows']:,}")
-    t.add_row("records", f"{s['records']:,}")
-    lr = s["lost_records"]
-    t.add_row("lost records", f"{lr['lost']:,} in {lr['records']:,} LOST_RECORDS markers")
-    if s["tsc_first"] is not None:
-        span = s["tsc_last"] - s["tsc_first"]
-        t.add_row("TSC span", f"{s['tsc_first']:,} .. {s['tsc_last']:,} ({span:,} cycles)")
-    t.add_row("Xen layout", f"{s['xen_layout']['label']}: {'; '.join(s['xen_layout']['reasons'])}")
-    con.print(t)
-    cls = Table(title="records per class", title_justify="left")
-    cls.add_column("class")
-    cls.add_column("records", justify="right")
-    for k, v in sorted(s["records_per_class"].items(), key=lambda kv: -kv[1]):
-        cls.add_row(k, f"{v:,}")
-    con.print(cls)
-    dom = Table(title="records per domain (the vCPU running when written)", title_justify="left")
-    dom.add_column("domain")
-    dom.add_column("records", justify="right")
-    for k, v in sorted(s["records_per_domain"].items(), key=lambda kv: -kv[1]):
-        dom.add_row("idle" if k == 32767 else str(k), f"{v:,}")
-    con.print(dom)
+from tracelens.commands.traceinfo import _warn_damage, info  # noqa: E402,F401  (typer-free: the console's fast path)
 
 
 def _match_events(spec: list[str], catalog) -> set[int] | None:
