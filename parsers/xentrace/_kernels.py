@@ -195,8 +195,11 @@ def _hash_add(keys, counts, ev):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms):
-    """Per pCPU (``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows in file order).
+def stream_pass(w, pos, vend, cpu_order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms):
+    """Per pCPU (``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows in file order), walking each
+    window's records from ``pos`` up to ``vend`` (the window end, or where :func:`count_records` found a damaged
+    record); it counts them as :func:`count_records` does (``nrec``, and ``bad``: the first record that overruns
+    ``vend``, -1 when none), so a capture needs no separate counting pass.
 
     Computes for every window its starting inherited TSC, key K and vCPU state (``w_tsc0``, ``w_key0``, ``w_state0``). ``in_tsc``/``in_key``/``in_state`` give each pCPU's
     state at the start (carried from the previous batch). Also counts records per event id (per-pCPU hash tables)
@@ -206,6 +209,8 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
     """
     nwin = pos.shape[0]
     ncpu = cpu_start.shape[0] - 1
+    nrec = np.zeros(nwin, np.int64)
+    bad = np.full(nwin, -1, np.int64)
     w_tsc0 = np.zeros(nwin, np.uint64)
     w_key0 = np.zeros(nwin, np.uint64)
     w_state0 = np.zeros(nwin, np.int64)
@@ -231,8 +236,14 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
             w_key0[wi] = key
             w_state0[wi] = state
             p = pos[wi]
-            for i in range(nrec[wi]):
+            e = vend[wi]
+            count = 0
+            while p < e:
                 ev, n, has, body = _header(w, p)
+                if body + n > e:  # the record overruns the window
+                    bad[wi] = p
+                    break
+                count += 1
                 if has:
                     tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
                     if tsc > key:
@@ -255,6 +266,7 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
                     overflow[k] = True
                 state = _state_after(ev, n, w, body, state)
                 p += 1 + n + 2 * has
+            nrec[wi] = count
         out_tsc[k] = tsc
         out_key[k] = key
         out_state[k] = state
@@ -262,7 +274,7 @@ def stream_pass(w, pos, nrec, cpu_order, cpu_start, in_tsc, in_key, in_state, do
         stats[k, 1] = lost_n
         stats[k, 2] = lo
         stats[k, 3] = hi
-    return w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow, stats
+    return w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, overflow, stats, nrec, bad
 
 
 @njit(cache=True, nogil=True)

@@ -162,9 +162,15 @@ def _open(path, populate: bool = False) -> tuple[str, int, mmap.mmap | None, np.
     return path, size, mm, words
 
 
-def scan(path, tolerance: str = "strict", populate: bool | None = None) -> _Scan:
+class _Recount(Exception):
+    """An uncounted scan met a damaged record: redo it with ``scan(count=True)``, which applies the tolerance."""
+
+
+def scan(path, tolerance: str = "strict", populate: bool | None = None, count: bool = True) -> _Scan:
     """Passes 1 and 2: the windows and their record counts, with the damage tolerance applied. ``populate`` maps
-    the whole file at once (default: when it is at most POPULATE_LIMIT bytes)."""
+    the whole file at once (default: when it is at most POPULATE_LIMIT bytes). ``count=False`` skips the counting
+    pass of a populated, undamaged walk (``nrec`` is None, ``vend`` the window ends): the per-pCPU pass counts the
+    records then, and its caller raises :class:`_Recount` if it finds a damaged one."""
     if tolerance not in TOLERANCES:
         raise UsageError(f"--tolerance must be one of {', '.join(TOLERANCES)}, not {tolerance!r}")
     if populate is None:
@@ -197,6 +203,8 @@ def scan(path, tolerance: str = "strict", populate: bool | None = None) -> _Scan
         problems.append((int(status_pos) * 4, _message(int(status), w, int(status_pos), size), len(pos)))
     elif size % 4:
         problems.append((nwords * 4, f"file ends with {size % 4} stray byte(s) after the last record: truncated capture", len(pos)))
+    if populate and not count and not problems:
+        return _Scan(path, size, mm, w, pos, end, cpu, None, end, damage, populate)
     if populate:
         nrec, bad = K.count_records(w, pos, end)
     else:
@@ -249,14 +257,14 @@ def _group(win_cpu: np.ndarray):
     return cpus, order, cpu_start
 
 
-def _stream(w, pos, nrec, win_cpu, carry: _Carry, want_doms: bool):
+def _stream(w, pos, vend, win_cpu, carry: _Carry, want_doms: bool):
     cpus, order, cpu_start = _group(win_cpu)
     ncpu = len(cpus)
     in_tsc = np.array([carry.tsc.get(int(c), 0) for c in cpus], np.uint64)
     in_key = np.array([carry.key.get(int(c), 0) for c in cpus], np.uint64)
     in_state = np.array([carry.state.get(int(c), K.UNKNOWN) for c in cpus], np.int64)
     dom_counts = np.zeros((ncpu, 65537) if want_doms else (1, 1), np.int64)
-    res = K.stream_pass(w, pos, nrec, order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms)
+    res = K.stream_pass(w, pos, vend, order, cpu_start, in_tsc, in_key, in_state, dom_counts, want_doms)
     return cpus, order, cpu_start, dom_counts, res
 
 
@@ -418,16 +426,19 @@ def _alloc(n: int) -> dict[str, np.ndarray]:
 def _decode_batch(w, pos, end, win_cpu, carry, catalog, version, frontier, cols_cap=None, counted=None, path="",
                   names_fixed=None):
     """Decode one batch of windows. Returns (cols, n, names, id_counts, pending windows, new carry).
-    ``counted`` = (nrec, vend) when the windows were already counted by :func:`scan`."""
+    ``counted`` = (nrec, vend) when the windows were already counted by :func:`scan`; (None, ends) when an
+    uncounted scan found no damage (a damaged record then raises :class:`_Recount`); None: the per-pCPU pass counts
+    and the records of a window stop at the first one that overruns it."""
     from tracelens._jit import numba
 
-    if counted is None:
-        nrec, bad = K.count_records(w, pos, end)
-        vend = np.where(bad >= 0, bad, end)
-    else:
-        nrec, vend = counted
-    cpus, order, cpu_start, _dc, res = _stream(w, pos, nrec, win_cpu, carry, False)
-    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, _overflow, _stats = res
+    nrec, vend = counted if counted is not None else (None, end)
+    cpus, order, cpu_start, _dc, res = _stream(w, pos, vend, win_cpu, carry, False)
+    w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, _overflow, _stats, s_nrec, s_bad = res
+    if nrec is None:  # the per-pCPU pass counted the records
+        if counted is not None and (s_bad >= 0).any():
+            raise _Recount
+        nrec = s_nrec
+        vend = np.where(s_bad >= 0, s_bad, end)
     use_frontier = frontier is not None
     piv = _pivots_from_windows(w_key0, out_key, cpu_start, order, 4 * numba.get_num_threads(),
                                frontier if use_frontier else None)
@@ -501,10 +512,15 @@ def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None 
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    sc = scan(path, tolerance, populate=True)
+    sc = scan(path, tolerance, populate=True, count=False)
     version = parse_version(xen_version)
-    cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version, None,
-                                                       counted=(sc.nrec, sc.vend), path=sc.path)
+    try:
+        cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version,
+                                                           None, counted=(sc.nrec, sc.vend), path=sc.path)
+    except _Recount:  # damage the walk did not see: count first, applying the tolerance
+        sc = scan(path, tolerance, populate=True)
+        cols, n, names, ids, _pend, _carry = _decode_batch(sc.words, sc.pos, sc.end, sc.cpu, _Carry(), catalog, version,
+                                                           None, counted=(sc.nrec, sc.vend), path=sc.path)
     guess = _layout(xen_version, ids, cols, n)
     if guess.version != version:  # names can depend on the version: redo the dictionary only
         names2, nkeys, nvals = _name_table(ids, catalog, guess.version)
@@ -572,9 +588,9 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
         future = {c for c, last in last_win.items() if last >= j}
         frontier = None
         if future:
-            _nrec, _ = K.count_records(sc.words, pos, end)
-            # frontier: min over pCPUs with later windows of their latest key after this batch
-            cpus, _o, _cs, _dc, res = _stream(sc.words, pos, _nrec, cpu, carry, False)
+            # frontier: min over pCPUs with later windows of their latest key after this batch (the pass stops
+            # at a record that overruns its window, as the counting pass would)
+            cpus, _o, _cs, _dc, res = _stream(sc.words, pos, end, cpu, carry, False)
             out_key = res[4]
             fr = [int(k) for c, k in zip(cpus.tolist(), out_key.tolist()) if c in future]
             fr += [carry.key.get(c, 0) for c in future if c not in set(cpus.tolist())]
@@ -613,8 +629,12 @@ def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None
     w32 = sc.cpu.astype(np.int32)
     spans = [(0, len(sc.pos))] if sc.populated else _chunks(sc.pos, sc.end, mm=sc.mm)
     for a, b in spans:
-        cpus, order, cpu_start, dc, res = _stream(sc.words, sc.pos[a:b], sc.nrec[a:b], w32[a:b], carry, want_doms)
-        w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, ovf, stats = res
+        cpus, order, cpu_start, dc, res = _stream(sc.words, sc.pos[a:b], sc.vend[a:b], w32[a:b], carry, want_doms)
+        w_tsc0, w_key0, w_state0, out_tsc, out_key, out_state, hkeys, hcounts, ovf, stats, s_nrec, s_bad = res
+        if sc.nrec is None:  # an uncounted scan (one span): this pass counted
+            if (s_bad >= 0).any():
+                raise _Recount
+            sc.nrec = s_nrec
         for k, c in enumerate(cpus.tolist()):
             carry.tsc[c], carry.key[c], carry.state[c] = int(out_tsc[k]), int(out_key[k]), int(out_state[k])
         cpus_seen.update(cpus.tolist())
@@ -655,8 +675,12 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    sc = scan(path, tolerance)
-    s = summarize_scan(sc, xen_version=xen_version)
+    sc = scan(path, tolerance, count=False)
+    try:
+        s = summarize_scan(sc, xen_version=xen_version)
+    except _Recount:  # damage the walk did not see: count first, applying the tolerance
+        sc = scan(path, tolerance)
+        s = summarize_scan(sc, xen_version=xen_version)
     guess = s["_guess"]
     per_class: dict[str, int] = {}
     per_event: dict[str, int] = {}
