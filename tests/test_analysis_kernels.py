@@ -118,10 +118,14 @@ def test_hypercall_count_equals_a_python_count(distinct_ops):
     assert dict(zip(keys.tolist(), counts.tolist())) == dict(want)
 
 
-def test_take_gathers_values_and_nulls_like_arrow():
+@pytest.mark.parametrize("small", [1 << 16, 0], ids=["numpy", "kernel"])
+def test_take_gathers_values_and_nulls_like_arrow(small, monkeypatch):
     import pyarrow as pa
 
+    from tracelens.analysis import records
     from tracelens.analysis.records import _take
+
+    monkeypatch.setattr(records, "SMALL_GATHER", small)
 
     rng = random.Random(5)
     vals = [None if rng.random() < 0.3 else rng.randrange(1 << 32) for _ in range(1000)]
@@ -180,11 +184,15 @@ def test_first_true_reads_bit_buffers_of_sliced_and_chunked_columns(seed):
             assert _first_true(chunks[0]) == expected
 
 
-def test_take_i64_gathers_with_nulls_as_fill():
+@pytest.mark.parametrize("small", [1 << 16, 0], ids=["numpy", "kernel"])
+def test_take_i64_gathers_with_nulls_as_fill(small, monkeypatch):
     """_take: values at the selected rows of a sliced column of every unsigned width, ``fill`` at nulls."""
     import pyarrow as pa
 
+    from tracelens.analysis import records
     from tracelens.analysis.records import _take
+
+    monkeypatch.setattr(records, "SMALL_GATHER", small)
 
     for dt, top in ((pa.uint8(), 255), (pa.uint16(), 65535), (pa.uint32(), 2**32 - 1), (pa.uint64(), 2**63 - 1)):
         vals = [5, None, 7, top, None, 0, 3]

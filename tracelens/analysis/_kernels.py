@@ -144,11 +144,11 @@ def _classify(event, n_extra, ids, table_cat, need, proto):
         o = c * step
         for i in range(c * step, min(n, (c + 1) * step)):
             k = _category(event[i], n_extra[i], ids, table_cat, need)
-            if k != 0:
+            if k != 0:  # (category 0 is not counted: a counter bumped on every record chains the loop through memory)
                 sel_row[o] = i
                 sel_cat[o] = k
                 o += 1
-            local[k] += 1
+                local[k] += 1
         counts[c, :] = local
     starts = np.zeros(N_CAT + 1, np.int64)
     for k in range(1, N_CAT):
@@ -498,21 +498,24 @@ def irq_tallies(rows, event, d1):
     handled = np.zeros(65536, np.int64)
     n_big = 0
     n_vec = 0
+    q0 = m  # the first row that is not an in-range IRQ_HANDLED: the second pass starts there (usually none)
     for q in range(m):
         i = rows[q]
-        if event[i] == 0x00802008:
-            if d1[i] >= 65536:
+        if event[i] == 0x00802008 and d1[i] < 65536:
+            handled[d1[i]] += 1
+        else:
+            if event[i] == 0x00802008:
                 n_big += 1
             else:
-                handled[d1[i]] += 1
-        else:
-            n_vec += 1
+                n_vec += 1
+            if q0 == m:
+                q0 = q
     handled_big = np.empty(n_big, np.int64)
     vec_d1 = np.empty(n_vec, np.int64)
     vec_assign = np.empty(n_vec, np.bool_)
     b = 0
     v = 0
-    for q in range(m):
+    for q in range(q0, m):
         i = rows[q]
         if event[i] == 0x00802008:
             if d1[i] >= 65536:

@@ -173,12 +173,21 @@ def _take(col, sel, fill) -> np.ndarray:
     validity, data = col.buffers()[:2]
     if data is None:  # all null
         return np.full(sel.size, fill, np.int64)
-    from tracelens.analysis._kernels import take_i64
-
     width = col.type.bit_width // 8
     vals = np.frombuffer(data, dtype=np.dtype(f"<u{width}"), count=len(col) + col.offset)
     bits = np.frombuffer(validity, np.uint8) if (col.null_count and validity is not None) else np.empty(0, np.uint8)
+    if sel.size < SMALL_GATHER:  # most gathers are of a few rows: numpy, without loading a kernel
+        pos = sel.astype(np.int64) + col.offset
+        out = vals[pos].astype(np.int64)
+        if bits.size:
+            out[((bits[pos >> 3] >> (pos & 7).astype(np.uint8)) & 1) == 0] = fill
+        return out
+    from tracelens.analysis._kernels import take_i64
+
     return take_i64(vals, bits, col.offset, sel, fill)
+
+
+SMALL_GATHER = 1 << 16
 
 
 def columns(table) -> Records:
