@@ -64,7 +64,8 @@ def grant_ledger(rows: list[dict], boundaries: list[tuple[int, int]]) -> dict:
 # -- record categories (tracelens.analysis._kernels.classify) ----------------------------------------------------
 def category(event: int, n_extra: int) -> str | None:
     """Which analysis input a record is, straight from the spec's ids and minimum payloads (§2.5, §4.1-4.5).
-    Scheduling records are not listed (the analysis reads them in place after a kexec shutdown)."""
+    Scheduling records are not listed (the analysis reads them in place after a kexec shutdown), except runstate
+    changes into or out of offline (state 3)."""
     if event in (0x00028007, 0x00028010):
         return "shutdown" if n_extra >= 3 else None
     if event in (0x00028002, 0x00041001, 0x00041002):
@@ -81,4 +82,8 @@ def category(event: int, n_extra: int) -> str | None:
         return "guest"
     if event == 0x0001F001:
         return "lost" if n_extra >= 4 else None
+    if event & 0xFFFFFC0F == 0x00021001:  # runstate change: old state bits 8-9, new state bits 4-5
+        old, new = (event >> 8) & 3, (event >> 4) & 3
+        if old != new and 3 in (old, new):
+            return "offline" if n_extra >= 1 else None
     return None

@@ -15,7 +15,7 @@ from tracelens.analysis import _kernels as K
 
 NAMES = {K.CAT_SHUTDOWN: "shutdown", K.CAT_LIFE: "life", K.CAT_GRANT: "grant",
          K.CAT_DECREASE: "decrease", K.CAT_HYPERCALL: "hypercall", K.CAT_IRQ: "irq", K.CAT_GUEST: "guest",
-         K.CAT_LOST: "lost"}
+         K.CAT_LOST: "lost", K.CAT_OFFLINE: "offline"}
 INTERESTING = [0x00021001 | o << 8 | n << 4 for o in range(4) for n in range(4)] + [
     0x00021002, 0x0002800A, 0x00028007, 0x00028010, 0x00028002, 0x00041001, 0x00041002, 0x0010F001, 0x0010F002,
     0x0010F003, 0x0010F005, 0x0020100D, 0x0020200E, 0x00082012, 0x00802004, 0x00802006, 0x00802008, 0x0800F000,
@@ -214,3 +214,54 @@ def test_irq_tallies_by_hand():
     assert big.tolist() == [70000]
     assert vd1.tolist() == [(0x31 << 16) | 7, (0x31 << 16) | 7, (0x40 << 16) | 9]
     assert assign.tolist() == [True, False, True]
+
+
+def _resume_reference(start, domid, event, n_extra, d1, d3):
+    """The documented rule, one query at a time, in plain Python."""
+    first_off = False
+    first_run = -1
+    for i in range(start, len(event)):
+        e, nx = int(event[i]), int(n_extra[i])
+        r = o = -1
+        if e == 0x0002800A:
+            if nx >= 4:
+                r = int(d3[i]) & 0xFFFF
+        elif (e >> 12) == 0x21 and nx >= 1:
+            if e == 0x00021002:
+                r = int(d1[i]) >> 16
+            elif (e & 0xFFFFFC0F) == 0x00021001:
+                old, new = (e >> 8) & 3, (e >> 4) & 3
+                if new == 0:
+                    r = int(d1[i]) >> 16
+                if old != new and 3 in (old, new):
+                    o = int(d1[i]) >> 16
+        if o == domid:
+            first_off = True
+        if r == domid:
+            if first_off:
+                return i, True
+            if first_run < 0:
+                first_run = i
+    return first_run, False
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_find_resumes_answers_every_query_as_a_scan_per_query_would(seed):
+    """The indexed search (offline transitions from the classified rows) equals a plain scan per query (several
+    queries per domain, overlapping, some never answered, records of other classes in between)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 3000))
+    runstate = [0x00021001 | o << 8 | nw << 4 for o in range(4) for nw in range(4)]
+    event = rng.choice(np.array(runstate + [0x00021002, 0x0002800A, 0x00081102, 0x0010F001], np.uint32), n)
+    n_extra = rng.integers(0, 5, n).astype(np.uint8)
+    doms = np.array([0, 1, 2, 7, 0x7FFF], np.uint32)
+    d1 = (doms[rng.integers(0, 5, n)] << 16 | rng.integers(0, 4, n)).astype(np.uint32)
+    d3 = doms[rng.integers(0, 5, n)].astype(np.uint32)
+    q = int(rng.integers(0, 12))
+    starts = rng.integers(0, n + 1, q).astype(np.int64)
+    domids = rng.choice(np.array([1, 2, 7, 9], np.int64), q)
+    cats, cstart = K.classify(event, n_extra)
+    offline_rows = cats[cstart[K.CAT_OFFLINE]:cstart[K.CAT_OFFLINE + 1]]
+    rows, off = K.find_resumes(starts, domids, offline_rows, event, n_extra, d1, d3)
+    for k in range(q):
+        assert (int(rows[k]), bool(off[k])) == _resume_reference(int(starts[k]), int(domids[k]), event, n_extra, d1, d3), k

@@ -11,13 +11,15 @@ from tracelens._jit import njit, prange
 
 
 @njit(cache=True)
-def grant_ledger(pair, gep, mep, is_map, n_pairs, n_gep, n_mep):
+def grant_ledger(pair, granter, mapper, tsc, is_map, n_pairs, n_gep, n_mep, bdom, bstart, btsc):
     """The grant ledger over MAP/UNMAP records (spec ../shared/spec/xentrace.md §4.1).
 
-    pair    i64[n]  index of the record's (mapper, granter) pair
-    gep     i64[n]  the granter's epoch at the record
-    mep     i64[n]  the mapper's epoch at the record
-    is_map  bool[n] MAP (True) or UNMAP (False)
+    pair     i[n]    index of the record's (mapper, granter) pair
+    granter  i[n]    the granting domain; its epoch at the record (``gep``) comes from the boundaries in CSR form
+                     (bdom, bstart, btsc; see :func:`epochs_of`)
+    mapper   i[n]    the mapping domain (-1: unknown); its epoch ``mep`` likewise
+    tsc      u64[n]
+    is_map   bool[n] MAP (True) or UNMAP (False)
 
     Per (pair, granter epoch): maps, unmaps, late unmaps (an unmap while handles counted at the granter's latest
     boundary are still unreleased: the grant ref is not traced, so releases are taken oldest first), and the
@@ -36,14 +38,17 @@ def grant_ledger(pair, gep, mep, is_map, n_pairs, n_gep, n_mep):
     m_maps = np.zeros((n_pairs, n_mep), np.int64)
     m_unmaps = np.zeros((n_pairs, n_mep), np.int64)
     m_first_map = np.full((n_pairs, n_mep), -1, np.int64)
-    after = np.empty(n, np.int64)
+    after = np.empty(n, np.int32)
     balance = np.zeros(n_pairs, np.int64)
     cur = np.zeros(n_pairs, np.int64)
     carried = np.zeros(n_pairs, np.int64)
+    slot = _dom_slots(bdom)
+    gcur = np.zeros(bdom.shape[0], np.int64)
+    mcur = np.zeros(bdom.shape[0], np.int64)
     for i in range(n):
         p = pair[i]
-        e = gep[i]
-        me = mep[i]
+        e = _epoch_cursor(np.int64(granter[i]), tsc[i], slot, gcur, bstart, btsc)
+        me = _epoch_cursor(np.int64(mapper[i]), tsc[i], slot, mcur, bstart, btsc)
         if e > cur[p]:
             # first record of the pair since the granter's latest boundary: the balance then was the outstanding
             # count at that boundary
@@ -68,12 +73,12 @@ def grant_ledger(pair, gep, mep, is_map, n_pairs, n_gep, n_mep):
         if first[p, e] < 0:
             first[p, e] = i
         last[p, e] = i
-        after[i] = balance[p]
+        after[i] = np.int32(balance[p])
     return maps, unmaps, late, first, last, late_first, late_last, m_maps, m_unmaps, m_first_map, after
 
 
 # record categories of :func:`classify` (0: not used by the analysis, or read in place: scheduling records are
-# scanned only after a kexec shutdown, by find_resume, so they are not listed -- they are a fifth of a capture)
+# scanned only after a kexec shutdown, by find_resumes, so they are not listed -- they are a fifth of a capture)
 CAT_SHUTDOWN = 1   # SCHED_SHUTDOWN, SHUTDOWN_CODE (>= 3 words)
 CAT_LIFE = 2       # DOM0_DOM_ADD, DOM0_DOM_REM, SCHED_DOM_REM (>= 1)
 CAT_GRANT = 3      # MEM_PAGE_GRANT_MAP / UNMAP (>= 1)
@@ -82,7 +87,8 @@ CAT_HYPERCALL = 5  # PV_HYPERCALL_V2, PV_HYPERCALL_SUBCALL, HVM_VMMCALL (>= 1)
 CAT_IRQ = 6        # HW_IRQ_CLEAR_VECTOR, ASSIGN_VECTOR, HANDLED (>= 1)
 CAT_GUEST = 7      # TRC_GUEST class
 CAT_LOST = 8       # LOST_RECORDS (>= 4)
-N_CAT = 9
+CAT_OFFLINE = 9    # runstate changes into or out of offline (state 3) (>= 1): where a kexec'd domain resumes
+N_CAT = 10
 
 
 def _category_table():
@@ -94,6 +100,8 @@ def _category_table():
                 (0x0010F005, CAT_DECREASE, 4), (0x0020100D, CAT_HYPERCALL, 1), (0x0020200E, CAT_HYPERCALL, 1),
                 (0x00082012, CAT_HYPERCALL, 1), (0x00802004, CAT_IRQ, 1), (0x00802006, CAT_IRQ, 1),
                 (0x00802008, CAT_IRQ, 1), (0x0001F001, CAT_LOST, 4)]
+    entries += [(0x00021001 | old << 8 | new << 4, CAT_OFFLINE, 1)
+                for old in range(4) for new in range(4) if old != new and 3 in (old, new)]
     ids = np.zeros(TABLE_SLOTS, np.uint32)
     cat = np.zeros(TABLE_SLOTS, np.uint8)
     need = np.zeros(TABLE_SLOTS, np.uint8)
@@ -183,7 +191,7 @@ def _dom_slots(bdom):
     return slot
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _epoch_cursor(d, t, slot, cursor, bstart, btsc):
     """Epoch of (d, t) by moving the domain's cursor over its sorted boundary TSCs: O(1) amortised on time-ordered
     rows, and still exact when a TSC goes backwards (skew)."""
@@ -215,7 +223,7 @@ def epochs_of(domids, tscs, bdom, bstart, btsc):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _is_valid(bits, bit_off, i):
     if bits.shape[0] == 0:
         return True
@@ -223,42 +231,75 @@ def _is_valid(bits, bit_off, i):
     return ((bits[p >> 3] >> (p & 7)) & 1) == 1
 
 
+@njit(cache=True, inline="always")
+def _run_off(e, nx, w1, w3):
+    """(domid put on a pCPU, domid with an offline transition) of a scheduling record, -1 when none: runstate change
+    to running or CONTINUE_RUNNING (d1 >> 16), SCHED_SWITCH (next domid d3); runstate changes into or out of state 3
+    (offline)."""
+    r = -1
+    o = -1
+    if e == 0x0002800A:
+        if nx >= 4:
+            r = w3 & 0xFFFF
+    elif nx >= 1:
+        if e == 0x00021002:
+            r = w1 >> 16
+        elif (e & 0xFFFFFC0F) == 0x00021001:
+            old = (e >> 8) & 3
+            new = (e >> 4) & 3
+            if new == 0:
+                r = w1 >> 16
+            if old != new and (old == 3 or new == 3):
+                o = w1 >> 16
+    return r, o
+
+
 @njit(cache=True)
-def find_resume(start, event, n_extra, d1, d3, domid):
-    """Scan the records from row ``start`` (just after a kexec shutdown) for the domain running again: the first
-    record putting a vCPU of ``domid`` on a pCPU (runstate change to running or CONTINUE_RUNNING: d1 >> 16;
-    SCHED_SWITCH: next domid d3) at or after its first offline transition (runstate change into or out of state 3).
-    Returns (row, True), or, without an offline transition before a running record, (first running row, False), or
-    (-1, False)."""
-    first_off = False
-    first_run = -1
-    for i in range(start, event.shape[0]):
-        e = event[i]
+def _next_run(i, n, domid, event, n_extra, d1, d3):
+    """First row at or after i putting a vCPU of ``domid`` on a pCPU; -1 when none."""
+    for j in range(i, n):
+        e = event[j]
         if (e >> 12) != 0x21 and e != 0x0002800A:
             continue
-        r = -1
-        o = -1
-        if e == 0x0002800A:
-            if n_extra[i] >= 4:
-                r = d3[i] & 0xFFFF
-        elif n_extra[i] >= 1:
-            if e == 0x00021002:
-                r = d1[i] >> 16
-            elif (e & 0xFFFFFC0F) == 0x00021001:
-                old = (e >> 8) & 3
-                new = (e >> 4) & 3
-                if new == 0:
-                    r = d1[i] >> 16
-                if old != new and (old == 3 or new == 3):
-                    o = d1[i] >> 16
-        if o == domid:
-            first_off = True
+        r, o = _run_off(e, n_extra[j], np.int64(d1[j]), np.int64(d3[j]))
         if r == domid:
-            if first_off:
-                return i, True
-            if first_run < 0:
-                first_run = i
-    return first_run, False
+            return j
+    return -1
+
+
+@njit(cache=True)
+def find_resumes(starts, domids, offline_rows, event, n_extra, d1, d3):
+    """For each query k (a kexec shutdown of domain ``domids[k]``; scan from row ``starts[k]``): the first record
+    putting a vCPU of the domain on a pCPU at or after the domain's first offline transition from there (runstate
+    change into or out of state 3), as (row, True); without one, (the first running record from there, False); or
+    (-1, False).
+
+    ``offline_rows`` (the CAT_OFFLINE rows, in time order: a handful per kexec) give the offline transition, so
+    each answer is two short forward scans (the domain runs again soon after) instead of one scan to the end of the
+    capture; only a domain that never runs again costs a scan to the end."""
+    q = starts.shape[0]
+    n = event.shape[0]
+    res_row = np.full(q, -1, np.int64)
+    res_off = np.zeros(q, np.bool_)
+    for k in range(q):
+        s = starts[k]
+        d = domids[k]
+        first_run = _next_run(s, n, d, event, n_extra, d1, d3)
+        # the domain's first offline transition at or after s
+        f = -1
+        for t in range(np.searchsorted(offline_rows, s), offline_rows.shape[0]):
+            j = offline_rows[t]
+            if (np.int64(d1[j]) >> 16) == d:
+                f = j
+                break
+        if f >= 0:
+            j = _next_run(f, n, d, event, n_extra, d1, d3)
+            if j >= 0:
+                res_row[k] = j
+                res_off[k] = True
+                continue
+        res_row[k] = first_run
+    return res_row, res_off
 
 
 @njit(cache=True)
@@ -473,17 +514,17 @@ def dense_ids(hi, lo):
 
 @njit(cache=True, parallel=True)
 def grant_rows(sel, event, tsc, d1, d1_bits, d1_off, dom, dom_bits, dom_off):
-    """The columns the grant ledger reads, gathered for its rows in one pass: mapper (the running domain, -1 when
-    unknown), granter (d1 & 0xffff, 0 when absent), tsc, and MAP (True) / UNMAP."""
+    """The columns the grant ledger reads, gathered for its rows in one parallel pass: mapper (i32, the running
+    domain, -1 when unknown), granter (i32, d1 & 0xffff, 0 when absent), tsc, and MAP (True) / UNMAP."""
     m = sel.shape[0]
-    mapper = np.empty(m, np.int64)
-    granter = np.empty(m, np.int64)
+    mapper = np.empty(m, np.int32)
+    granter = np.empty(m, np.int32)
     t = np.empty(m, np.uint64)
     is_map = np.empty(m, np.bool_)
     for q in prange(m):
         i = sel[q]
-        mapper[q] = np.int64(dom[i]) if _is_valid(dom_bits, dom_off, i) else -1
-        granter[q] = (np.int64(d1[i]) & 0xFFFF) if _is_valid(d1_bits, d1_off, i) else 0
+        mapper[q] = np.int32(dom[i]) if _is_valid(dom_bits, dom_off, i) else np.int32(-1)
+        granter[q] = np.int32(np.int64(d1[i]) & 0xFFFF) if _is_valid(d1_bits, d1_off, i) else np.int32(0)
         t[q] = tsc[i]
         is_map[q] = event[i] == 0x0010F001
     return mapper, granter, t, is_map

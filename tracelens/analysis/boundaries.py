@@ -111,17 +111,21 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
     d3, _, _ = rec.buffer("d3")
     stored: dict[int, int] = {}
     used_resume: set[int] = set()
+    kexecs = []  # (row, domid, vcpu, reason, effective reason) of the shutdowns that can start a kexec
     for i, domid, vcpu, reason in zip(sd.tolist(), sd_dom.tolist(), sd_vcpu.tolist(), sd_reason.tolist()):
         if ev[i] == R.SCHED_SHUTDOWN_CODE:
             stored[domid] = reason
             continue
         effective = stored.pop(domid, reason)
-        if effective not in KEXEC_REASONS:
-            continue
-        j, after_offline = K.find_resume(i + 1, rec.event, rec.n_extra, d1, d3, domid)
+        if effective in KEXEC_REASONS:
+            kexecs.append((i, domid, vcpu, reason, effective))
+    # where each of those domains runs again
+    rows, offline = K.find_resumes(np.array([k[0] + 1 for k in kexecs], np.int64),
+                                   np.array([k[1] for k in kexecs], np.int64), rec.rows(K.CAT_OFFLINE),
+                                   rec.event, rec.n_extra, d1, d3)
+    for (i, domid, vcpu, reason, effective), j, after_offline in zip(kexecs, rows.tolist(), offline.tolist()):
         if j < 0:
             continue
-        j = int(j)
         note = None if after_offline else (
             "no offline transition of the domain seen after the shutdown; first running record used")
         rem = removed[(rem_dom == domid) & (removed > i) & (removed < j)]

@@ -84,16 +84,14 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
                       "delta": np.empty(0, np.int8)}
         return out
     pairs, pair = K.dense_ids(mapper, granter)  # key mapper * 0x10000 + granter: mapper -1 stays distinct
-    if ep.by_dom:
-        gep, mep = ep.of(granter, tsc), ep.of(mapper, tsc)  # mapper is -1 when unknown
-    else:  # no boundaries: every record is in epoch 0 (a read-only zero view, nothing allocated)
-        gep = mep = np.broadcast_to(np.zeros(1, np.int64), mapper.shape)
     p_mapper = np.floor_divide(pairs, 0x10000)
     p_granter = pairs - p_mapper * 0x10000
-    n_gep = max(int(gep.max()) + 1, 1 + max((ep.count(int(g)) for g in np.unique(p_granter)), default=0))
-    n_mep = max(int(mep.max()) + 1, 1 + max((ep.count(int(m)) for m in np.unique(p_mapper) if m >= 0), default=0))
+    # a domain's epochs are 0..its boundary count
+    n_gep = 1 + max((ep.count(int(g)) for g in np.unique(p_granter)), default=0)
+    n_mep = 1 + max((ep.count(int(m)) for m in np.unique(p_mapper) if m >= 0), default=0)
     (maps, unmaps, late, first, last, late_first, late_last,
-     m_maps, m_unmaps, m_first_map, after) = K.grant_ledger(pair, gep, mep, is_map, len(pairs), n_gep, n_mep)
+     m_maps, m_unmaps, m_first_map, after) = K.grant_ledger(pair, granter, mapper, tsc, is_map, len(pairs), n_gep,
+                                                            n_mep, *ep.csr())
 
     def t(idx):
         return None if idx < 0 else int(tsc[idx])
