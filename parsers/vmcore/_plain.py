@@ -32,21 +32,29 @@ def plain(cls=None, *, frozen: bool = False):
         if any(names.index(r) > min((names.index(d) for d in defaults), default=len(names)) for r in required):
             raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
 
-        def __init__(self, *args, **kw):
-            if len(args) > len(names):
-                raise TypeError(f"{cls.__name__}() takes {len(names)} arguments, got {len(args)}")
-            values = dict(zip(names, args))
-            for k, v in kw.items():
-                if k not in names or k in values:
-                    raise TypeError(f"{cls.__name__}() got an unexpected or repeated argument {k!r}")
-                values[k] = v
-            for n in names:
-                if n not in values:
-                    d = defaults.get(n, _MISSING)
-                    if d is _MISSING:
-                        raise TypeError(f"{cls.__name__}() missing argument {n!r}")
-                    values[n] = d.make() if isinstance(d, Factory) else d
-                object.__setattr__(self, n, values[n])
+        # a specialised __init__ (like dataclasses, generated source): keyword-or-positional parameters with the
+        # defaults; per-instance factories are called; frozen classes set through object.__setattr__
+        env = {"_set": object.__setattr__, "_MISSING": _MISSING}
+        params = []
+        body = []
+        for n in names:
+            d = defaults.get(n, _MISSING)
+            if d is _MISSING:
+                params.append(n)
+                value = n
+            elif isinstance(d, Factory):
+                env[f"_f_{n}"] = d.make
+                params.append(f"{n}=_MISSING")
+                value = f"(_f_{n}() if {n} is _MISSING else {n})"
+            else:
+                env[f"_d_{n}"] = d
+                params.append(f"{n}=_d_{n}")
+                value = n
+            body.append(f"    _set(self, {n!r}, {value})" if frozen else f"    self.{n} = {value}")
+        src = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass") + "\n"
+        exec(src, env)  # noqa: S102 - field names come from the class's own annotations
+        __init__ = env["__init__"]
+        __init__.__qualname__ = f"{cls.__qualname__}.__init__"
 
         def __repr__(self):
             return f"{cls.__name__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"

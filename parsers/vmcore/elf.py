@@ -29,6 +29,13 @@ from .notes import parse_notes
 MAX_NOTE_AREA = 64 << 20
 #: physical addresses above 2^52 do not exist on x86_64
 MAX_PHYS = 1 << 52
+#: a dump may list any number of pages up to this (4 GiB of 4 KiB pages) ...
+MAX_PLAIN_PAGES = 1 << 20
+#: ... and beyond it at most this many pages per page of file: an unfiltered dump stores every page it lists, and
+#: makedumpfile -E -d 31 of a big host leaves out most of memory, but not a thousand pages for each one it keeps
+#: (the real -d 31 sample keeps one page in three). A larger claim is a damaged p_memsz, and listing it page by
+#: page would not end.
+EXCLUDED_RATIO = 1024
 
 
 def parse_ehdr(source) -> dict:
@@ -114,8 +121,9 @@ class ElfDump(Dump):
                     continue  # zeroed phdr (makedumpfile ENOSPC) or an empty block
                 if p_offset == 0xFFFFFFFFFFFFFFFF:
                     continue  # QEMU: a block not backed by RAM in the file
-                if p_filesz > p_memsz:
-                    p_memsz = p_filesz
+                if p_filesz > p_memsz:  # the ELF rule every producer follows (readelf reports it as an error)
+                    raise FormatError(path, where + 32, f"PT_LOAD p_filesz 0x{p_filesz:x} is larger than its p_memsz "
+                                                        f"0x{p_memsz:x}: a damaged program header")
                 if p_paddr + p_memsz > MAX_PHYS:
                     raise FormatError(path, where + 24, f"PT_LOAD at physical 0x{p_paddr:x} + 0x{p_memsz:x} is beyond 2^52")
                 if p_offset > (1 << 62):
@@ -123,6 +131,16 @@ class ElfDump(Dump):
                 loads.append((p_paddr, p_memsz, p_offset, p_filesz, p_vaddr))
         if not loads:
             raise FormatError(path, eh["e_phoff"], "no PT_LOAD segments: the dump holds no memory")
+        # memory past p_filesz is listed page by page (excluded); a p_memsz that claims far more memory than any
+        # filtering leaves out is damage, and would make the page index endless
+        claimed = sum(-(-m // self.page_size) for _p, m, _o, _f, _v in loads)
+        limit = max(MAX_PLAIN_PAGES, EXCLUDED_RATIO * -(-source.size // self.page_size))
+        if claimed > limit:
+            big = max(range(phnum), key=lambda i: struct.unpack_from("<Q", raw, i * C.PHDR64_SIZE + 40)[0]
+                      if struct.unpack_from("<I", raw, i * C.PHDR64_SIZE)[0] == C.PT_LOAD else -1)
+            raise FormatError(path, eh["e_phoff"] + big * C.PHDR64_SIZE + 40,
+                              f"PT_LOAD segments claim {claimed:,} pages of memory for a file of {source.size:,} bytes "
+                              f"(more than {EXCLUDED_RATIO}x the file and more than {MAX_PLAIN_PAGES:,} pages): a damaged p_memsz")
         self.segments = loads
         ktext = [s for s in loads if s[4] >= C.START_KERNEL_MAP]
         ram = [s for s in loads if s[4] < C.START_KERNEL_MAP]

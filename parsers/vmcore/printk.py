@@ -141,12 +141,15 @@ def _render_makedumpfile(r: Record) -> bytes:
 # ---------------------------------------------------------------------------------------------------------------
 def read_kernel_log(dump) -> KernelLog:
     vi = dump.require_vmcoreinfo()
-    if vi.symbol("prb") is not None:
-        return _read_lockless(dump, vi)
-    if vi.symbol("log_first_idx") is not None:
-        return _read_structured(dump, vi)
-    if vi.symbol("log_end") is not None:
-        return _read_plain(dump, vi)
+    era = _read_lockless if vi.symbol("prb") is not None else (
+        _read_structured if vi.symbol("log_first_idx") is not None else (
+            _read_plain if vi.symbol("log_end") is not None else None))
+    if era is not None:
+        try:
+            return era(dump, vi)
+        except (struct.error, IndexError) as e:  # an OFFSET() past its SIZE(), a field past the buffer read
+            raise FormatError(dump.path, None, f"the kernel log structures do not fit the sizes and offsets VMCOREINFO "
+                                               f"gives ({e}): damaged VMCOREINFO or printk ring") from None
     raise FormatError(dump.path, None, "VMCOREINFO exports no printk buffer (neither SYMBOL(prb), SYMBOL(log_first_idx) nor SYMBOL(log_end))")
 
 

@@ -155,6 +155,15 @@ def test_elf_damage(tmp_path, world):
     struct.pack_into("<Q", bad, 64 + 56 + 40, 1 << 60)  # PT_LOAD p_memsz beyond 2^52
     p.write_bytes(bad)
     _raises(p, 64 + 56 + 24, "beyond 2\\^52")
+    bad = bytearray(good)
+    memsz = struct.unpack_from("<Q", bad, 64 + 56 + 40)[0]
+    struct.pack_into("<Q", bad, 64 + 56 + 32, memsz + 4096)  # PT_LOAD p_filesz past its p_memsz (a fuzzing find)
+    p.write_bytes(bad)
+    _raises(p, 64 + 56 + 32, "larger than its p_memsz")
+    bad = bytearray(good)
+    struct.pack_into("<Q", bad, 64 + 56 + 40, 1 << 45)  # 8 G pages of memory for a file of a few pages
+    p.write_bytes(bad)
+    _raises(p, 64 + 56 + 40, "claim 8,589,93")
     p.write_bytes(good[:40])
     _raises(p, 0, "truncated")
 
@@ -248,3 +257,21 @@ def test_cli_reports_one_line_and_exit_3(tmp_path, world, capsys):
     p2, _ = _kdump(tmp_path, world)
     assert cli.main(["read", str(p2), "0x0"]) == 3
     assert "not in the dump" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("line", [b"SIZE(printk_ringbuffer)=8", b"OFFSET(printk_info.text_len)=4090"])
+def test_vmcoreinfo_sizes_that_do_not_fit_the_ring_are_format_errors(tmp_path, world, line):
+    """A fuzzing find: SIZE(printk_ringbuffer)=8 with member offsets past it made struct.unpack_from escape. Sizes
+    and offsets inconsistent with each other are damaged VMCOREINFO: one FormatError, never another exception."""
+    import re
+
+    mem, vmci, _ = world
+    key = line.split(b"=")[0]
+    vmci2 = re.sub(re.escape(key) + rb"=\d+", line, vmci)
+    assert vmci2 != vmci
+    p = tmp_path / "v.elf"
+    write_elf(p, mem, standard_notes(vmci2))
+    with vmcore.open(p) as d:
+        with pytest.raises(FormatError) as e:
+            d.kernel_log()
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(p))
