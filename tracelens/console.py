@@ -84,17 +84,17 @@ def _info(path: str, json_out: bool, xen_version: str | None, tolerance: str) ->
     CLI handles dumps. Errors as the full CLI reports them."""
     from tracelens.detect import XENTRACE, sniff
 
+    kind = []
+    rc = _guarded(lambda: kind.append(sniff(path)))  # a missing or unreadable file: the error the CLI gives
+    if rc or kind[0] != XENTRACE:
+        return rc or None
+
     def run():
-        if sniff(path) != XENTRACE:
-            return False
         from tracelens.commands.traceinfo import info
 
         info(path, json_out=json_out, xen_version=xen_version, tolerance=tolerance)
-        return True
 
-    done = []
-    rc = _guarded(lambda: done.append(run()))
-    return rc if (rc or (done and done[0])) else None
+    return _guarded(run)
 
 
 def _dmesg(paths: list[str], style: str, vmcoreinfo: str | None) -> int:
