@@ -71,39 +71,27 @@ def _click_exceptions():
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app and map every failure to a one-line message and an exit code."""
-    from tracelens.errors import EXIT_INTERNAL, EXIT_USAGE, TracelensError
+    """Entry point: run the app and map every failure to a one-line message and an exit code (typer's own exits and
+    usage errors here, everything else in tracelens.errors.run_guarded, shared with the console's fast paths)."""
+    from tracelens.errors import EXIT_USAGE, run_guarded
 
     ClickException, ClickUsageError = _click_exceptions()
-    try:
-        rc = app(args=argv, standalone_mode=False)
-    except TracelensError as e:
-        print(f"tracelens: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except (typer.Exit, SystemExit) as e:  # typer.Exit carries the code we chose
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        return int(code or 0)
-    except typer.Abort:
-        print("tracelens: aborted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("tracelens: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # e.g. `tracelens events X | head`: not an error for the user
+
+    def run() -> int:
         try:
-            sys.stdout = None  # type: ignore[assignment]
-        except Exception:
-            pass
-        return 0
-    except ClickException as e:  # bad options and arguments
-        e.show()
-        return EXIT_USAGE if isinstance(e, ClickUsageError) else int(getattr(e, "exit_code", EXIT_USAGE) or EXIT_USAGE)
-    except Exception as e:  # genuine bugs
-        print(f"tracelens: internal error: {type(e).__name__}: {e} (please report this)", file=sys.stderr)
-        return EXIT_INTERNAL
-    # without standalone mode, a command's typer.Exit(n) comes back as the return value
-    return rc if isinstance(rc, int) else 0
+            rc = app(args=argv, standalone_mode=False)
+        except (typer.Exit, SystemExit) as e:  # typer.Exit carries the code we chose
+            return int(getattr(e, "exit_code", getattr(e, "code", 0)) or 0)
+        except typer.Abort:
+            print("tracelens: aborted", file=sys.stderr)
+            return 130
+        except ClickException as e:  # bad options and arguments
+            e.show()
+            return EXIT_USAGE if isinstance(e, ClickUsageError) else int(getattr(e, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+        # without standalone mode, a command's typer.Exit(n) comes back as the return value
+        return rc if isinstance(rc, int) else 0
+
+    return run_guarded(run)
 
 
 def _entry() -> None:  # pragma: no cover

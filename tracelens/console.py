@@ -5,10 +5,11 @@ click or pydantic (most of the start-up time of the full CLI): ``tracelens dmesg
 [--vmcoreinfo FILE]``, the command people run next to ``makedumpfile --dump-dmesg``, on the standard library and
 the dump readers alone (no rich, numpy or pyarrow either); and ``tracelens info CAPTURE [--json] [--xen-version V]
 [--tolerance T]`` for a xentrace capture, whose target is a whole 1 GiB capture in under 1.5 s (a dump given to
-``info`` goes to the full CLI). The output, the errors and the exit codes are those
-of the full command (both call tracelens.commands.dumpfiles.print_log and report errors as tracelens.cli.main
-does). Anything else (``--help``, ``--json``, ``--xen``, ``--show-code``, an unknown option, a missing argument, an
-unknown ``--format``) takes the full path, so typer still parses and reports it.
+``info`` goes to the full CLI). The output, the errors and the exit codes are those of the full command: both
+paths call the same functions (tracelens.commands.dumpfiles.print_log, tracelens.commands.traceinfo.info) and
+report errors through tracelens.errors.run_guarded. Anything else (``--help``, ``--json`` for dmesg, ``--xen``,
+``--show-code``, an unknown option, a missing argument, an unknown ``--format``) takes the full path, so typer still
+parses and reports it.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def _info(path: str, json_out: bool, xen_version: str | None, tolerance: str) ->
     """``tracelens info`` of a xentrace capture; None (nothing printed) when the file is not one, so that the full
     CLI handles dumps. Errors as the full CLI reports them."""
     from tracelens.detect import XENTRACE, sniff
+    from tracelens.errors import run_guarded
 
     kind = []
-    rc = _guarded(lambda: kind.append(sniff(path)))  # a missing or unreadable file: the error the CLI gives
+    rc = run_guarded(lambda: kind.append(sniff(path)))  # a missing or unreadable file: the error the CLI gives
     if rc or kind[0] != XENTRACE:
         return rc or None
 
@@ -94,40 +96,18 @@ def _info(path: str, json_out: bool, xen_version: str | None, tolerance: str) ->
 
         info(path, json_out=json_out, xen_version=xen_version, tolerance=tolerance)
 
-    return _guarded(run)
+    return run_guarded(run)
 
 
 def _dmesg(paths: list[str], style: str, vmcoreinfo: str | None) -> int:
+    from tracelens.errors import run_guarded
+
     def run():
         from tracelens.commands.dumpfiles import print_log
 
         print_log(paths, vmcoreinfo, style)
 
-    return _guarded(run)
-
-
-def _guarded(fn) -> int:
-    """Run ``fn`` and map failures to a one-line message and an exit code, exactly as tracelens.cli.main does."""
-    from tracelens.errors import EXIT_INTERNAL, TracelensError
-
-    try:
-        fn()
-    except TracelensError as e:
-        print(f"tracelens: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("tracelens: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `tracelens dmesg X | head`: not an error for the user
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        except Exception:
-            pass
-        return 0
-    except Exception as e:  # genuine bugs
-        print(f"tracelens: internal error: {type(e).__name__}: {e} (please report this)", file=sys.stderr)
-        return EXIT_INTERNAL
-    return 0
+    return run_guarded(run)
 
 
 def main(argv: list[str] | None = None) -> int:

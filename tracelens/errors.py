@@ -60,3 +60,29 @@ class InconclusiveError(TracelensError):
     """An analysis whose conclusion depends on data the capture does not have (e.g. lost records)."""
 
     exit_code = EXIT_INPUT
+
+
+def run_guarded(fn) -> int:
+    """Run ``fn()`` (a command) and map every failure to a one-line message on stderr and an exit code: the choke
+    point of the command line (tracelens.cli.main and the console's fast paths). ``fn`` may return an exit code;
+    anything else counts as 0."""
+    import sys
+
+    try:
+        rc = fn()
+    except TracelensError as e:
+        print(f"tracelens: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tracelens: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `tracelens events X | head`: not an error for the user
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        except Exception:
+            pass
+        return 0
+    except Exception as e:  # genuine bugs
+        print(f"tracelens: internal error: {type(e).__name__}: {e} (please report this)", file=sys.stderr)
+        return EXIT_INTERNAL
+    return rc if isinstance(rc, int) else 0
