@@ -84,6 +84,10 @@ class Dump:
     """Base class of the format readers. Subclasses fill the attributes in ``__init__`` and implement
     ``_index_batches`` and ``_lookup``."""
 
+    #: read_phys may read runs of whole uncompressed pages stored back to back in one call (formats whose pages
+    #: are mostly compressed, and split sets, turn it off)
+    _raw_runs = True
+
     kind = "dump"
 
     def __init__(self, source, *, vmcoreinfo: bytes | str | None = None):
@@ -233,11 +237,41 @@ class Dump:
         end = addr + size
         while addr < end:
             pfn, off = divmod(addr, ps)
+            run, first = self._raw_run(pfn, -(-(end - pfn * ps) // ps)) if self._raw_runs and end - addr > ps - off else (0, 0)
+            if run > 1:  # whole uncompressed pages stored back to back: one read for all of them
+                n = min(run * ps - off, end - addr)
+                data = self.source.pread(first + off, n)
+                if len(data) == n and self.source.covered(first + off, n):
+                    out += data
+                    addr += n
+                    continue
             n = min(ps - off, end - addr)
             page = self.read_page(pfn, zero_excluded=zero_excluded)
             out += page[off : off + n]
             addr += n
         return bytes(out)
+
+    def _raw_run(self, pfn: int, most: int) -> tuple[int, int]:
+        """(k, file offset of ``pfn``): the k pages from ``pfn`` (at most ``most``) are present, uncompressed, whole
+        and stored at consecutive file offsets, none of them in the page cache (k = 0 when ``pfn`` itself is not)."""
+        ps = self.page_size
+        first = None
+        k = 0
+        while k < most:
+            if pfn + k in self._cache:
+                break
+            hit = self._lookup(pfn + k)
+            if hit is None:
+                break
+            state, offset, size, comp, lead = hit
+            if state != C.STATE_PRESENT or comp != 0 or size != ps or lead != 0 or offset is None or offset < 0:
+                break
+            if first is None:
+                first = offset
+            elif offset != first + k * ps:
+                break
+            k += 1
+        return k, first or 0
 
     # -- scans ----------------------------------------------------------------------------------------------
     def iter_pages(self, *, batch: int = SCAN_BATCH, threads: int | None = None, states=("present", "zero")):
@@ -424,12 +458,16 @@ class Dump:
             raise FormatError(self.path, e.offset, f"kernel virtual address 0x{vaddr & (2**64 - 1):x}: {e}") from None
 
     def read_virt(self, vaddr: int, size: int, *, zero_excluded: bool = False) -> bytes:
-        """``size`` bytes at kernel virtual address ``vaddr`` (translated page by page)."""
+        """``size`` bytes at kernel virtual address ``vaddr`` (translated page by page; pages that are physically
+        contiguous are read together)."""
         out = bytearray()
         end = vaddr + size
         while vaddr < end:
             n = min(self.page_size - (vaddr % self.page_size), end - vaddr)
-            out += self.read_phys(self.virt_to_phys(vaddr), n, zero_excluded=zero_excluded)
+            phys = self.virt_to_phys(vaddr)
+            while vaddr + n < end and self.virt_to_phys(vaddr + n) == phys + n:  # extend the physical run
+                n += min(self.page_size, end - vaddr - n)
+            out += self.read_phys(phys, n, zero_excluded=zero_excluded)
             vaddr += n
         return bytes(out)
 

@@ -95,6 +95,7 @@ class KdumpDump(Dump):
         else:  # old RH diskdump: status 1 = incomplete, 8 = compressed (zlib)
             self.complete = not (h["status"] & 1) and source.complete
             self.compression = "zlib" if h["status"] & 8 else "none"
+        self._raw_runs = self.compression == "none"  # see Dump.read_phys: compressed pages are read one by one
         self._read_sub_header(h)
         max_mapnr = h["max_mapnr_64"] if h.get("max_mapnr_64") else h["max_mapnr"]
         self.max_mapnr = max_mapnr
@@ -448,6 +449,7 @@ class KdumpSplitSet(Dump):
         self.vmcoreinfo_source = getattr(first, "vmcoreinfo_source", None)
         self.header = dict(first.header, parts=len(parts))
         self.compression = first.compression
+        self._raw_runs = False  # pages live in several files: read_phys goes page by page, through each part
         self.complete = all(p.complete for p in parts)
         self._header_phys_base = first._header_phys_base
         self._starts = [p.start_pfn for p in parts]

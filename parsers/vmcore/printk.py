@@ -160,8 +160,11 @@ def _need(vi, path, getter, name):
     return v
 
 
+_UNPACK = {f: struct.Struct(f).unpack_from for f in ("<Q", "<I", "<H", "<B", "<q", "<i")}
+
+
 def _u(fmt, buf, off):
-    return struct.unpack_from(fmt, buf, off)[0]
+    return _UNPACK[fmt](buf, off)[0]
 
 
 MAX_STRUCT = 4096  # no printk structure is near a page; a larger SIZE() is damage
@@ -272,6 +275,8 @@ def _block_text(data: bytes, start: int, size: int, text_len: int) -> tuple[byte
 
 
 def _cstr(buf: bytes, off: int, n: int) -> str:
+    if off >= len(buf) or not buf[off]:  # the usual case: no device info (and nothing past the buffer)
+        return ""
     return buf[off : off + n].split(b"\0")[0].decode("utf-8", "backslashreplace")
 
 

@@ -338,3 +338,51 @@ def test_phys_base_prefers_vmcoreinfo_over_the_kdump_header(world, tmp_path):
     stripped = b"\n".join(ln for ln in vmci.split(b"\n") if not ln.startswith(b"NUMBER(phys_base)"))
     with vmcore.open(p, vmcoreinfo=stripped) as d:
         assert d.phys_base == 0x1234000
+
+
+@pytest.mark.parametrize("fmt", ["elf", "kdump-none", "kdump-zlib", "flattened", "split"])
+def test_read_phys_of_long_ranges_equals_the_written_memory(tmp_path, fmt):
+    """read_phys reads runs of whole raw pages stored back to back in one call; ranges of every length and
+    alignment, across segment gaps, zero pages, compressed pages and split parts, give the writer's bytes, and a
+    range touching an excluded page fails as reading that page alone does."""
+    import random
+
+    from vmcore_writers import PS, Memory, standard_notes, write_elf, write_flattened, write_kdump
+
+    from tracelens.parsers import vmcore as V
+
+    mem = Memory(ram=[(0x100, 0x180), (0x190, 0x1C0)])
+    for pfn in range(0x100, 0x1C0):
+        if pfn % 7:  # every seventh page stays zero (the kdump writers share the zero page)
+            mem.write(pfn * PS, bytes((pfn * 31 + i) & 0xFF for i in range(PS)))
+    notes = standard_notes(None)
+    excluded = {0x17E, 0x17F}  # the tail of the first range (ELF writes only tails as p_memsz > p_filesz)
+    if fmt == "elf":
+        paths = [tmp_path / "d.elf"]
+        write_elf(paths[0], mem, notes, excluded=excluded)
+    elif fmt == "split":
+        paths = [tmp_path / "p0", tmp_path / "p1"]
+        write_kdump(paths[0], mem, notes, codec="none", excluded=excluded, split=(0, 0x160))
+        write_kdump(paths[1], mem, notes, codec="none", excluded=excluded, split=(0x160, 0x1C0))
+    else:
+        paths = [tmp_path / "d.kdump"]
+        write_kdump(paths[0], mem, notes, codec="zlib" if fmt == "kdump-zlib" else "none", excluded=excluded)
+        if fmt == "flattened":
+            inner = paths[0].read_bytes()
+            paths = [tmp_path / "d.flat"]
+            write_flattened(paths[0], inner, chunk=5000, shuffle=True)
+    rng = random.Random(fmt)
+    with V.open(paths if len(paths) > 1 else paths[0]) as d:
+        for _ in range(60):
+            lo_pfn, hi_pfn = rng.choice([(0x100, 0x17E), (0x190, 0x1C0)])
+            start = rng.randrange(lo_pfn * PS, hi_pfn * PS - 1)
+            size = rng.randrange(1, min(hi_pfn * PS - start, 40 * PS) + 1)
+            want = b"".join(mem.content(p) for p in range(start // PS, -(-(start + size) // PS)))
+            off = start % PS
+            assert d.read_phys(start, size) == want[off:off + size], (hex(start), size)
+        with pytest.raises(V.PageUnavailable) as e:
+            d.read_phys(0x17B * PS + 100, 4 * PS)
+        assert e.value.pfn == 0x17E and e.value.state == "excluded"
+        with pytest.raises(V.PageUnavailable) as e:
+            d.read_phys(0x1BE * PS, 3 * PS)  # runs past the last page into a hole
+        assert e.value.pfn == 0x1C0
