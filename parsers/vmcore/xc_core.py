@@ -96,6 +96,8 @@ class XcCoreDump(Dump):
         n_entries = table_sh["size"] // entsize
         if pages_sh["offset"] % page_size:
             raise FormatError(path, pages_sh["header_offset"] + 24, ".xen_pages is not page aligned")
+        if pages_sh["offset"] > 1 << 62:  # past the end of a truncated file is "lost"; this far is damage
+            raise FormatError(path, pages_sh["header_offset"] + 24, f".xen_pages sh_offset 0x{pages_sh['offset']:x} is not a file offset")
         n_pages = min(n_entries, pages_sh["size"] // page_size)
         raw = np.frombuffer(source.pread(table_sh["offset"], n_pages * entsize), np.uint64)
         if entsize == 16:

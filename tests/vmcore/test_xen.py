@@ -140,6 +140,16 @@ def test_xc_core_damage(guest, tmp_path):
     with pytest.raises(FormatError, match="magic 0x1234"):
         vmcore.open(p)
     assert notes_off > 0
+    # a fuzzing find: a .xen_pages sh_offset near 2^64 overflowed numpy's int64 while listing pages
+    p.write_bytes(good)
+    with vmcore.open(p) as d:
+        sh_offset_at = d.sections[".xen_pages"]["header_offset"] + 24
+    bad = bytearray(good)
+    struct.pack_into("<Q", bad, sh_offset_at, 0xFFFFFFFF00002000)
+    p.write_bytes(bad)
+    with pytest.raises(FormatError, match="not a file offset") as e:
+        vmcore.open(p)
+    assert e.value.offset == sh_offset_at
 
 
 def test_log_events(guest, tmp_path):
