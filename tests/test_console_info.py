@@ -9,23 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from console_paths import both
 
 from tracelens import console, cli
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-traces"
 CAPTURE = SAMPLES / "persistent-grants.xentrace"
-
-
-def both(capsys, argv):
-    """(rc, out, err) of the fast path and of the typer command for the same arguments."""
-    argv = [str(a) for a in argv]
-    assert console.info_fast_args(argv[1:]) is not None, "this case must take the fast path"
-    rc1 = console.main(argv)
-    out1, err1 = capsys.readouterr()
-    rc2 = cli.main(argv)
-    out2, err2 = capsys.readouterr()
-    assert (rc1, out1, err1) == (rc2, out2, err2)
-    return rc1, out1, err1
 
 
 def test_table_and_json_equal_the_typer_command(capsys):

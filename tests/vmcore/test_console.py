@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from console_paths import both
 from vmcore_writers import Kernel, LogRec, Memory, add_lockless_ring, standard_notes, write_elf, write_kdump
 
 from tracelens import console
@@ -38,18 +39,6 @@ def dumps(tmp_path_factory):
         write_kdump(p, mem, standard_notes(vmci), codec="zlib", vmcoreinfo=vmci, split=rng)
         parts.append(p)
     return {"good": good, "bare": bare, "vmci": vmci_file, "parts": parts, "dir": d}
-
-
-def both(capsysbinary, argv):
-    """(rc, out, err) of the fast path and of the typer command for the same arguments."""
-    argv = [str(a) for a in argv]
-    assert console.dmesg_fast_args(argv[1:]) is not None, "this case must take the fast path"
-    rc1 = console.main(argv)
-    out1, err1 = capsysbinary.readouterr()
-    rc2 = cli.main(argv)
-    out2, err2 = capsysbinary.readouterr()
-    assert (rc1, out1, err1) == (rc2, out2, err2)
-    return rc1, out1, err1
 
 
 def test_styles_match_printk():
