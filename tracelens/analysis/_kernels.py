@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracelens._jit import njit, prange
+from tracelens._jit import njit, numba, prange
 
 
 @njit(cache=True)
@@ -567,3 +567,354 @@ def irq_tallies(rows, event, d1):
             vec_assign[v] = event[i] == 0x00802006
             v += 1
     return handled, handled_big, vec_d1, vec_assign
+
+
+# -- the streamed analysis (tracelens/analysis/stream.py) ----------------------------------------------------------
+# Two passes over the capture's windows, chunk by chunk, never building the record table:
+#   pass 1 (:func:`stream_select`, parallel over pCPUs): per-pCPU state (inherited TSC, merge key K, running vCPU)
+#          carried across chunks; the state at the start of every window is kept (a few thousand windows a GiB), the
+#          rare records the analysis reads are copied out whole, IRQ deliveries tallied;
+#   pass 2 (:func:`stream_grants_hypercalls`, parallel over windows, from the states of pass 1): grant MAP/UNMAP
+#          rows (merged into time order by the driver) and hypercall counts, with epochs now that the boundaries
+#          are known.
+# A record's place in time order is (K, pCPU, position in its pCPU's stream), as in the decoder's merge.
+
+from tracelens.parsers.xentrace._kernels import EV_LOST, UNKNOWN, _header, _head_key, _state_after  # noqa: E402
+
+EV_GRANT_MAP = 0x0010F001
+EV_GRANT_UNMAP = 0x0010F002
+EV_IRQ_HANDLED = 0x00802008
+ROW_WORDS = 7
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _attribution(ev, n, w, body, state):
+    """(dom, vcpu) of a record from the running-vCPU state before it (-1, -1 when unknown); a LOST_RECORDS record
+    names its own (decoder rule, docs/xentrace.md)."""
+    if ev == EV_LOST and n >= 2:
+        x = np.int64(w[body + 1])
+        return x & 0xFFFF, x >> 16
+    if state == UNKNOWN:
+        return np.int64(-1), np.int64(-1)
+    return state >> 16, state & 0xFFFF
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key, st_state, st_first, st_stats,
+                  w_tsc0, w_key0, w_state0, w_grants, ids, table_cat, need, cap_start, o_key, o_tsc, o_off, o_cpu,
+                  o_ev, o_n, o_has, o_d, o_dom, o_vcpu, o_count, handled, hkeys, hcounts, hoverflow):
+    """Pass 1 over one chunk of windows. ``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows of the
+    chunk in file order (k indexes the capture's sorted pCPU list); ``win_global`` maps a chunk window to its index
+    in the capture. Per pCPU, ``st_*`` carry the state across chunks (updated in place): TSC, K, vCPU state, first
+    timed TSC (-1: none yet as u64 max), and stats (records, LOST_RECORDS markers, records lost, smallest and largest
+    TSC). Every window's starting TSC, K and state go to ``w_tsc0``/``w_key0``/``w_state0`` and its grant record
+    count to ``w_grants``.
+
+    Records whose analysis category is not 0 (``table_cat``; see :func:`_category`) are copied to pCPU k's stretch
+    of the ``o_*`` rows starting at ``cap_start[k]`` (``o_count[k]`` counts them even past the stretch's end
+    ``cap_start[k+1]``: the caller then runs the chunk again with room for all), except grant MAP/UNMAP and
+    hypercall records (pass 2) and IRQ_HANDLED of irqs below 65536, which are tallied in ``handled[thread, irq]``.
+    (event | n_extra << 28) are counted per thread in ``hkeys``/``hcounts`` (``hoverflow[thread]`` when full)."""
+    ncpu = cpu_start.shape[0] - 1
+    for k in prange(ncpu):
+        j0 = cpu_start[k]
+        j1 = cpu_start[k + 1]
+        if j0 == j1:
+            o_count[k] = 0
+            continue
+        tid = numba.get_thread_id()
+        tsc = st_tsc[k]
+        key = st_key[k]
+        state = np.int64(st_state[k])
+        first = st_first[k]
+        nrec = st_stats[k, 0]
+        lost_recs = st_stats[k, 1]
+        lost_n = st_stats[k, 2]
+        lo = st_stats[k, 3]
+        hi = st_stats[k, 4]
+        o = cap_start[k]
+        cap_end = cap_start[k + 1]
+        for j in range(j0, j1):
+            wi = cpu_order[j]
+            g = win_global[wi]
+            w_tsc0[g] = tsc
+            w_key0[g] = key
+            w_state0[g] = state
+            p = pos[wi]
+            e = vend[wi]
+            ngrant = 0
+            while p < e:
+                ev, n, has, body = _header(w, p)
+                nrec += 1
+                if has:
+                    tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+                    if tsc > key:
+                        key = tsc
+                    if tsc < lo:
+                        lo = tsc
+                    if tsc > hi:
+                        hi = tsc
+                    if first == np.uint64(0xFFFFFFFFFFFFFFFF):
+                        first = tsc
+                if ev == EV_LOST and n >= 1:
+                    lost_recs += 1
+                    lost_n += np.uint64(w[body])
+                if not _hash_add_u32(hkeys[tid], hcounts[tid], np.uint32(ev | (n << 28))):
+                    hoverflow[tid] = True
+                c = _category(ev, n, ids, table_cat, need)
+                if c == CAT_GRANT:
+                    ngrant += 1
+                elif c == CAT_IRQ and ev == EV_IRQ_HANDLED and w[body] < 65536:
+                    handled[tid, w[body]] += 1
+                elif c != 0 and c != CAT_HYPERCALL:
+                    if o < cap_end:
+                        o_key[o] = key
+                        o_tsc[o] = tsc
+                        o_off[o] = 4 * p
+                        o_cpu[o] = k
+                        o_ev[o] = ev
+                        o_n[o] = n
+                        o_has[o] = has
+                        for x in range(ROW_WORDS):
+                            o_d[o, x] = w[body + x] if x < n else 0
+                        dm, vc = _attribution(ev, n, w, body, state)
+                        o_dom[o] = dm
+                        o_vcpu[o] = vc
+                    o += 1
+                state = _state_after(ev, n, w, body, state)
+                p = body + n
+            w_grants[g] = ngrant
+        o_count[k] = o - cap_start[k]
+        st_tsc[k] = tsc
+        st_key[k] = key
+        st_state[k] = state
+        st_first[k] = first
+        st_stats[k, 0] = nrec
+        st_stats[k, 1] = lost_recs
+        st_stats[k, 2] = lost_n
+        st_stats[k, 3] = lo
+        st_stats[k, 4] = hi
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hash_add_u32(keys, counts, k):
+    """Count ``k`` in an open-addressing table (empty slots hold 0xFFFFFFFF); False when the table is full."""
+    mask = keys.shape[0] - 1
+    h = (np.int64(k) * 2654435761) & mask
+    for _ in range(keys.shape[0]):
+        kk = keys[h]
+        if kk == k:
+            counts[h] += 1
+            return True
+        if kk == 0xFFFFFFFF:
+            keys[h] = k
+            counts[h] = 1
+            return True
+        h = (h + 1) & mask
+    return False
+
+
+@njit(cache=True, nogil=True)
+def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_key0, w_state0, end_key, domid,
+                    p_key, p_cpu, p_off, inclusive):
+    """The first record in time order after position (``p_key``, ``p_cpu``, ``p_off`` bytes) -- at or after it
+    with ``inclusive`` -- that puts a vCPU of ``domid`` on a pCPU (see :func:`_run_off`). Walks the pCPU streams
+    merged from there (``cpu_order[cpu_start[k]:cpu_start[k+1]]``: pCPU k's windows of the whole capture in file
+    order, their starting states from pass 1, ``end_key[k]`` its K after its last record) and stops at the first
+    match: a domain runs again soon after its shutdown, so the walk is short.
+
+    Returns (found, pCPU index, word position, K, TSC, has_tsc, state before it)."""
+    ncpu = cpu_start.shape[0] - 1
+    jj = np.full(ncpu, -1, np.int64)
+    pp = np.zeros(ncpu, np.int64)
+    tt = np.zeros(ncpu, np.uint64)
+    kb = np.zeros(ncpu, np.uint64)
+    ss = np.zeros(ncpu, np.int64)
+    for k in range(ncpu):
+        j0 = cpu_start[k]
+        j1 = cpu_start[k + 1]
+        # the first window of pCPU k whose K after its last record reaches p_key
+        lo = j0
+        hi = j1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            after = w_key0[cpu_order[mid + 1]] if mid + 1 < j1 else end_key[k]
+            if after < p_key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == j1:
+            continue
+        wi = cpu_order[lo]
+        jj[k] = lo
+        pp[k] = pos[wi]
+        tt[k] = w_tsc0[wi]
+        kb[k] = w_key0[wi]
+        ss[k] = w_state0[wi]
+    while True:
+        best = -1
+        bk = np.uint64(0)
+        for k in range(ncpu):
+            if jj[k] < 0:
+                continue
+            hk = _head_key(w, pp[k], kb[k])
+            if best < 0 or hk < bk:
+                best = k
+                bk = hk
+        if best < 0:
+            return False, np.int64(-1), np.int64(-1), np.uint64(0), np.uint64(0), np.int64(0), np.int64(UNKNOWN)
+        k = best
+        p = pp[k]
+        ev, n, has, body = _header(w, p)
+        if has:
+            tt[k] = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+        after = bk > p_key or (bk == p_key and (k > p_cpu or (k == p_cpu and (4 * p > p_off or (inclusive and 4 * p == p_off)))))
+        if after:
+            w1 = np.int64(w[body]) if n >= 1 else np.int64(0)
+            w3 = np.int64(w[body + 2]) if n >= 3 else np.int64(0)
+            r, _o = _run_off(ev, n, w1, w3)
+            if r == domid:
+                return True, np.int64(k), p, bk, tt[k], np.int64(has), ss[k]
+        ss[k] = _state_after(ev, n, w, body, ss[k])
+        kb[k] = bk
+        p = body + n
+        wi = cpu_order[jj[k]]
+        if p >= vend[wi]:
+            jj[k] += 1
+            if jj[k] >= cpu_start[k + 1]:
+                jj[k] = -1
+                continue
+            p = pos[cpu_order[jj[k]]]
+        pp[k] = p
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hc_key(ev, n, w, body, d, ep):
+    """The hypercall count key of :func:`_hypercall_key`, from a record's words."""
+    src = 0 if ev == 0x0020100D else (1 if ev == 0x0020200E else 2)
+    w1 = np.int64(w[body])
+    has = 0
+    cmd = 0
+    if src != 2 and ((w1 >> 20) & 3) != 0 and n >= 2:
+        has = 1
+        cmd = np.int64(w[body + 1]) & 0xFFF
+    k = np.uint64(d + 1)
+    k = (k << np.uint64(12)) | np.uint64(min(ep, 0xFFF))
+    k = (k << np.uint64(2)) | np.uint64(src)
+    k = (k << np.uint64(1)) | np.uint64(has)
+    k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
+    return (k << np.uint64(12)) | np.uint64(cmd)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hc_add(keys, used, cnt, nkeys, t, k, limit):
+    """Count u64 key ``k`` in thread ``t``'s open-addressing table (``nkeys[t]`` keys so far); False when the table
+    already holds ``limit`` keys and ``k`` is not one of them."""
+    size = keys.shape[1]
+    j = np.int64((k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (size - 1)
+    while used[t, j] and keys[t, j] != k:
+        j = (j + 1) & (size - 1)
+    if not used[t, j]:
+        if nkeys[t] >= limit:
+            return False
+        used[t, j] = True
+        keys[t, j] = k
+        nkeys[t] += 1
+    cnt[t, j] += 1
+    return True
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_key0, w_state0, g_start, bdom, bstart,
+                             btsc, ids, table_cat, need, g_key, g_tsc, g_cpu, g_off, g_mapper, g_granter, g_map,
+                             hc_keys, hc_used, hc_cnt, hc_n, fold_keys, fold_used, fold_cnt, fold_n, limit, dropped):
+    """Pass 2 over one chunk of windows, in parallel over windows (each starts from its state of pass 1).
+
+    Grant MAP/UNMAP records are written to rows ``g_start[wi]`` on (K, TSC, pCPU index, byte offset, mapper -- the
+    running domain, -1 when unknown --, granter d1 & 0xffff, MAP or not); the caller merges them into time order.
+    Hypercall records are counted per thread under the key of :func:`_hypercall_key` (epochs from the boundaries
+    in CSR form). A thread's table holds at most ``limit`` keys: the counts of further keys go to a second table
+    keyed by (domain, epoch) alone, and past that to ``dropped`` (only captures with random payloads get there)."""
+    slot = _dom_slots(bdom)
+    for wi in prange(pos.shape[0]):
+        t = numba.get_thread_id()
+        g = win_global[wi]
+        tsc = w_tsc0[g]
+        key = w_key0[g]
+        state = np.int64(w_state0[g])
+        cursor = np.zeros(bdom.shape[0], np.int64)
+        o = g_start[wi]
+        p = pos[wi]
+        e = vend[wi]
+        while p < e:
+            ev, n, has, body = _header(w, p)
+            if has:
+                tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+                if tsc > key:
+                    key = tsc
+            c = _category(ev, n, ids, table_cat, need)
+            if c == CAT_GRANT:
+                dm, _vc = _attribution(ev, n, w, body, state)
+                g_key[o] = key
+                g_tsc[o] = tsc
+                g_cpu[o] = win_cpu_idx[wi]
+                g_off[o] = 4 * p
+                g_mapper[o] = dm
+                g_granter[o] = np.int64(w[body]) & 0xFFFF
+                g_map[o] = ev == EV_GRANT_MAP
+                o += 1
+            elif c == CAT_HYPERCALL:
+                dm, _vc = _attribution(ev, n, w, body, state)
+                ep = _epoch_cursor(dm, tsc, slot, cursor, bstart, btsc)
+                k = _hc_key(ev, n, w, body, dm, ep)
+                if not _hc_add(hc_keys, hc_used, hc_cnt, hc_n, t, k, limit):
+                    fk = (np.uint64(dm + 1) << np.uint64(12)) | np.uint64(min(ep, 0xFFF))
+                    if not _hc_add(fold_keys, fold_used, fold_cnt, fold_n, t, fk, limit):
+                        dropped[t] += 1
+            state = _state_after(ev, n, w, body, state)
+            p = body + n
+
+
+@njit(cache=True)
+def grant_ledger_step(pair, granter, mapper, tsc, is_map, base, maps, unmaps, late, first, last, late_first,
+                      late_last, m_maps, m_unmaps, m_first_map, first_t, last_t, late_first_t, late_last_t,
+                      m_first_map_t, balance, cur, carried, slot, gcur, mcur, bstart, btsc, after):
+    """:func:`grant_ledger` over one time-ordered batch of grant rows, with its state carried in the arrays (per
+    pair: balance, current granter epoch, carried handles; epoch cursors). Record indices are global (``base`` +
+    row); the TSCs of the first/last records are kept beside them (``*_t``), since no global TSC array exists.
+    The arrays are sized for every pair seen so far and every epoch."""
+    n = pair.shape[0]
+    for r in range(n):
+        i = base + r
+        p = pair[r]
+        t = tsc[r]
+        e = _epoch_cursor(np.int64(granter[r]), t, slot, gcur, bstart, btsc)
+        me = _epoch_cursor(np.int64(mapper[r]), t, slot, mcur, bstart, btsc)
+        if e > cur[p]:
+            carried[p] = balance[p] if balance[p] > 0 else 0
+            cur[p] = e
+        if is_map[r]:
+            balance[p] += 1
+            maps[p, e] += 1
+            m_maps[p, me] += 1
+            if m_first_map[p, me] < 0:
+                m_first_map[p, me] = i
+                m_first_map_t[p, me] = t
+        else:
+            balance[p] -= 1
+            unmaps[p, e] += 1
+            m_unmaps[p, me] += 1
+            if carried[p] > 0:
+                carried[p] -= 1
+                late[p, e] += 1
+                if late_first[p, e] < 0:
+                    late_first[p, e] = i
+                    late_first_t[p, e] = t
+                late_last[p, e] = i
+                late_last_t[p, e] = t
+        if first[p, e] < 0:
+            first[p, e] = i
+            first_t[p, e] = t
+        last[p, e] = i
+        last_t[p, e] = t
+        after[r] = np.int32(balance[p])

@@ -85,9 +85,10 @@ def sha256_file(path, stop: threading.Event | None = None) -> str | None:
     return h.hexdigest()
 
 
-def analyze(path, config: AnalysisConfig | None = None) -> Analysis:
-    """Decode and analyse the capture at ``path``."""
-    import tracelens
+def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analysis:
+    """Analyse the capture at ``path`` as a stream, in bounded memory (tracelens.analysis.stream): the result
+    equals :func:`analyze_table` of the decoded table. ``progress(done, total)`` follows the passes."""
+    from tracelens.analysis.stream import analyze_stream
 
     config = config or AnalysisConfig()
     # the file's digest is computed on another thread while the capture decodes (hashlib releases the GIL; 0.7 s
@@ -96,9 +97,7 @@ def analyze(path, config: AnalysisConfig | None = None) -> Analysis:
     with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
         digest = pool.submit(sha256_file, path, stop)
         try:
-            table = tracelens.read_xentrace(path, xen_version=config.xen_version, cpu_hz=config.cpu_hz,
-                                            tolerance=config.tolerance)
-            a = analyze_table(table, config, path=os.fspath(path))
+            a = analyze_stream(path, config, progress=progress)
         except BaseException:
             stop.set()  # a decode error is reported at once, not after hashing the rest of a big file
             raise

@@ -96,6 +96,35 @@ class Epochs:
         return None
 
 
+def kexec_shutdowns(rec: R.Records) -> list[tuple[int, int, int, int, int]]:
+    """(row, domid, vcpu, reason, effective reason) of the shutdowns that can start a kexec, in time order: a
+    SHUTDOWN_CODE stores the reason Xen will use for the domain's next SHUTDOWN (§4.3)."""
+    ev = rec.event
+    sd = rec.rows(K.CAT_SHUTDOWN)
+    sd_dom, sd_vcpu, sd_reason = rec.word(1, sd) & 0xFFFF, rec.word(2, sd), rec.word(3, sd)
+    stored: dict[int, int] = {}
+    kexecs = []
+    for i, domid, vcpu, reason in zip(sd.tolist(), sd_dom.tolist(), sd_vcpu.tolist(), sd_reason.tolist()):
+        if ev[i] == R.SCHED_SHUTDOWN_CODE:
+            stored[domid] = reason
+            continue
+        effective = stored.pop(domid, reason)
+        if effective in KEXEC_REASONS:
+            kexecs.append((i, domid, vcpu, reason, effective))
+    return kexecs
+
+
+def first_offline(rec: R.Records, start: int, domid: int) -> int:
+    """Row of the domain's first offline transition at or after row ``start`` (-1 when none), as find_resumes
+    reads it."""
+    rows = rec.rows(K.CAT_OFFLINE)
+    rows = rows[np.searchsorted(rows, start):]
+    if not rows.size:
+        return -1
+    hit = np.flatnonzero((rec.word(1, rows) >> 16) == domid)
+    return int(rows[hit[0]]) if hit.size else -1
+
+
 def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) -> Epochs:
     """All boundaries of the capture (see the module docstring), numbered per domain in TSC order."""
     found: list[Boundary] = []
@@ -105,20 +134,10 @@ def find_boundaries(rec: R.Records, user: list[tuple[int, int]] | tuple = ()) ->
     is_add = ev[life] == R.DOM0_DOM_ADD
     removed, rem_dom = life[~is_add], life_dom[~is_add]
 
-    sd = rec.rows(K.CAT_SHUTDOWN)
-    sd_dom, sd_vcpu, sd_reason = rec.word(1, sd) & 0xFFFF, rec.word(2, sd), rec.word(3, sd)
     d1, _, _ = rec.buffer("d1")  # read where n_extra says the word is there
     d3, _, _ = rec.buffer("d3")
-    stored: dict[int, int] = {}
     used_resume: set[int] = set()
-    kexecs = []  # (row, domid, vcpu, reason, effective reason) of the shutdowns that can start a kexec
-    for i, domid, vcpu, reason in zip(sd.tolist(), sd_dom.tolist(), sd_vcpu.tolist(), sd_reason.tolist()):
-        if ev[i] == R.SCHED_SHUTDOWN_CODE:
-            stored[domid] = reason
-            continue
-        effective = stored.pop(domid, reason)
-        if effective in KEXEC_REASONS:
-            kexecs.append((i, domid, vcpu, reason, effective))
+    kexecs = kexec_shutdowns(rec)
     # where each of those domains runs again
     rows, offline = K.find_resumes(np.array([k[0] + 1 for k in kexecs], np.int64),
                                    np.array([k[1] for k in kexecs], np.int64), rec.rows(K.CAT_OFFLINE),

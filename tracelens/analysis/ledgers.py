@@ -72,6 +72,7 @@ class GrantLedger:
     by_mapper: list[dict] = field(default_factory=list)
     series: dict = field(default_factory=dict)
     unattributed: int = 0
+    series_stride: int = 1  # 1: every record; k: a streamed capture's series keeps every k-th grant record
 
 
 def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
@@ -79,9 +80,7 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
     mapper, granter, tsc, is_map = K.grant_rows(sel, rec.event, rec.tsc, *rec.buffer("d1"), *rec.buffer("dom"))
     out = GrantLedger(unattributed=int((mapper < 0).sum()))
     if sel.size == 0:
-        out.series = {"tsc": np.empty(0, np.uint64), "mapper": np.empty(0, np.int64),
-                      "granter": np.empty(0, np.int64), "outstanding": np.empty(0, np.int64),
-                      "delta": np.empty(0, np.int8)}
+        out.series = empty_series()
         return out
     pairs, pair = K.dense_ids(mapper, granter)  # key mapper * 0x10000 + granter: mapper -1 stays distinct
     p_mapper = np.floor_divide(pairs, 0x10000)
@@ -94,7 +93,50 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
                                                             n_mep, *ep.csr())
 
     def t(idx):
-        return None if idx < 0 else int(tsc[idx])
+        return np.where(idx >= 0, tsc[np.maximum(idx, 0)], 0)
+
+    grant_ledger_rows(out, ep, pairs, maps, unmaps, late, (first, t(first)), (last, t(last)),
+                      (late_first, t(late_first)), (late_last, t(late_last)), m_maps, m_unmaps,
+                      (m_first_map, t(m_first_map)))
+    out.series = {"tsc": tsc, "mapper": mapper, "granter": granter, "outstanding": after,
+                  "delta": np.where(is_map, np.int8(1), np.int8(-1)),
+                  "granter_outstanding": granter_running_total(granter, is_map)}
+    return out
+
+
+def empty_series() -> dict:
+    return {"tsc": np.empty(0, np.uint64), "mapper": np.empty(0, np.int64), "granter": np.empty(0, np.int64),
+            "outstanding": np.empty(0, np.int64), "delta": np.empty(0, np.int8),
+            "granter_outstanding": np.empty(0, np.int64)}
+
+
+def granter_running_total(granter: np.ndarray, is_map: np.ndarray, start: dict | None = None) -> np.ndarray:
+    """Per record, the granter's maps minus unmaps over all mappers just after it (the line a timeline draws);
+    ``start`` carries each granter's total from an earlier batch and is updated."""
+    delta = np.where(is_map, 1, -1).astype(np.int64)
+    out = np.empty(granter.shape[0], np.int64)
+    g = np.asarray(granter, np.int64)
+    for d in np.unique(g).tolist():
+        m = g == d
+        base = start.get(d, 0) if start is not None else 0
+        run = np.cumsum(delta[m]) + base
+        out[m] = run
+        if start is not None and run.size:
+            start[d] = int(run[-1])
+    return out
+
+
+def grant_ledger_rows(out: GrantLedger, ep: Epochs, pairs, maps, unmaps, late, first, last, late_first, late_last,
+                      m_maps, m_unmaps, m_first_map) -> None:
+    """The ledger's rows from the kernel's per-(pair, epoch) arrays (pairs sorted by key mapper * 0x10000 +
+    granter; a record reference is (record index array, its TSC array), index -1 when none). Shared by the
+    in-memory and the streamed analysis, so both give the same rows."""
+    p_mapper = np.floor_divide(pairs, 0x10000)
+    p_granter = pairs - p_mapper * 0x10000
+
+    def t(ref, p, e):
+        idx, ts = ref
+        return None if idx[p, e] < 0 else int(ts[p, e])
 
     cums = np.cumsum(maps - unmaps, axis=1)
     nbs = {int(g): ep.count(int(g)) for g in np.unique(p_granter)}
@@ -108,29 +150,27 @@ def grant_ledger(rec: R.Records, ep: Epochs) -> GrantLedger:
                 "maps": int(maps[p, e]), "unmaps": int(unmaps[p, e]), "late_unmaps": int(late[p, e]),
                 "outstanding_at_boundary": int(cum[e]) if e < nb else None,
                 "outstanding_at_end": int(cum[-1]) if e == nb else None,
-                "first_tsc": t(first[p, e]), "last_tsc": t(last[p, e]),
-                "late_first_tsc": t(late_first[p, e]), "late_last_tsc": t(late_last[p, e]),
+                "first_tsc": t(first, p, e), "last_tsc": t(last, p, e),
+                "late_first_tsc": t(late_first, p, e), "late_last_tsc": t(late_last, p, e),
             })
     # pairs grouped by mapper with one sort (pairs are sorted by key = mapper * 0x10000 + granter already)
     mappers, starts = np.unique(p_mapper, return_index=True)
     bounds = np.append(starts, len(p_mapper))
+    fidx, fts = m_first_map
     for k, m in enumerate(mappers.tolist()):
         ps = np.arange(bounds[k], bounds[k + 1])
         nb = ep.count(m) if m >= 0 else 0
         mm, mu = m_maps[ps].sum(axis=0), m_unmaps[ps].sum(axis=0)
         cum = np.cumsum(mm - mu)
         for e in range(nb + 1):
-            firsts = [int(x) for x in m_first_map[ps, e] if x >= 0]
+            firsts = [(int(fidx[q, e]), int(fts[q, e])) for q in ps if fidx[q, e] >= 0]
             granters = sorted(int(p_granter[q]) for q in ps if m_maps[q, e] or m_unmaps[q, e])
             out.by_mapper.append({
                 "mapper": _dom_or_none(m), "epoch": e, "maps": int(mm[e]), "unmaps": int(mu[e]),
-                "first_map_tsc": int(tsc[min(firsts)]) if firsts else None,
+                "first_map_tsc": min(firsts)[1] if firsts else None,
                 "outstanding_at_boundary": int(cum[e]) if e < nb else None,
                 "outstanding_at_end": int(cum[-1]) if e == nb else None, "granters": granters,
             })
-    out.series = {"tsc": tsc, "mapper": mapper, "granter": granter, "outstanding": after,
-                  "delta": np.where(is_map, np.int8(1), np.int8(-1))}
-    return out
 
 
 # -- balloon -----------------------------------------------------------------------------------------------------
@@ -208,6 +248,11 @@ def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:
     d2, _, _ = rec.buffer("d2")  # read only where n_extra >= 2
     dom, bits, off = rec.buffer("dom")
     ukeys, counts = K.hypercall_count(sel, rec.event, rec.n_extra, d1, d2, dom, bits, off, rec.tsc, *ep.csr())
+    return hypercall_rows(ukeys, counts)
+
+
+def hypercall_rows(ukeys: np.ndarray, counts: np.ndarray) -> list[dict]:
+    """Rows from the distinct keys of :func:`K.hypercall_count` and their counts, sorted by key."""
     o = np.argsort(ukeys)
     u, counts = ukeys[o], counts[o]
     c = (u & np.uint64(0xFFF)).astype(np.int64)
@@ -229,11 +274,13 @@ def hypercall_counts(rec: R.Records, ep: Epochs) -> list[dict]:
 
 
 # -- host IRQ vectors --------------------------------------------------------------------------------------------
-def vector_ledger(rec: R.Records) -> list[dict]:
+def vector_ledger(rec: R.Records, handled_counts: np.ndarray | None = None) -> list[dict]:
     """Per Xen irq: ASSIGN_VECTOR and CLEAR_VECTOR counts (irq = d1 bits 0-15, vector = bits 16-31, spec §4.2),
     the last vector seen, whether a vector is still assigned at the end, and IRQ_HANDLED deliveries."""
     d1, _, _ = rec.buffer("d1")  # every IRQ row has d1 (classify requires n_extra >= 1)
     h_small, h_big, vd1, assign = K.irq_tallies(rec.rows(K.CAT_IRQ), rec.event, d1)
+    if handled_counts is not None:  # deliveries tallied while streaming (their rows were not kept)
+        h_small = h_small + handled_counts
     virq = vd1 & 0xFFFF
     vec = vd1 >> 16
 

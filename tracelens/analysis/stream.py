@@ -1,0 +1,551 @@
+"""The analysis of a capture as a stream: bounded memory, no record table (what ``tracelens analyze`` and
+``tracelens gate`` run; docs/analysis.md, "How the analysis streams").
+
+The in-memory analysis (:func:`tracelens.analysis.api.analyze_table`) reads a decoded table; this module gives the
+same :class:`~tracelens.analysis.api.Analysis` while only ever holding a chunk of the file and what the analysis
+keeps. Two passes over the capture's windows (spec ../shared/spec/xentrace.md §1-2), chunk by chunk, in file
+order, each chunk mapped in before and released after:
+
+1. **Select** (:func:`_kernels.stream_select`, parallel over pCPUs): walks every record with the decoder's per-pCPU
+   state (inherited TSC, merge key K, running vCPU) carried across chunks, and keeps the state at the start of every
+   window (a few thousand windows a GiB). It copies out the rare records the analysis reads whole (shutdowns,
+   domain life cycle, offline transitions, lost records, DECREASE_RESERVATION, TRC_GUEST, IRQ vector changes), and
+   tallies IRQ deliveries and record ids.
+2. Boundaries need look-ahead: a kexec'd domain's boundary is where it *runs again*. After pass 1 the shutdowns are
+   known; for each, :func:`_kernels.first_run_after` walks the pCPU streams merged from the shutdown (and from the
+   domain's first offline transition after it) to the first record that puts the domain on a pCPU, starting from
+   the window states of pass 1: a short walk, since a reset domain runs again soon. Those records join the rare
+   ones, and :func:`tracelens.analysis.boundaries.find_boundaries` runs on that small table unchanged.
+3. **Grants and hypercalls** (:func:`_kernels.stream_grants_hypercalls`, parallel over windows, each from its state
+   of pass 1), now that the epochs are known: hypercalls are counted per (domain, epoch, source, op, cmd); grant
+   MAP/UNMAP rows are merged into time order one chunk at a time -- a row is final once its K is below the smallest
+   starting K of every window still to come -- and fed to the grant ledger, whose state (per pair: balance,
+   carried handles, epoch cursors) is explicit (:func:`_kernels.grant_ledger_step`).
+
+The rest of the analysis (balloon, guest tracepoints, lost records, IRQ vectors, safety, findings) runs unchanged on
+the small table of rare records. A record's place in time order is the decoder's: (K, pCPU, position in its
+stream), so every result equals the in-memory analysis's (tests/test_stream_analysis.py checks it with chunks
+small enough that state crosses many chunk edges).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracelens.analysis import ledgers as L
+from tracelens.analysis import records as R
+
+CHUNK_BYTES = 64 << 20
+HYPERCALL_KEY_LIMIT = 1 << 16  # distinct hypercall keys per thread before the rest are summed per domain and epoch
+SERIES_LIMIT = 1 << 20  # grant records kept exactly in the timeline series; past that, every k-th (k doubling)
+
+
+@dataclass
+class StreamOptions:
+    """``chunk_bytes``: how much of the file each pass maps at a time; ``top``: report rows kept per table for
+    captures with very many distinct grant pairs or hypercall keys (the rest summed per domain and epoch)."""
+
+    chunk_bytes: int = CHUNK_BYTES
+    top: int = 10_000
+    series_limit: int = SERIES_LIMIT
+
+
+@dataclass
+class _Pass1:
+    w_tsc0: np.ndarray
+    w_key0: np.ndarray
+    w_state0: np.ndarray
+    w_grants: np.ndarray
+    end_key: np.ndarray
+    records: int
+    first_tsc: int
+    last_tsc: int
+    ids: dict
+    handled: np.ndarray
+    rows: dict = field(default_factory=dict)
+    hypercalls: int = 0
+
+
+_ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu", np.int64), ("ev", np.uint32),
+               ("n", np.uint8), ("has", np.uint8), ("dom", np.int64), ("vcpu", np.int64))
+
+
+def _alloc_rows(n: int) -> dict:
+    out = {name: np.zeros(n, dt) for name, dt in _ROW_FIELDS}
+    out["d"] = np.zeros((n, 7), np.uint32)
+    return out
+
+
+def _chunks(sc, chunk_bytes):
+    from tracelens.parsers.xentrace.decode import _chunks as chunks
+
+    return chunks(sc.pos, sc.end, chunk_bytes, mm=sc.mm)
+
+
+def _nthreads() -> int:
+    from tracelens._jit import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def _pass1(sc, cidx, ncpu, opts: StreamOptions, progress) -> _Pass1:
+    from tracelens.analysis import _kernels as K
+    from tracelens.parsers.xentrace._kernels import UNKNOWN
+
+    nwin = len(sc.pos)
+    nth = _nthreads()
+    w_tsc0 = np.zeros(nwin, np.uint64)
+    w_key0 = np.zeros(nwin, np.uint64)
+    w_state0 = np.zeros(nwin, np.int64)
+    w_grants = np.zeros(nwin, np.int64)
+    st_tsc = np.zeros(ncpu, np.uint64)
+    st_key = np.zeros(ncpu, np.uint64)
+    st_state = np.full(ncpu, UNKNOWN, np.int64)
+    st_first = np.full(ncpu, np.iinfo(np.uint64).max, np.uint64)
+    st_stats = np.zeros((ncpu, 5), np.uint64)
+    st_stats[:, 3] = np.iinfo(np.uint64).max
+    handled = np.zeros(65536, np.int64)
+    c_handled = np.zeros((nth, 65536), np.int64)
+    hkeys = np.full((nth, 8192), 0xFFFFFFFF, np.uint32)
+    hcounts = np.zeros((nth, 8192), np.int64)
+    hoverflow = np.zeros(nth, np.bool_)
+    parts = []
+    vwords = (sc.vend - sc.pos).astype(np.int64)
+    for a, b in _chunks(sc, opts.chunk_bytes):
+        ci = cidx[a:b]
+        order = np.argsort(ci, kind="stable").astype(np.int64)
+        cpu_start = np.zeros(ncpu + 1, np.int64)
+        np.cumsum(np.bincount(ci, minlength=ncpu), out=cpu_start[1:])
+        words = np.bincount(ci, weights=vwords[a:b], minlength=ncpu).astype(np.int64)
+        room = words // 64 + 16  # rare records: far fewer than one in 64 words
+        saved = (st_tsc.copy(), st_key.copy(), st_state.copy(), st_first.copy(), st_stats.copy(), hkeys.copy(),
+                 hcounts.copy(), hoverflow.copy())
+        while True:
+            cap_start = np.zeros(ncpu + 1, np.int64)
+            np.cumsum(room, out=cap_start[1:])
+            rows = _alloc_rows(int(cap_start[-1]))
+            count = np.zeros(ncpu, np.int64)
+            c_handled[:] = 0
+            K.stream_select(sc.words, sc.pos[a:b], sc.vend[a:b], np.arange(a, b, dtype=np.int64), order, cpu_start,
+                            st_tsc, st_key, st_state, st_first, st_stats, w_tsc0, w_key0, w_state0, w_grants,
+                            K.TABLE_IDS, K.TABLE_CAT, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"], rows["off"],
+                            rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"], rows["vcpu"],
+                            count, c_handled, hkeys, hcounts, hoverflow)
+            if (count <= room).all():
+                break
+            # a pCPU had more rare records than room for them: run the chunk again from the same state
+            st_tsc[:], st_key[:], st_state[:], st_first[:], st_stats[:] = saved[:5]
+            hkeys[:], hcounts[:], hoverflow[:] = saved[5:]
+            room = np.maximum(room, count)
+        handled += c_handled.sum(axis=0)
+        if count.any():
+            keep = np.concatenate([np.arange(cap_start[k], cap_start[k] + count[k]) for k in range(ncpu) if count[k]])
+            parts.append({name: arr[keep] for name, arr in rows.items()})
+        if progress is not None:
+            progress(int(sc.end[b - 1]) * 4, 2 * sc.size)
+    rows = {name: np.concatenate([p[name] for p in parts]) if parts else _alloc_rows(0)[name]
+            for name in _alloc_rows(0)}
+    if hoverflow.any():
+        from tracelens.parsers.xentrace.decode import _exact_ids
+
+        ids = _exact_ids(sc.words, sc.pos, sc.nrec, sc.path)
+        from tracelens.parsers.xentrace.decode import _release
+
+        _release(sc.mm, sc.size)
+    else:
+        ids = {}
+        for t in range(nth):
+            used = hkeys[t] != 0xFFFFFFFF
+            for k, c in zip(hkeys[t][used].tolist(), hcounts[t][used].tolist()):
+                key = (k & 0x0FFFFFFF, k >> 28)
+                ids[key] = ids.get(key, 0) + c
+    timed = st_first != np.iinfo(np.uint64).max
+    return _Pass1(w_tsc0, w_key0, w_state0, w_grants, st_key.copy(), int(st_stats[:, 0].sum()),
+                  int(st_first[timed].min()) if timed.any() else 0, int(st_stats[:, 4].max()) if ncpu else 0,
+                  ids, handled, rows)
+
+
+def _sorted_rows(rows: dict) -> dict:
+    order = np.lexsort((rows["off"], rows["cpu"], rows["key"]))
+    return {name: arr[order] for name, arr in rows.items()}
+
+
+def _table(rows: dict, cpus: np.ndarray, meta: dict):
+    """The rare records as a table with the decoder's columns (what the in-memory analysis reads)."""
+    import pyarrow as pa
+
+    cols = {
+        "cpu": pa.array(cpus[rows["cpu"]].astype(np.uint16)),
+        "tsc": pa.array(rows["tsc"]),
+        "has_tsc": pa.array(rows["has"].astype(bool)),
+        "event": pa.array(rows["ev"]),
+        "n_extra": pa.array(rows["n"]),
+    }
+    for j in range(7):
+        cols[f"d{j + 1}"] = pa.array(rows["d"][:, j], mask=rows["n"] <= j)
+    cols["offset"] = pa.array(rows["off"].astype(np.uint64))
+    unknown = rows["dom"] < 0
+    cols["dom"] = pa.array(np.where(unknown, 0, rows["dom"]).astype(np.uint16), mask=unknown)
+    cols["vcpu"] = pa.array(np.where(unknown, 0, rows["vcpu"]).astype(np.uint16), mask=unknown)
+    table = pa.table(cols)
+    return table.replace_schema_metadata({k: json.dumps(v) for k, v in meta.items()})
+
+
+class StreamRecords(R.Records):
+    """The rare records of a streamed capture: :class:`Records` whose length and TSC span are the whole
+    capture's."""
+
+    total: int = 0
+    span: tuple = (0, 0)
+
+    def __len__(self) -> int:
+        return self.total
+
+    @property
+    def first_tsc(self) -> int:
+        return self.span[0]
+
+    @property
+    def last_tsc(self) -> int:
+        return self.span[1]
+
+
+def _records(rows, cpus, meta, p1: _Pass1) -> StreamRecords:
+    from tracelens.analysis._kernels import classify
+
+    table = _table(rows, cpus, meta)
+    rec = StreamRecords(tsc=rows["tsc"], cpu=cpus[rows["cpu"]].astype(np.uint16), event=rows["ev"],
+                        n_extra=rows["n"], offset=rows["off"].astype(np.uint64), table=table,
+                        meta={k: json.loads(json.dumps(v)) for k, v in meta.items()})
+    rec._rows, rec._starts = classify(rec.event, rec.n_extra)
+    rec.total = p1.records
+    rec.span = (p1.first_tsc, p1.last_tsc)
+    return rec
+
+
+def _resume_candidates(sc, cidx, ncpu, p1: _Pass1, rec: StreamRecords, rows: dict) -> dict | None:
+    """For every kexec shutdown, the first record putting its domain on a pCPU after it, and after the domain's
+    first offline transition from there (what find_resumes looks for), as extra rows."""
+    from tracelens.analysis import _kernels as K
+    from tracelens.analysis.boundaries import first_offline, kexec_shutdowns
+
+    kexecs = kexec_shutdowns(rec)
+    if not kexecs:
+        return None
+    order = np.argsort(cidx, kind="stable").astype(np.int64)
+    cpu_start = np.zeros(ncpu + 1, np.int64)
+    np.cumsum(np.bincount(cidx, minlength=ncpu), out=cpu_start[1:])
+    queries = set()
+    for i, domid, _vcpu, _reason, _eff in kexecs:
+        queries.add((i, domid, False))
+        f = first_offline(rec, i + 1, domid)
+        if f >= 0:
+            queries.add((f, domid, True))
+    found = {}
+    for i, domid, inclusive in sorted(queries):
+        ok, k, p, key, tsc, has, state = K.first_run_after(
+            sc.words, sc.pos, sc.vend, cidx, order, cpu_start, p1.w_tsc0, p1.w_key0, p1.w_state0, p1.end_key,
+            domid, np.uint64(rows["key"][i]), int(rows["cpu"][i]), int(rows["off"][i]), inclusive)
+        if ok:
+            found[(int(k), int(p))] = (int(key), int(tsc), int(has), int(state))
+    from tracelens.parsers.xentrace.decode import _release
+
+    _release(sc.mm, sc.size)
+    if not found:
+        return None
+    extra = _alloc_rows(len(found))
+    for r, ((k, p), (key, tsc, has, state)) in enumerate(sorted(found.items())):
+        h = int(sc.words[p])
+        n = (h >> 28) & 7
+        body = p + 1 + 2 * (h >> 31)
+        ev = h & 0x0FFFFFFF
+        extra["key"][r], extra["tsc"][r], extra["off"][r], extra["cpu"][r] = key, tsc, 4 * p, k
+        extra["ev"][r], extra["n"][r], extra["has"][r] = ev, n, has
+        extra["d"][r, :n] = sc.words[body:body + n]
+        if ev == 0x0001F001 and n >= 2:
+            x = int(sc.words[body + 1])
+            extra["dom"][r], extra["vcpu"][r] = x & 0xFFFF, x >> 16
+        elif state < 0:
+            extra["dom"][r], extra["vcpu"][r] = -1, -1
+        else:
+            extra["dom"][r], extra["vcpu"][r] = state >> 16, state & 0xFFFF
+    return extra
+
+
+@dataclass
+class _GrantState:
+    """The grant ledger's state between batches (see :func:`_kernels.grant_ledger_step`)."""
+
+    n_ep: int
+    pair_id: dict = field(default_factory=dict)
+    keys: list = field(default_factory=list)
+    cap: int = 0
+    arrays: dict = field(default_factory=dict)
+    base: int = 0
+    unattributed: int = 0
+    series: list = field(default_factory=list)
+    series_n: int = 0
+    stride: int = 1
+    granter_total: dict = field(default_factory=dict)
+
+    _EPOCH = ("maps", "unmaps", "late", "m_maps", "m_unmaps")
+    _INDEX = ("first", "last", "late_first", "late_last", "m_first_map")
+    _TSC = ("first_t", "last_t", "late_first_t", "late_last_t", "m_first_map_t")
+    _PAIR = ("balance", "cur", "carried")
+
+    def grow(self, need: int) -> None:
+        if need <= self.cap:
+            return
+        cap = max(64, self.cap * 2, need)
+        new = {}
+        for name in self._EPOCH:
+            new[name] = np.zeros((cap, self.n_ep), np.int64)
+        for name in self._INDEX:
+            new[name] = np.full((cap, self.n_ep), -1, np.int64)
+        for name in self._TSC:
+            new[name] = np.zeros((cap, self.n_ep), np.uint64)
+        for name in self._PAIR:
+            new[name] = np.zeros(cap, np.int64)
+        for name, arr in self.arrays.items():
+            new[name][: self.cap] = arr
+        self.arrays = new
+        self.cap = cap
+
+
+def _feed_grants(gs: _GrantState, batch: dict, ep, csr, cursors, series_limit: int) -> None:
+    from tracelens.analysis import _kernels as K
+
+    n = batch["tsc"].shape[0]
+    if not n:
+        return
+    mapper = batch["mapper"].astype(np.int32)
+    granter = batch["granter"].astype(np.int32)
+    is_map = batch["map"]
+    keys = mapper.astype(np.int64) * 0x10000 + granter
+    u, inv = np.unique(keys, return_inverse=True)
+    ids = np.empty(u.size, np.int32)
+    for j, k in enumerate(u.tolist()):
+        pid = gs.pair_id.get(k)
+        if pid is None:
+            pid = gs.pair_id[k] = len(gs.keys)
+            gs.keys.append(k)
+        ids[j] = pid
+    pair = ids[inv.ravel()]
+    gs.grow(len(gs.keys))
+    a = gs.arrays
+    after = np.empty(n, np.int32)
+    slot, gcur, mcur = cursors
+    K.grant_ledger_step(pair, granter, mapper, batch["tsc"], is_map, gs.base, a["maps"], a["unmaps"], a["late"],
+                        a["first"], a["last"], a["late_first"], a["late_last"], a["m_maps"], a["m_unmaps"],
+                        a["m_first_map"], a["first_t"], a["last_t"], a["late_first_t"], a["late_last_t"],
+                        a["m_first_map_t"], a["balance"], a["cur"], a["carried"], slot, gcur, mcur, csr[1], csr[2],
+                        after)
+    gs.base += n
+    gs.unattributed += int((mapper < 0).sum())
+    total = L.granter_running_total(granter, is_map, gs.granter_total)
+    part = {"tsc": batch["tsc"].copy(), "mapper": mapper.astype(np.int64), "granter": granter.astype(np.int64),
+            "outstanding": after, "delta": np.where(is_map, np.int8(1), np.int8(-1)), "granter_outstanding": total}
+    # the timeline series: exact up to series_limit records, then every stride-th record (stride doubling)
+    if gs.stride > 1:
+        idx = np.arange(gs.base - n, gs.base)
+        part = {k: v[idx % gs.stride == 0] for k, v in part.items()}
+    gs.series.append(part)
+    gs.series_n += part["tsc"].shape[0]
+    while gs.series_n > series_limit:
+        merged = {k: np.concatenate([p[k] for p in gs.series]) for k in part}
+        # keep the records whose global index is a multiple of the doubled stride
+        keep = slice(None, None, 2)
+        gs.stride *= 2
+        merged = {k: v[keep] for k, v in merged.items()}
+        gs.series = [merged]
+        gs.series_n = merged["tsc"].shape[0]
+
+
+def _pass2(sc, cidx, ncpu, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool, want_hc: bool):
+    from tracelens.analysis import _kernels as K
+
+    nth = _nthreads()
+    csr = ep.csr()
+    slot = K._dom_slots(csr[0])
+    cursors = (slot, np.zeros(csr[0].shape[0], np.int64), np.zeros(csr[0].shape[0], np.int64))
+    n_ep = 1 + max((ep.count(d) for d in ep.by_dom), default=0)
+    gs = _GrantState(n_ep)
+    size = 1 << 17
+    limit = min(HYPERCALL_KEY_LIMIT, size // 2)
+    hc = (np.zeros((nth, size), np.uint64), np.zeros((nth, size), np.bool_), np.zeros((nth, size), np.int64),
+          np.zeros(nth, np.int64))
+    fold = (np.zeros((nth, size), np.uint64), np.zeros((nth, size), np.bool_), np.zeros((nth, size), np.int64),
+            np.zeros(nth, np.int64))
+    dropped = np.zeros(nth, np.int64)
+    nwin = len(sc.pos)
+    # the smallest starting K of the windows from index i on: grant rows below it are final
+    sufmin = np.minimum.accumulate(p1.w_key0[::-1])[::-1] if nwin else p1.w_key0
+    pending = None
+    gfields = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", np.int64), ("mapper", np.int64),
+               ("granter", np.int64), ("map", np.bool_))
+    for a, b in _chunks(sc, opts.chunk_bytes):
+        g_start = np.zeros(b - a + 1, np.int64)
+        np.cumsum(p1.w_grants[a:b] if want_grants else np.zeros(b - a, np.int64), out=g_start[1:])
+        m = int(g_start[-1])
+        g = {name: np.empty(m, dt) for name, dt in gfields}
+        if not want_grants:
+            g_start[:] = 0
+        K.stream_grants_hypercalls(sc.words, sc.pos[a:b], sc.vend[a:b], np.arange(a, b, dtype=np.int64),
+                                   cidx[a:b].astype(np.int64), p1.w_tsc0, p1.w_key0, p1.w_state0, g_start[:-1],
+                                   csr[0], csr[1], csr[2], K.TABLE_IDS,
+                                   K.TABLE_CAT if want_hc else _no_hypercalls(K), K.TABLE_NEED,
+                                   g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"],
+                                   *hc, *fold, limit, dropped)
+        if want_grants:
+            if pending is not None and pending["key"].size:
+                g = {k: np.concatenate([pending[k], g[k]]) for k in g}
+            order = np.lexsort((g["off"], g["cpu"], g["key"]))
+            g = {k: v[order] for k, v in g.items()}
+            cut = g["key"].size if b >= nwin else int(np.searchsorted(g["key"], sufmin[b], side="left"))
+            _feed_grants(gs, {k: v[:cut] for k, v in g.items()}, ep, csr, cursors, opts.series_limit)
+            pending = {k: v[cut:] for k, v in g.items()}
+        if progress is not None:
+            progress(sc.size + int(sc.end[b - 1]) * 4, 2 * sc.size)
+    keys = []
+    counts = []
+    for t in range(nth):
+        used = hc[1][t]
+        keys.append(hc[0][t][used])
+        counts.append(hc[2][t][used])
+    fkeys, fcounts = [], []
+    for t in range(nth):
+        used = fold[1][t]
+        fkeys.append(fold[0][t][used])
+        fcounts.append(fold[2][t][used])
+    return gs, _sum_keys(keys, counts), _sum_keys(fkeys, fcounts), int(dropped.sum())
+
+
+def _no_hypercalls(K):
+    """The category table without hypercalls (pass 2 for grants alone)."""
+    cat = K.TABLE_CAT.copy()
+    cat[cat == K.CAT_HYPERCALL] = 0
+    return cat
+
+
+def _sum_keys(keys, counts):
+    k = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+    c = np.concatenate(counts) if counts else np.empty(0, np.int64)
+    if not k.size:
+        return k, c
+    u, inv = np.unique(k, return_inverse=True)
+    return u, np.bincount(inv.ravel(), weights=c, minlength=u.size).astype(np.int64)
+
+
+def _grant_ledger(gs: _GrantState, ep) -> L.GrantLedger:
+    out = L.GrantLedger(unattributed=gs.unattributed)
+    if not gs.keys:
+        out.series = L.empty_series()
+        return out
+    keys = np.asarray(gs.keys, np.int64)
+    order = np.argsort(keys)
+    a = {k: v[: len(keys)][order] for k, v in gs.arrays.items()}
+    L.grant_ledger_rows(out, ep, keys[order], a["maps"], a["unmaps"], a["late"], (a["first"], a["first_t"]),
+                        (a["last"], a["last_t"]), (a["late_first"], a["late_first_t"]),
+                        (a["late_last"], a["late_last_t"]), a["m_maps"], a["m_unmaps"],
+                        (a["m_first_map"], a["m_first_map_t"]))
+    out.series = {k: np.concatenate([p[k] for p in gs.series]) for k in gs.series[0]} if gs.series else L.empty_series()
+    out.series_stride = gs.stride
+    return out
+
+
+def _hypercalls(keys, counts, fkeys, fcounts, dropped, top: int) -> list[dict]:
+    """Hypercall rows; past ``top`` distinct keys, the least counted are summed into one row per domain and epoch
+    (``source`` "other"), with the counts that did not fit the per-thread tables."""
+    if keys.size <= top and not fkeys.size and not dropped:
+        return L.hypercall_rows(keys, counts)
+    o = np.argsort(-counts, kind="stable")
+    head, tail = o[:top], o[top:]
+    rows = L.hypercall_rows(keys[head], counts[head])
+    other: dict[tuple, list[int]] = {}
+    for k, c in zip(keys[tail].tolist(), counts[tail].tolist()):
+        d, e = (k >> 47) - 1, (k >> 35) & 0xFFF
+        acc = other.setdefault((d, e), [0, 0])
+        acc[0] += c
+        acc[1] += 1
+    for k, c in zip(fkeys.tolist(), fcounts.tolist()):
+        d, e = (k >> 12) - 1, k & 0xFFF
+        acc = other.setdefault((d, e), [0, 0])
+        acc[0] += c
+        acc[1] += 1
+    for (d, e), (c, nk) in sorted(other.items()):
+        rows.append({"domid": None if d < 0 else d, "epoch": e, "source": "other", "op": None,
+                     "op_name": "(other)", "cmd": None, "count": c, "keys": nk})
+    if dropped:
+        rows.append({"domid": None, "epoch": 0, "source": "other", "op": None, "op_name": "(other)", "cmd": None,
+                     "count": dropped, "keys": None})
+    return rows
+
+
+def analyze_stream(path, config=None, opts: StreamOptions | None = None, progress=None):
+    """Analyse the capture at ``path`` in bounded memory; the result equals
+    ``analyze_table(read_xentrace(path))`` (see the module docstring). ``progress(done, total)`` is called as the
+    passes advance."""
+    from tracelens.analysis import api as A
+    from tracelens.analysis import findings as F
+    from tracelens.analysis import safety as S
+    from tracelens.analysis.boundaries import find_boundaries
+    from tracelens.parsers.xentrace import decode as D
+    from tracelens.parsers.xentrace.catalog import parse_version
+
+    config = config or A.AnalysisConfig()
+    opts = opts or StreamOptions()
+    sc = D.scan(path, config.tolerance, populate=False)
+    cpus = np.unique(sc.cpu)
+    cidx = np.searchsorted(cpus, sc.cpu).astype(np.int64)
+    ncpu = len(cpus)
+    p1 = _pass1(sc, cidx, ncpu, opts, progress)
+    rows = _sorted_rows(p1.rows)
+    version = parse_version(config.xen_version)
+    dr = None
+    sel = (rows["ev"] == R.MEM_DECREASE_RESERVATION) & (rows["n"] >= 4)
+    if sel.any():
+        dr = (rows["d"][sel, 2], rows["d"][sel, 3])
+    guess = D._layout(config.xen_version, p1.ids) if version is not None else _guess(p1.ids, dr)
+    meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
+            "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
+    rec = _records(rows, cpus, meta, p1)
+    extra = _resume_candidates(sc, cidx, ncpu, p1, rec, rows)
+    if extra is not None:
+        seen = set(zip(rows["cpu"].tolist(), rows["off"].tolist()))
+        new = np.array([(c, o) not in seen for c, o in zip(extra["cpu"].tolist(), extra["off"].tolist())], bool)
+        if new.any():
+            rows = _sorted_rows({k: np.concatenate([rows[k], extra[k][new]]) for k in rows})
+            rec = _records(rows, cpus, meta, p1)
+    ep = find_boundaries(rec, user=list(config.boundaries))
+    want_grants = any(p1.ids.get((ev, n)) for ev in (R.MEM_GRANT_MAP, R.MEM_GRANT_UNMAP) for n in range(1, 8))
+    want_hc = any(p1.ids.get((ev, n)) for ev in (R.PV_HYPERCALL_V2, R.PV_HYPERCALL_SUBCALL, R.HVM_VMMCALL)
+                  for n in range(1, 8))
+    if want_grants or want_hc:
+        gs, (hk, hcnt), (fk, fcnt), dropped = _pass2(sc, cidx, ncpu, p1, ep, opts, progress, want_grants, want_hc)
+    else:
+        gs, hk, hcnt, fk, fcnt, dropped = _GrantState(1), np.empty(0, np.uint64), np.empty(0, np.int64), \
+            np.empty(0, np.uint64), np.empty(0, np.int64), 0
+    D._release(sc.mm, sc.size)
+    grants = _grant_ledger(gs, ep)
+    hc = _hypercalls(hk, hcnt, fk, fcnt, dropped, opts.top)
+    balloon = L.balloon_ledger(rec, ep, xen_version=version, hypercalls=hc)
+    guest = L.guest_ledger(rec, ep)
+    lost = R.lost_intervals(rec)
+    safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc)
+    findings = F.build_findings(ep, grants, balloon, guest, safety)
+    return A.Analysis(path=os.fspath(path), records=p1.records, epochs=ep, grants=grants, balloon=balloon,
+                      hypercalls=hc, vectors=L.vector_ledger(rec, p1.handled), guest=guest, safety=safety,
+                      findings=findings, lost=lost, first_tsc=p1.first_tsc, last_tsc=p1.last_tsc,
+                      layout=rec.meta.get("tracelens.layout") or {})
+
+
+def _guess(ids, dr):
+    from tracelens.parsers.xentrace.catalog import guess_layout
+
+    if dr is not None and not any(ids.get((R.MEM_DECREASE_RESERVATION, k)) for k in range(4, 8)):
+        dr = None
+    return guess_layout(ids, dr)
