@@ -1,0 +1,172 @@
+"""The streamed analysis (tracelens.analysis.stream, what ``analyze`` and ``gate`` run) against the in-memory one
+(analyze_table of the decoded table, itself checked against the simulator's truth and the pure-Python references
+in test_analysis_*.py). Chunks are forced down to one window so that every piece of carried state (per-pCPU
+TSC/K/vCPU, pending grant rows, the grant ledger's pairs and cursors) crosses many chunk edges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tracelens
+from tracelens import synth
+from tracelens.analysis.api import AnalysisConfig, analyze, analyze_table
+from tracelens.analysis.report import to_json_obj
+from tracelens.analysis.stream import StreamOptions, analyze_stream
+from tracelens.errors import FormatError
+from tracelens.parsers.xentrace.writer import CPU_CHANGE_HEADER, encode_records
+
+TINY = StreamOptions(chunk_bytes=1)  # one window per chunk
+
+
+def _reference(path, config=None):
+    config = config or AnalysisConfig()
+    table = tracelens.read_xentrace(path, xen_version=config.xen_version, tolerance=config.tolerance)
+    return analyze_table(table, config, path=str(path))
+
+
+def _same(ref, got):
+    a, b = to_json_obj(ref), to_json_obj(got)
+    for key in a:
+        assert a[key] == b[key], key
+    assert a == b
+    for k, v in ref.grants.series.items():
+        assert np.array_equal(np.asarray(v), np.asarray(got.grants.series[k])), k
+    assert ref.records == got.records and (ref.first_tsc, ref.last_tsc) == (got.first_tsc, got.last_tsc)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_hosts_equal_in_memory_analysis(seed, tmp_path):
+    """Boundaries (soft resets, crashes, re-creations), losses, both balloon layouts (4.17 and 4.20 hosts), guest
+    tracepoints, foreign maps, multicalls, 1-4 pCPUs whose windows interleave."""
+    path = tmp_path / "c.xentrace"
+    synth.random_scenario(seed).write(path)
+    ref = _reference(path)
+    _same(ref, analyze_stream(path, opts=TINY))
+    _same(ref, analyze_stream(path))
+
+
+@pytest.mark.parametrize("name", ["scenario_clean_soft_reset", "scenario_persistent_grants",
+                                  "scenario_balloon_before_kexec", "scenario_foreign_map",
+                                  "scenario_instrumented_guest", "scenario_lost_across_boundary",
+                                  "scenario_crash_kdump"])
+def test_scenarios_equal_in_memory_analysis(name, tmp_path):
+    path = tmp_path / "c.xentrace"
+    getattr(synth, name)().write(path)
+    _same(_reference(path), analyze_stream(path, opts=TINY))
+
+
+def test_pre_418_balloon_layout(tmp_path):
+    path = tmp_path / "c.xentrace"
+    synth.scenario_balloon_before_kexec(xen_version="4.17").write(path)
+    got = analyze_stream(path, opts=TINY)
+    assert {r["layout"] for r in got.balloon} == {"pre-4.18"}
+    _same(_reference(path), got)
+    cfg = AnalysisConfig(xen_version="4.17")
+    _same(_reference(path, cfg), analyze_stream(path, cfg, opts=TINY))
+
+
+def test_user_boundaries(tmp_path):
+    path = tmp_path / "c.xentrace"
+    sim = synth.scenario_persistent_grants()
+    sim.write(path)
+    mid = (sim.truth.boundaries[0]["tsc"] + 10_000_000) // 2
+    cfg = AnalysisConfig(boundaries=((1, mid), (0, mid)))
+    ref = _reference(path, cfg)
+    assert any(b.kind == "user" for b in ref.boundaries)
+    _same(ref, analyze_stream(path, cfg, opts=TINY))
+
+
+def test_samples_and_api_entry_point():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parent.parent / "sample-traces").glob("*.xentrace")):
+        ref = _reference(path)
+        got = analyze(path)  # the public entry point streams
+        assert got.sha256 is not None
+        got.sha256 = None
+        _same(ref, got)
+
+
+def test_real_captures(real_xentrace_dir):
+    for path in sorted(real_xentrace_dir.glob("*.bin")):
+        _same(_reference(path), analyze_stream(path, opts=StreamOptions(chunk_bytes=1 << 16)))
+
+
+def _write_windows(path, windows):
+    """windows: (cpu, events, n_extra, has_tsc, tsc, data) per window, in file order."""
+    with open(path, "wb") as f:
+        for cpu, ev, nx, ht, tsc, data in windows:
+            words, _ = encode_records(ev, nx, ht, tsc, data)
+            f.write(np.array([CPU_CHANGE_HEADER, cpu, words.nbytes], "<u4").tobytes())
+            f.write(words.astype("<u4").tobytes())
+
+
+def test_dense_rare_records_and_grants_across_windows(tmp_path):
+    """Windows made mostly of rare records (more than pass 1 first makes room for: it runs the chunk again) and of
+    grant records whose time order interleaves across pCPUs and windows written out of order."""
+    rng = np.random.default_rng(7)
+    windows = []
+    t = {0: 1_000, 1: 1_500, 2: 1_200}
+    for rnd in range(12):
+        for cpu in rng.permutation(3).tolist():
+            n = 200
+            kind = rng.integers(0, 4, n)
+            ev = np.where(kind == 0, 0x0800F101, np.where(kind == 1, 0x0010F001,
+                          np.where(kind == 2, 0x0010F002, 0x00021031))).astype(np.uint32)
+            nx = np.where(kind == 3, 1, np.where(kind == 0, 3, 1))
+            ht = rng.random(n) < 0.8
+            steps = rng.integers(1, 50, n).astype(np.uint64)
+            tsc = t[cpu] + np.cumsum(steps)
+            t[cpu] = int(tsc[-1])
+            data = np.zeros((n, 7), np.uint32)
+            data[:, 0] = np.where(kind == 3, (rng.integers(1, 4, n) << 16), rng.integers(1, 4, n))
+            windows.append((cpu, ev, nx, ht, tsc, data))
+    path = tmp_path / "dense.xentrace"
+    _write_windows(path, windows)
+    ref = _reference(path)
+    assert ref.grants.rows
+    _same(ref, analyze_stream(path, opts=TINY))
+    _same(ref, analyze_stream(path, opts=StreamOptions(chunk_bytes=3000)))
+
+
+@pytest.mark.parametrize("tolerance", ["truncate", "skip"])
+def test_damaged_capture_with_tolerance(tolerance, tmp_path):
+    path = tmp_path / "c.xentrace"
+    synth.scenario_persistent_grants().write(path)
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2: len(blob) // 2 + 4] = b"\xff\xff\xff\xff"  # a damaged header or record
+    path.write_bytes(bytes(blob[: len(blob) - 6]))
+    cfg = AnalysisConfig(tolerance=tolerance)
+    _same(_reference(path, cfg), analyze_stream(path, cfg, opts=TINY))
+    with pytest.raises(FormatError):
+        analyze_stream(path)
+
+
+def test_series_is_sampled_past_its_limit(tmp_path):
+    path = tmp_path / "c.xentrace"
+    synth.random_scenario(3, steps=400).write(path)
+    ref = _reference(path)
+    n = len(ref.grants.series["tsc"])
+    assert n > 40
+    got = analyze_stream(path, opts=StreamOptions(chunk_bytes=1, series_limit=n // 5))
+    stride = got.grants.series_stride
+    assert stride >= 8 and len(got.grants.series["tsc"]) <= n // 5
+    for k, v in ref.grants.series.items():
+        assert np.array_equal(np.asarray(v)[::stride], got.grants.series[k]), k
+    assert to_json_obj(ref)["grants"] == to_json_obj(got)["grants"]
+
+
+def test_hypercall_long_tail_is_summed(tmp_path):
+    path = tmp_path / "c.xentrace"
+    synth.random_scenario(5, steps=200).write(path)
+    ref = _reference(path)
+    assert len(ref.hypercalls) > 3
+    got = analyze_stream(path, opts=StreamOptions(top=3))
+    named = [h for h in got.hypercalls if h["source"] != "other"]
+    other = [h for h in got.hypercalls if h["source"] == "other"]
+    assert len(named) == 3 and other
+    assert sum(h["count"] for h in got.hypercalls) == sum(h["count"] for h in ref.hypercalls)
+    assert sum(h["keys"] for h in other) == len(ref.hypercalls) - 3
+    top3 = sorted(ref.hypercalls, key=lambda h: -h["count"])[:3]
+    assert sorted(h["count"] for h in named) == sorted(h["count"] for h in top3)
