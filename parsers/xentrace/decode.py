@@ -670,18 +670,19 @@ def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None
 
 
 def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict", catalog_files=(),
-              threads: int | None = None) -> dict:
-    """Everything ``tracelens info`` shows, from one pass over every record (no table is built)."""
+              threads: int | None = None, progress: Progress | None = None) -> dict:
+    """Everything ``tracelens info`` shows, from one streamed pass over every record (no table is built; the file
+    is mapped a chunk at a time, so resident memory does not grow with the capture). The pass is the first of the
+    streamed analysis (tracelens/analysis/stream.py)."""
     from tracelens._jit import set_threads
+    from tracelens.analysis.stream import summary
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    sc = scan(path, tolerance, count=False)
-    try:
-        s = summarize_scan(sc, xen_version=xen_version)
-    except _Recount:  # damage the walk did not see: count first, applying the tolerance
-        sc = scan(path, tolerance)
-        s = summarize_scan(sc, xen_version=xen_version)
+    r = summary(path, xen_version=xen_version, tolerance=tolerance, progress=progress)
+    sc, p1 = r["sc"], r["p1"]
+    s = {"_guess": r["guess"], "ids": p1.ids, "cpus": p1.cpus, "lost": p1.lost,
+         "span": (p1.min_tsc, p1.last_tsc if p1.min_tsc is not None else None), "dom_counts": p1.dom_counts}
     guess = s["_guess"]
     per_class: dict[str, int] = {}
     per_event: dict[str, int] = {}

@@ -601,20 +601,22 @@ def _attribution(ev, n, w, body, state):
 
 @njit(cache=True, parallel=True, nogil=True)
 def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key, st_state, st_first, st_stats,
-                  w_tsc0, w_key0, w_state0, w_grants, ids, table_cat, need, cap_start, o_key, o_tsc, o_off, o_cpu,
-                  o_ev, o_n, o_has, o_d, o_dom, o_vcpu, o_count, handled, hkeys, hcounts, hoverflow):
+                  w_tsc0, w_key0, w_state0, w_grants, w_nrec, w_bad, ids, table_cat, need, cap_start, o_key, o_tsc,
+                  o_off, o_cpu, o_ev, o_n, o_has, o_d, o_dom, o_vcpu, o_count, handled, hkeys, hcounts, hoverflow,
+                  dom_counts, want_doms):
     """Pass 1 over one chunk of windows. ``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows of the
-    chunk in file order (k indexes the capture's sorted pCPU list); ``win_global`` maps a chunk window to its index
+    chunk in file order (k is the pCPU number); ``win_global`` maps a chunk window to its index
     in the capture. Per pCPU, ``st_*`` carry the state across chunks (updated in place): TSC, K, vCPU state, first
-    timed TSC (-1: none yet as u64 max), and stats (records, LOST_RECORDS markers, records lost, smallest and largest
-    TSC). Every window's starting TSC, K and state go to ``w_tsc0``/``w_key0``/``w_state0`` and its grant record
-    count to ``w_grants``.
+    timed TSC, and stats (records, LOST_RECORDS markers, records lost, smallest and largest TSC, timed records). Every window's starting TSC, K and state go to ``w_tsc0``/``w_key0``/``w_state0``, its record count to
+    ``w_nrec``, its grant record count to ``w_grants``, and the word position of a record that overruns it (the
+    walk of that window stops there) to ``w_bad`` (-1 when none).
 
     Records whose analysis category is not 0 (``table_cat``; see :func:`_category`) are copied to pCPU k's stretch
     of the ``o_*`` rows starting at ``cap_start[k]`` (``o_count[k]`` counts them even past the stretch's end
     ``cap_start[k+1]``: the caller then runs the chunk again with room for all), except grant MAP/UNMAP and
     hypercall records (pass 2) and IRQ_HANDLED of irqs below 65536, which are tallied in ``handled[thread, irq]``.
-    (event | n_extra << 28) are counted per thread in ``hkeys``/``hcounts`` (``hoverflow[thread]`` when full)."""
+    (event | n_extra << 28) are counted per thread in ``hkeys``/``hcounts`` (``hoverflow[thread]`` when full) and,
+    with ``want_doms``, records per attributed domain in ``dom_counts[thread, dom]`` (65536: unknown)."""
     ncpu = cpu_start.shape[0] - 1
     for k in prange(ncpu):
         j0 = cpu_start[k]
@@ -632,6 +634,7 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
         lost_n = st_stats[k, 2]
         lo = st_stats[k, 3]
         hi = st_stats[k, 4]
+        timed = st_stats[k, 5]
         o = cap_start[k]
         cap_end = cap_start[k + 1]
         for j in range(j0, j1):
@@ -643,9 +646,15 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
             p = pos[wi]
             e = vend[wi]
             ngrant = 0
+            nwin = 0
+            w_bad[g] = -1
             while p < e:
                 ev, n, has, body = _header(w, p)
+                if body + n > e:
+                    w_bad[g] = p
+                    break
                 nrec += 1
+                nwin += 1
                 if has:
                     tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
                     if tsc > key:
@@ -654,13 +663,17 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                         lo = tsc
                     if tsc > hi:
                         hi = tsc
-                    if first == np.uint64(0xFFFFFFFFFFFFFFFF):
+                    if timed == 0:
                         first = tsc
+                    timed += 1
                 if ev == EV_LOST and n >= 1:
                     lost_recs += 1
                     lost_n += np.uint64(w[body])
                 if not _hash_add_u32(hkeys[tid], hcounts[tid], np.uint32(ev | (n << 28))):
                     hoverflow[tid] = True
+                if want_doms:
+                    dm, _vc = _attribution(ev, n, w, body, state)
+                    dom_counts[tid, dm if dm >= 0 else 65536] += 1
                 c = _category(ev, n, ids, table_cat, need)
                 if c == CAT_GRANT:
                     ngrant += 1
@@ -684,6 +697,7 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                 state = _state_after(ev, n, w, body, state)
                 p = body + n
             w_grants[g] = ngrant
+            w_nrec[g] = nwin
         o_count[k] = o - cap_start[k]
         st_tsc[k] = tsc
         st_key[k] = key
@@ -694,6 +708,7 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
         st_stats[k, 2] = lost_n
         st_stats[k, 3] = lo
         st_stats[k, 4] = hi
+        st_stats[k, 5] = timed
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -878,11 +893,12 @@ def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_ke
 @njit(cache=True)
 def grant_ledger_step(pair, granter, mapper, tsc, is_map, base, maps, unmaps, late, first, last, late_first,
                       late_last, m_maps, m_unmaps, m_first_map, first_t, last_t, late_first_t, late_last_t,
-                      m_first_map_t, balance, cur, carried, slot, gcur, mcur, bstart, btsc, after):
+                      m_first_map_t, balance, cur, carried, slot, gcur, mcur, bstart, btsc, after, g_total, after_g):
     """:func:`grant_ledger` over one time-ordered batch of grant rows, with its state carried in the arrays (per
     pair: balance, current granter epoch, carried handles; epoch cursors). Record indices are global (``base`` +
     row); the TSCs of the first/last records are kept beside them (``*_t``), since no global TSC array exists.
-    The arrays are sized for every pair seen so far and every epoch."""
+    The arrays are sized for every pair seen so far and every epoch. ``g_total[granter]`` carries each granter's
+    maps minus unmaps over all mappers; ``after_g[r]`` receives it just after row r (the timeline's line)."""
     n = pair.shape[0]
     for r in range(n):
         i = base + r
@@ -918,3 +934,6 @@ def grant_ledger_step(pair, granter, mapper, tsc, is_map, base, maps, unmaps, la
         last[p, e] = i
         last_t[p, e] = t
         after[r] = np.int32(balance[p])
+        gi = np.int64(granter[r]) & 0xFFFF
+        g_total[gi] += 1 if is_map[r] else -1
+        after_g[r] = g_total[gi]

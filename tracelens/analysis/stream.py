@@ -67,7 +67,10 @@ class _Pass1:
     ids: dict
     handled: np.ndarray
     rows: dict = field(default_factory=dict)
-    hypercalls: int = 0
+    min_tsc: int | None = None  # smallest TSC of any record (tracelens info), None when no record has one
+    cpus: list = field(default_factory=list)
+    lost: tuple = (0, 0)  # LOST_RECORDS markers, records they report lost
+    dom_counts: np.ndarray | None = None
 
 
 _ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu", np.int64), ("ev", np.uint32),
@@ -92,81 +95,167 @@ def _nthreads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)
 
 
-def _pass1(sc, cidx, ncpu, opts: StreamOptions, progress) -> _Pass1:
-    from tracelens.analysis import _kernels as K
-    from tracelens.parsers.xentrace._kernels import UNKNOWN
+class _Damaged(Exception):
+    """The fast walk met damage: the capture is scanned first (decode.scan applies the tolerance or raises)."""
 
-    nwin = len(sc.pos)
-    nth = _nthreads()
-    w_tsc0 = np.zeros(nwin, np.uint64)
-    w_key0 = np.zeros(nwin, np.uint64)
-    w_state0 = np.zeros(nwin, np.int64)
-    w_grants = np.zeros(nwin, np.int64)
-    st_tsc = np.zeros(ncpu, np.uint64)
-    st_key = np.zeros(ncpu, np.uint64)
-    st_state = np.full(ncpu, UNKNOWN, np.int64)
-    st_first = np.full(ncpu, np.iinfo(np.uint64).max, np.uint64)
-    st_stats = np.zeros((ncpu, 5), np.uint64)
-    st_stats[:, 3] = np.iinfo(np.uint64).max
-    handled = np.zeros(65536, np.int64)
-    c_handled = np.zeros((nth, 65536), np.int64)
-    hkeys = np.full((nth, 8192), 0xFFFFFFFF, np.uint32)
-    hcounts = np.zeros((nth, 8192), np.int64)
-    hoverflow = np.zeros(nth, np.bool_)
-    parts = []
-    vwords = (sc.vend - sc.pos).astype(np.int64)
-    for a, b in _chunks(sc, opts.chunk_bytes):
-        ci = cidx[a:b]
-        order = np.argsort(ci, kind="stable").astype(np.int64)
+
+class _Select:
+    """Pass 1's state across chunks (per pCPU id, up to decode.MAX_CPU) and what it keeps."""
+
+    def __init__(self, opts: StreamOptions, size: int, progress, select: bool = True, want_doms: bool = False):
+        from tracelens.analysis import _kernels as K
+        from tracelens.parsers.xentrace._kernels import UNKNOWN
+        from tracelens.parsers.xentrace.decode import MAX_CPU
+
+        self.opts, self.size, self.progress = opts, size, progress
+        self.ncpu = ncpu = MAX_CPU
+        nth = _nthreads()
+        self.st_tsc = np.zeros(ncpu, np.uint64)
+        self.st_key = np.zeros(ncpu, np.uint64)
+        self.st_state = np.full(ncpu, UNKNOWN, np.int64)
+        self.st_first = np.full(ncpu, np.iinfo(np.uint64).max, np.uint64)
+        self.st_stats = np.zeros((ncpu, 6), np.uint64)
+        self.st_stats[:, 3] = np.iinfo(np.uint64).max
+        self.handled = np.zeros(65536, np.int64)
+        self.c_handled = np.zeros((nth, 65536), np.int64)
+        self.hkeys = np.full((nth, 8192), 0xFFFFFFFF, np.uint32)
+        self.hcounts = np.zeros((nth, 8192), np.int64)
+        self.hoverflow = np.zeros(nth, np.bool_)
+        self.parts: list[dict] = []
+        self.windows: list[tuple] = []  # per chunk: (w_tsc0, w_key0, w_state0, w_grants, w_nrec)
+        # tracelens info keeps only DECREASE_RESERVATION records (for the layout guess)
+        self.table_cat = K.TABLE_CAT if select else np.where(K.TABLE_CAT == K.CAT_DECREASE, K.TABLE_CAT, 0).astype(
+            K.TABLE_CAT.dtype)
+        self.want_doms = want_doms
+        self.dom_counts = np.zeros((nth, 65537) if want_doms else (1, 1), np.int64)
+
+    def chunk(self, words, pos, vend, cpu) -> np.ndarray:
+        """Run pass 1 over consecutive windows (word ranges pos..vend of pCPUs ``cpu``); returns each window's
+        overrun position (-1: none)."""
+        from tracelens.analysis import _kernels as K
+
+        ncpu = self.ncpu
+        nw = pos.shape[0]
+        order = np.argsort(cpu, kind="stable").astype(np.int64)
+        counts = np.bincount(cpu, minlength=ncpu)
         cpu_start = np.zeros(ncpu + 1, np.int64)
-        np.cumsum(np.bincount(ci, minlength=ncpu), out=cpu_start[1:])
-        words = np.bincount(ci, weights=vwords[a:b], minlength=ncpu).astype(np.int64)
-        room = words // 64 + 16  # rare records: far fewer than one in 64 words
-        saved = (st_tsc.copy(), st_key.copy(), st_state.copy(), st_first.copy(), st_stats.copy(), hkeys.copy(),
-                 hcounts.copy(), hoverflow.copy())
+        np.cumsum(counts, out=cpu_start[1:])
+        words_per = np.bincount(cpu, weights=(vend - pos), minlength=ncpu).astype(np.int64)
+        room = np.where(counts > 0, words_per // 64 + 16, 0)  # rare records: far fewer than one in 64 words
+        saved = (self.st_tsc.copy(), self.st_key.copy(), self.st_state.copy(), self.st_first.copy(),
+                 self.st_stats.copy(), self.hkeys.copy(), self.hcounts.copy(), self.hoverflow.copy(),
+                 self.dom_counts.copy())
+        wa = (np.zeros(nw, np.uint64), np.zeros(nw, np.uint64), np.zeros(nw, np.int64), np.zeros(nw, np.int64),
+              np.zeros(nw, np.int64))
+        w_bad = np.full(nw, -1, np.int64)
         while True:
             cap_start = np.zeros(ncpu + 1, np.int64)
             np.cumsum(room, out=cap_start[1:])
             rows = _alloc_rows(int(cap_start[-1]))
             count = np.zeros(ncpu, np.int64)
-            c_handled[:] = 0
-            K.stream_select(sc.words, sc.pos[a:b], sc.vend[a:b], np.arange(a, b, dtype=np.int64), order, cpu_start,
-                            st_tsc, st_key, st_state, st_first, st_stats, w_tsc0, w_key0, w_state0, w_grants,
-                            K.TABLE_IDS, K.TABLE_CAT, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"], rows["off"],
-                            rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"], rows["vcpu"],
-                            count, c_handled, hkeys, hcounts, hoverflow)
+            self.c_handled[:] = 0
+            K.stream_select(words, pos, vend, np.arange(nw, dtype=np.int64), order, cpu_start, self.st_tsc,
+                            self.st_key, self.st_state, self.st_first, self.st_stats, *wa[:4], wa[4], w_bad,
+                            K.TABLE_IDS, self.table_cat, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"],
+                            rows["off"], rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"],
+                            rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow,
+                            self.dom_counts, self.want_doms)
             if (count <= room).all():
                 break
             # a pCPU had more rare records than room for them: run the chunk again from the same state
-            st_tsc[:], st_key[:], st_state[:], st_first[:], st_stats[:] = saved[:5]
-            hkeys[:], hcounts[:], hoverflow[:] = saved[5:]
+            self.st_tsc[:], self.st_key[:], self.st_state[:], self.st_first[:], self.st_stats[:] = saved[:5]
+            self.hkeys[:], self.hcounts[:], self.hoverflow[:], self.dom_counts[:] = saved[5:]
             room = np.maximum(room, count)
-        handled += c_handled.sum(axis=0)
-        if count.any():
-            keep = np.concatenate([np.arange(cap_start[k], cap_start[k] + count[k]) for k in range(ncpu) if count[k]])
-            parts.append({name: arr[keep] for name, arr in rows.items()})
+        self.handled += self.c_handled.sum(axis=0)
+        used = np.flatnonzero(count)
+        if used.size:
+            keep = np.concatenate([np.arange(cap_start[k], cap_start[k] + count[k]) for k in used.tolist()])
+            self.parts.append({name: arr[keep] for name, arr in rows.items()})
+        self.windows.append(wa)
+        return w_bad
+
+    def finish(self, sc) -> _Pass1:
+        wa = [np.concatenate([x[i] for x in self.windows]) if self.windows else np.zeros(0, np.int64)
+              for i in range(5)]
+        sc.nrec = wa[4]
+        rows = {name: np.concatenate([p[name] for p in self.parts]) if self.parts else _alloc_rows(0)[name]
+                for name in _alloc_rows(0)}
+        if self.hoverflow.any():
+            from tracelens.parsers.xentrace.decode import _exact_ids, _release
+
+            ids = _exact_ids(sc.words, sc.pos, sc.nrec, sc.path)
+            _release(sc.mm, sc.size)
+        else:
+            ids = {}
+            for t in range(self.hkeys.shape[0]):
+                used = self.hkeys[t] != 0xFFFFFFFF
+                for k, c in zip(self.hkeys[t][used].tolist(), self.hcounts[t][used].tolist()):
+                    key = (k & 0x0FFFFFFF, k >> 28)
+                    ids[key] = ids.get(key, 0) + c
+        st = self.st_stats
+        timed = st[:, 5] > 0
+        return _Pass1(wa[0].astype(np.uint64), wa[1].astype(np.uint64), wa[2], wa[3], self.st_key.copy(),
+                      int(st[:, 0].sum()), int(self.st_first[timed].min()) if timed.any() else 0,
+                      int(st[:, 4].max()), ids, self.handled, rows,
+                      min_tsc=int(st[timed, 3].min()) if timed.any() else None,
+                      cpus=sorted(set(sc.cpu.tolist())), lost=(int(st[:, 1].sum()), int(st[:, 2].sum())),
+                      dom_counts=self.dom_counts.sum(axis=0) if self.want_doms else None)
+
+
+def _pass1_fast(path, opts: StreamOptions, progress, **select):
+    """Pass 1 walking the windows as it goes (one mapping of each chunk): for undamaged captures. Raises
+    :class:`_Damaged` at the first sign of damage."""
+    from tracelens.parsers.xentrace import _kernels as XK
+    from tracelens.parsers.xentrace import decode as D
+
+    path, size, mm, w = D._open(path)
+    nwords = w.shape[0]
+    if nwords < 3 or int(w[0]) != XK.CPU_CHANGE_HEADER or size % 4:
+        raise _Damaged
+    sel = _Select(opts, size, progress, **select)
+    step = max(1, opts.chunk_bytes // 4)
+    parts = []
+    p = 0
+    while p < nwords:
+        D._populate(mm, p * 4, p * 4 + opts.chunk_bytes + (1 << 20))
+        r = XK.walk_windows(w, p, nwords, D.MAX_CPU, D.MAX_WINDOW_BYTES, False, p + step)
+        pos, end, cpu, status, nxt = r[0], r[1], r[2].astype(np.int64), r[6], r[8]
+        if status != XK.OK or not pos.size:
+            raise _Damaged
+        D._populate(mm, p * 4 + opts.chunk_bytes + (1 << 20), int(end[-1]) * 4)
+        if (sel.chunk(w, pos, end, cpu) >= 0).any():
+            raise _Damaged
+        D._release(mm, int(end[-1]) * 4)
+        parts.append((pos, end, cpu))
+        p = nxt
         if progress is not None:
-            progress(int(sc.end[b - 1]) * 4, 2 * sc.size)
-    rows = {name: np.concatenate([p[name] for p in parts]) if parts else _alloc_rows(0)[name]
-            for name in _alloc_rows(0)}
-    if hoverflow.any():
-        from tracelens.parsers.xentrace.decode import _exact_ids
+            progress(p * 4, size)
+    pos, end, cpu = (np.concatenate([x[i] for x in parts]) for i in range(3))
+    sc = D._Scan(path, size, mm, w, pos, end, cpu, None, end, [], False)
+    return sc, sel.finish(sc)
 
-        ids = _exact_ids(sc.words, sc.pos, sc.nrec, sc.path)
-        from tracelens.parsers.xentrace.decode import _release
 
-        _release(sc.mm, sc.size)
-    else:
-        ids = {}
-        for t in range(nth):
-            used = hkeys[t] != 0xFFFFFFFF
-            for k, c in zip(hkeys[t][used].tolist(), hcounts[t][used].tolist()):
-                key = (k & 0x0FFFFFFF, k >> 28)
-                ids[key] = ids.get(key, 0) + c
-    timed = st_first != np.iinfo(np.uint64).max
-    return _Pass1(w_tsc0, w_key0, w_state0, w_grants, st_key.copy(), int(st_stats[:, 0].sum()),
-                  int(st_first[timed].min()) if timed.any() else 0, int(st_stats[:, 4].max()) if ncpu else 0,
-                  ids, handled, rows)
+def _pass1(path, tolerance: str, opts: StreamOptions, progress, **select):
+    """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance."""
+    from tracelens.parsers.xentrace import decode as D
+
+    if tolerance not in D.TOLERANCES:
+        D.scan(path, tolerance)  # the usage error
+    try:
+        return _pass1_fast(path, opts, progress, **select)
+    except _Damaged:
+        pass
+    sc = D.scan(path, tolerance, populate=False)
+    sel = _Select(opts, sc.size, progress, **select)
+    cpu = sc.cpu.astype(np.int64)
+    for a, b in _chunks(sc, opts.chunk_bytes):
+        sel.chunk(sc.words, sc.pos[a:b], sc.vend[a:b], cpu[a:b])
+        if progress is not None:
+            progress(int(sc.end[b - 1]) * 4, sc.size)
+    nrec = sc.nrec
+    p1 = sel.finish(sc)
+    sc.nrec = nrec
+    return sc, p1
 
 
 def _sorted_rows(rows: dict) -> dict:
@@ -174,12 +263,12 @@ def _sorted_rows(rows: dict) -> dict:
     return {name: arr[order] for name, arr in rows.items()}
 
 
-def _table(rows: dict, cpus: np.ndarray, meta: dict):
+def _table(rows: dict, meta: dict):
     """The rare records as a table with the decoder's columns (what the in-memory analysis reads)."""
     import pyarrow as pa
 
     cols = {
-        "cpu": pa.array(cpus[rows["cpu"]].astype(np.uint16)),
+        "cpu": pa.array(rows["cpu"].astype(np.uint16)),
         "tsc": pa.array(rows["tsc"]),
         "has_tsc": pa.array(rows["has"].astype(bool)),
         "event": pa.array(rows["ev"]),
@@ -214,11 +303,11 @@ class StreamRecords(R.Records):
         return self.span[1]
 
 
-def _records(rows, cpus, meta, p1: _Pass1) -> StreamRecords:
+def _records(rows, meta, p1: _Pass1) -> StreamRecords:
     from tracelens.analysis._kernels import classify
 
-    table = _table(rows, cpus, meta)
-    rec = StreamRecords(tsc=rows["tsc"], cpu=cpus[rows["cpu"]].astype(np.uint16), event=rows["ev"],
+    table = _table(rows, meta)
+    rec = StreamRecords(tsc=rows["tsc"], cpu=rows["cpu"].astype(np.uint16), event=rows["ev"],
                         n_extra=rows["n"], offset=rows["off"].astype(np.uint64), table=table,
                         meta={k: json.loads(json.dumps(v)) for k, v in meta.items()})
     rec._rows, rec._starts = classify(rec.event, rec.n_extra)
@@ -227,7 +316,7 @@ def _records(rows, cpus, meta, p1: _Pass1) -> StreamRecords:
     return rec
 
 
-def _resume_candidates(sc, cidx, ncpu, p1: _Pass1, rec: StreamRecords, rows: dict) -> dict | None:
+def _resume_candidates(sc, p1: _Pass1, rec: StreamRecords, rows: dict) -> dict | None:
     """For every kexec shutdown, the first record putting its domain on a pCPU after it, and after the domain's
     first offline transition from there (what find_resumes looks for), as extra rows."""
     from tracelens.analysis import _kernels as K
@@ -236,6 +325,8 @@ def _resume_candidates(sc, cidx, ncpu, p1: _Pass1, rec: StreamRecords, rows: dic
     kexecs = kexec_shutdowns(rec)
     if not kexecs:
         return None
+    cidx = sc.cpu.astype(np.int64)
+    ncpu = p1.end_key.shape[0]
     order = np.argsort(cidx, kind="stable").astype(np.int64)
     cpu_start = np.zeros(ncpu + 1, np.int64)
     np.cumsum(np.bincount(cidx, minlength=ncpu), out=cpu_start[1:])
@@ -290,7 +381,7 @@ class _GrantState:
     series: list = field(default_factory=list)
     series_n: int = 0
     stride: int = 1
-    granter_total: dict = field(default_factory=dict)
+    granter_total: np.ndarray = field(default_factory=lambda: np.zeros(65536, np.int64))
 
     _EPOCH = ("maps", "unmaps", "late", "m_maps", "m_unmaps")
     _INDEX = ("first", "last", "late_first", "late_last", "m_first_map")
@@ -338,21 +429,21 @@ def _feed_grants(gs: _GrantState, batch: dict, ep, csr, cursors, series_limit: i
     gs.grow(len(gs.keys))
     a = gs.arrays
     after = np.empty(n, np.int32)
+    after_g = np.empty(n, np.int64)
     slot, gcur, mcur = cursors
     K.grant_ledger_step(pair, granter, mapper, batch["tsc"], is_map, gs.base, a["maps"], a["unmaps"], a["late"],
                         a["first"], a["last"], a["late_first"], a["late_last"], a["m_maps"], a["m_unmaps"],
                         a["m_first_map"], a["first_t"], a["last_t"], a["late_first_t"], a["late_last_t"],
                         a["m_first_map_t"], a["balance"], a["cur"], a["carried"], slot, gcur, mcur, csr[1], csr[2],
-                        after)
+                        after, gs.granter_total, after_g)
     gs.base += n
     gs.unattributed += int((mapper < 0).sum())
-    total = L.granter_running_total(granter, is_map, gs.granter_total)
-    part = {"tsc": batch["tsc"].copy(), "mapper": mapper.astype(np.int64), "granter": granter.astype(np.int64),
-            "outstanding": after, "delta": np.where(is_map, np.int8(1), np.int8(-1)), "granter_outstanding": total}
     # the timeline series: exact up to series_limit records, then every stride-th record (stride doubling)
-    if gs.stride > 1:
-        idx = np.arange(gs.base - n, gs.base)
-        part = {k: v[idx % gs.stride == 0] for k, v in part.items()}
+    first = (-(gs.base - n)) % gs.stride  # the first row of the batch whose global index is a multiple of stride
+    pick = slice(first, None, gs.stride)
+    part = {"tsc": batch["tsc"][pick].copy(), "mapper": mapper[pick].astype(np.int64),
+            "granter": granter[pick].astype(np.int64), "outstanding": after[pick],
+            "delta": np.where(is_map[pick], np.int8(1), np.int8(-1)), "granter_outstanding": after_g[pick]}
     gs.series.append(part)
     gs.series_n += part["tsc"].shape[0]
     while gs.series_n > series_limit:
@@ -365,8 +456,10 @@ def _feed_grants(gs: _GrantState, batch: dict, ep, csr, cursors, series_limit: i
         gs.series_n = merged["tsc"].shape[0]
 
 
-def _pass2(sc, cidx, ncpu, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool, want_hc: bool):
+def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool, want_hc: bool):
     from tracelens.analysis import _kernels as K
+
+    cidx = sc.cpu.astype(np.int64)
 
     nth = _nthreads()
     csr = ep.csr()
@@ -409,7 +502,7 @@ def _pass2(sc, cidx, ncpu, p1: _Pass1, ep, opts: StreamOptions, progress, want_g
             _feed_grants(gs, {k: v[:cut] for k, v in g.items()}, ep, csr, cursors, opts.series_limit)
             pending = {k: v[cut:] for k, v in g.items()}
         if progress is not None:
-            progress(sc.size + int(sc.end[b - 1]) * 4, 2 * sc.size)
+            progress(int(sc.end[b - 1]) * 4, sc.size)
     keys = []
     counts = []
     for t in range(nth):
@@ -498,11 +591,14 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
     config = config or A.AnalysisConfig()
     opts = opts or StreamOptions()
-    sc = D.scan(path, config.tolerance, populate=False)
-    cpus = np.unique(sc.cpu)
-    cidx = np.searchsorted(cpus, sc.cpu).astype(np.int64)
-    ncpu = len(cpus)
-    p1 = _pass1(sc, cidx, ncpu, opts, progress)
+    p_one = p_two = None
+    if progress is not None:  # two passes: each reports half of the work
+        def p_one(done, total):
+            progress(done, 2 * total)
+
+        def p_two(done, total):
+            progress(total + done, 2 * total)
+    sc, p1 = _pass1(path, config.tolerance, opts, p_one)
     rows = _sorted_rows(p1.rows)
     version = parse_version(config.xen_version)
     dr = None
@@ -512,20 +608,20 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     guess = D._layout(config.xen_version, p1.ids) if version is not None else _guess(p1.ids, dr)
     meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
             "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
-    rec = _records(rows, cpus, meta, p1)
-    extra = _resume_candidates(sc, cidx, ncpu, p1, rec, rows)
+    rec = _records(rows, meta, p1)
+    extra = _resume_candidates(sc, p1, rec, rows)
     if extra is not None:
         seen = set(zip(rows["cpu"].tolist(), rows["off"].tolist()))
         new = np.array([(c, o) not in seen for c, o in zip(extra["cpu"].tolist(), extra["off"].tolist())], bool)
         if new.any():
             rows = _sorted_rows({k: np.concatenate([rows[k], extra[k][new]]) for k in rows})
-            rec = _records(rows, cpus, meta, p1)
+            rec = _records(rows, meta, p1)
     ep = find_boundaries(rec, user=list(config.boundaries))
     want_grants = any(p1.ids.get((ev, n)) for ev in (R.MEM_GRANT_MAP, R.MEM_GRANT_UNMAP) for n in range(1, 8))
     want_hc = any(p1.ids.get((ev, n)) for ev in (R.PV_HYPERCALL_V2, R.PV_HYPERCALL_SUBCALL, R.HVM_VMMCALL)
                   for n in range(1, 8))
     if want_grants or want_hc:
-        gs, (hk, hcnt), (fk, fcnt), dropped = _pass2(sc, cidx, ncpu, p1, ep, opts, progress, want_grants, want_hc)
+        gs, (hk, hcnt), (fk, fcnt), dropped = _pass2(sc, p1, ep, opts, p_two, want_grants, want_hc)
     else:
         gs, hk, hcnt, fk, fcnt, dropped = _GrantState(1), np.empty(0, np.uint64), np.empty(0, np.int64), \
             np.empty(0, np.uint64), np.empty(0, np.int64), 0
@@ -549,3 +645,23 @@ def _guess(ids, dr):
     if dr is not None and not any(ids.get((R.MEM_DECREASE_RESERVATION, k)) for k in range(4, 8)):
         dr = None
     return guess_layout(ids, dr)
+
+
+def summary(path, *, xen_version: str | None = None, tolerance: str = "strict", opts: StreamOptions | None = None,
+            progress=None) -> dict:
+    """What ``tracelens info`` shows, from pass 1 alone (no record kept but DECREASE_RESERVATION payloads for the
+    layout guess; per-domain counts per thread, not per pCPU): bounded memory whatever the capture's size."""
+    from tracelens.parsers.xentrace.catalog import LayoutGuess, guess_layout, parse_version
+
+    sc, p1 = _pass1(path, tolerance, opts or StreamOptions(), progress, select=False, want_doms=True)
+    from tracelens.parsers.xentrace.decode import _release
+
+    _release(sc.mm, sc.size)
+    dr = None
+    if (R.MEM_DECREASE_RESERVATION, 4) in p1.ids:
+        sel = (p1.rows["ev"] == R.MEM_DECREASE_RESERVATION) & (p1.rows["n"] == 4)
+        rows = _sorted_rows({k: v[sel] for k, v in p1.rows.items()})
+        dr = (rows["d"][:, 2], rows["d"][:, 3])
+    v = parse_version(xen_version)
+    guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(p1.ids, dr)
+    return {"sc": sc, "p1": p1, "guess": guess}
