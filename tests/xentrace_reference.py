@@ -1,9 +1,10 @@
 """A slow, obviously-correct pure-Python xentrace decoder: the twin the fast numba decoder is tested against.
 
 Written from ../shared/spec/xentrace.md (§1 the ``t_rec`` layout, §2 the CPU_CHANGE window framing, §2.4 WRAP,
-§2.5 LOST_RECORDS, §2.7 how xenalyze orders records and attributes them to vCPUs, §4.3 the scheduler ids) and from
-the decoder contract (TSC inheritance, merge order, dom/vcpu state machine, error offsets), never from the fast
-decoder's code. Only ``struct`` is used for decoding; no numpy.
+§2.5 LOST_RECORDS, §2.7 how xenalyze orders records, §4.3 the scheduler ids), from the decoder contract (TSC
+inheritance, merge order, dom/vcpu state machine, error offsets) and, for who was running, from what Xen's trace
+points write (``sched_switch_units()``, ``insert_lost_records()``; docs/xentrace.md rule 4, which corrects spec §2.7),
+never from the fast decoder's code. Only ``struct`` is used for decoding; no numpy.
 
 Units: ``tsc`` is raw TSC cycles (u64); ``offset`` is a byte offset in the file.
 
