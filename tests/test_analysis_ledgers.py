@@ -224,12 +224,14 @@ def test_vector_ledger_unpacks_irq_and_vector(tmp_path):
     ]
 
 
-def test_grant_records_after_a_loss_have_no_mapper(tmp_path):
-    """Hand-built: dom0 runs on pCPU 0 and maps 2 grants of d5; records are lost; the next MAP comes before any
-    scheduling record, so its mapper is unknown (spec §2.7) and it is counted apart."""
+def test_grant_records_after_a_loss_keep_their_mapper(tmp_path):
+    """Hand-built: a MAP before any scheduling record has no mapper and is counted apart; dom0 then runs on pCPU 0
+    and maps 2 grants of d5; records are lost; the LOST record names dom0's vCPU (Xen's insert_lost_records()
+    writes `current`), so the next MAP, before any scheduling record, is still dom0's (docs/xentrace.md rule 4)."""
     from tracelens.parsers.xentrace.writer import CaptureWriter
 
     w = CaptureWriter()
+    w.record(0, 0x0010F001, [5], tsc=5)              # no vCPU known yet
     w.record(0, 0x00021101, [0 << 16 | 0], tsc=10)  # d0v0 runnable -> running
     w.record(0, 0x0010F001, [5], tsc=20)
     w.record(0, 0x0010F001, [5], tsc=30)
@@ -243,7 +245,7 @@ def test_grant_records_after_a_loss_have_no_mapper(tmp_path):
     led = L.grant_ledger(rec, ep)
     assert led.unattributed == 1
     rows = {(r["mapper"], r["granter"]): (r["maps"], r["unmaps"], r["outstanding_at_end"]) for r in led.rows}
-    assert rows == {(0, 5): (2, 1, 1), (None, 5): (1, 0, 1)}
+    assert rows == {(0, 5): (3, 1, 2), (None, 5): (1, 0, 1)}
 
 
 def test_resume_is_the_first_run_after_the_pause(tmp_path):

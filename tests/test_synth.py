@@ -181,7 +181,7 @@ def test_guest_tracepoints_have_no_tsc_and_follow_hvm_op(tmp_path):
     assert grants == list(range(8, 16)) and ends == list(range(8, 15))
 
 
-def test_loss_hides_records_and_clears_attribution(tmp_path):
+def test_loss_hides_records_and_the_lost_record_names_the_running_vcpu(tmp_path):
     sim = synth.scenario_lost_across_boundary()
     rows = [r for r in _rows(_decode(sim, tmp_path)) if r["event"] != CPU_CHANGE]
     lost = [r for r in rows if r["event"] == 0x0001F001]
@@ -191,12 +191,57 @@ def test_loss_hides_records_and_clears_attribution(tmp_path):
     assert first < b["shutdown_tsc"] < b["tsc"] < lost[0]["tsc"]  # the loss spans the whole kexec
     # no backend activity on pCPU 0 inside the loss
     assert not [r for r in rows if r["cpu"] == 0 and first <= r["tsc"] < lost[0]["tsc"] and r["has_tsc"]]
+    # the LOST record names dom0's vCPU 0 (Xen's `current` when it wrote it), and the records after it run there
+    # although no scheduling record comes first
+    assert (lost[0]["d2"] & 0xFFFF, lost[0]["d2"] >> 16) == (0, 0) and (lost[0]["dom"], lost[0]["vcpu"]) == (0, 0)
     nxt = [r for r in rows if r["cpu"] == 0 and r["offset"] > lost[0]["offset"]]
-    assert nxt[0]["dom"] is None and nxt[0]["event"] == 0x00021002  # re-attributed by the next schedule record
+    assert (nxt[0]["dom"], nxt[0]["vcpu"]) == (0, 0) and nxt[0]["event"] >> 12 != 0x21
     assert {r["dom"] for r in rows if r["event"] == 0x0010F001 and r["tsc"] > lost[0]["tsc"]} == {0}
     # visible maps: 8 before the loss and 4 after; the 9th map and the teardown unmaps fell into the loss
     assert sum(1 for r in rows if r["event"] == 0x0010F001) == 12
     assert sum(1 for r in rows if r["event"] == 0x0010F002) == 0
+
+
+def _is_runstate_into_running(event: int) -> bool:
+    return (event & 0x0FFFF00F) == 0x00021001 and (event >> 4) & 0xF == 0
+
+
+def _attribution_against_truth(sim, tmp_path) -> int:
+    """Every record's dom/vcpu equals the vCPU the simulated Xen had current when it wrote it (``truth.running``),
+    except the documented one (docs/xentrace.md rule 4): a runstate change into running goes to the vCPU it starts.
+    Returns how many records came after a LOST_RECORDS record and before the next scheduling record."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rows = sorted((r for r in _rows(_decode(sim, tmp_path)) if r["event"] != CPU_CHANGE), key=lambda r: r["offset"])
+    after_loss = 0
+    for cpu, truth in sim.truth.running.items():
+        got = [r for r in rows if r["cpu"] == cpu]
+        assert [r["event"] for r in got] == [e for e, _t in sim.truth.per_cpu[cpu]]
+        assert len(truth) == len(got)
+        since_lost = False
+        for i, (r, want) in enumerate(zip(got, truth)):
+            if _is_runstate_into_running(r["event"]):
+                want = (r["d1"] >> 16, r["d1"] & 0xFFFF)
+            assert (r["dom"], r["vcpu"]) == want, f"pCPU {cpu} record {i} (0x{r['event']:08x} at {r['offset']})"
+            if r["event"] >> 12 == 0x21:
+                since_lost = False
+            elif since_lost:
+                after_loss += 1
+            if r["event"] == 0x0001F001:
+                since_lost = True
+    return after_loss
+
+
+def test_attribution_equals_the_simulated_truth_across_a_loss(tmp_path):
+    assert _attribution_against_truth(synth.scenario_lost_across_boundary(), tmp_path) > 10
+
+
+def test_attribution_equals_the_simulated_truth_on_random_hosts(tmp_path):
+    lossy = after_loss = 0
+    for seed in range(12):
+        sim = synth.random_scenario(seed)
+        after_loss += _attribution_against_truth(sim, tmp_path / str(seed))
+        lossy += bool(sim.truth.lost)
+    assert lossy >= 3 and after_loss > 10  # the seeds do exercise records right after a loss
 
 
 def test_destroy_and_recreate_sequence(tmp_path):

@@ -96,16 +96,20 @@ def test_streaming_equals_whole_table(tmp_path):
 
 
 def test_dom_vcpu_attribution_follows_runstates(tmp_path):
+    """docs/xentrace.md rule 4, on the sequence Xen's sched_switch_units() writes (SWITCH, then the runstate
+    changes of the previous and the next vCPU, all before the context switch) and after a LOST_RECORDS record."""
     w = CaptureWriter(shuffle=False)
     w.record(0, 0x0010F001, [7], tsc=10)                 # before any schedule record: unknown
-    w.record(0, 0x00021101, [(0 << 16) | 1], tsc=20)     # d0v1 runnable->running
+    w.record(0, 0x00021101, [(0 << 16) | 1], tsc=20)     # d0v1 runnable->running: the vCPU it starts
     w.record(0, 0x0010F001, [7], tsc=30)                 # mapped by d0v1
-    w.record(0, 0x00021021, [(0 << 16) | 1], tsc=40)     # d0v1 running->blocked: cleared
-    w.record(0, 0x0010F002, [7], tsc=50)
-    w.record(0, 0x0002800A, [32767, 0, 5, 2], tsc=60)    # switch to d5v2
+    w.record(0, 0x0002800A, [0, 1, 5, 2], tsc=40)        # switch d0v1 -> d5v2, written while d0v1 runs
+    w.record(0, 0x00021021, [(0 << 16) | 1], tsc=45)     # d0v1 running->blocked, written by d0v1: then cleared
+    w.record(0, 0x00021101, [(5 << 16) | 2], tsc=50)     # d5v2 runnable->running: the vCPU it starts
     w.record(0, 0x00082012, [29])                        # VMMCALL without TSC, by d5v2
-    w.lost(0, 3, 5, 2, 61, 70)                           # LOST: the record names d5v2, then unknown
-    w.record(0, 0x0010F002, [7], tsc=80)
+    w.lost(0, 3, 5, 2, 61, 70)                           # LOST: the record names d5v2, which still runs
+    w.record(0, 0x0010F002, [7], tsc=80)                 # unmapped by d5v2
+    w.record(0, 0x00021021, [(5 << 16) | 2], tsc=85)     # d5v2 running->blocked: cleared
+    w.record(0, 0x0010F002, [7], tsc=87)                 # unknown
     w.record(0, 0x00021002, [(9 << 16) | 0], tsc=90)     # continue running d9v0
     w.record(0, 0x0010F002, [7], tsc=95)
     p = tmp_path / "a.bin"
@@ -113,11 +117,12 @@ def test_dom_vcpu_attribution_follows_runstates(tmp_path):
     t = read_xentrace(p)
     got = [(e, d, v) for e, d, v in zip(t["event"].to_pylist(), t["dom"].to_pylist(), t["vcpu"].to_pylist())]
     assert got == [
-        (CPU_CHANGE, None, None), (0x0010F001, None, None), (0x00021101, None, None), (0x0010F001, 0, 1),
-        (0x00021021, 0, 1), (0x0010F002, None, None), (0x0002800A, None, None), (0x00082012, 5, 2),
-        (0x0001F001, 5, 2), (0x0010F002, None, None), (0x00021002, None, None), (0x0010F002, 9, 0),
+        (CPU_CHANGE, None, None), (0x0010F001, None, None), (0x00021101, 0, 1), (0x0010F001, 0, 1),
+        (0x0002800A, 0, 1), (0x00021021, 0, 1), (0x00021101, 5, 2), (0x00082012, 5, 2),
+        (0x0001F001, 5, 2), (0x0010F002, 5, 2), (0x00021021, 5, 2), (0x0010F002, None, None),
+        (0x00021002, None, None), (0x0010F002, 9, 0),
     ]
-    assert t["tsc"].to_pylist()[7] == 60  # inherited
+    assert t["tsc"].to_pylist()[7] == 50  # inherited
 
 
 def test_time_ns_column(tmp_path):

@@ -33,7 +33,9 @@ DOMS = (0, 1, 7, 14, 0x7FFF)
 # -- generated captures ------------------------------------------------------------------------------------------
 def generate(seed: int):
     """A random multi-pCPU capture. Returns (writer, model) where model[(cpu, i)] is the (dom, vcpu) or None that
-    the generator knows was running on ``cpu`` when it added that pCPU's i-th record."""
+    the generator knows was running on ``cpu`` when it added that pCPU's i-th record (docs/xentrace.md rule 4: a
+    runstate change into running is the vCPU it starts; SCHED_SWITCH moves nothing; after LOST_RECORDS the vCPU
+    its payload names runs)."""
     rng = random.Random(seed)
     pool = list(range(8)) + [rng.randrange(8, 4096) for _ in range(2)]
     cpus = rng.sample(pool, rng.randint(1, 6))
@@ -68,7 +70,7 @@ def generate(seed: int):
                 if n_extra >= 1:
                     who = (data[0] >> 16, data[0] & 0xFFFF)
                     if new == 0:
-                        running = who
+                        model[(cpu, i)] = running = who
                     elif old == 0 and running == who:
                         running = None
             elif kind < 0.17:
@@ -81,13 +83,11 @@ def generate(seed: int):
                 # high halves of d3/d4 carry junk the attribution must mask off
                 data = [rng.choice(DOMS), rng.randrange(4), (rng.getrandbits(16) << 16) | dom,
                         (rng.getrandbits(16) << 16) | vcpu, 77][:n_extra]
-                w.record(cpu, SWITCH, data, tsc=tsc)
-                if n_extra >= 4:
-                    running = (dom, vcpu)
+                w.record(cpu, SWITCH, data, tsc=tsc)  # the previous vCPU runs until its runstate record
             elif kind < 0.28:
                 first = rng.randrange(0, t + 1)
                 w.lost(cpu, rng.randrange(1, 1000), dom, vcpu, first_tsc=first, tsc=t)
-                running = None
+                running = (dom, vcpu)  # Xen's insert_lost_records() names the vCPU current when it writes it
             elif kind < 0.33:
                 w.wrap(cpu, rng.randrange(1, 10) * 4, garbage=rng.getrandbits(32))
             else:  # any other id, any payload length
@@ -376,14 +376,17 @@ def test_fast_dom_ffff_is_a_value_not_null(tmp_path):
     w.record(0, 0x00021101, (0xFFFF0000,), tsc=1)  # runnable->running d65535v0
     w.record(0, 0x00082013, (1,), tsc=2)
     w.lost(0, 1, 0xFFFF, 0, first_tsc=0, tsc=3)
-    w.record(0, SWITCH, (0, 0, 0xFFFF, 2), tsc=4)
+    w.record(0, CONTINUE_RUNNING, (0xFFFF0002,), tsc=4)
     w.record(0, 0x00082013, (1,), tsc=5)
+    w.lost(0, 1, 0xFFFF, 0xFFFF, first_tsc=0, tsc=6)  # the state (0xFFFF << 16 | 0xFFFF) is not "unknown" (-1)
+    w.record(0, 0x00082013, (1,), tsc=7)
     path = tmp_path / "ffff.xt"
     w.write(path)
     t = read_fast(path)
-    # rows: CPU_CHANGE, runstate, marker, LOST, SWITCH, marker (all TSCs distinct and increasing)
+    # rows: CPU_CHANGE, runstate, marker, LOST, CONTINUE, marker, LOST, marker (TSCs distinct and increasing)
     assert list(zip(t.column("dom").to_pylist(), t.column("vcpu").to_pylist())) == [
-        (None, None), (None, None), (0xFFFF, 0), (0xFFFF, 0), (None, None), (0xFFFF, 2)]
+        (None, None), (0xFFFF, 0), (0xFFFF, 0), (0xFFFF, 0), (0xFFFF, 0), (0xFFFF, 2), (0xFFFF, 0xFFFF),
+        (0xFFFF, 0xFFFF)]
 
 
 # -- tolerance: truncate and skip --------------------------------------------------------------------------------
@@ -584,11 +587,14 @@ def test_fast_summary_domain_counts_keep_all_16_bits_of_the_domid(tmp_path):
     w.record(0, 0x00021101, (0x80010000,), tsc=1)  # runnable->running d0x8001 v0
     w.record(0, 0x00082013, (1,), tsc=2)           # runs under d0x8001
     w.lost(0, 1, 0xFFFF, 0, first_tsc=0, tsc=3)    # LOST names d0xFFFF
-    w.record(0, 0x00082013, (1,), tsc=4)           # unknown after LOST
+    w.record(0, 0x00082013, (1,), tsc=4)           # d0xFFFF runs after LOST
+    w.record(0, 0x00021021, (0xFFFF0000,), tsc=5)  # d0xFFFF v0 running->blocked
+    w.record(0, 0x00082013, (1,), tsc=6)           # unknown
     path = tmp_path / "dom.xt"
     w.write(path)
-    # rows: CPU_CHANGE (unknown), runstate (unknown), marker d0x8001, LOST d0xFFFF, marker (unknown)
-    assert summarize(path)["records_per_domain"] == {"unknown": 3, 0x8001: 1, 0xFFFF: 1}
+    # rows: CPU_CHANGE (unknown), runstate into running (d0x8001, the vCPU it starts), marker d0x8001, LOST d0xFFFF,
+    # marker d0xFFFF, runstate out of running d0xFFFF, marker (unknown)
+    assert summarize(path)["records_per_domain"] == {"unknown": 2, 0x8001: 2, 0xFFFF: 3}
 
 
 def _guest_flood(path, cpus=(0,)):

@@ -147,7 +147,7 @@ def test_runstate_switch_continue_and_lost_drive_dom_vcpu():
     buf = window(
         6,
         rec(0x00082013, 0, tsc=next(t)),                                # unknown yet
-        rec(0x00021101, dv(3, 1), tsc=next(t)),                          # runnable->running d3v1
+        rec(0x00021101, dv(3, 1), tsc=next(t)),                          # runnable->running: the vCPU it starts
         rec(0x00082013, 0, tsc=next(t)),                                # d3v1
         rec(0x00021011, dv(4, 0), tsc=next(t)),                          # running->runnable of another vCPU: keep
         rec(0x00021211, dv(3, 1), tsc=next(t)),                          # blocked->runnable (not out of running)
@@ -156,10 +156,10 @@ def test_runstate_switch_continue_and_lost_drive_dom_vcpu():
         rec(0x00082013, 0, tsc=next(t)),                                # unknown
         rec(0x00021002, dv(0x7FFF, 2), tsc=next(t)),                     # CONTINUE_RUNNING idle v2
         rec(0x00082013, 0),                                             # d32767v2 (no TSC)
-        rec(0x0002800A, 0x7FFF, 2, 0x10005, 0xABCD0007, tsc=next(t)),    # SWITCH -> next = d5 v7 (low halves)
-        rec(0x00082013, 0, tsc=next(t)),                                # d5v7
+        rec(0x0002800A, 0x7FFF, 2, 0x10005, 0xABCD0007, tsc=next(t)),    # SWITCH to d5v7: no change, the previous
+        rec(0x00082013, 0, tsc=next(t)),                                # vCPU runs until its runstate record
         rec(LOST_RECORDS, 12, dv(9, 8), 1, 0, tsc=next(t)),               # LOST: own payload dom = d2&0xffff = 8,
-        rec(0x00082013, 0, tsc=next(t)),                                # vcpu = d2>>16 = 9; then unknown
+        rec(0x00082013, 0, tsc=next(t)),                                # vcpu = d2>>16 = 9, which still runs
         rec(0x00021301, dv(2, 3), tsc=next(t)),                          # offline->running d2v3
         rec(0x00021001),                                                # runstate without payload: no change
         rec(0x0002800A, 1, 2, 3, tsc=next(t)),                           # SWITCH with 3 words: no change
@@ -171,8 +171,8 @@ def test_runstate_switch_continue_and_lost_drive_dom_vcpu():
     cols = ref.decode(buf)
     assert list(zip(cols["dom"], cols["vcpu"])) == [
         (N, N),  # CPU_CHANGE
-        (N, N), (N, N), (3, 1), (3, 1), (3, 1), (3, 1), (3, 1), (N, N), (N, N), (0x7FFF, 2), (0x7FFF, 2),
-        (5, 7), (8, 9), (N, N), (N, N), (2, 3), (2, 3), (2, 3), (2, 3), (2, 3), (N, N),
+        (N, N), (3, 1), (3, 1), (3, 1), (3, 1), (3, 1), (3, 1), (N, N), (N, N), (0x7FFF, 2), (0x7FFF, 2),
+        (0x7FFF, 2), (8, 9), (8, 9), (2, 3), (2, 3), (2, 3), (2, 3), (2, 3), (2, 3), (N, N),
     ]
 
 
@@ -184,8 +184,8 @@ def test_running_vcpu_state_is_per_pcpu_and_survives_window_boundaries():
     cols = ref.decode(buf)
     got = sorted(zip(cols["offset"], cols["cpu"], cols["dom"], cols["vcpu"]))
     assert got == [
-        (0, 0, N, N), (12, 0, N, N),
-        (28, 1, N, N), (40, 1, N, N), (56, 1, N, N),
+        (0, 0, N, N), (12, 0, 1, 0),  # a runstate change into running belongs to the vCPU it starts
+        (28, 1, N, N), (40, 1, N, N), (56, 1, 2, 5),
         (72, 0, 1, 0), (84, 0, 1, 0),  # pCPU 0's second window: CPU_CHANGE and record run under d1v0
         (100, 1, 2, 5), (112, 1, 2, 5),
     ]

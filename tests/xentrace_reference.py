@@ -1,9 +1,10 @@
 """A slow, obviously-correct pure-Python xentrace decoder: the twin the fast numba decoder is tested against.
 
 Written from ../shared/spec/xentrace.md (§1 the ``t_rec`` layout, §2 the CPU_CHANGE window framing, §2.4 WRAP,
-§2.5 LOST_RECORDS, §2.7 how xenalyze orders records and attributes them to vCPUs, §4.3 the scheduler ids) and from
-the decoder contract (TSC inheritance, merge order, dom/vcpu state machine, error offsets), never from the fast
-decoder's code. Only ``struct`` is used for decoding; no numpy.
+§2.5 LOST_RECORDS, §2.7 how xenalyze orders records, §4.3 the scheduler ids), from the decoder contract (TSC
+inheritance, merge order, dom/vcpu state machine, error offsets) and, for who was running, from what Xen's trace
+points write (``sched_switch_units()``, ``insert_lost_records()``; docs/xentrace.md rule 4, which corrects spec §2.7),
+never from the fast decoder's code. Only ``struct`` is used for decoding; no numpy.
 
 Units: ``tsc`` is raw TSC cycles (u64); ``offset`` is a byte offset in the file.
 
@@ -33,7 +34,6 @@ CPU_CHANGE_HEADER = 0x2001F003  # event 0x1f003, 2 extra words, no TSC (spec §2
 RUNSTATE_MASK = 0x0FFFF00F
 RUNSTATE_CHANGE = 0x00021001
 CONTINUE_RUNNING = 0x00021002
-SCHED_SWITCH = 0x0002800A
 
 MAX_CPU = 4096  # a pCPU number at or above this is absurd
 MAX_WINDOW = 65535 * 4096  # t_info.tbuf_size is u16 pages: no ring holds more
@@ -210,25 +210,57 @@ def streams_by_cpu(records: list[RawRecord]) -> dict[int, list[RawRecord]]:
     return streams
 
 
-def _next_state(state, r: RawRecord):
-    """Rule 4: the running vCPU of a pCPU after record ``r``; ``state`` is (dom, vcpu) or None."""
-    ev, d = r.event, r.data
-    if ev == LOST_RECORDS:
-        return None
-    if (ev & RUNSTATE_MASK) == RUNSTATE_CHANGE and r.n_extra >= 1:
-        old = (ev >> 8) & 0xF
-        new = (ev >> 4) & 0xF
-        who = (d[0] >> 16, d[0] & 0xFFFF)
+def _vcpu_of_runstate(r: RawRecord):
+    """(dom, vcpu) named by a runstate record: Xen traces ``struct { uint16_t vcpu, domain; }`` (vcpu first)."""
+    return (r.data[0] >> 16, r.data[0] & 0xFFFF)
+
+
+def _vcpu_of_lost(r: RawRecord):
+    """(dom, vcpu) in a LOST_RECORDS payload: ``struct { u32 lost_records; u16 did, vid; u64 first_tsc; }``."""
+    return (r.data[1] & 0xFFFF, r.data[1] >> 16)
+
+
+def _runstate(r: RawRecord):
+    """(old, new) runstates of a TRC_SCHED_RUNSTATE_CHANGE record (minor bits 8-11 old, 4-7 new), else None."""
+    if (r.event & RUNSTATE_MASK) == RUNSTATE_CHANGE and r.n_extra >= 1:
+        return (r.event >> 8) & 0xF, (r.event >> 4) & 0xF
+    return None
+
+
+def _current_after(current, r: RawRecord):
+    """Rule 4, the running vCPU of a pCPU after record ``r`` (None: not known), as Xen's trace points imply it.
+
+    ``sched_switch_units()`` writes SCHED_SWITCH and both runstate records before ``context_switch()``; what a
+    consumer can see is the vCPU that was put into running (or continues), and a vCPU leaving running stops being
+    current (only if it is the one we believe current: a record about another vCPU says nothing about ours).
+    ``insert_lost_records()`` puts ``current``'s dom/vcpu in the LOST record it writes right before the next
+    record, so after a loss that vCPU is current. SCHED_SWITCH itself moves nothing (xenalyze neither).
+    """
+    rs = _runstate(r)
+    if rs is not None:
+        old, new = rs
         if new == 0:
-            return who
-        if old == 0 and state == who:
+            return _vcpu_of_runstate(r)
+        if old == 0 and current == _vcpu_of_runstate(r):
             return None
-        return state
-    if ev == CONTINUE_RUNNING and r.n_extra >= 1:
-        return (d[0] >> 16, d[0] & 0xFFFF)
-    if ev == SCHED_SWITCH and r.n_extra >= 4:
-        return (d[2] & 0xFFFF, d[3] & 0xFFFF)
-    return state
+        return current
+    if r.event == CONTINUE_RUNNING and r.n_extra >= 1:
+        return _vcpu_of_runstate(r)
+    if r.event == LOST_RECORDS:
+        return _vcpu_of_lost(r) if r.n_extra >= 2 else None
+    return current
+
+
+def _attributed(current, r: RawRecord):
+    """Rule 4, the (dom, vcpu) a row gets from the running vCPU before it (None: unknown). A LOST_RECORDS record
+    names its own writer; the runstate change *into* running goes to the vCPU it starts (the documented exception:
+    xenalyze has no current vCPU at that record)."""
+    if r.event == LOST_RECORDS and r.n_extra >= 2:
+        return _vcpu_of_lost(r)
+    rs = _runstate(r)
+    if rs is not None and rs[1] == 0:
+        return _vcpu_of_runstate(r)
+    return current
 
 
 def order_and_attribute(streams: dict[int, list[RawRecord]]) -> dict[str, list]:
@@ -246,13 +278,9 @@ def order_and_attribute(streams: dict[int, list[RawRecord]]) -> dict[str, list]:
                 last_tsc = r.tsc
             tsc = last_tsc
             k = max(k, tsc)
-            if r.event == LOST_RECORDS and r.n_extra >= 2:
-                dom, vcpu = r.data[1] & 0xFFFF, r.data[1] >> 16
-            elif state is None:
-                dom = vcpu = None
-            else:
-                dom, vcpu = state
-            state = _next_state(state, r)
+            who = _attributed(state, r)
+            dom, vcpu = (None, None) if who is None else who
+            state = _current_after(state, r)
             if r.event == WRAP_BUFFER:
                 d = [None] * 7
             else:

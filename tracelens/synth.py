@@ -128,6 +128,9 @@ class Truth:
 
     event_counts: Counter = field(default_factory=Counter)  # event id -> visible records (CPU_CHANGE excluded)
     per_cpu: dict = field(default_factory=lambda: defaultdict(list))  # cpu -> [(event, tsc or None)] in order
+    # cpu -> [(dom, vcpu)] parallel to per_cpu: Xen's `current` when each record was written (the previous vCPU for
+    # everything sched_switch_units() writes before the context switch; the writer's own for LOST_RECORDS)
+    running: dict = field(default_factory=lambda: defaultdict(list))
     grant_records: list = field(default_factory=list)  # (tsc, cpu, event, mapper, granter)
     grants: dict = field(default_factory=lambda: defaultdict(lambda: {"maps": 0, "unmaps": 0, "late": 0}))
     outstanding: dict = field(default_factory=dict)  # (mapper, granter, epoch) -> visible maps - unmaps at boundary
@@ -208,11 +211,13 @@ class Sim:
             self.last_tsc = tsc
         self.truth.event_counts[event] += 1
         self.truth.per_cpu[cpu].append((event, tsc))
+        self.truth.running[cpu].append(self.running[cpu])
         self._track_visible(cpu, event, list(data))
         return tsc if tsc is not None else self.w.last_tsc(cpu)
 
     def _track_visible(self, cpu: int, event: int, d: list[int]) -> None:
-        """What the decoder will believe runs on ``cpu`` after this record (spec §2.7)."""
+        """What the decoder will believe runs on ``cpu`` after this record (docs/xentrace.md rule 4; SCHED_SWITCH
+        moves nothing, LOST_RECORDS names the vCPU that runs)."""
         if event & 0xFFFFF00F == RUNSTATE and d:
             old, new = (event >> 8) & 3, (event >> 4) & 3
             who = (d[0] >> 16, d[0] & 0xFFFF)
@@ -222,10 +227,8 @@ class Sim:
                 self.visible[cpu] = None
         elif event == CONTINUE_RUNNING and d:
             self.visible[cpu] = (d[0] >> 16, d[0] & 0xFFFF)
-        elif event == SCHED_SWITCH and len(d) >= 4:
-            self.visible[cpu] = (d[2] & 0xFFFF, d[3] & 0xFFFF)
         elif event == LOST_RECORDS:
-            self.visible[cpu] = None
+            self.visible[cpu] = (d[1] & 0xFFFF, d[1] >> 16) if len(d) >= 2 else None
 
     def wrap(self, cpu: int) -> None:
         """A WRAP padding record (4 to 32 bytes, no TSC, garbage payload)."""
@@ -233,6 +236,7 @@ class Sim:
             self.w.wrap(cpu, 4 * self.rng.randint(1, 8), garbage=self.rng.getrandbits(32))
             self.truth.event_counts[WRAP_BUFFER] += 1
             self.truth.per_cpu[cpu].append((WRAP_BUFFER, None))
+            self.truth.running[cpu].append(self.running[cpu])
 
     def begin_loss(self, cpu: int) -> None:
         """From now on the ring of ``cpu`` is full: its records are dropped until :meth:`end_loss`."""
@@ -249,8 +253,9 @@ class Sim:
         self.last_tsc = tsc
         self.truth.event_counts[LOST_RECORDS] += 1
         self.truth.per_cpu[cpu].append((LOST_RECORDS, tsc))
+        self.truth.running[cpu].append((d, v))
         self.truth.lost.append((cpu, loss[1], tsc, loss[0]))
-        self.visible[cpu] = None
+        self.visible[cpu] = (d, v)  # the decoder takes the running vCPU from the LOST record
 
     # -- domains and scheduling ----------------------------------------------------------------------------------
     def add_domain(self, domid: int, kind: str, vcpus=1, homes=None) -> Dom:

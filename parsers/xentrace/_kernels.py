@@ -26,7 +26,6 @@ EV_LOST = 0x0001F001
 EV_WRAP = 0x0001F002
 EV_CPU_CHANGE = 0x0001F003
 EV_CONTINUE = 0x00021002
-EV_SWITCH = 0x0002800A
 
 UNKNOWN = -1  # the vCPU state is (dom << 16 | vcpu) as an int64; -1 means "not known"
 
@@ -153,25 +152,56 @@ def _header(w, p):
     return h & 0x0FFFFFFF, n, has, p + 1 + 2 * has
 
 
+# The running-vCPU rule (docs/xentrace.md "Who was running", spec §2.7 as corrected there). Every kernel that
+# attributes records (stream_pass, _seek, _merge_partition, and any later one) uses exactly these two helpers, so
+# they cannot drift. The per-pCPU state carried between records, windows, batches and partitions is one int64:
+# (dom << 16 | vcpu) of the vCPU believed current on that pCPU, or UNKNOWN (-1).
+#
+# What Xen writes (xen/common/sched/core.c:sched_switch_units(), xen/common/trace.c:insert_lost_records()):
+# SWITCH_INFPREV/INFNEXT, SCHED_SWITCH, the runstate change of the previous vCPU out of running and the one of the
+# next vCPU into running are all written *before* context_switch(), while the previous vCPU is still `current`;
+# a LOST_RECORDS record carries `current`'s dom/vcpu and is written right before the record it precedes.
+
+@njit(cache=True, nogil=True, inline="always")
+def _record_vcpu(ev, n, w, body, state):
+    """(dom, vcpu, known) of the record at ``body`` given the pCPU's state *before* it.
+
+    The state before it, except: a LOST_RECORDS record names its own vCPU (d2: dom in bits 0-15, vcpu in 16-31);
+    a runstate change *into* running is attributed to the vCPU it starts (d1: vcpu in bits 0-15, dom in 16-31),
+    the one record xenalyze leaves unattributed (docs/xentrace.md says why)."""
+    if ev == EV_LOST and n >= 2:
+        x = np.int64(w[body + 1])
+        return x & 0xFFFF, x >> 16, True
+    if (ev & 0x0FFFF00F) == 0x00021001 and n >= 1 and ((ev >> 4) & 0xF) == 0:
+        x = np.int64(w[body])
+        return x >> 16, x & 0xFFFF, True
+    if state == UNKNOWN:
+        return np.int64(0), np.int64(0), False
+    return state >> 16, state & 0xFFFF, True
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _state_after(ev, n, w, body, state):
-    """The running-vCPU state machine (spec §2.7, documented in docs/xentrace.md)."""
+    """The pCPU's state after the record at ``body``, given the state before it (the way xenalyze moves its
+    ``p->current``): a runstate change into running, or CONTINUE_RUNNING, makes the vCPU it names current; a
+    runstate change out of running clears the state if it names the current vCPU; LOST_RECORDS makes the vCPU of
+    its payload current (UNKNOWN when the payload is missing). SCHED_SWITCH changes nothing: the previous vCPU
+    runs until its runstate record."""
     if (ev & 0x0FFFF00F) == 0x00021001 and n >= 1:
         d1 = np.int64(w[body])
         new = (ev >> 4) & 0xF
         old = (ev >> 8) & 0xF
-        packed = ((d1 >> 16) << 16) | (d1 & 0xFFFF)
         if new == 0:
-            return packed
-        if old == 0 and state == packed:
+            return d1
+        if old == 0 and state == d1:
             return UNKNOWN
         return state
     if ev == EV_CONTINUE and n >= 1:
-        d1 = np.int64(w[body])
-        return ((d1 >> 16) << 16) | (d1 & 0xFFFF)
-    if ev == EV_SWITCH and n >= 4:
-        return ((np.int64(w[body + 2]) & 0xFFFF) << 16) | (np.int64(w[body + 3]) & 0xFFFF)
+        return np.int64(w[body])
     if ev == EV_LOST:
+        if n >= 2:
+            x = np.int64(w[body + 1])
+            return ((x & 0xFFFF) << 16) | (x >> 16)
         return UNKNOWN
     return state
 
@@ -256,12 +286,8 @@ def stream_pass(w, pos, vend, cpu_order, cpu_start, in_tsc, in_key, in_state, do
                     lost_recs += 1
                     lost_n += np.int64(w[body])
                 if want_doms:
-                    if ev == EV_LOST and n >= 2:
-                        dom_counts[k, np.int64(w[body + 1]) & 0xFFFF] += 1
-                    elif state == UNKNOWN:
-                        dom_counts[k, 65536] += 1
-                    else:
-                        dom_counts[k, (state >> 16) & 0xFFFF] += 1
+                    a_dom, a_vcpu, a_known = _record_vcpu(ev, n, w, body, state)
+                    dom_counts[k, a_dom if a_known else 65536] += 1
                 if not _hash_add(hkeys[k], hcounts[k], ev | (n << 28)):
                     overflow[k] = True
                 state = _state_after(ev, n, w, body, state)
@@ -413,15 +439,10 @@ def _merge_partition(w, pos, vend, win_cpu, cpu_order, cpu_start, jj, pp, tt, kb
                 for x in range(nw, 7):
                     d[x, o] = 0
             offset[o] = 4 * p
-            if ev == EV_LOST and n >= 2:
-                dom[o] = np.int64(w[body + 1]) & 0xFFFF
-                vcpu[o] = np.int64(w[body + 1]) >> 16
-                known[o] = 1
-            else:
-                kn = state != UNKNOWN
-                dom[o] = (state >> 16) if kn else 0
-                vcpu[o] = (state & 0xFFFF) if kn else 0
-                known[o] = 1 if kn else 0
+            a_dom, a_vcpu, a_known = _record_vcpu(ev, n, w, body, state)
+            dom[o] = a_dom
+            vcpu[o] = a_vcpu
+            known[o] = 1 if a_known else 0
             hkey = ev | (n << 28)  # (event | n_extra << 28): the name table's key
             hh = (hkey * 2654435761) & mask
             nm = 0

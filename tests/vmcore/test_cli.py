@@ -79,7 +79,7 @@ def test_pages_parquet_is_written_atomically(dump_file, capsysbinary, tmp_path):
     out = tmp_path / "pages.parquet"
     rc, _, err = run(capsysbinary, "pages", p, "-o", out)
     assert rc == 0 and out.exists() and b"wrote 256 pages" in err
-    assert [f for f in os.listdir(tmp_path) if f.startswith(".tracelens-")] == []
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".part")] == []
     t = pq.read_table(out)
     assert t.num_rows == 256
     rc, out_json, _ = run(capsysbinary, "pages", p, "--json")
@@ -87,6 +87,27 @@ def test_pages_parquet_is_written_atomically(dump_file, capsysbinary, tmp_path):
     assert {"first_pfn": 0x180, "last_pfn": 0x18F, "pages": 16, "state": "excluded", "compression": "none"} in runs
     rc, _, err = run(capsysbinary, "pages", p, "-o", tmp_path / "no" / "such" / "dir.parquet")
     assert rc == 2 and b"cannot write" in err
+
+
+@pytest.mark.parametrize("kind", ["same path", "symlink", "hard link"])
+def test_pages_refuses_to_write_over_its_dump(dump_file, capsysbinary, tmp_path, kind):
+    """Issue 11: `pages DUMP -o DUMP` turned a 20 MB dump into a Parquet file. An output that resolves to the dump
+    (the same path, a symlink to it, a hard link: same device and inode) is refused with exit 2."""
+    import hashlib
+    import shutil
+
+    dump = tmp_path / "d.kdump"
+    shutil.copyfile(dump_file[0], dump)
+    before = hashlib.sha256(dump.read_bytes()).hexdigest()
+    out = {"same path": dump, "symlink": tmp_path / "s.parquet", "hard link": tmp_path / "h.parquet"}[kind]
+    if kind == "symlink":
+        out.symlink_to(dump)
+    elif kind == "hard link":
+        os.link(dump, out)
+    rc, _, err = run(capsysbinary, "pages", dump, "-o", out)
+    assert rc == 2 and b"refusing to overwrite an input" in err and len(err.strip().splitlines()) == 1
+    assert hashlib.sha256(dump.read_bytes()).hexdigest() == before
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".part")] == []
 
 
 def test_read_physical_and_virtual(dump_file, capsysbinary):

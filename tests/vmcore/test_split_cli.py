@@ -195,3 +195,21 @@ def test_subprocess_info(split_set):
     r = subprocess.run([sys.executable, "-m", "tracelens", "dmesg", str(paths[0]), str(paths[2])], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 3 and r.stderr.startswith(f"tracelens: error: {paths[2]}: at byte ") and r.stderr.count("\n") == 1
+
+
+def test_pages_refuses_to_write_over_a_part_of_the_set(split_set, capsysbinary, tmp_path):
+    """Issue 11: an output that resolves to any part of the split set (here a hard link to the middle one) is
+    refused with exit 2; the parts are untouched."""
+    import os
+    import shutil
+
+    paths, _mem, _k = split_set
+    copies = [tmp_path / p.name for p in paths]
+    for src, dst in zip(paths, copies):
+        shutil.copyfile(src, dst)
+    before = [c.read_bytes() for c in copies]
+    out = tmp_path / "pages.parquet"
+    os.link(copies[1], out)
+    rc, _, err = run(capsysbinary, "pages", *copies, "-o", out)
+    assert rc == 2 and b"hard link" in err and b"refusing to overwrite an input" in err
+    assert [c.read_bytes() for c in copies] == before

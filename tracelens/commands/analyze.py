@@ -28,6 +28,9 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     if show_code:
         print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore, vmcore_dom))
         return 0
+    from tracelens.output import check_outputs
+
+    check_outputs([("-o", output)], [capture, vmcore])
     from tracelens.analysis.api import AnalysisConfig, analyze
     from tracelens.analysis.report import RENDERERS
 

@@ -127,6 +127,10 @@ def register(app: typer.Typer) -> None:
                 code += f"import pyarrow.parquet as pq\npq.write_table(pages, {output!r})\n"
             sys.stdout.write(code)
             return
+        if output:
+            from tracelens.output import check_outputs
+
+            check_outputs([("-o", output)], [path])
         with _open(path) as dump:
             if output:
                 _write_parquet(dump, output)

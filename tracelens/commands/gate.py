@@ -33,6 +33,17 @@ def _write(path: str, text: str) -> None:
             f.write(text)
 
 
+def _check_not_inputs(captures, *, vmcore, policy, baseline, sarif, junit, json_out, write_baseline, env) -> None:
+    """No output (nor the GitHub step summary the gate appends to) may be one of the files the gate reads."""
+    from tracelens.output import check_outputs
+
+    env = os.environ if env is None else env
+    summary = env.get("GITHUB_STEP_SUMMARY") if env.get("GITHUB_ACTIONS") == "true" else None
+    check_outputs([("--sarif", sarif), ("--junit", junit), ("--json", json_out), ("--write-baseline", write_baseline),
+                   ("GITHUB_STEP_SUMMARY", summary)],
+                  [captures, vmcore, policy, baseline])
+
+
 def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = None, fail_on: str | None = None,
         baseline: str | None = None, sarif: str | None = None, junit: str | None = None, json_out: str | None = None,
         write_baseline: str | None = None, xen_version: str | None = None, vmcore_dom: int | None = None,
@@ -71,10 +82,10 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
         return 0
     pol = load_policy(policy) if policy else Policy()
     fail = fail_on or pol.fail_on or DEFAULT_FAIL_ON
-    base = None
-    if not write_baseline:
-        bpath = baseline or pol.baseline
-        base = load_baseline(bpath) if bpath else None
+    bpath = None if write_baseline else (baseline or pol.baseline)
+    _check_not_inputs(captures, vmcore=vmcore, policy=policy, baseline=bpath, sarif=sarif, junit=junit,
+                      json_out=json_out, write_baseline=write_baseline, env=env)
+    base = load_baseline(bpath) if bpath else None
 
     result = run_gate(captures, pol, fail, base, vmcore=vmcore, vmcore_dom=vmcore_dom, today=today,
                       xen_version=xen_version)

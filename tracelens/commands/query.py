@@ -33,6 +33,9 @@ def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | N
     if show_code:
         print(code(paths, query, fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance))
         return 0
+    from tracelens.output import check_outputs
+
+    check_outputs([("-o", output)], paths)
     from tracelens.api import sql
 
     config = None

@@ -67,8 +67,10 @@ def register(app: typer.Typer) -> None:
             return
         import os
 
-        from tracelens.output import atomic_output
+        from tracelens.output import atomic_output, check_outputs
         from tracelens.parsers.xentrace.decode import iter_batches
+
+        check_outputs([("-o", output)], [path, catalog])
         from tracelens.progress import byte_progress
 
         size = os.path.getsize(path) if os.path.exists(path) else 0
