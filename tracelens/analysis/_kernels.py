@@ -579,7 +579,8 @@ def irq_tallies(rows, event, d1):
 #          are known.
 # A record's place in time order is (K, pCPU, position in its pCPU's stream), as in the decoder's merge.
 
-from tracelens.parsers.xentrace._kernels import EV_LOST, UNKNOWN, _header, _head_key, _state_after  # noqa: E402
+from tracelens.parsers.xentrace._kernels import (  # noqa: E402
+    EV_LOST, UNKNOWN, _head_key, _header, _record_vcpu, _state_after)
 
 EV_GRANT_MAP = 0x0010F001
 EV_GRANT_UNMAP = 0x0010F002
@@ -589,14 +590,11 @@ ROW_WORDS = 7
 
 @njit(cache=True, nogil=True, inline="always")
 def _attribution(ev, n, w, body, state):
-    """(dom, vcpu) of a record from the running-vCPU state before it (-1, -1 when unknown); a LOST_RECORDS record
-    names its own (decoder rule, docs/xentrace.md)."""
-    if ev == EV_LOST and n >= 2:
-        x = np.int64(w[body + 1])
-        return x & 0xFFFF, x >> 16
-    if state == UNKNOWN:
+    """(dom, vcpu) of a record, -1 when unknown: the decoder's rule (``_record_vcpu``, docs/xentrace.md)."""
+    d, v, known = _record_vcpu(ev, n, w, body, state)
+    if not known:
         return np.int64(-1), np.int64(-1)
-    return state >> 16, state & 0xFFFF
+    return np.int64(d), np.int64(v)
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -738,7 +736,8 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
     order, their starting states from pass 1, ``end_key[k]`` its K after its last record) and stops at the first
     match: a domain runs again soon after its shutdown, so the walk is short.
 
-    Returns (found, pCPU index, word position, K, TSC, has_tsc, state before it)."""
+    Returns (found, pCPU, word position, K, TSC, has_tsc, dom, vcpu) with dom/vcpu the record's attribution (-1
+    when unknown)."""
     ncpu = cpu_start.shape[0] - 1
     jj = np.full(ncpu, -1, np.int64)
     pp = np.zeros(ncpu, np.int64)
@@ -777,7 +776,8 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
                 best = k
                 bk = hk
         if best < 0:
-            return False, np.int64(-1), np.int64(-1), np.uint64(0), np.uint64(0), np.int64(0), np.int64(UNKNOWN)
+            return (False, np.int64(-1), np.int64(-1), np.uint64(0), np.uint64(0), np.int64(0), np.int64(-1),
+                    np.int64(-1))
         k = best
         p = pp[k]
         ev, n, has, body = _header(w, p)
@@ -789,7 +789,8 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
             w3 = np.int64(w[body + 2]) if n >= 3 else np.int64(0)
             r, _o = _run_off(ev, n, w1, w3)
             if r == domid:
-                return True, np.int64(k), p, bk, tt[k], np.int64(has), ss[k]
+                dm, vc = _attribution(ev, n, w, body, ss[k])
+                return True, np.int64(k), p, bk, tt[k], np.int64(has), dm, vc
         ss[k] = _state_after(ev, n, w, body, ss[k])
         kb[k] = bk
         p = body + n

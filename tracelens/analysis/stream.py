@@ -338,32 +338,25 @@ def _resume_candidates(sc, p1: _Pass1, rec: StreamRecords, rows: dict) -> dict |
             queries.add((f, domid, True))
     found = {}
     for i, domid, inclusive in sorted(queries):
-        ok, k, p, key, tsc, has, state = K.first_run_after(
+        ok, k, p, key, tsc, has, dom, vcpu = K.first_run_after(
             sc.words, sc.pos, sc.vend, cidx, order, cpu_start, p1.w_tsc0, p1.w_key0, p1.w_state0, p1.end_key,
             domid, np.uint64(rows["key"][i]), int(rows["cpu"][i]), int(rows["off"][i]), inclusive)
         if ok:
-            found[(int(k), int(p))] = (int(key), int(tsc), int(has), int(state))
+            found[(int(k), int(p))] = (int(key), int(tsc), int(has), int(dom), int(vcpu))
     from tracelens.parsers.xentrace.decode import _release
 
     _release(sc.mm, sc.size)
     if not found:
         return None
     extra = _alloc_rows(len(found))
-    for r, ((k, p), (key, tsc, has, state)) in enumerate(sorted(found.items())):
+    for r, ((k, p), (key, tsc, has, dom, vcpu)) in enumerate(sorted(found.items())):
         h = int(sc.words[p])
         n = (h >> 28) & 7
         body = p + 1 + 2 * (h >> 31)
-        ev = h & 0x0FFFFFFF
         extra["key"][r], extra["tsc"][r], extra["off"][r], extra["cpu"][r] = key, tsc, 4 * p, k
-        extra["ev"][r], extra["n"][r], extra["has"][r] = ev, n, has
+        extra["ev"][r], extra["n"][r], extra["has"][r] = h & 0x0FFFFFFF, n, has
         extra["d"][r, :n] = sc.words[body:body + n]
-        if ev == 0x0001F001 and n >= 2:
-            x = int(sc.words[body + 1])
-            extra["dom"][r], extra["vcpu"][r] = x & 0xFFFF, x >> 16
-        elif state < 0:
-            extra["dom"][r], extra["vcpu"][r] = -1, -1
-        else:
-            extra["dom"][r], extra["vcpu"][r] = state >> 16, state & 0xFFFF
+        extra["dom"][r], extra["vcpu"][r] = dom, vcpu
     return extra
 
 
