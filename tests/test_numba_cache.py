@@ -29,6 +29,7 @@ print(t.num_rows)
 
 def _run(tmp_path, env_extra):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["TRACELENS_JIT"] = "compile"  # a small capture on a cold cache would otherwise run interpreted
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", CHILD, str(SAMPLE)], capture_output=True, text=True, env=env,
                           timeout=600)

@@ -33,6 +33,7 @@ def _configure_cache() -> None:
 _configure_cache()
 
 import numba  # noqa: E402  (must come after the cache set-up)
+import numba.core.event  # noqa: E402
 
 __all__ = ["numba", "njit", "prange", "set_threads"]
 
@@ -76,3 +77,183 @@ def set_threads(n: int | None) -> int:
     if n is not None:
         numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
     return numba.get_num_threads()
+
+
+# -- the first run -----------------------------------------------------------------------------------------------
+# A kernel is compiled once per machine (40 s for the analysis' dozen on a small VM) and loaded from numba's cache
+# afterwards (about 30 ms each). Until then a small capture is faster to process with the kernels' own Python code
+# (numba keeps it as ``py_func``): the same code, run by the interpreter, prange as range, one thread.
+INTERPRET_LIMIT = 4 << 20  # bytes of input below which a cold cache means "interpret" rather than "compile"
+
+
+class _NumbaInInterpreter:
+    """What the ``numba`` name means inside an interpreted kernel."""
+
+    config = numba.config
+    prange = range
+
+    @staticmethod
+    def get_thread_id() -> int:
+        return 0
+
+
+_INTERPRETED: dict = {}
+
+
+def _names(code) -> set:
+    out = set(code.co_names)
+    for c in code.co_consts:
+        if hasattr(c, "co_names"):
+            out |= _names(c)
+    return out
+
+
+def interpreted(f):
+    """The pure-Python twin of an njit kernel: its ``py_func`` with every kernel it calls replaced by that kernel's
+    twin, ``prange`` by ``range`` and numba's thread id by 0. Anything else is returned as it is."""
+    from numba.core.registry import CPUDispatcher
+
+    if not isinstance(f, CPUDispatcher):
+        return f
+    done = _INTERPRETED.get(f)
+    if done is not None:
+        return done
+    import types
+
+    py = f.py_func
+    g = dict(py.__globals__)
+    for name in _names(py.__code__):
+        v = g.get(name)
+        if isinstance(v, CPUDispatcher):
+            g[name] = interpreted(v)
+        elif v is numba.prange:
+            g[name] = range
+        elif v is numba:
+            g[name] = _NumbaInInterpreter
+    fn = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
+    fn.__kwdefaults__ = py.__kwdefaults__
+    _INTERPRETED[f] = fn
+    return fn
+
+
+def _dispatchers(module) -> dict:
+    from numba.core.registry import CPUDispatcher
+
+    return {name: v for name, v in vars(module).items() if isinstance(v, CPUDispatcher)}
+
+
+def cached(f) -> bool:
+    """Whether numba's cache holds compiled code of kernel ``f`` for this source (True when that cannot be told)."""
+    try:
+        return bool(f._cache._cache_file._load_index())
+    except Exception:  # pragma: no cover - numba internals moved: assume compiled code is at hand
+        return True
+
+
+def cold(modules, names=None) -> bool:
+    """Whether any kernel (of ``names``, else every one) of the kernel ``modules`` still needs compiling."""
+    for m in modules:
+        for name, f in _dispatchers(m).items():
+            if (names is None or name in names) and not cached(f):
+                return True
+    return False
+
+
+class interpreting:
+    """Within the block, the kernels of ``modules`` run interpreted (see :func:`interpreted`): callers that look
+    them up as ``module.kernel`` at call time get the twins. Not for concurrent use from several threads."""
+
+    def __init__(self, *modules):
+        self.modules = modules
+        self.saved: list = []
+
+    def __enter__(self):
+        for m in self.modules:
+            for name, f in _dispatchers(m).items():
+                self.saved.append((m, name, f))
+                setattr(m, name, interpreted(f))
+        return self
+
+    def __exit__(self, *exc):
+        for m, name, f in self.saved:
+            setattr(m, name, f)
+        self.saved.clear()
+        return False
+
+
+def mode(size: int, modules, names=None) -> str:
+    """"interpret" (a cold cache and an input below INTERPRET_LIMIT), "compile" (a cold cache otherwise) or "run";
+    ``TRACELENS_JIT=interpret|compile`` forces the first two."""
+    forced = os.environ.get("TRACELENS_JIT", "").strip().lower()
+    if forced in ("interpret", "compile"):
+        return forced if forced == "interpret" or cold(modules, names) else "run"
+    if not cold(modules, names):
+        return "run"
+    return "interpret" if size <= INTERPRET_LIMIT else "compile"
+
+
+class _CompileNotes(numba.core.event.Listener):
+    """Says on stderr, as it happens, that kernels are being compiled (the first run on a machine), one line each."""
+
+    def __init__(self, expected: int, stream):
+        self.expected = max(expected, 1)
+        self.stream = stream
+        self.done = 0
+        self.depth = 0
+        self.t0 = {}
+
+    def on_start(self, event):
+        import time
+
+        if self.depth == 0 and self.done == 0:
+            where = numba.config.CACHE_DIR or "beside the package"
+            print(f"tracelens: preparing kernels for this machine, first run only (cache: {where})",
+                  file=self.stream, flush=True)
+        self.depth += 1
+        self.t0[id(event.data.get("dispatcher"))] = time.perf_counter()
+
+    def on_end(self, event):
+        import time
+
+        self.depth -= 1
+        disp = event.data.get("dispatcher")
+        if self.depth == 0 and disp is not None:
+            self.done += 1
+            t = time.perf_counter() - self.t0.pop(id(disp), time.perf_counter())
+            name = getattr(getattr(disp, "py_func", None), "__name__", "kernel")
+            print(f"tracelens:   [{self.done}/~{self.expected}] {name} ({t:.1f} s)", file=self.stream, flush=True)
+
+
+class first_run:
+    """Around work that runs kernels on an input of ``size`` bytes: with a cold cache, small inputs run the kernels
+    interpreted (see :func:`mode`), large ones compile them and say so on stderr, kernel by kernel."""
+
+    def __init__(self, size: int, stream=None):
+        self.size = int(size)
+        self.stream = stream
+        self.stack = []
+
+    def __enter__(self):
+        import contextlib
+        import sys
+
+        import numpy as np
+
+        from tracelens.analysis import _kernels as AK
+        from tracelens.parsers.xentrace import _kernels as XK
+
+        m = mode(self.size, (AK, XK))
+        stack = contextlib.ExitStack()
+        if m == "interpret":
+            stack.enter_context(interpreting(AK, XK))
+            stack.enter_context(np.errstate(all="ignore"))  # u64 arithmetic wraps on purpose, as compiled
+        elif m == "compile":
+            expected = sum(not cached(f) for mod in (AK, XK) for f in _dispatchers(mod).values())
+            listener = _CompileNotes(expected, self.stream or sys.stderr)
+            stack.enter_context(numba.core.event.install_listener("numba:compile", listener))
+        self.stack.append(stack)
+        stack.__enter__()
+        return m
+
+    def __exit__(self, *exc):
+        return self.stack.pop().__exit__(*exc)

@@ -511,8 +511,22 @@ def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None 
     """
     from tracelens._jit import set_threads
 
+    from tracelens._jit import first_run
+
     set_threads(threads)
     catalog = load_catalog(catalog_files)
+    with first_run(_size(path)):
+        return _read_xentrace(path, xen_version, cpu_hz, tolerance, catalog, columns)
+
+
+def _size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except (OSError, TypeError, ValueError):
+        return 0
+
+
+def _read_xentrace(path, xen_version, cpu_hz, tolerance, catalog, columns):
     sc = scan(path, tolerance, populate=True, count=False)
     version = parse_version(xen_version)
     try:
@@ -552,10 +566,16 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
     window could still precede (K at or past the frontier: the smallest latest-key among pCPUs that have windows
     further on) are held back for the next batch. ``reuse_buffers=N`` cycles through N sets of buffers (a table is
     overwritten N batches later: only for consumers that copy it before then, like the Parquet writer)."""
-    from tracelens._jit import set_threads
+    from tracelens._jit import first_run, set_threads
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
+    with first_run(_size(path)):
+        yield from _iter_batches(path, batch_bytes, xen_version, cpu_hz, tolerance, catalog, progress,
+                                 reuse_buffers, columns)
+
+
+def _iter_batches(path, batch_bytes, xen_version, cpu_hz, tolerance, catalog, progress, reuse_buffers, columns):
     sc = scan(path, tolerance, populate=False)
     # a first look at every record fixes, before the first batch, the layout guess and one name dictionary
     # shared by all batches (an Arrow IPC file cannot change a dictionary between batches)
@@ -677,9 +697,12 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
     from tracelens._jit import set_threads
     from tracelens.analysis.stream import summary
 
+    from tracelens._jit import first_run
+
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    r = summary(path, xen_version=xen_version, tolerance=tolerance, progress=progress)
+    with first_run(_size(path)):
+        r = summary(path, xen_version=xen_version, tolerance=tolerance, progress=progress)
     sc, p1 = r["sc"], r["p1"]
     s = {"_guess": r["guess"], "ids": p1.ids, "cpus": p1.cpus, "lost": p1.lost,
          "span": (p1.min_tsc, p1.last_tsc if p1.min_tsc is not None else None), "dom_counts": p1.dom_counts}

@@ -117,10 +117,26 @@ TABLE_SLOTS, HASH_MUL, HASH_SHIFT = 1024, 0x9E3779B1, 22
 TABLE_IDS, TABLE_CAT, TABLE_NEED = _category_table()
 
 
+SMALL_CLASSIFY = 1 << 20  # rows below which numpy classifies (no kernel to compile or load)
+
+
 def classify(event, n_extra):
-    """Rows grouped by category (see :func:`_classify`)."""
+    """Rows grouped by category (see :func:`_classify`); small inputs (the streamed analysis' rare records) by
+    numpy, with the same single-probe lookup."""
     proto = np.empty(0, np.int32 if event.shape[0] < 2**31 else np.int64)  # the row index type
-    return _classify(event, n_extra, TABLE_IDS, TABLE_CAT, TABLE_NEED, proto)
+    if event.shape[0] >= SMALL_CLASSIFY:
+        return _classify(event, n_extra, TABLE_IDS, TABLE_CAT, TABLE_NEED, proto)
+    e = np.asarray(event, np.uint64)
+    j = (((e * np.uint64(HASH_MUL)) & np.uint64(0xFFFFFFFF)) >> np.uint64(HASH_SHIFT)).astype(np.int64)
+    k = np.where((TABLE_IDS[j] == event) & (n_extra >= TABLE_NEED[j]), TABLE_CAT[j], 0)
+    k = np.where((k == 0) & ((e & np.uint64(0x0FFFF000)) == np.uint64(0x0800F000)), CAT_GUEST, k)
+    sel = np.flatnonzero(k)
+    order = np.argsort(k[sel], kind="stable")
+    rows = sel[order].astype(proto.dtype)
+    starts = np.zeros(N_CAT + 1, np.int64)
+    np.cumsum(np.bincount(k[sel], minlength=N_CAT)[:N_CAT], out=starts[1:])
+    starts[1] = 0
+    return rows, starts
 
 
 @njit(cache=True, inline="always")

@@ -74,6 +74,13 @@ def analyze_table(table, config: AnalysisConfig | None = None, path: str | None 
                     first_tsc=rec.first_tsc, last_tsc=rec.last_tsc, layout=rec.meta.get("tracelens.layout") or {})
 
 
+def _size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except (OSError, TypeError, ValueError):
+        return 0
+
+
 def sha256_file(path, stop: threading.Event | None = None) -> str | None:
     """Hex SHA-256 of the file; None when ``stop`` is set before the end (checked every MiB)."""
     h = hashlib.sha256()
@@ -97,7 +104,10 @@ def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analys
     with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
         digest = pool.submit(sha256_file, path, stop)
         try:
-            a = analyze_stream(path, config, progress=progress)
+            from tracelens._jit import first_run
+
+            with first_run(_size(path)):
+                a = analyze_stream(path, config, progress=progress)
         except BaseException:
             stop.set()  # a decode error is reported at once, not after hashing the rest of a big file
             raise
