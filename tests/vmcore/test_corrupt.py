@@ -408,3 +408,40 @@ def test_scan_decode_budget_stops_overlapping_frames(tmp_path, monkeypatch):
     over = [e for e in errs.values() if "not decoded" in e]
     assert over and len(over) >= 3000 - 1 - budget_pages - 1
     assert all("\n" not in e for e in errs.values())
+
+
+# -- ELF note amplification (issue 12) ---------------------------------------------------------------------------
+def test_pt_notes_over_the_same_area_are_refused(tmp_path, world):
+    """200 PT_NOTE headers over one 1 MiB area made 17.5 M note objects (2.6 GB for `tracelens info` of a 1 MB
+    file): note segments may not overlap."""
+    mem, vmci, notes = world
+    p = tmp_path / "n.elf"
+    area = notes + struct.pack("<III", 0, 0, 1) * 50_000  # bare 12-byte notes: 10 M of them through 200 headers
+    write_elf(p, mem, area, note_copies=200)
+    _raises(p, 64 + 56 + 8, "overlaps the PT_NOTE at byte 64")
+
+
+def test_more_notes_than_the_limit_is_a_format_error(tmp_path, world):
+    from tracelens.parsers.vmcore.notes import MAX_NOTES
+
+    mem, vmci, notes = world
+    p = tmp_path / "n.elf"
+    bare = struct.pack("<III", 0, 0, 1)
+    write_elf(p, mem, notes + bare * MAX_NOTES)
+    with pytest.raises(FormatError, match="more than 65,536 ELF notes") as e:
+        vmcore.open(p)
+    assert e.value.offset is not None and "\n" not in str(e.value)
+    k = tmp_path / "n.kdump"
+    write_kdump(k, mem, notes + bare * MAX_NOTES, vmcoreinfo=vmci)
+    with pytest.raises(FormatError, match="more than 65,536 ELF notes"):
+        vmcore.open(k)
+
+
+def test_cli_info_of_overlapping_notes_is_exit_3(tmp_path, world, capsys):
+    cli = pytest.importorskip("tracelens.cli")
+    mem, vmci, notes = world
+    p = tmp_path / "n.elf"
+    write_elf(p, mem, notes, note_copies=3)
+    assert cli.main(["info", str(p)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "overlaps" in err and f"{p}: at byte {64 + 56 + 8}" in err
