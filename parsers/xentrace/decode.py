@@ -140,13 +140,10 @@ def _chunks(pos: np.ndarray, end: np.ndarray, chunk_bytes: int = CHUNK_BYTES, mm
 
 
 def _open(path, populate: bool = False) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
+    from tracelens.detect import open_input
+
     path = os.fspath(path)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not a xentrace capture") from None
-    except OSError as e:
-        raise FormatError(path, None, f"cannot open: {e.strerror}") from None
+    fd = open_input(path, "a xentrace capture")  # a directory, FIFO or device is a FormatError here
     try:
         size = os.fstat(fd).st_size
         if size == 0:
