@@ -90,3 +90,28 @@ def test_memory_error_while_reading_a_dump_names_it(tmp_path, capsys, monkeypatc
     assert cli.main(["info", str(p)]) == 3
     err = capsys.readouterr().err
     assert err == f"tracelens: error: {p}: out of memory while reading it (a damaged size field, or an input too large for this machine): input unreadable\n"
+
+
+# -- captures with many distinct event ids --------------------------------------------------------------------------
+def test_more_than_32767_distinct_event_ids(tmp_path, capsys):
+    """Issue 12: 32,768 or more distinct event ids overflowed the int16 name index (OverflowError, exit 70) in
+    events, analyze and gate, while the documented cap is MAX_DISTINCT_IDS (1,000,000). The index is int32."""
+    from tracelens.parsers.xentrace.decode import read_xentrace
+    from tracelens.parsers.xentrace.writer import CaptureWriter
+
+    w = CaptureWriter(poll_period=10_000)
+    ids = 40_000
+    for i in range(ids):
+        w.record(i % 2, 0x00F00000 + i, (i,), tsc=1000 + 10 * i)
+    p = tmp_path / "many.xentrace"
+    w.write(p)
+    t = read_xentrace(p)
+    names = t.column("name").combine_chunks()
+    assert names.type.index_type.bit_width == 32
+    assert len(set(names.dictionary.to_pylist())) >= ids
+    assert names[-1].as_py() == f"UNKNOWN_0x{0x00F00000 + ids - 1:08x}"
+    assert cli.main(["events", str(p), "--limit", "2"]) == 0
+    assert cli.main(["analyze", str(p), "--format", "json", "-o", str(tmp_path / "a.json")]) == 0
+    assert cli.main(["gate", str(p)]) == 0
+    err = capsys.readouterr().err
+    assert "internal error" not in err
