@@ -115,3 +115,99 @@ def test_more_than_32767_distinct_event_ids(tmp_path, capsys):
     assert cli.main(["gate", str(p)]) == 0
     err = capsys.readouterr().err
     assert "internal error" not in err
+
+
+# -- policy, baseline, catalog and option values --------------------------------------------------------------------
+def _one_line_exit_2(capsys, argv, *fragments):
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert rc == 2, (argv, out, err)
+    assert err.count("\n") == 1 and "internal error" not in err and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, (f, err)
+    return err
+
+
+@pytest.fixture(scope="module")
+def small_capture(tmp_path_factory):
+    from tracelens.parsers.xentrace.writer import CaptureWriter
+
+    w = CaptureWriter(poll_period=1000)
+    for i in range(20):
+        w.record(i % 2, 0x00028004, [1, i % 4], tsc=100 + 40 * i)
+    p = tmp_path_factory.mktemp("cap") / "small.xentrace"
+    w.write(p)
+    return p
+
+
+@pytest.mark.parametrize("name, text, fragment", [
+    ("deep.toml", "[gate]\nx = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("bigint.toml", "[gate]\nx = " + "9" * 5000 + "\n", "invalid TOML"),
+])
+def test_hostile_policy_files(tmp_path, capsys, small_capture, name, text, fragment):
+    p = tmp_path / name
+    p.write_text(text)
+    _one_line_exit_2(capsys, ["gate", small_capture, "--policy", p], str(p), fragment)
+
+
+@pytest.mark.parametrize("name, text, fragment", [
+    ("deep.json", '{"schema_version": 1, "accepted": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ("bigint.json", '{"schema_version": 1, "accepted": [], "n": ' + "9" * 5000 + "}", "invalid JSON"),
+    ("true.json", '{"schema_version": true, "accepted": []}', "schema_version must be 1 (an integer), not true"),
+    ("float.json", '{"schema_version": 1.0, "accepted": []}', "schema_version must be 1 (an integer), not 1.0"),
+])
+def test_hostile_baseline_files(tmp_path, capsys, small_capture, name, text, fragment):
+    p = tmp_path / name
+    p.write_text(text)
+    _one_line_exit_2(capsys, ["gate", small_capture, "--baseline", p], str(p), fragment)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_baseline_dev_zero_is_capped(tmp_path, capsys, small_capture, alarm):
+    pol = tmp_path / "p.toml"
+    pol.write_text('[gate]\nbaseline = "/dev/zero"\n')
+    _one_line_exit_2(capsys, ["gate", small_capture, "--policy", pol], "/dev/zero", "larger than")
+    _one_line_exit_2(capsys, ["gate", small_capture, "--baseline", "/dev/zero"], "/dev/zero", "larger than")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[[class]]\nvalue = 1\nname = "X"\n', "class #1: 'mask' must be an integer"),
+    ('[[class]]\nmask = "0xf"\nvalue = 1\nname = "X"\n', "class #1: 'mask' must be an integer"),
+    ('[[class]]\nmask = 15\nvalue = 1\n', "class #1: 'name' must be a non-empty string"),
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("[hypercalls]\nabc = 'x'\n", "[hypercalls]: keys must be integers"),
+    ("event = 3\n", "'event' must be an array of tables"),
+])
+def test_hostile_catalog_files(tmp_path, capsys, small_capture, text, fragment):
+    p = tmp_path / "cat.toml"
+    p.write_text(text)
+    _one_line_exit_2(capsys, ["events", small_capture, "--catalog", p], str(p), fragment)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["events", "{cap}", "--cpu-hz", "0"], "--cpu-hz"),
+    (["events", "{cap}", "--cpu-hz", "-1"], "--cpu-hz"),
+    (["events", "{cap}", "--cpu-hz", "inf"], "--cpu-hz"),
+    (["events", "{cap}", "--cpu-hz", "nan"], "--cpu-hz"),
+    (["analyze", "{cap}", "--cpu-hz", "nan"], "--cpu-hz"),
+    (["query", "{cap}", "--cpu-hz", "0", "SELECT count(*) FROM records"], "--cpu-hz"),
+    (["decode", "{cap}", "-o", "{tmp}/x.parquet", "--cpu-hz", "0"], "--cpu-hz"),
+    (["events", "{cap}", "--limit", "-1"], "--limit"),
+    (["decode", "{cap}", "-o", "{tmp}/x.parquet", "--batch-mb", "0"], "--batch-mb"),
+    (["decode", "{cap}", "-o", "{tmp}/x.parquet", "--batch-mb", "-5"], "--batch-mb"),
+    (["decode", "{cap}", "-o", "{tmp}/x.parquet", "--threads", "0"], "--threads"),
+    (["decode", "{cap}", "-o", "{tmp}/x.parquet", "--threads", "-2"], "--threads"),
+    (["events", "{cap}", "--class", "FOO"], "--class FOO: no such event class"),
+])
+def test_bad_option_values_are_usage_errors(tmp_path, capsys, small_capture, argv, fragment):
+    argv = [a.format(cap=small_capture, tmp=tmp_path) for a in argv]
+    _one_line_exit_2(capsys, argv, fragment)
+
+
+def test_library_open_checks_cpu_hz(small_capture):
+    import tracelens
+    from tracelens.errors import UsageError
+
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(UsageError):
+            tracelens.open(small_capture, cpu_hz=bad)

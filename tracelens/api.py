@@ -50,9 +50,13 @@ def open(path, *, xen_version: str | None = None, cpu_hz: float | None = None,  
     ``time_ns`` column), ``tolerance`` ("strict", "truncate" or "skip"), ``catalog_files`` (extra event
     definitions, TOML). Dump option: ``vmcoreinfo`` (text replacing the dump's own VMCOREINFO).
     A list of paths opens the files of a ``makedumpfile --split`` set, in any order, as one :class:`Dump`.
-    Raises :class:`~tracelens.errors.FormatError` for anything else.
+    Raises :class:`~tracelens.errors.FormatError` for anything else, UsageError for a ``cpu_hz`` that is not a
+    finite frequency above 0.
     """
+    from tracelens.commands import check_cpu_hz
     from tracelens.detect import XENTRACE, sniff
+
+    check_cpu_hz(cpu_hz)
 
     if isinstance(path, (list, tuple)):
         if len(path) != 1:

@@ -83,3 +83,18 @@ def sniff(path) -> str:
         "not a xentrace capture (it must start with a CPU_CHANGE record 0x2001f003) nor a known dump format "
         "(ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)",
     )
+
+
+#: largest policy, baseline or catalog file read (a real one is a few KiB; a baseline of 100,000 fingerprints is
+#: about 20 MiB)
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def read_capped(path, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of a small text file (policy, baseline, catalog), reading at most ``limit`` bytes: OSError as
+    ``open`` raises it, ValueError when the file holds more (``baseline = "/dev/zero"`` read for ever)."""
+    with open(os.fspath(path), "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB: not a tracelens configuration file")
+    return data

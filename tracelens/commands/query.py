@@ -13,6 +13,8 @@ from typing import List, Optional
 
 import typer
 
+from tracelens.commands import check_cpu_hz
+
 FORMATS = ("table", "csv", "json", "parquet")
 
 
@@ -134,7 +136,7 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "-o", "--output", help="write the result to FILE (atomically)"),
         xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the captures "
                                                                               "(default: guessed)"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds time_ns to records"),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds time_ns to records", callback=check_cpu_hz),
         tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
