@@ -149,3 +149,61 @@ def test_guest_ledger_tables():
     # README: PIRQ 35 and grant ref 15 are left open by the instrumented guest
     df = tracelens.sql("SELECT pirq FROM pirqs_open UNION ALL SELECT ref FROM grefs_open", ig)
     assert sorted(df.to_series().to_list()) == [15, 35]
+
+
+# -- safe mode and limits (issue 12) ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("q", [
+    "SELECT * FROM read_csv('{f}') AS records",
+    "SELECT * FROM records JOIN read_csv('{f}') AS r ON true",
+    'SELECT * FROM "read_csv"(\'{f}\')',
+    "SELECT * FROM `READ_CSV` /* comment */ ('{f}')",
+    "SELECT * FROM read_parquet('{f}') -- records",
+    "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')",
+])
+def test_safe_mode_refuses_table_functions(tmp_path, q):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password\nhunter2\n")
+    with pytest.raises(UsageError, match="safe mode"):
+        tracelens.sql(q.format(f=secret), PG)
+
+
+def test_safe_mode_allows_strings_and_comments_naming_them(tmp_path):
+    df = tracelens.sql("SELECT 'read_csv(x)' AS s, rule FROM findings -- read_csv(\n ORDER BY rule", PG)
+    assert df["s"].to_list() == ["read_csv(x)"] * 2
+
+
+def test_unsafe_mode_and_the_cli_flag(app, tmp_path):
+    f = tmp_path / "extra.csv"
+    f.write_text("rule,note\nTL-GNT-001,known\n")
+    q = f"SELECT f.rule, e.note FROM findings f JOIN read_csv('{f}') AS e ON f.rule = e.rule"
+    assert tracelens.sql(q, PG, safe=False).rows() == [("TL-GNT-001", "known")]
+    r = CliRunner().invoke(app, ["query", PG, q, "--format", "csv"])
+    assert r.exit_code != 0 and isinstance(r.exception, UsageError) and "safe mode" in str(r.exception)
+    r = CliRunner().invoke(app, ["query", PG, q, "--format", "csv", "--allow-files"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == ["rule,note", "TL-GNT-001,known"]
+    r = CliRunner().invoke(app, ["query", PG, q, "--allow-files", "--show-code"])
+    assert "safe=False" in r.stdout
+
+
+def test_row_and_time_limits(monkeypatch):
+    import time
+
+    assert tracelens.sql("SELECT * FROM findings", PG, max_rows=2).height == 2
+    with pytest.raises(UsageError, match="more than 1 rows"):
+        tracelens.sql("SELECT * FROM findings", PG, max_rows=1)
+    assert tracelens.sql("SELECT * FROM findings", PG, timeout=60).height == 2
+    real = pl.LazyFrame.collect
+
+    def slow(self, *a, **kw):  # a query that takes 2 s (a real slow one would keep running after the test)
+        time.sleep(2)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(pl.LazyFrame, "collect", slow)
+    t0 = time.monotonic()
+    with pytest.raises(UsageError, match="longer than the 0.1 s timeout"):
+        tracelens.sql("SELECT * FROM findings", PG, timeout=0.1)
+    assert time.monotonic() - t0 < 1.5
+    for bad in ({"timeout": 0}, {"timeout": float("nan")}, {"max_rows": -1}):
+        with pytest.raises(UsageError):
+            tracelens.sql("SELECT * FROM findings", PG, **bad)

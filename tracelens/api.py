@@ -50,9 +50,13 @@ def open(path, *, xen_version: str | None = None, cpu_hz: float | None = None,  
     ``time_ns`` column), ``tolerance`` ("strict", "truncate" or "skip"), ``catalog_files`` (extra event
     definitions, TOML). Dump option: ``vmcoreinfo`` (text replacing the dump's own VMCOREINFO).
     A list of paths opens the files of a ``makedumpfile --split`` set, in any order, as one :class:`Dump`.
-    Raises :class:`~tracelens.errors.FormatError` for anything else.
+    Raises :class:`~tracelens.errors.FormatError` for anything else, UsageError for a ``cpu_hz`` that is not a
+    finite frequency above 0.
     """
+    from tracelens.commands import check_cpu_hz
     from tracelens.detect import XENTRACE, sniff
+
+    check_cpu_hz(cpu_hz)
 
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
@@ -670,11 +674,89 @@ def sql_context(paths, *, tables: set[str] | None = None, config: AnalysisConfig
     return ctx
 
 
-def sql(query: str, *paths, config: AnalysisConfig | None = None) -> pl.DataFrame:
+def _sql_tokens(query: str) -> str:
+    """``query`` with comments and string literals blanked and quoted identifiers ("x", `x`) unquoted, in lower
+    case: what the safe-mode check looks at."""
+    import re
+
+    out = []
+    pos = 0
+    token = re.compile(r"--[^\n]*|/\*.*?(\*/|$)|'(?:[^']|'')*'?|\"((?:[^\"]|\"\")*)\"?|`((?:[^`]|``)*)`?|[^-/'\"`]+|.", re.S)
+    while pos < len(query):
+        m = token.match(query, pos)
+        t = m.group()
+        if t.startswith(("--", "/*")) and len(t) > 1:
+            out.append(" ")
+        elif t.startswith("'"):
+            out.append(" '' ")
+        elif t.startswith('"'):
+            out.append(" " + (m.group(2) or "").replace('""', '"') + " ")
+        elif t.startswith("`"):
+            out.append(" " + (m.group(3) or "").replace("``", "`") + " ")
+        else:
+            out.append(t)
+        pos = m.end()
+    return "".join(out).lower()
+
+
+def check_safe_sql(query: str) -> None:
+    """Raise UsageError when ``query`` calls a table function (polars SQL's ``read_csv``, ``read_parquet``,
+    ``read_ipc``, ``read_json``... read any file or URL the process can reach). Safe mode sees only the tables
+    tracelens registers. The check is lexical and errs on the side of refusing: any call of a ``read_*`` or
+    ``scan_*`` name, quoted or not, whatever the comments around it."""
+    import re
+
+    m = re.search(r"\b((?:read|scan)_\w*)\s*\(", _sql_tokens(query))
+    if m:
+        raise UsageError(f"SQL: {m.group(1)}() reads files or URLs, which safe mode does not allow (only the tables "
+                         f"{', '.join(TABLES)}); pass safe=False (CLI: --allow-files) to read your own files")
+
+
+def _collect_within(lf, timeout: float):
+    """``lf.collect()``, or UsageError after ``timeout`` seconds. polars cannot interrupt a running query (its
+    background-collect cancel aborts the process when the query later finishes, polars 2.1), so the query runs
+    on a daemon thread that is abandoned on timeout: the caller gets control back at once and the thread ends
+    when the query does. Services that need a hard CPU bound should run queries in a child process."""
+    import threading
+
+    box: dict = {}
+
+    def work():
+        try:
+            box["df"] = lf.collect()
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=work, name="tracelens-sql", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise UsageError(f"SQL: the query ran longer than the {timeout:g} s timeout (abandoned)")
+    if "error" in box:
+        raise box["error"]
+    return box["df"]
+
+
+def sql(query: str, *paths, config: AnalysisConfig | None = None, safe: bool = True, timeout: float | None = None,
+        max_rows: int | None = None) -> pl.DataFrame:
     """Run a SQL query (polars' SQL dialect) over the captures and dumps at ``paths``; see :func:`sql_context`
-    for the tables. Only the tables the query names are built. Returns a polars DataFrame."""
+    for the tables. Only the tables the query names are built. Returns a polars DataFrame.
+
+    ``safe`` (the default) refuses table functions such as ``read_csv('/etc/passwd')`` or ``read_csv('http://...')``:
+    the query sees only the capture and dump tables (services and shared notebooks run queries they did not write;
+    pass ``safe=False`` for your own files). ``timeout`` (seconds) gives up on a query that runs longer (polars cannot
+    stop it: see :func:`_collect_within`) and ``max_rows`` refuses a result with more rows; both raise UsageError.
+    They bound the query, not the decoding of the inputs (bounded by the inputs' size)."""
+    import math
+
     if not paths:
         raise UsageError("sql() needs at least one capture or dump path")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"timeout must be a number of seconds above 0, not {timeout}")
+    if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 0):
+        raise UsageError(f"max_rows must be an integer >= 0, not {max_rows!r}")
+    if safe:
+        check_safe_sql(query)
     names = _referenced(query)
     if not names:
         raise UsageError(f"the query names none of the tables {', '.join(TABLES)}")
@@ -682,6 +764,23 @@ def sql(query: str, *paths, config: AnalysisConfig | None = None) -> pl.DataFram
     import polars.exceptions as plx
 
     try:
-        return ctx.execute(query, eager=True)
-    except (plx.SQLSyntaxError, plx.SQLInterfaceError, plx.ColumnNotFoundError) as e:
-        raise UsageError(f"SQL: {str(e).splitlines()[0]}") from None
+        lf = ctx.execute(query, eager=False)
+        if safe:  # a second line of defence: the plan may scan no file but the captures' own sources
+            import re
+
+            for line in lf.explain(optimized=False).splitlines():
+                if re.search(r"\bSCAN\b", line) and not line.lstrip().startswith("PYTHON[tracelens"):
+                    raise UsageError(f"SQL: the query reads a file or URL ({line.strip()[:80]}), which safe mode "
+                                     "does not allow; pass safe=False (CLI: --allow-files) to read your own files")
+        if max_rows is not None:
+            lf = lf.limit(max_rows + 1)
+        if timeout is None:
+            df = lf.collect()
+        else:
+            df = _collect_within(lf, timeout)
+    except (plx.SQLSyntaxError, plx.SQLInterfaceError, plx.ColumnNotFoundError, plx.ComputeError,
+            plx.InvalidOperationError, plx.SchemaError) as e:
+        raise UsageError(f"SQL: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if max_rows is not None and df.height > max_rows:
+        raise UsageError(f"SQL: the result has more than {max_rows:,} rows (max_rows): narrow the query or add LIMIT")
+    return df

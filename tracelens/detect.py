@@ -14,16 +14,50 @@ DUMP_KINDS = ("elf-vmcore", "kdump", "flattened", "xc_core")
 _CPU_CHANGE_HEADER = 0x2001F003
 
 
-def read_head(path, what: str, size: int = 4096) -> bytes:
-    """The first ``size`` bytes of ``path``, or a FormatError naming the file (``what``: e.g. "a dump")."""
+def open_input(path, what: str) -> int:
+    """A read-only descriptor of the regular file ``path``, or a FormatError naming it (``what``: e.g. "a dump").
+    Every reader opens its input here: a directory is "is a directory" (os.open succeeds on one, and mmap then
+    failed with "Invalid argument"), and a FIFO, socket or device is refused before anything waits on it (opening
+    a FIFO blocks until a writer comes; reading one never ends). It also records the input for the error choke
+    point (tracelens.errors.run_guarded names it when an allocation fails)."""
+    import stat
+
+    from tracelens import errors
+
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(size)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # O_NONBLOCK: a FIFO's open does not wait
     except IsADirectoryError:
         raise FormatError(path, None, f"is a directory, not {what}") from None
     except OSError as e:
         raise FormatError(path, None, f"cannot open: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise FormatError(path, None, f"is a directory, not {what}")
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise FormatError(path, None, f"is {kind}, not a regular file: tracelens reads {what} from a file "
+                                          "(save the stream to a file first)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    errors.current_input = path
+    return fd
+
+
+def read_head(path, what: str, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of ``path``, or a FormatError naming the file (``what``: e.g. "a dump")."""
+    path = os.fspath(path)
+    fd = open_input(path, what)
+    try:
+        head = os.read(fd, size)
+    except OSError as e:
+        raise FormatError(path, None, f"cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
     if not head:
         raise FormatError(path, 0, f"empty file: not {what}")
     return head
@@ -49,3 +83,18 @@ def sniff(path) -> str:
         "not a xentrace capture (it must start with a CPU_CHANGE record 0x2001f003) nor a known dump format "
         "(ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)",
     )
+
+
+#: largest policy, baseline or catalog file read (a real one is a few KiB; a baseline of 100,000 fingerprints is
+#: about 20 MiB)
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def read_capped(path, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of a small text file (policy, baseline, catalog), reading at most ``limit`` bytes: OSError as
+    ``open`` raises it, ValueError when the file holds more (``baseline = "/dev/zero"`` read for ever)."""
+    with open(os.fspath(path), "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit >> 20} MiB: not a tracelens configuration file")
+    return data

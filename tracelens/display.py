@@ -6,9 +6,9 @@ Imported only when a notebook asks for a display (it imports polars).
 
 from __future__ import annotations
 
-from html import escape
-
 import polars as pl
+
+from tracelens.escape import html as escape
 
 _SEV_COLOUR = {"error": "#c62828", "warning": "#e65100", "note": "#1565c0", "info": "#1565c0"}
 _TABLE = 'style="border-collapse:collapse;font-size:12px"'

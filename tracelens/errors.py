@@ -7,7 +7,8 @@ Exit codes (documented in docs/exit-codes.md):
  0   success (gate: pass)
  1   gate: findings at or above the threshold
  2   usage or policy error
- 3   input unreadable, corrupt, truncated, or an analysis that is inconclusive
+ 3   input unreadable, corrupt, truncated, or an analysis that is inconclusive; also an allocation failure
+     (MemoryError) while running a command: the readers bound what they allocate, so it comes from the input
  70  internal error (a bug in tracelens), caught at the CLI boundary
 ==== =========================================================================
 """
@@ -19,6 +20,9 @@ EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_INTERNAL = 70
+
+#: the input file a reader opened last (tracelens.detect.open_input): named by run_guarded when memory runs out
+current_input: str | None = None
 
 
 class TracelensError(Exception):
@@ -68,10 +72,12 @@ def run_guarded(fn) -> int:
     anything else counts as 0."""
     import sys
 
+    from tracelens.escape import terminal
+
     try:
         rc = fn()
     except TracelensError as e:
-        print(f"tracelens: error: {e}", file=sys.stderr)
+        print(f"tracelens: error: {terminal(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("tracelens: interrupted", file=sys.stderr)
@@ -82,7 +88,14 @@ def run_guarded(fn) -> int:
         except Exception:
             pass
         return 0
+    except MemoryError:
+        # an allocation sized by the input that the readers' bounds did not catch: the input is the problem (exit
+        # 3), not tracelens's logic; the message says what to do when the input is genuine
+        where = f"{terminal(current_input)}: " if current_input else ""
+        print(f"tracelens: error: {where}out of memory while reading it (a damaged size field, or an input too "
+              "large for this machine): input unreadable", file=sys.stderr)
+        return EXIT_INPUT
     except Exception as e:  # genuine bugs
-        print(f"tracelens: internal error: {type(e).__name__}: {e} (please report this)", file=sys.stderr)
+        print(f"tracelens: internal error: {type(e).__name__}: {terminal(e)} (please report this)", file=sys.stderr)
         return EXIT_INTERNAL
     return rc if isinstance(rc, int) else 0

@@ -2,7 +2,9 @@
 
 zlib pages are RFC 1950 streams (2-byte header), lzo pages lzo1x, snappy pages *raw* snappy, zstd pages one frame.
 Every decoder refuses to produce more than ``page_size`` bytes (a decompression bomb is a corrupt page, never an
-allocation) and anything but exactly ``page_size`` bytes is corruption. The codecs release the GIL, so pages
+allocation) and anything but exactly ``page_size`` bytes is corruption: zlib through ``max_length``, lzo through
+its output buffer (lzo1x_decompress_safe), snappy by checking the stated length before decoding, zstd by checking
+the frame header's content size before decoding and capping the output of frames that state none. The codecs release the GIL, so pages
 decode in parallel threads. python-lzo is optional: without it an lzo page is reported, not a crash.
 """
 
@@ -77,8 +79,21 @@ def _zstd(data: bytes, page_size: int) -> bytes:
     dctx = getattr(_zstd_local, "dctx", None)
     if dctx is None:
         dctx = _zstd_local.dctx = zstandard.ZstdDecompressor()
+    data = bytes(data)
     try:
-        return dctx.decompress(bytes(data), max_output_size=page_size)
+        # python-zstandard ignores max_output_size when the frame header states its content size: it allocates
+        # what the header claims (gigabytes from a 3 KB frame). Check the claim first; a frame that states
+        # nothing is decoded through a stream reader that never produces more than one page and one byte.
+        claimed = zstandard.get_frame_parameters(data).content_size
+        if claimed != zstandard.CONTENTSIZE_UNKNOWN:
+            if claimed != page_size:
+                raise PageCodecError(f"zstd frame header claims {claimed} bytes, expected {page_size}")
+            return dctx.decompress(data, max_output_size=page_size)
+        with dctx.stream_reader(data, read_across_frames=False) as r:
+            out = r.read(page_size + 1)
+        if len(out) > page_size:
+            raise PageCodecError(f"zstd data expands past one page ({page_size} bytes)")
+        return out
     except zstandard.ZstdError as e:
         raise PageCodecError(f"zstd: {e}") from None
 

@@ -36,11 +36,21 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:  # numpy is imported by the methods that need it (page reads and dmesg do not)
     import numpy as np
 
-#: decoded pages kept by read_phys (per dump object)
+#: decoded pages kept by read_phys (per dump object), and at most this many bytes of them (1 MiB blocks)
 PAGE_CACHE_PAGES = 256
+PAGE_CACHE_BYTES = 16 << 20
 #: rows of the page index handled at once by scans and by pages()
 INDEX_BATCH = 65536
 SCAN_BATCH = 2048
+#: a scan batch holds at most this many bytes of pages (2048 pages of 4 KiB; fewer rows for bigger blocks)
+SCAN_BATCH_BYTES = 8 << 20
+#: the bytes a scan may decompress, as a multiple of the file size (and at least DECODE_BUDGET_MIN). Every
+#: decoded page of a well-formed dump has its own descriptor (24 bytes) and frame (9+ bytes) in the file, so
+#: real dumps stay far below (a 4 KiB page costs 33+ bytes of file: a ratio under 130); descriptors that share or
+#: overlap frames can claim any number of decodes of the same bytes, and the rest of such a scan reports its
+#: compressed pages as unreadable instead of running for hours.
+DECODE_BUDGET_RATIO = 1024
+DECODE_BUDGET_MIN = 1 << 30
 
 
 class PageUnavailable(FormatError):
@@ -208,7 +218,7 @@ class Dump:
         page = self._load(pfn, offset, size, comp, lead)
         with self._cache_lock:
             self._cache[pfn] = page
-            if len(self._cache) > PAGE_CACHE_PAGES:
+            if len(self._cache) > max(4, min(PAGE_CACHE_PAGES, PAGE_CACHE_BYTES // self.page_size)):
                 self._cache.popitem(last=False)
         return page
 
@@ -282,6 +292,10 @@ class Dump:
         want = np.zeros(256, bool)  # state code -> wanted (a lookup is cheaper than np.isin per batch)
         want[[C.STATE_CODE[s] for s in states]] = True
         threads = threads or os.cpu_count() or 1
+        batch = max(1, min(batch, SCAN_BATCH_BYTES // self.page_size))
+        # decoding work of this scan: frames that failed (a descriptor table can point thousands of pages at one
+        # bad frame) and the bytes left to decompress (see DECODE_BUDGET_RATIO)
+        budget = _DecodeBudget(max(DECODE_BUDGET_MIN, DECODE_BUDGET_RATIO * self.source.size))
         # the thread pool starts when a batch first needs decoding: raw (ELF, uncompressed kdump) scans never do
         pool = _LazyPool(threads) if threads > 1 else None
         try:
@@ -289,7 +303,7 @@ class Dump:
                 keep = want[ib.state]
                 if not keep.any():
                     continue
-                page_batch, span = self._read_batch(ib, None if keep.all() else keep, pool, threads)
+                page_batch, span = self._read_batch(ib, None if keep.all() else keep, pool, threads, budget)
                 yield page_batch
                 if span is not None:  # the caller is done with the batch: drop its mapped pages
                     self.source.release(*span)
@@ -297,9 +311,12 @@ class Dump:
             if pool is not None:
                 pool.shutdown()
 
-    def _read_batch(self, ib: IndexBatch, keep, pool, threads: int) -> tuple[PageBatch, tuple[int, int] | None]:
+    def _read_batch(self, ib: IndexBatch, keep, pool, threads: int, budget=None) -> tuple[PageBatch, tuple[int, int] | None]:
         """Decode the kept rows of ``ib`` (``keep`` None: all of them); also returns the file span it mapped
-        (offset, size) or None."""
+        (offset, size) or None. Rows whose (offset, size, codec) repeat an earlier row are copied, not decoded
+        again; ``budget`` (a _DecodeBudget) bounds the bytes decompressed over a whole scan."""
+        if budget is None:
+            budget = _DecodeBudget(max(DECODE_BUDGET_MIN, DECODE_BUDGET_RATIO * self.source.size))
         import numpy as np
 
         ps = self.page_size
@@ -370,7 +387,28 @@ class Dump:
                     res.append((r, str(e)))
             return res
 
-        todo_list = todo.tolist()
+        # one decode per distinct frame: well-formed dumps never share a compressed frame, damaged descriptor
+        # tables can point every page at one
+        first_of: dict = {}
+        dups: list[tuple[int, int]] = []
+        todo_list = []
+        for r in todo.tolist():
+            key = (offs[r], sizes[r], comps[r], leads[r])
+            bad = budget.failed.get(key)
+            if bad is not None:
+                errors[int(pfn[r])] = bad
+                ok[r] = False
+                continue
+            f = first_of.get(key)
+            if f is None:
+                first_of[key] = r
+                if comps[r] != 0 and not budget.take(ps):
+                    errors[int(pfn[r])] = budget.message(ps)
+                    ok[r] = False
+                    continue
+                todo_list.append(r)
+            else:
+                dups.append((r, f))
         # zlib and zstd release the GIL and cost tens of microseconds a page: worth threads; lzo and snappy decode
         # a page in a few microseconds, where thread hand-off costs more than it saves
         slow = np.isin(comp[todo], (C.COMPRESSION_CODE["zlib"], C.COMPRESSION_CODE["zstd"])).mean() > 0.5
@@ -383,6 +421,13 @@ class Dump:
             ok[r] = False
             data[r] = 0
             errors[int(pfn[r])] = err
+            budget.fail((offs[r], sizes[r], comps[r], leads[r]), err)
+        for r, f in dups:
+            if ok[f]:
+                data[r] = data[f]
+            else:
+                ok[r] = False
+                errors[int(pfn[r])] = errors.get(int(pfn[f])) or budget.message(ps)
         return PageBatch(pfn, state, data, ok, errors), mapped
 
     # -- notes and registers ----------------------------------------------------------------------------------
@@ -527,6 +572,30 @@ class Dump:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _DecodeBudget:
+    """What one scan may still decompress (bytes), and the frames that failed already (bounded: the last 4096)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.left = limit
+        self.failed: OrderedDict = OrderedDict()
+
+    def take(self, n: int) -> bool:
+        if self.left < n:
+            return False
+        self.left -= n
+        return True
+
+    def fail(self, key, err: str) -> None:
+        self.failed[key] = err
+        if len(self.failed) > 4096:
+            self.failed.popitem(last=False)
+
+    def message(self, ps: int) -> str:
+        return (f"not decoded: this scan already decompressed {self.limit - self.left:,} bytes, more than "
+                f"{DECODE_BUDGET_RATIO}x the file (page descriptors sharing or overlapping compressed data)")
 
 
 class _LazyPool:

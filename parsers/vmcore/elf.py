@@ -23,10 +23,10 @@ from tracelens.errors import FormatError
 
 from . import constants as C
 from .dump import INDEX_BATCH, Dump, IndexBatch
-from .notes import parse_notes
+from .notes import MAX_NOTE_BYTES, MAX_NOTES, parse_notes
 
-#: largest note area accepted (the kernel's is a few pages; QEMU's grows with the vCPU count)
-MAX_NOTE_AREA = 64 << 20
+#: largest note area accepted, all PT_NOTE segments together (notes.MAX_NOTE_BYTES)
+MAX_NOTE_AREA = MAX_NOTE_BYTES
 #: physical addresses above 2^52 do not exist on x86_64
 MAX_PHYS = 1 << 52
 #: a dump may list any number of pages up to this (4 GiB of 4 KiB pages) ...
@@ -104,6 +104,8 @@ class ElfDump(Dump):
             raise FormatError(path, 54, f"e_phentsize {eh['e_phentsize']}, expected {C.PHDR64_SIZE}")
         raw = source.read_exact(eh["e_phoff"], phnum * C.PHDR64_SIZE, f"program header table ({phnum} entries)")
         loads = []
+        note_areas: list[tuple[int, int, int]] = []  # [start, end) and the phdr's offset, of each PT_NOTE
+        note_bytes = 0
         for i in range(phnum):
             p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = struct.unpack_from(
                 "<IIQQQQQQ", raw, i * C.PHDR64_SIZE
@@ -112,7 +114,20 @@ class ElfDump(Dump):
             if p_type == C.PT_NOTE:
                 if p_offset + p_filesz > source.size or p_filesz > MAX_NOTE_AREA:
                     raise FormatError(path, where + 8, f"PT_NOTE of {p_filesz} bytes at byte {p_offset} runs past the end of the file")
-                notes, bad = parse_notes(source.pread(p_offset, p_filesz), p_offset)
+                # the limits hold for the file, not per PT_NOTE: 200 headers over one area are 200 times the notes
+                if p_filesz:
+                    j = bisect.bisect_right(note_areas, (p_offset, 1 << 64))
+                    for a, b, w in note_areas[max(0, j - 1) : j + 1]:  # the areas are disjoint and sorted
+                        if p_offset < b and a < p_offset + p_filesz:
+                            raise FormatError(path, where + 8, f"PT_NOTE [{p_offset}, {p_offset + p_filesz}) overlaps the "
+                                                               f"PT_NOTE at byte {w} [{a}, {b}): a damaged program header")
+                    note_areas.insert(j, (p_offset, p_offset + p_filesz, where))
+                note_bytes += p_filesz
+                if note_bytes > MAX_NOTE_AREA:
+                    raise FormatError(path, where + 32, f"PT_NOTE segments hold {note_bytes:,} bytes of notes, more than "
+                                                        f"{MAX_NOTE_AREA:,}: a damaged program header table")
+                notes, bad = parse_notes(source.pread(p_offset, p_filesz), p_offset, path=path,
+                                         max_notes=MAX_NOTES - len(self.notes))
                 self.notes.extend(notes)
                 if bad is not None and not notes:
                     raise FormatError(path, p_offset + bad, "damaged ELF note header (name or desc runs past the PT_NOTE)")

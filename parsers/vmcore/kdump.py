@@ -124,7 +124,7 @@ class KdumpDump(Dump):
             off, size = h["offset_note"], h["size_note"]
             if off + size > fsize or size > MAX_NOTES:
                 raise FormatError(path, bs + 48, f"ELF notes ({size} bytes at byte {off}) run past the end of the file")
-            self.notes, bad = parse_notes(self.source.pread(off, size), off)
+            self.notes, bad = parse_notes(self.source.pread(off, size), off, path=path)
             if bad is not None and not self.notes:
                 raise FormatError(path, off + bad, "damaged ELF note header in the kdump sub-header notes")
         elif v >= 3 and h.get("size_vmcoreinfo"):

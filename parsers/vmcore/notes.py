@@ -4,14 +4,25 @@ A note is (namesz u32, descsz u32, type u32), the name padded to 4 bytes, the de
 and Xen all pad to 4 even in ELF64 files). The walk stops at an all-zero header (the kernel's per-CPU buffers end
 with one) and at anything that would run past the note area. The n-th NT_PRSTATUS is *not* necessarily CPU n
 (CPUs that saved nothing add no note): the table keeps the note order and each note's pr_pid.
+
+The walk is bounded whatever the headers claim: a dump holds at most MAX_NOTES notes in all (a note can be a bare
+12-byte header, and each becomes a Python object: 200 PT_NOTE headers over one 1 MiB area made 17.5 M of them)
+and the readers bound the note bytes of the whole file (MAX_NOTE_BYTES) and refuse overlapping note areas.
 """
 
 from __future__ import annotations
 
 import struct
 
+from tracelens.errors import FormatError
+
 from . import constants as C
 from ._plain import plain
+
+#: notes in one dump, all areas together (a host with 4096 CPUs writes about 3 per CPU)
+MAX_NOTES = 1 << 16
+#: bytes of note areas in one dump, all areas together (the kernel's are a few pages; QEMU's grow with vCPUs)
+MAX_NOTE_BYTES = 64 << 20
 
 
 @plain(frozen=True)
@@ -26,13 +37,17 @@ class Note:
         return C.NOTE_TYPES.get((self.name, self.type), f"0x{self.type:x}")
 
 
-def parse_notes(blob: bytes, base_offset: int = -1) -> tuple[list[Note], int | None]:
+def parse_notes(blob: bytes, base_offset: int = -1, *, path=None, max_notes: int = MAX_NOTES) -> tuple[list[Note], int | None]:
     """Walk a note area. Returns the notes and the offset (within ``blob``) where the walk stopped early on
-    damage, or None when it ended cleanly."""
+    damage, or None when it ended cleanly. More than ``max_notes`` notes (what is left of the dump's MAX_NOTES)
+    raise FormatError naming ``path`` and the offset of the first note too many."""
     notes: list[Note] = []
     pos = 0
     n = len(blob)
     while pos + 12 <= n:
+        if len(notes) >= max_notes:
+            raise FormatError(path if path is not None else "(notes)", (base_offset + pos) if base_offset >= 0 else None,
+                              f"more than {MAX_NOTES:,} ELF notes in the dump: a damaged note area")
         namesz, descsz, ntype = struct.unpack_from("<III", blob, pos)
         if namesz == 0 and descsz == 0:
             if ntype == 0:

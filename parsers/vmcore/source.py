@@ -28,13 +28,10 @@ class FileSource:
     kind = "file"
 
     def __init__(self, path):
+        from tracelens.detect import open_input
+
         self.path = os.fspath(path)
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        except IsADirectoryError:
-            raise FormatError(self.path, None, "is a directory, not a dump") from None
-        except OSError as e:
-            raise FormatError(self.path, None, f"cannot open: {e.strerror}") from None
+        self._fd = open_input(self.path, "a dump")  # a directory, FIFO or device is a FormatError here
         self.size = os.fstat(self._fd).st_size
         self.complete = True
         self._mm = None

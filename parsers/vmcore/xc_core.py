@@ -67,7 +67,7 @@ class XcCoreDump(Dump):
         note_sh = section(".note.Xen")
         if note_sh["offset"] + note_sh["size"] > source.size or note_sh["size"] > 1 << 20:
             raise FormatError(path, note_sh["header_offset"] + 24, ".note.Xen runs past the end of the file")
-        self.notes, _ = parse_notes(source.pread(note_sh["offset"], note_sh["size"]), note_sh["offset"])
+        self.notes, _ = parse_notes(source.pread(note_sh["offset"], note_sh["size"]), note_sh["offset"], path=path)
         hdr = next((n for n in self.notes if n.name == "Xen" and n.type == C.XC_CORE_NOTE_HEADER), None)
         if hdr is None or len(hdr.desc) < 32:
             raise FormatError(path, note_sh["offset"], ".note.Xen has no DUMPCORE_HEADER note")

@@ -100,6 +100,18 @@ class Catalog:
             self._load(d, where)
 
     def _load(self, data: dict, where: str) -> None:
+        """Add one catalog document; every malformed entry is a UsageError naming the file and the entry's key."""
+        try:
+            self._load_checked(data, where)
+        except UsageError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise UsageError(f"{where}: malformed catalog entry ({type(e).__name__}: {e})") from None
+
+    def _load_checked(self, data: dict, where: str) -> None:
+        for key in ("event", "class"):
+            if not isinstance(data.get(key, []), list):
+                raise UsageError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
         for i, ev in enumerate(data.get("event", [])):
             here = f"{where}: event #{i + 1}"
             try:
@@ -115,11 +127,22 @@ class Catalog:
             if "fields" in ev or not layouts:
                 layouts.append(Layout(_parse_fields(ev.get("fields", []), here)))
             self.events[eid] = Event(eid, name, layouts, bool(ev.get("hypercall", False)))
-        for c in data.get("class", []):
-            self.classes.append((int(c["mask"]), int(c["value"]), str(c["name"])))
+        for i, c in enumerate(data.get("class", [])):
+            here = f"{where}: class #{i + 1}"
+            if not isinstance(c, dict):
+                raise UsageError(f"{here}: a class is a table with mask, value and name")
+            for k in ("mask", "value"):
+                if type(c.get(k)) is not int or not 0 <= c[k] <= 0x0FFFFFFF:
+                    raise UsageError(f"{here}: '{k}' must be an integer between 0 and 0x0fffffff, not {c.get(k)!r}")
+            if not isinstance(c.get("name"), str) or not c["name"]:
+                raise UsageError(f"{here}: 'name' must be a non-empty string")
+            self.classes.append((c["mask"], c["value"], c["name"]))
         for key, val in data.items():
             if isinstance(val, dict):
-                self.tables.setdefault(key, {}).update({int(k): str(v) for k, v in val.items()})
+                try:
+                    self.tables.setdefault(key, {}).update({int(k): str(v) for k, v in val.items()})
+                except ValueError:
+                    raise UsageError(f"{where}: [{key}]: keys must be integers") from None
 
     # -- lookups -------------------------------------------------------------------------------------------------
     def class_name(self, event: int) -> str:
@@ -159,13 +182,19 @@ def _load_cached(paths: tuple[str, ...]) -> Catalog:
     data = tomllib.loads(resources.files(__package__).joinpath("catalog.toml").read_text())
     extra = []
     for p in paths:
+        from tracelens.detect import read_capped
+
         try:
-            text = Path(p).read_text()
+            text = read_capped(p).decode("utf-8")
         except OSError as e:
             raise UsageError(f"{p}: cannot read catalog file: {e.strerror}") from None
+        except ValueError as e:  # too large, or not UTF-8
+            raise UsageError(f"{p}: not a catalog file: {e}") from None
         try:
             extra.append((p, tomllib.loads(text)))
-        except tomllib.TOMLDecodeError as e:
+        except RecursionError:
+            raise UsageError(f"{p}: not a valid TOML catalog: arrays or tables nested too deeply") from None
+        except ValueError as e:  # TOMLDecodeError, or an integer of thousands of digits
             raise UsageError(f"{p}: not a valid TOML catalog: {e}") from None
     return Catalog(data, extra)
 

@@ -9,7 +9,7 @@ and where the damage tolerance is applied.
 Columns (units: ``tsc`` in TSC cycles, ``time_ns`` in nanoseconds = tsc * 1e9 / cpu_hz, ``offset`` in bytes):
 ``cpu`` u16, ``tsc`` u64, ``has_tsc`` bool, ``event`` u32 (28-bit id), ``n_extra`` u8, ``d1``..``d7`` u32 (null
 beyond n_extra, and for WRAP records whose payload is garbage), ``offset`` u64, ``dom``/``vcpu`` u16 (null when
-unknown), ``name`` dictionary<int16, string>, and ``time_ns`` i64 when ``cpu_hz`` is given.
+unknown), ``name`` dictionary<int32, string>, and ``time_ns`` i64 when ``cpu_hz`` is given.
 """
 
 from __future__ import annotations
@@ -140,13 +140,10 @@ def _chunks(pos: np.ndarray, end: np.ndarray, chunk_bytes: int = CHUNK_BYTES, mm
 
 
 def _open(path, populate: bool = False) -> tuple[str, int, mmap.mmap | None, np.ndarray]:
+    from tracelens.detect import open_input
+
     path = os.fspath(path)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except IsADirectoryError:
-        raise FormatError(path, None, "is a directory, not a xentrace capture") from None
-    except OSError as e:
-        raise FormatError(path, None, f"cannot open: {e.strerror}") from None
+    fd = open_input(path, "a xentrace capture")  # a directory, FIFO or device is a FormatError here
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -300,7 +297,7 @@ def _name_table(id_counts, catalog, version):
     index = {FALLBACK_NAME: 0}
     slots = 1 << max(4, (2 * len(id_counts) + 1).bit_length())
     keys = np.full(slots, 0xFFFFFFFF, np.uint32)
-    vals = np.zeros(slots, np.int16)
+    vals = np.zeros(slots, np.int32)  # int32: a capture may hold up to MAX_DISTINCT_IDS names
     mask = slots - 1
     for ev, n in id_counts:
         nm, _ = catalog.layout(ev, n, version)
@@ -359,7 +356,7 @@ def _to_table(cols, names, n, cpu_hz, meta, columns=None):
     if "vcpu" in want:
         built["vcpu"] = pa.Array.from_buffers(pa.uint16(), n, [bits[8], pa.py_buffer(cols["vcpu"][:n])])
     if "name" in want:
-        idx = pa.Array.from_buffers(pa.int16(), n, [None, pa.py_buffer(cols["name"][:n])])
+        idx = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(cols["name"][:n])])
         # indices come from the kernel, which only writes valid ones
         built["name"] = pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string()), safe=False)
     if cpu_hz and "time_ns" in want:
@@ -377,7 +374,7 @@ def _to_table(cols, names, n, cpu_hz, meta, columns=None):
 
 _COLUMN_DTYPES = (("cpu", np.uint16, 1), ("tsc", np.uint64, 1), ("has_tsc", np.uint8, 1), ("event", np.uint32, 1),
                   ("n_extra", np.uint8, 1), ("d", np.uint32, 7), ("offset", np.uint64, 1), ("dom", np.uint16, 1),
-                  ("vcpu", np.uint16, 1), ("known", np.uint8, 1), ("name", np.int16, 1))
+                  ("vcpu", np.uint16, 1), ("known", np.uint8, 1), ("name", np.int32, 1))
 
 
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
@@ -550,10 +547,10 @@ def _read_xentrace(path, xen_version, cpu_hz, tolerance, catalog, columns):
 def _rename(cols, n, old_names, new_names, catalog, version):
     """Re-point name indices after the layout guess changed names (rare: only version-dependent names)."""
     ev = cols["event"][:n].astype(np.int64) | (cols["n_extra"][:n].astype(np.int64) << 28)
-    out = np.empty(n, np.int16)
+    out = np.empty(n, np.int32)
     uniq, inv = np.unique(ev, return_inverse=True)
     index = {nm: i for i, nm in enumerate(new_names)}
-    mapped = np.array([index[catalog.layout(int(u) & 0x0FFFFFFF, int(u) >> 28, version)[0]] for u in uniq], np.int16)
+    mapped = np.array([index[catalog.layout(int(u) & 0x0FFFFFFF, int(u) >> 28, version)[0]] for u in uniq], np.int32)
     out[:] = mapped[inv]
     return out
 

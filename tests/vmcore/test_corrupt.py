@@ -275,3 +275,173 @@ def test_vmcoreinfo_sizes_that_do_not_fit_the_ring_are_format_errors(tmp_path, w
         with pytest.raises(FormatError) as e:
             d.kernel_log()
     assert "\n" not in str(e.value) and str(e.value).startswith(str(p))
+
+
+# -- decompression bombs and shared frames (issue 12) ----------------------------------------------------------
+def _zstd_frame_claiming(content_size: int, block: bytes = b"\0", run: int = 4096) -> bytes:
+    """A zstd frame whose header states ``content_size`` (Frame_Content_Size, 8 bytes, single segment) and holds
+    one last RLE block of ``run`` bytes: a few bytes that python-zstandard would allocate ``content_size`` for."""
+    hdr = struct.pack("<IB", 0xFD2FB528, 0xE0) + struct.pack("<Q", content_size)
+    bh = 1 | (1 << 1) | (run << 3)  # last block, Block_Type 1 (RLE), Block_Size = run
+    return hdr + bh.to_bytes(3, "little") + block
+
+
+def _bomb_kdump(tmp_path, world, frame: bytes, flags: int, pfns=(0x143,)):
+    def tamper(lay, b):
+        off = len(b)
+        b += frame
+        for pfn in pfns:
+            struct.pack_into("<qII", b, _desc_at(lay, pfn), off, len(frame), flags)
+        return b
+
+    return _kdump(tmp_path, world, tamper=tamper)
+
+
+def _bombs():
+    import zstandard
+
+    out = [
+        ("zlib", 0x01, lambda: zlib.compress(bytes(64 * PS), 9), "expands past one page"),
+        ("zstd-stated", 0x20, lambda: _zstd_frame_claiming(1 << 40), "claims 1099511627776 bytes"),
+        ("zstd-stated-small", 0x20, lambda: zstandard.ZstdCompressor(level=19).compress(bytes(64 << 20)), "claims 67108864"),
+        ("zstd-unstated", 0x20,
+         lambda: zstandard.ZstdCompressor(level=19, write_content_size=False).compress(bytes(64 << 20)), "expands past one page"),
+        ("snappy", 0x04, lambda: bytes(__import__("cramjam").snappy.compress_raw(bytes(64 * PS)))[:3000], "claims 262144 bytes"),
+    ]
+    try:
+        import lzo
+
+        out.append(("lzo", 0x02, lambda: lzo.compress(bytes(64 * PS), 1, False), "lzo"))
+    except ImportError:
+        pass
+    return out
+
+
+@pytest.mark.parametrize("name, flags, make, match", _bombs(), ids=[b[0] for b in _bombs()])
+def test_decompression_bombs_of_every_codec_are_invalid_pages(tmp_path, world, name, flags, make, match):
+    """Issue 12: python-zstandard ignored max_output_size when the frame states its content size (2.1 GB from a
+    320 KB kdump). Every codec stops at one page: the page is invalid, nothing is allocated for the claim."""
+    import resource
+
+    frame = make()
+    assert len(frame) < PS
+    p, lay = _bomb_kdump(tmp_path, world, frame, flags)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with vmcore.open(p) as d:
+        with pytest.raises(vmcore.PageUnavailable, match=match) as e:
+            d.read_page(0x143)
+        assert e.value.state == "invalid" and "\n" not in str(e.value)
+        errs = {}
+        for b in d.iter_pages():
+            errs.update(b.errors)
+        assert list(errs) == [0x143]
+        assert d.read_page(0x142) == world[0].content(0x142)
+    grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grew_mib < 48, f"peak RSS grew by {grew_mib:.0f} MiB"
+
+
+def test_cli_read_of_a_zstd_bomb_is_exit_3(tmp_path, world, capsys):
+    cli = pytest.importorskip("tracelens.cli")
+    p, _ = _bomb_kdump(tmp_path, world, _zstd_frame_claiming(1 << 40), 0x20)
+    assert cli.main(["read", str(p), hex(0x143 * PS), "64"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "claims 1099511627776 bytes" in err and str(p) in err
+
+
+def _shared_frame_kdump(tmp_path, n: int, frame: bytes, flags: int, step: int = 0):
+    """``n`` dumpable pages whose descriptors (but the first, the zero page) all point at one compressed frame
+    (``step`` > 0: at overlapping frames ``step`` bytes apart)."""
+    mem = Memory(ram=[(0x100, 0x100 + n)])
+
+    def tamper(lay, b):
+        off = len(b)
+        b += frame + bytes(step * n)
+        for i in range(1, len(lay["dumpable"])):
+            struct.pack_into("<qII", b, lay["desc_off"] + 24 * i, off + step * i, len(frame), flags)
+        return b
+
+    p = tmp_path / "shared.kdump"
+    write_kdump(p, mem, standard_notes(None), codec="zlib", tamper=tamper)
+    return p
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_descriptors_sharing_one_frame_decode_it_once_per_batch(tmp_path, monkeypatch, good):
+    """Issue 12: 20,000 descriptors pointing at one frame made the page scan of analyze --vmcore take 28 minutes.
+    A frame is decoded once per scan batch (and a frame that failed, once per scan)."""
+    from tracelens.parsers.vmcore import dump as dump_mod
+
+    page = bytes(range(256)) * (PS // 256)
+    frame = zlib.compress(page if good else bytes(8 * PS), 9)
+    n = 6000
+    p = _shared_frame_kdump(tmp_path, n, frame, 0x01)
+    calls = []
+    real = dump_mod.decode_page
+    monkeypatch.setattr(dump_mod, "decode_page", lambda *a: calls.append(1) or real(*a))
+    with vmcore.open(p) as d:
+        seen = bad = 0
+        for b in d.iter_pages(threads=2):
+            seen += len(b.pfn)
+            bad += len(b.errors)
+            if good:
+                assert all(b.data[i].tobytes() == page for i in range(len(b.pfn)) if b.pfn[i] != 0x100)
+    assert seen == n
+    assert bad == (0 if good else n - 1)
+    assert len(calls) <= (-(-n // dump_mod.SCAN_BATCH) + 1 if good else 1)  # batches need not start at the first pfn
+
+
+def test_scan_decode_budget_stops_overlapping_frames(tmp_path, monkeypatch):
+    """Descriptors pointing at *different* overlapping frames cannot share a decode; a scan decompresses at most
+    DECODE_BUDGET_RATIO times the file size, then reports the remaining compressed pages as unreadable."""
+    from tracelens.parsers.vmcore import dump as dump_mod
+
+    frame = zlib.compress(bytes(PS), 9)
+    p = _shared_frame_kdump(tmp_path, 3000, frame, 0x01, step=1)
+    monkeypatch.setattr(dump_mod, "DECODE_BUDGET_MIN", 0)
+    monkeypatch.setattr(dump_mod, "DECODE_BUDGET_RATIO", 4)
+    size = p.stat().st_size
+    with vmcore.open(p) as d:
+        errs = {}
+        for b in d.iter_pages():
+            errs.update(b.errors)
+    budget_pages = 4 * size // PS
+    over = [e for e in errs.values() if "not decoded" in e]
+    assert over and len(over) >= 3000 - 1 - budget_pages - 1
+    assert all("\n" not in e for e in errs.values())
+
+
+# -- ELF note amplification (issue 12) ---------------------------------------------------------------------------
+def test_pt_notes_over_the_same_area_are_refused(tmp_path, world):
+    """200 PT_NOTE headers over one 1 MiB area made 17.5 M note objects (2.6 GB for `tracelens info` of a 1 MB
+    file): note segments may not overlap."""
+    mem, vmci, notes = world
+    p = tmp_path / "n.elf"
+    area = notes + struct.pack("<III", 0, 0, 1) * 50_000  # bare 12-byte notes: 10 M of them through 200 headers
+    write_elf(p, mem, area, note_copies=200)
+    _raises(p, 64 + 56 + 8, "overlaps the PT_NOTE at byte 64")
+
+
+def test_more_notes_than_the_limit_is_a_format_error(tmp_path, world):
+    from tracelens.parsers.vmcore.notes import MAX_NOTES
+
+    mem, vmci, notes = world
+    p = tmp_path / "n.elf"
+    bare = struct.pack("<III", 0, 0, 1)
+    write_elf(p, mem, notes + bare * MAX_NOTES)
+    with pytest.raises(FormatError, match="more than 65,536 ELF notes") as e:
+        vmcore.open(p)
+    assert e.value.offset is not None and "\n" not in str(e.value)
+    k = tmp_path / "n.kdump"
+    write_kdump(k, mem, notes + bare * MAX_NOTES, vmcoreinfo=vmci)
+    with pytest.raises(FormatError, match="more than 65,536 ELF notes"):
+        vmcore.open(k)
+
+
+def test_cli_info_of_overlapping_notes_is_exit_3(tmp_path, world, capsys):
+    cli = pytest.importorskip("tracelens.cli")
+    mem, vmci, notes = world
+    p = tmp_path / "n.elf"
+    write_elf(p, mem, notes, note_copies=3)
+    assert cli.main(["info", str(p)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "overlaps" in err and f"{p}: at byte {64 + 56 + 8}" in err

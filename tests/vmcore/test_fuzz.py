@@ -13,6 +13,7 @@ from tracelens.errors import FormatError
 from tracelens.parsers import vmcore
 
 MUTATIONS = int(__import__("os").environ.get("TRACELENS_FUZZ", "120"))
+NAMES = ("a.elf", "a.kdump", "a.zstd.kdump", "a.snappy.kdump", "a.flat", "a.core")
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,12 @@ def originals(tmp_path_factory):
     out = {}
     write_elf(d / "a.elf", mem, notes)
     write_kdump(d / "a.kdump", mem, notes, codec="zlib", excluded={0x130, 0x131}, vmcoreinfo=vmci)
+    # the other codecs' page paths (issue 12: zstd frame headers that claim gigabytes)
+    write_kdump(d / "a.zstd.kdump", mem, notes, codec="zstd", vmcoreinfo=vmci)
+    write_kdump(d / "a.snappy.kdump", mem, notes, codec="snappy", vmcoreinfo=vmci)
     write_flattened(d / "a.flat", (d / "a.kdump").read_bytes(), chunk=4096)
     write_xc_core(d / "a.core", mem)
-    for name in ("a.elf", "a.kdump", "a.flat", "a.core"):
+    for name in NAMES:
         out[name] = (d / name).read_bytes()
     return out
 
@@ -58,7 +62,7 @@ def _exercise(path):
         assert "\n" not in str(e)
 
 
-@pytest.mark.parametrize("name", ["a.elf", "a.kdump", "a.flat", "a.core"])
+@pytest.mark.parametrize("name", NAMES)
 def test_mutations_never_escape_as_other_exceptions(originals, tmp_path, name):
     rnd = random.Random(zlib.crc32(name.encode()))  # the same mutations in every run (hash() of a str is not)
     data = originals[name]

@@ -340,8 +340,8 @@ def standard_notes(vmcoreinfo: bytes | None, cpus=((0, 0xFFFFFFFF81000010), (1, 
 # ELF vmcore
 def write_elf(path, mem: Memory, notes: bytes, *, excluded: set[int] = frozenset(), ktext: tuple[int, int, int] | None = None,
               qemu: bool = False, pn_xnum: bool = False, incomplete: bool = False, vaddr_of=None, truncate_to: int | None = None,
-              extra_loads: list[tuple[int, int, int]] = ()) -> None:
-    """One PT_LOAD per RAM range (runs of ``excluded`` pfns at the end of a range become p_memsz > p_filesz, as
+              extra_loads: list[tuple[int, int, int]] = (), note_copies: int = 1) -> None:
+    """``note_copies`` PT_NOTE headers over the one note area (more than one: a hostile file). One PT_LOAD per RAM range (runs of ``excluded`` pfns at the end of a range become p_memsz > p_filesz, as
     makedumpfile -E writes them); ``ktext`` = (paddr, vaddr, size) adds a kernel-text PT_LOAD. ``qemu``: section
     headers before the program headers (e_phoff 192), p_vaddr 0, one extra empty segment with p_offset all-ones."""
     segs = []
@@ -355,14 +355,14 @@ def write_elf(path, mem: Memory, notes: bytes, *, excluded: set[int] = frozenset
     # QEMU paging mode: more PT_LOADs (paddr, vaddr, size) over memory other segments already hold
     segs += [(pa, size, size, va) for pa, va, size in extra_loads]
     nload = len(segs) + (1 if qemu else 0)
-    phnum = 1 + nload
+    phnum = note_copies + nload
     ehsize = 64
     shdr_area = 64 * 2 if (qemu or pn_xnum) else 0
     phoff = ehsize + shdr_area
     notes_off = phoff + phnum * 56
     data_off = -(-(notes_off + len(notes)) // PS) * PS
     body = bytearray()
-    phdrs = bytearray(struct.pack("<IIQQQQQQ", 4, 0, notes_off, 0, 0, len(notes), len(notes), 4))
+    phdrs = bytearray(struct.pack("<IIQQQQQQ", 4, 0, notes_off, 0, 0, len(notes), len(notes), 4) * note_copies)
     off = data_off
     for paddr, memsz, filesz, vaddr in segs:
         phdrs += struct.pack("<IIQQQQQQ", 1, 7, off, vaddr or 0, paddr, filesz, memsz, PS)

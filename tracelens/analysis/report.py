@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import json
 
+from tracelens import escape
+
 SCHEMA_VERSION = 1
 
 
@@ -123,7 +125,7 @@ def to_text(a, width: int = 140) -> str:
         for h in header:
             t.add_column(h, overflow="fold")
         for r in rows:
-            t.add_row(*r)
+            t.add_row(*(escape.rich(c) for c in r))  # capture- and dump-derived: never markup, never raw controls
         con.print(t)
     errors = sum(f.severity == "error" for f in a.findings)
     con.print(f"{len(a.findings)} finding(s), {errors} error(s); {len(a.boundaries)} boundary(ies)")
@@ -131,11 +133,11 @@ def to_text(a, width: int = 140) -> str:
 
 
 def _md_cell(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    return escape.markdown(s)
 
 
 def to_markdown(a) -> str:
-    lines = [f"# tracelens analysis of `{_md_cell(str(a.path))}`", ""]
+    lines = [f"# tracelens analysis of {escape.markdown_code(a.path)}", ""]
     for title, header, rows in _sections(a):
         lines.append(f"## {title}")
         lines.append("")
@@ -170,7 +172,7 @@ _KIND_COLOUR = {"balloon": "#7b1fa2", "foreign_map": "#c62828", "grant_outstandi
 def _svg_timeline(a, domid: int, width: int = 900, height: int = 150) -> str:
     """Boundaries (vertical lines), epochs (bands), first unsafe operation of each kind (markers) and the
     domain's grants outstanding over time (a step line), on a TSC axis from the capture's first to last TSC."""
-    from html import escape
+    from tracelens.escape import html as escape
 
     import numpy as np
 
@@ -228,8 +230,8 @@ def _svg_timeline(a, domid: int, width: int = 900, height: int = 150) -> str:
 
 def to_html(a) -> str:
     """A self-contained HTML report (no scripts, no network): the same tables, plus a per-domain timeline.
-    Every capture-derived string is escaped."""
-    from html import escape
+    Every capture-derived string is escaped (tracelens.escape.html)."""
+    from tracelens.escape import html as escape
 
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>tracelens analysis of {escape(str(a.path))}</title>", f"<style>{_CSS}</style></head><body>",

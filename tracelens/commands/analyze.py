@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import typer
 
+from tracelens.commands import check_cpu_hz
+
 FORMATS = ("text", "json", "md", "html")
 
 
@@ -72,7 +74,7 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report to FILE (atomically)"),
         boundary: List[str] = typer.Option([], "--boundary", help="add a boundary: DOMID@TSC, or DOMID@1.5ms with "
                                                                     "--cpu-hz; repeatable"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz (for --boundary times)"),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz (for --boundary times)", callback=check_cpu_hz),
         xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the capture "
                                                                               "(default: guessed)"),
         tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),

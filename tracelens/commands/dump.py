@@ -52,7 +52,9 @@ def info(path, *, kind: str | None = None, json_out: bool = False, show_code: bo
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=_label(path), show_header=False)
+    from tracelens.escape import rich as esc
+
+    t = Table(title=esc(_label(path)), show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
     pages = summary.pop("pages")
@@ -60,7 +62,7 @@ def info(path, *, kind: str | None = None, json_out: bool = False, show_code: bo
                 "osrelease", "phys_base_hex", "kaslr_offset", "cpus", "prstatus_notes", "crashtime", "vmcoreinfo_source",
                 "guest_type", "xen_version", "max_mapnr", "dumpable_pages", "split", "file_size"):
         if key in summary and summary[key] is not None:
-            t.add_row(key.replace("_hex", ""), str(summary[key]))
+            t.add_row(key.replace("_hex", ""), esc(summary[key]))  # dump-derived: never markup, never raw controls
     for state, n in pages.items():
         t.add_row(f"pages {state}", str(n))
     if not summary.get("has_vmcoreinfo"):
@@ -144,7 +146,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        t = Table(title=f"{_label(path)}: page runs")
+        from tracelens.escape import rich as esc
+
+        t = Table(title=esc(f"{_label(path)}: page runs"))
         for col in ("first pfn", "last pfn", "pages", "state", "compression"):
             t.add_column(col, justify="right" if col != "state" else "left")
         for r in runs:
@@ -225,12 +229,14 @@ def _print_xen_events(records, json_out: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from tracelens.escape import rich as esc
+
     t = Table(title=f"Xen events ({events.num_rows})")
     for col in ("time", "event", "category", "pirq", "irq", "gsi", "detail"):
         t.add_column(col)
-    for r in events.to_pylist():
-        t.add_row(f"{r['ts_nsec'] / 1e9:.6f}", r["event"], r["category"], *(("" if r[c] is None else str(r[c])) for c in ("pirq", "irq", "gsi")),
-                  r["detail"] or (r["text"] if r["event"] == "panic" else ""))
+    for r in events.to_pylist():  # kernel-log text: escaped as dmesg escapes it, and never markup
+        t.add_row(f"{r['ts_nsec'] / 1e9:.6f}", esc(r["event"]), esc(r["category"]), *(("" if r[c] is None else str(r[c])) for c in ("pirq", "irq", "gsi")),
+                  esc(r["detail"] or (r["text"] if r["event"] == "panic" else "")))
     Console().print(t)
 
 

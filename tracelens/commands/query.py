@@ -13,12 +13,15 @@ from typing import List, Optional
 
 import typer
 
+from tracelens.commands import check_cpu_hz, check_limit
+
 FORMATS = ("table", "csv", "json", "parquet")
 
 
 def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | None = None,
         xen_version: str | None = None, cpu_hz: float | None = None, tolerance: str = "strict",
-        show_code: bool = False) -> int:
+        show_code: bool = False, allow_files: bool = False, timeout: float | None = None,
+        max_rows: int | None = None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (0: the query ran)."""
     from tracelens.errors import UsageError
 
@@ -31,7 +34,8 @@ def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | N
     if not paths:
         raise UsageError("query needs at least one CAPTURE or DUMP before the SQL text")
     if show_code:
-        print(code(paths, query, fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance))
+        print(code(paths, query, fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
+                   allow_files=allow_files, timeout=timeout, max_rows=max_rows))
         return 0
     from tracelens.output import check_outputs
 
@@ -43,7 +47,7 @@ def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | N
         from tracelens.analysis.api import AnalysisConfig
 
         config = AnalysisConfig(xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance)
-    df = sql(query, *paths, config=config)
+    df = sql(query, *paths, config=config, safe=not allow_files, timeout=timeout, max_rows=max_rows)
     if output:
         from tracelens.output import atomic_output
 
@@ -101,13 +105,16 @@ def _write(df, fmt: str, path: str) -> None:
         f.write(text)
 
 
-def code(paths, query, *, fmt="table", output=None, xen_version=None, cpu_hz=None, tolerance="strict") -> str:
+def code(paths, query, *, fmt="table", output=None, xen_version=None, cpu_hz=None, tolerance="strict",
+         allow_files=False, timeout=None, max_rows=None) -> str:
     """The Python equivalent of one ``tracelens query`` invocation."""
     lines = ["import tracelens", ""]
     from tracelens.commands import config_args
 
     cfg = config_args(xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance)
     args = ", ".join(repr(p) for p in paths)
+    args += "".join(f", {k}={v!r}" for k, v in (("safe", False if allow_files else None), ("timeout", timeout),
+                                                  ("max_rows", max_rows)) if v is not None)
     if cfg:
         lines.insert(0, "from tracelens.analysis.api import AnalysisConfig")
         lines.append(f"config = AnalysisConfig({', '.join(cfg)})")
@@ -137,8 +144,13 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "-o", "--output", help="write the result to FILE (atomically)"),
         xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the captures "
                                                                               "(default: guessed)"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds time_ns to records"),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds time_ns to records", callback=check_cpu_hz),
         tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
+        allow_files: bool = typer.Option(False, "--allow-files", help="let the query read files and URLs (read_csv, "
+                                                                       "read_parquet, ...); off: only the tables above"),
+        timeout: Optional[float] = typer.Option(None, "--timeout", help="cancel the query after this many seconds"),
+        max_rows: Optional[int] = typer.Option(None, "--max-rows", help="refuse a result of more rows",
+                                               callback=check_limit),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
         """SQL over captures and dumps (polars SQL). Tables: records, boundaries, grants, grant_mappers, balloon,
@@ -152,6 +164,7 @@ def register(app: typer.Typer) -> None:
         if len(items) < 2:
             raise UsageError("query needs CAPTURE|DUMP... and then the SQL text")
         code_ = run(items[:-1], items[-1], fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz,
-                    tolerance=tolerance, show_code=show_code)
+                    tolerance=tolerance, show_code=show_code, allow_files=allow_files, timeout=timeout,
+                    max_rows=max_rows)
         if code_:
             raise typer.Exit(code_)

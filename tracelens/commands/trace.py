@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from tracelens.commands import check_batch_mb, check_cpu_hz, check_limit, check_threads
+
 TOLERANCE_HELP = ("What to do with damage: strict (stop with an error, the default), truncate (keep what comes "
                   "before the first damage), skip (resynchronise at the next window and report what was skipped).")
 
@@ -46,11 +48,11 @@ def register(app: typer.Typer) -> None:
         path: str = typer.Argument(..., help="xentrace capture"),
         output: str = typer.Option(..., "-o", "--output", help="OUT.parquet or OUT.arrow (Arrow IPC file)"),
         xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the capture (default: guessed)"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds a time_ns column"),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds a time_ns column", callback=check_cpu_hz),
         tolerance: str = typer.Option("strict", "--tolerance", help=TOLERANCE_HELP),
         catalog: List[str] = typer.Option([], "--catalog", help="extra event definitions (TOML, see docs/xentrace.md)"),
-        batch_mb: int = typer.Option(64, "--batch-mb", help="capture bytes decoded per batch (bounds memory)"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="decoder threads (default: all cores)"),
+        batch_mb: int = typer.Option(64, "--batch-mb", help="capture bytes decoded per batch (bounds memory)", callback=check_batch_mb),
+        threads: Optional[int] = typer.Option(None, "--threads", help="decoder threads (default: all cores)", callback=check_threads),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
         """Decode a capture to Parquet or Arrow, in bounded memory (batches of windows, row groups written as they come)."""
@@ -93,9 +95,9 @@ def register(app: typer.Typer) -> None:
         cpu: List[int] = typer.Option([], "--cpu", help="pCPU; repeatable"),
         tsc_from: Optional[int] = typer.Option(None, "--from", help="first TSC (cycles) to show"),
         tsc_to: Optional[int] = typer.Option(None, "--to", help="last TSC (cycles) to show"),
-        limit: Optional[int] = typer.Option(None, "--limit", "-n", help="stop after this many records"),
+        limit: Optional[int] = typer.Option(None, "--limit", "-n", help="stop after this many records", callback=check_limit),
         json_out: bool = typer.Option(False, "--json", help="JSON Lines: one object per record"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: print seconds instead of cycles"),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: print seconds instead of cycles", callback=check_cpu_hz),
         xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the capture (default: guessed)"),
         tolerance: str = typer.Option("strict", "--tolerance", help=TOLERANCE_HELP),
         catalog: List[str] = typer.Option([], "--catalog", help="extra event definitions (TOML)"),
@@ -116,6 +118,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError("events needs a CAPTURE (or --list)")
         ids = _match_events(event, cat)
         classes = {c.upper() for c in cls}
+        known = {name for _m, _v, name in cat.classes}
+        if classes - known:
+            raise UsageError(f"--class {', '.join(sorted(classes - known))}: no such event class "
+                             f"(known: {', '.join(sorted(known))})")
         if show_code:
             print(_events_code(path, ids, classes, dom, cpu, tsc_from, tsc_to, limit))
             return

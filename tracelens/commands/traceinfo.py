@@ -9,9 +9,11 @@ import sys
 
 
 def _warn_damage(damage) -> None:
+    from tracelens.escape import terminal
+
     for d in damage:
         off, length, reason = (d["offset"], d["length"], d["reason"]) if isinstance(d, dict) else (d.offset, d.length, d.reason)
-        print(f"tracelens: warning: skipped {length} bytes at byte {off}: {reason}", file=sys.stderr)
+        print(f"tracelens: warning: skipped {length} bytes at byte {off}: {terminal(reason)}", file=sys.stderr)
 
 
 def info(path: str, *, json_out: bool = False, xen_version: str | None = None, show_code: bool = False,
@@ -30,8 +32,10 @@ def info(path: str, *, json_out: bool = False, xen_version: str | None = None, s
     from rich.console import Console
     from rich.table import Table
 
+    from tracelens.escape import rich as esc
+
     con = Console()
-    t = Table(title=f"xentrace capture {path}", show_header=False, title_justify="left")
+    t = Table(title=esc(f"xentrace capture {path}"), show_header=False, title_justify="left")
     t.add_row("size", f"{s['size_bytes']:,} bytes")
     t.add_row("pCPUs", f"{len(s['pcpus'])} ({', '.join(map(str, s['pcpus']))})")
     t.add_row("windows", f"{s['windows']:,}")
@@ -41,13 +45,13 @@ def info(path: str, *, json_out: bool = False, xen_version: str | None = None, s
     if s["tsc_first"] is not None:
         span = s["tsc_last"] - s["tsc_first"]
         t.add_row("TSC span", f"{s['tsc_first']:,} .. {s['tsc_last']:,} ({span:,} cycles)")
-    t.add_row("Xen layout", f"{s['xen_layout']['label']}: {'; '.join(s['xen_layout']['reasons'])}")
+    t.add_row("Xen layout", esc(f"{s['xen_layout']['label']}: {'; '.join(s['xen_layout']['reasons'])}"))
     con.print(t)
     cls = Table(title="records per class", title_justify="left")
     cls.add_column("class")
     cls.add_column("records", justify="right")
     for k, v in sorted(s["records_per_class"].items(), key=lambda kv: -kv[1]):
-        cls.add_row(k, f"{v:,}")
+        cls.add_row(esc(k), f"{v:,}")
     con.print(cls)
     dom = Table(title="records per domain (the vCPU running when written)", title_justify="left")
     dom.add_column("domain")

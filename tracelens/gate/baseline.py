@@ -46,10 +46,15 @@ def parse_baseline(text: str, path: str = "baseline.json") -> Baseline:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         fail(f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})", e.lineno)
+    except RecursionError:
+        fail("invalid JSON: arrays or objects nested too deeply")
+    except ValueError as e:  # an integer of thousands of digits (Python's int conversion limit)
+        fail(f"invalid JSON: {e}")
     if not isinstance(doc, dict):
         fail("a baseline is a JSON object with schema_version and accepted", 1)
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        fail(f"schema_version must be {SCHEMA_VERSION}, not {doc.get('schema_version')!r}",
+    sv = doc.get("schema_version")
+    if type(sv) is not int or sv != SCHEMA_VERSION:  # true and 1.0 compare equal to 1: not a version
+        fail(f"schema_version must be {SCHEMA_VERSION} (an integer), not {json.dumps(sv)}",
              _line_of(text, '"schema_version"') or 1)
     acc = doc.get("accepted")
     if not isinstance(acc, list):
@@ -66,15 +71,18 @@ def parse_baseline(text: str, path: str = "baseline.json") -> Baseline:
 
 
 def load_baseline(path) -> Baseline:
+    from tracelens.detect import read_capped
+
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_capped(path).decode("utf-8")
     except OSError as e:
         raise PolicyError(f"{path}: cannot read the baseline file: {e.strerror} "
                           "(write one with tracelens gate --write-baseline FILE CAPTURE...)") from None
     except UnicodeDecodeError:
         raise PolicyError(f"{path}: not UTF-8 JSON") from None
+    except ValueError as e:
+        raise PolicyError(f"{path}: {e}") from None
     return parse_baseline(text, path)
 
 

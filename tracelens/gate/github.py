@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 
+from tracelens import escape
+
 MAX_ANNOTATIONS = 10
 _LEVEL = {"error": "error", "warning": "warning", "note": "notice"}
 
 
 def _esc_data(s: str) -> str:
-    return str(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # control characters first (escape.terminal: an ESC sequence from a kernel log reaches no CI log raw)
+    return escape.terminal(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _esc_prop(s: str) -> str:
@@ -51,7 +54,11 @@ def annotations(result, limit: int = MAX_ANNOTATIONS) -> list[str]:
 
 
 def _md(s) -> str:
-    return str(s).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+    return escape.markdown(s)
+
+
+def _code(s) -> str:
+    return escape.markdown_code(s, table=True)
 
 
 def step_summary(result) -> str:
@@ -60,17 +67,17 @@ def step_summary(result) -> str:
            "| capture | status | findings | blocking | note |", "|---|---|---|---|---|"]
     for c in result.captures:
         note = c.error or "; ".join(c.inconclusive) or ""
-        out.append(f"| `{_md(c.path)}` | {c.status} | {len(c.findings)} | {len(c.blocking)} | {_md(note)} |")
+        out.append(f"| {_code(c.path)} | {c.status} | {len(c.findings)} | {len(c.blocking)} | {_md(note)} |")
     rows = [(c, g) for c in result.captures for g in c.findings]
     if rows:
         out += ["", "| capture | rule | severity | domain | epoch | object | state | message |",
                 "|---|---|---|---|---|---|---|---|"]
         for c, g in rows:
             f = g.finding
-            out.append(f"| `{_md(c.path)}` | {f.rule} | {g.level} | {_md(f.domid)} | {_md(f.epoch)} | "
+            out.append(f"| {_code(c.path)} | {f.rule} | {g.level} | {_md(f.domid)} | {_md(f.epoch)} | "
                        f"{_md(f.object)} | {g.state} | {_md(f.message)} |")
     for e in result.expired:
-        out.append(f"\n> allow-list entry at `{_md(e.source)}` ({e.rule}) expired on {e.expires.isoformat()}")
+        out.append(f"\n> allow-list entry at {_code(e.source)} ({e.rule}) expired on {e.expires.isoformat()}")
     return "\n".join(out) + "\n\n"
 
 

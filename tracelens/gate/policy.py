@@ -213,7 +213,11 @@ def parse_policy(text: str, path: str = "tracelens.toml") -> Policy:
 
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except RecursionError:
+        raise PolicyError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
+    except ValueError as e:
+        if not isinstance(e, tomllib.TOMLDecodeError):  # e.g. an integer of thousands of digits
+            raise PolicyError(f"{path}: invalid TOML: {e}") from None
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         if m:
             where = f"{path}:{m.group(1)}"
@@ -322,12 +326,15 @@ def parse_policy(text: str, path: str = "tracelens.toml") -> Policy:
 
 def load_policy(path) -> Policy:
     """Read and validate the policy file at ``path``."""
+    from tracelens.detect import read_capped
+
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_capped(path)
     except OSError as e:
         raise PolicyError(f"{path}: cannot read the policy file: {e.strerror}") from None
+    except ValueError as e:
+        raise PolicyError(f"{path}: {e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 
+from tracelens.escape import terminal as _t
+
 _STATUS = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "unreadable": "UNREADABLE"}
 
 
@@ -20,13 +22,13 @@ def to_summary(result, width: int = 140) -> str:
     con = Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False, markup=False,
                   soft_wrap=True)  # plain lines stay whole (greppable in CI logs); tables still fit the width
     for c in result.captures:
-        con.print(f"{_STATUS[c.status]:<12} {c.path}: {len(c.findings)} finding(s), {len(c.blocking)} blocking")
+        con.print(f"{_STATUS[c.status]:<12} {_t(c.path)}: {len(c.findings)} finding(s), {len(c.blocking)} blocking")
         if c.error is not None:
-            con.print(f"    unreadable: {c.error}")
+            con.print(f"    unreadable: {_t(c.error)}")
         for r in c.inconclusive:
-            con.print(f"    inconclusive: {r}")
+            con.print(f"    inconclusive: {_t(r)}")
         for n in c.notes:
-            con.print(f"    note: {n}")
+            con.print(f"    note: {_t(n)}")
         if c.findings:
             t = Table(show_header=True, box=None, pad_edge=False)
             for h in ("state", "severity", "rule", "domain", "epoch", "object", "message"):
@@ -39,7 +41,7 @@ def to_summary(result, width: int = 140) -> str:
                                                                   if g.suppression.source else "]")
                 for n in g.notes:
                     msg += f" [{n}]"
-                t.add_row(g.state, g.level, f.rule, _opt(f.domid), _opt(f.epoch), str(f.object), msg)
+                t.add_row(g.state, g.level, f.rule, _opt(f.domid), _opt(f.epoch), _t(f.object), _t(msg))
             con.print(t)
     for e in result.expired:
         con.print(f"expired allow-list entry at {e.source} ({e.rule}, {e.reason}): expired on "
@@ -53,7 +55,7 @@ def to_summary(result, width: int = 140) -> str:
     for c in result.captures:
         counts[c.status] = counts.get(c.status, 0) + 1
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    con.print(f"policy: {result.policy.path or '(none: defaults)'}; baseline: {result.baseline_path or '(none)'}")
+    con.print(f"policy: {_t(result.policy.path or '(none: defaults)')}; baseline: {_t(result.baseline_path or '(none)')}")
     con.print(f"gate: {result.status} (exit {result.exit_code}); fail on {result.fail_on}; "
               f"{len(result.captures)} input(s): {parts}")
     return buf.getvalue()
