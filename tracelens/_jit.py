@@ -236,8 +236,7 @@ class first_run:
     def __enter__(self):
         import contextlib
         import sys
-
-        import numpy as np
+        import warnings
 
         from tracelens.analysis import _kernels as AK
         from tracelens.parsers.xentrace import _kernels as XK
@@ -246,7 +245,9 @@ class first_run:
         stack = contextlib.ExitStack()
         if m == "interpret":
             stack.enter_context(interpreting(AK, XK))
-            stack.enter_context(np.errstate(all="ignore"))  # u64 arithmetic wraps on purpose, as compiled
+            # u64 arithmetic wraps on purpose, as compiled; not np.errstate: a context variable cannot be left from
+            # the other context a generator (iter_batches) may be resumed in
+            warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
         elif m == "compile":
             expected = sum(not cached(f) for mod in (AK, XK) for f in _dispatchers(mod).values())
             listener = _CompileNotes(expected, self.stream or sys.stderr)
