@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""xentrace decoder benchmark: generates a capture with the project's writer and measures, in one run,
-ratios against a plain read of the same file.
+"""xentrace decoder benchmark: generates a synthetic capture (``generate``: a self-consistent host that Xen's own
+xenalyze also processes, so it can serve as a speed reference) and measures, in one run, ratios against a plain
+read of the same file.
 
 Every measurement runs in a fresh process (page faults on new memory are a large part of the cost on small
 machines, and a warm process would hide them), repeated and alternated with its baseline; medians are reported.
@@ -28,97 +29,527 @@ from pathlib import Path
 
 import numpy as np
 
-from tracelens.parsers.xentrace.writer import CPU_CHANGE_HEADER, encode_records
+from tracelens._jit import njit
+from tracelens.parsers.xentrace.writer import CPU_CHANGE_HEADER
 
-# (event, n_extra, has_tsc, weight): a mix shaped like the real HVM capture in ../shared (VMEXIT/VMENTRY pairs with
-# handler records, credit2 and switch records) plus grant and hypercall traffic. Mean record size ~21 bytes.
-MIX = [
-    (0x00081102, 3, True, 14), (0x00081001, 0, True, 14), (0x0008200F, 1, False, 4), (0x00082012, 1, False, 5),
-    (0x00082016, 2, False, 3), (0x0008200E, 6, False, 1), (0x00082013, 1, False, 2), (0x00084011, 2, True, 4),
-    (0x00022209, 2, True, 8), (0x0002220C, 1, True, 8), (0x0002800E, 3, True, 5), (0x0002800F, 4, True, 5),
-    (0x0002800A, 4, True, 5), (0x00021101, 1, True, 5), (0x00021011, 1, True, 3), (0x00028004, 2, True, 3),
-    (0x0010F001, 1, True, 2), (0x0010F002, 1, True, 2), (0x0020100D, 3, True, 3), (0x00802008, 3, True, 2),
-]
+# The synthetic capture: a host with 8 pCPUs, dom0 (PV, one vCPU pinned on each pCPU), three HVM guests d1-d3 of
+# four vCPUs each (pinned: guest g's vCPU k on pCPU (4 (g - 1) + k) mod ncpu) and the idle vCPUs. Each pCPU runs a
+# small scheduler state machine, so the capture is self-consistent the way Xen's own tool xenalyze checks it
+# (tools/xentrace/xenalyze.c, `xenalyze --summary` with no tolerance flag processes it to the end):
+#
+# * every context switch is INFPREV, INFNEXT, SWITCH, then the runstate change of the previous vCPU out of running
+#   and of the next one from runnable to running, in that order (Xen's sched_switch_units()); a vCPU only runs on its
+#   own pCPU, only one vCPU runs on a pCPU at a time, and every RUNSTATE_CHANGE's old state is the vCPU's state;
+# * a vCPU that blocked (HLT exit of a guest, sched_op block of dom0) is woken (WAKE, blocked->runnable) before it
+#   is scheduled again; idle is switched out to runnable;
+# * HVM records only while a guest vCPU runs: its exits are VMEXIT64 with a real VMX exit reason (canonical rip),
+#   the handler record of that reason (EXTERNAL_INTERRUPT 1 -> INTR, CPUID 10, HLT 12, VMCALL 18 -> VMMCALL with a
+#   hypercall number, IO_INSTRUCTION 30 -> IOPORT_READ, PENDING_VIRT_INTR 7 and PAUSE 40 without one) and VMENTRY;
+# * PV records (PV_HYPERCALL_V2 with the argument bits Xen records) only while dom0 runs; grant MAP/UNMAP follow a
+#   grant_table_op hypercall of dom0 for guests 1-3's grants, and dom0 unmaps no more than it mapped on that pCPU;
+# * IRQ_HANDLED records (irq, entry and exit TSC low words) in the Xen context of any vCPU.
+#
+# Soft resets (``kexecs``): in round R the guest's vCPU 0 makes the sched_op hypercall (VMEXIT 18, VMMCALL 29),
+# TRC_SCHED_SHUTDOWN with reason 5 follows, the vCPU goes offline; the guest's other vCPUs are not scheduled in
+# round R, go offline at the start of round R+1, stay offline in R+2 and are woken (offline->runnable) at the start
+# of R+3, after which they run again: the kexec boundary. Rounds are disjoint TSC intervals shared by all pCPUs, so
+# these steps are ordered across pCPUs. dom0 keeps unmapping (never mapping) the guest's grants while it is down.
+#
+# Records come in bursts on each pCPU (mean ``burst`` records a few hundred cycles apart, then a gap of tens of
+# thousands of cycles), independently of what the records are.
+
+_IDLE, _PV, _HVM = 0, 1, 2
+_RUNNING, _RUNNABLE, _BLOCKED, _OFFLINE = 0, 1, 2, 3
+# per-pCPU scalar state (columns of S)
+_CUR, _WAKE, _BODY, _ENDK, _CARRY, _KXDONE, _NLOC = range(7)
+# how the running slice ends (S[c, _ENDK]): preempted, blocked, offline after its SHUTDOWN, forced offline
+_PREEMPT, _BLOCK, _SHUTDOWN_DONE, _FORCED_OFFLINE = range(4)
+_MAXB = 128  # more than the records of one step of the state machine
+_ROUND_OFFLINE = 2  # rounds a soft-reset guest stays offline
+
+_VMENTRY, _VMEXIT64 = 0x00081001, 0x00081102
+_H_CPUID, _H_INTR, _H_VMMCALL, _H_HLT = 0x0008200E, 0x0008200F, 0x00082012, 0x00082013
+_H_IOREAD, _EMUL_PIC = 0x00082016, 0x00084011
+_RUNSTATE, _CONTINUE_RUNNING = 0x00021001, 0x00021002
+_C2_TICKLE, _C2_UPDATE_LOAD, _C2_SCHEDULE, _C2_BURN = 0x00022206, 0x00022209, 0x00022215, 0x00022203
+_SLEEP, _WAKE_EV, _BLOCK_EV, _SHUTDOWN = 0x00028003, 0x00028004, 0x00028006, 0x00028007
+_SWITCH, _INFPREV, _INFNEXT, _INFCONT = 0x0002800A, 0x0002800E, 0x0002800F, 0x00028011
+_GRANT_MAP, _GRANT_UNMAP, _HYPERCALL_V2, _IRQ_HANDLED = 0x0010F001, 0x0010F002, 0x0020100D, 0x00802008
+# dom0's PV_HYPERCALL_V2 records: d1 (op | 2-bit argument flags from bit 20), how many 32-bit arguments Xen records
+# after it (spec §4.4) and a weight
+_PV_CALLS = np.array([
+    (0x00000020, 0, 14),  # event_channel_op
+    (0x0000000C, 0, 6),   # memory_op
+    (0x00400001, 1, 6),   # mmu_update(count)
+    (0x0040000D, 1, 5),   # multicall(count)
+    (0x0040001A, 1, 4),   # mmuext_op(count)
+    (0x00500018, 2, 3),   # vcpu_op(cmd, vcpuid)
+    (0x00000011, 0, 2),   # xen_version
+    (0x00000021, 0, 3),   # physdev_op
+    (0x00000029, 0, 6),   # dm_op
+    (0x00000022, 0, 2),   # hvm_op
+    (0x0010001D, 1, 2),   # sched_op(yield)
+    (0x0000000F, 0, 3),   # set_timer_op
+], np.int64)
+_PV_CUM = np.cumsum(_PV_CALLS[:, 2]).astype(np.int64)
+_VMCALLS = np.array([32, 32, 32, 12, 24, 24, 29, 34, 20, 17, 33], np.int64)  # HVM hypercall numbers (VMMCALL d1)
+_IOPORTS = np.array([0x20, 0x21, 0x40, 0x43, 0x61, 0x70, 0x71, 0x3F8, 0x3FD, 0xCF8, 0xCFC, 0xB008], np.int64)
+_CPUID_LEAVES = np.array([0, 1, 4, 6, 7, 0xB, 0xD, 0x40000000, 0x40000001, 0x40000003, 0x80000001, 0x80000008],
+                         np.int64)
 
 
-def _payloads(rng, events: np.ndarray, cpu: int) -> np.ndarray:
-    """Payload words with plausible values where the analysis reads them: a few guests (d1-d3) and dom0, their
-    vCPUs, a few dozen IRQs, real hypercall encodings; other words are random."""
-    n = len(events)
-    d = rng.integers(0, 1 << 16, (n, 7), dtype=np.uint32)
-    doms = np.array([0, 1, 2, 3, 32767], np.uint32)
-    dom = doms[rng.integers(0, len(doms), n)]
-    vcpu = rng.integers(0, 4, n, dtype=np.uint32)
-    runstate = (events & 0x0FFFF00F) == 0x00021001
-    d[:, 0] = np.where(runstate, (dom << 16) | vcpu, d[:, 0])
-    for ev in (0x00028004, 0x0002800E, 0x0002800F):
-        sel = events == ev
-        d[sel, 0], d[sel, 1] = dom[sel], vcpu[sel]
-    sel = events == 0x0002800A
-    d[sel, 0], d[sel, 1] = doms[rng.integers(0, len(doms), sel.sum())], vcpu[sel]
-    d[sel, 2], d[sel, 3] = dom[sel], (vcpu[sel] + 1) % 4
-    sel = (events == 0x0010F001) | (events == 0x0010F002)
-    d[sel, 0] = rng.integers(1, 4, sel.sum(), dtype=np.uint32)  # the granting guest
-    sel = events == 0x00802008
-    d[sel, 0] = rng.integers(16, 48, sel.sum(), dtype=np.uint32)
-    sel = events == 0x0020100D  # grant_table_op(cmd, count), sched_op(cmd), memory_op, event_channel_op
-    choice = rng.integers(0, 4, sel.sum())
-    d[sel, 0] = np.array([0x01100014, 0x0010001D, 0x0000000C, 0x00000020], np.uint32)[choice]
-    d[sel, 1] = np.where(choice == 0, rng.integers(0, 2, sel.sum()), np.where(choice == 1, 1, d[sel, 1])).astype(np.uint32)
-    d[sel, 2] = rng.integers(1, 32, sel.sum(), dtype=np.uint32)
-    sel = events == 0x00082012
-    d[sel, 0] = np.array([24, 32, 12, 29, 34], np.uint32)[rng.integers(0, 5, sel.sum())]
-    return d
+@njit(cache=True)
+def _seed(s):
+    np.random.seed(s)
 
 
-def generate(path: Path, size: int, ncpu: int = 8, seed: int = 1, burst: float = 12.0, kexecs: int = 0) -> int:
-    """Write a capture of at least ``size`` bytes; returns the record count. Streams in rounds of windows.
+@njit(cache=True)
+def _put(ev, nx, ht, d, k, e, n, t, w0, w1, w2, w3):
+    ev[k] = e
+    nx[k] = n
+    ht[k] = t
+    d[k, 0] = w0
+    d[k, 1] = w1
+    d[k, 2] = w2
+    d[k, 3] = w3
+    d[k, 4] = 0
+    d[k, 5] = 0
+    d[k, 6] = 0
+    return k + 1
+
+
+@njit(cache=True)
+def _vmexit(ev, nx, ht, d, k, reason):
+    if np.random.random() < 0.15:  # user space
+        lo, hi = np.random.randint(0, 1 << 32) & 0xFFFFFFF0, 0x00007F00 + np.random.randint(0, 256)
+    else:  # kernel text
+        lo, hi = 0x81000000 + (np.random.randint(0, 1 << 24) & 0xFFFFF0), 0xFFFFFFFF
+    return _put(ev, nx, ht, d, k, _VMEXIT64, 3, 1, reason, lo, hi, 0)
+
+
+@njit(cache=True)
+def _irq(ev, nx, ht, d, k):
+    # d2/d3 hold how many cycles before the record's TSC do_IRQ started and ended; _encode turns them into TSC words
+    a = np.random.randint(600, 4000)
+    return _put(ev, nx, ht, d, k, _IRQ_HANDLED, 3, 1, np.random.randint(16, 48), a, np.random.randint(40, a // 2), 0)
+
+
+@njit(cache=True)
+def _rs(ev, nx, ht, d, k, dom, vid, old, new):
+    return _put(ev, nx, ht, d, k, _RUNSTATE | (old << 8) | (new << 4), 1, 1, (dom << 16) | vid, 0, 0, 0)
+
+
+@njit(cache=True)
+def _exit_extint(ev, nx, ht, d, k, vec):
+    k = _vmexit(ev, nx, ht, d, k, 1)
+    return _put(ev, nx, ht, d, k, _H_INTR, 1, 0, vec, 0, 0, 0)
+
+
+@njit(cache=True)
+def _eligible(c, i, S, VST, LOC, gmode, home0):
+    if VST[c, i] != _RUNNABLE:
+        return False
+    g = LOC[c, i, 3]
+    if g == 0:
+        return True
+    m = gmode[g]
+    if m == 0 or m == 4:
+        return True
+    return m == 1 and home0[g] == c and S[c, _KXDONE] != g
+
+
+@njit(cache=True)
+def _new_slice(c, S, LOC):
+    kind = LOC[c, S[c, _CUR], 2]
+    if kind == _HVM:
+        S[c, _BODY] = 2 + np.random.randint(0, 15)
+        S[c, _ENDK] = _BLOCK if np.random.random() < 0.35 else _PREEMPT
+    elif kind == _PV:
+        S[c, _BODY] = 2 + np.random.randint(0, 9)
+        S[c, _ENDK] = _BLOCK if np.random.random() < 0.5 else _PREEMPT
+    else:
+        S[c, _BODY] = 1 + np.random.randint(0, 3)
+        S[c, _ENDK] = _PREEMPT
+
+
+@njit(cache=True)
+def _switch(c, k, inx, kxg, half, S, VST, LOC, gmode, home0, ev, nx, ht, d):
+    """End the running slice and switch to the next runnable vCPU."""
+    prev = S[c, _CUR]
+    pdom, pvid, pk = LOC[c, prev, 0], LOC[c, prev, 1], LOC[c, prev, 2]
+    endk = S[c, _ENDK]
+    new = _RUNNABLE
+    if endk == _SHUTDOWN_DONE:
+        new = _OFFLINE
+    elif pk == _HVM:
+        if endk == _BLOCK:
+            k = _vmexit(ev, nx, ht, d, k, 12)
+            k = _put(ev, nx, ht, d, k, _H_HLT, 1, 0, 0, 0, 0, 0)
+            k = _put(ev, nx, ht, d, k, _BLOCK_EV, 2, 1, pdom, pvid, 0, 0)
+            new = _BLOCKED
+        else:
+            if not inx:
+                k = _exit_extint(ev, nx, ht, d, k, 0xF9)  # timer: the scheduler's softirq
+            if endk == _FORCED_OFFLINE:
+                k = _put(ev, nx, ht, d, k, _SLEEP, 2, 1, pdom, pvid, 0, 0)
+                new = _OFFLINE
+    elif pk == _PV and endk == _BLOCK:
+        k = _put(ev, nx, ht, d, k, _HYPERCALL_V2, 2, 1, 0x0010001D, 1, 0, 0)  # sched_op(block)
+        k = _put(ev, nx, ht, d, k, _BLOCK_EV, 2, 1, pdom, pvid, 0, 0)
+        new = _BLOCKED
+    w = S[c, _WAKE]
+    if w >= 0:  # a vCPU blocked earlier and not woken yet
+        k = _put(ev, nx, ht, d, k, _WAKE_EV, 2, 1, LOC[c, w, 0], LOC[c, w, 1], 0, 0)
+        k = _rs(ev, nx, ht, d, k, LOC[c, w, 0], LOC[c, w, 1], _BLOCKED, _RUNNABLE)
+        VST[c, w] = _RUNNABLE
+        S[c, _WAKE] = -1
+    # the next vCPU: the guest about to shut down (past the middle of the round), else weighted among the runnable
+    nxt = -1
+    nloc = S[c, _NLOC]
+    if kxg > 0 and half:
+        for i in range(nloc):
+            if i != prev and LOC[c, i, 3] == kxg and LOC[c, i, 1] == 0 and _eligible(c, i, S, VST, LOC, gmode, home0):
+                nxt = i
+    if nxt < 0:
+        tot = 0.0
+        for i in range(nloc):
+            if i != prev and _eligible(c, i, S, VST, LOC, gmode, home0):
+                tot += (1.0, 2.0, 3.0)[LOC[c, i, 2]]
+        x = np.random.random() * tot
+        for i in range(nloc):
+            if i != prev and _eligible(c, i, S, VST, LOC, gmode, home0):
+                nxt = i
+                x -= (1.0, 2.0, 3.0)[LOC[c, i, 2]]
+                if x < 0:
+                    break
+    ndom, nvid, nk = LOC[c, nxt, 0], LOC[c, nxt, 1], LOC[c, nxt, 2]
+    k = _put(ev, nx, ht, d, k, _C2_SCHEDULE, 2, 1, c, 0x01010100 if pk == _IDLE else 0, 0, 0)
+    if pk != _IDLE:
+        k = _put(ev, nx, ht, d, k, _C2_BURN, 4, 1, (pdom << 16) | pvid, np.random.randint(0, 10_500_000),
+                 0x80000000, np.random.randint(1000, 3_000_000))
+    if np.random.random() < 0.5:
+        k = _put(ev, nx, ht, d, k, _C2_UPDATE_LOAD, 0, 1, 0, 0, 0, 0)
+    k = _put(ev, nx, ht, d, k, _INFPREV, 3, 1, pdom, pvid, np.random.randint(1000, 3_000_000), 0)
+    k = _put(ev, nx, ht, d, k, _INFNEXT, 4, 1, ndom, nvid, np.random.randint(0, 60_000),
+             0xFFFFFFFF if nk == _IDLE else 10_000_000)
+    k = _put(ev, nx, ht, d, k, _SWITCH, 4, 1, pdom, pvid, ndom, nvid)
+    k = _rs(ev, nx, ht, d, k, pdom, pvid, _RUNNING, new)
+    k = _rs(ev, nx, ht, d, k, ndom, nvid, _RUNNABLE, _RUNNING)
+    if nk == _HVM:
+        k = _put(ev, nx, ht, d, k, _VMENTRY, 0, 1, 0, 0, 0, 0)
+    VST[c, prev] = new
+    VST[c, nxt] = _RUNNING
+    S[c, _CUR] = nxt
+    if new == _BLOCKED:
+        S[c, _WAKE] = prev
+    _new_slice(c, S, LOC)
+    return k
+
+
+@njit(cache=True)
+def _fill(c, n, S, VST, LOC, OUTG, gmode, home0, ev, nx, ht, d):
+    """Run pCPU c's state machine until its buffer holds at least n records (after S[c, _CARRY] carried ones);
+    returns the record count. gmode[g]: 0 normal, 1 soft-reset round, 2 going offline, 3 offline, 4 resuming."""
+    k = S[c, _CARRY]
+    nloc = S[c, _NLOC]
+    kxg = 0
+    for g in range(1, 4):
+        if gmode[g] == 1 and home0[g] == c and S[c, _KXDONE] != g:
+            kxg = g
+    cur = S[c, _CUR]
+    inx = False  # a guest's VMEXIT opened for Xen work and not closed by a VMENTRY yet
+    # the start of the round: a guest not scheduled this round leaves its pCPU
+    g = LOC[c, cur, 3]
+    if g > 0 and ((gmode[g] == 1 and home0[g] != c) or gmode[g] == 2):
+        S[c, _BODY] = 0
+        S[c, _ENDK] = _FORCED_OFFLINE if gmode[g] == 2 else _PREEMPT
+    for i in range(nloc):
+        g = LOC[c, i, 3]
+        if g == 0 or i == cur:
+            continue
+        if (gmode[g] == 2 and VST[c, i] != _OFFLINE) or (gmode[g] == 4 and VST[c, i] == _OFFLINE):
+            if not inx and LOC[c, cur, 2] == _HVM:
+                k = _exit_extint(ev, nx, ht, d, k, 0xF3)
+                inx = True
+            if gmode[g] == 2:
+                k = _put(ev, nx, ht, d, k, _SLEEP, 2, 1, g, LOC[c, i, 1], 0, 0)
+                k = _rs(ev, nx, ht, d, k, g, LOC[c, i, 1], VST[c, i], _OFFLINE)
+                VST[c, i] = _OFFLINE
+                if S[c, _WAKE] == i:
+                    S[c, _WAKE] = -1
+            else:
+                k = _put(ev, nx, ht, d, k, _WAKE_EV, 2, 1, g, LOC[c, i, 1], 0, 0)
+                k = _rs(ev, nx, ht, d, k, g, LOC[c, i, 1], _OFFLINE, _RUNNABLE)
+                VST[c, i] = _RUNNABLE
+    if inx and S[c, _BODY] > 0:
+        k = _put(ev, nx, ht, d, k, _VMENTRY, 0, 1, 0, 0, 0, 0)
+        inx = False
+    half = n // 2
+    while k < n:
+        if S[c, _BODY] <= 0:
+            k = _switch(c, k, inx, kxg, k >= half, S, VST, LOC, gmode, home0, ev, nx, ht, d)
+            inx = False
+            continue
+        cur = S[c, _CUR]
+        kind = LOC[c, cur, 2]
+        dom, vid = LOC[c, cur, 0], LOC[c, cur, 1]
+        S[c, _BODY] -= 1
+        w = S[c, _WAKE]
+        if w >= 0:  # an interrupt wakes the vCPU that blocked on this pCPU
+            if kind == _HVM:
+                k = _exit_extint(ev, nx, ht, d, k, 0x30 + np.random.randint(0, 0xB0))
+            k = _irq(ev, nx, ht, d, k)
+            k = _put(ev, nx, ht, d, k, _WAKE_EV, 2, 1, LOC[c, w, 0], LOC[c, w, 1], 0, 0)
+            k = _rs(ev, nx, ht, d, k, LOC[c, w, 0], LOC[c, w, 1], _BLOCKED, _RUNNABLE)
+            VST[c, w] = _RUNNABLE
+            S[c, _WAKE] = -1
+            if kind == _HVM:
+                k = _put(ev, nx, ht, d, k, _VMENTRY, 0, 1, 0, 0, 0, 0)
+            continue
+        if kxg > 0 and k >= half and LOC[c, cur, 3] == kxg and vid == 0:  # the guest's kernel asks for a soft reset
+            k = _vmexit(ev, nx, ht, d, k, 18)
+            k = _put(ev, nx, ht, d, k, _H_VMMCALL, 1, 0, 29, 0, 0, 0)
+            k = _put(ev, nx, ht, d, k, _SHUTDOWN, 3, 1, kxg, 0, 5, 0)
+            k = _put(ev, nx, ht, d, k, _SLEEP, 2, 1, kxg, 0, 0, 0)
+            S[c, _KXDONE] = kxg
+            kxg = 0
+            S[c, _BODY] = 0
+            S[c, _ENDK] = _SHUTDOWN_DONE
+            continue
+        x = np.random.random()
+        if kind == _HVM:
+            if x < 0.12:  # device interrupt
+                k = _exit_extint(ev, nx, ht, d, k, 0x30 + np.random.randint(0, 0xB0))
+                k = _irq(ev, nx, ht, d, k)
+            elif x < 0.27:  # port I/O emulated by Xen
+                k = _vmexit(ev, nx, ht, d, k, 30)
+                k = _put(ev, nx, ht, d, k, _H_IOREAD, 2, 0, _IOPORTS[np.random.randint(0, len(_IOPORTS))],
+                         np.random.randint(0, 256), 0, 0)
+                if np.random.random() < 0.5:
+                    k = _put(ev, nx, ht, d, k, _EMUL_PIC, 2, 1, 0, 0, 0, 0)
+            elif x < 0.31:
+                k = _vmexit(ev, nx, ht, d, k, 10)
+                k = _put(ev, nx, ht, d, k, _H_CPUID, 6, 0, _CPUID_LEAVES[np.random.randint(0, len(_CPUID_LEAVES))],
+                         0, np.random.randint(0, 1 << 32), np.random.randint(0, 1 << 32))
+                d[k - 1, 4] = np.random.randint(0, 1 << 32)
+                d[k - 1, 5] = np.random.randint(0, 1 << 32)
+            elif x < 0.62:  # hypercall
+                k = _vmexit(ev, nx, ht, d, k, 18)
+                k = _put(ev, nx, ht, d, k, _H_VMMCALL, 1, 0, _VMCALLS[np.random.randint(0, len(_VMCALLS))], 0, 0, 0)
+            elif x < 0.80:
+                k = _vmexit(ev, nx, ht, d, k, 7)  # PENDING_VIRT_INTR: no handler record
+            elif x < 0.97:
+                k = _vmexit(ev, nx, ht, d, k, 40)  # PAUSE_INSTRUCTION: no handler record
+            else:  # timer tick, the scheduler keeps the vCPU
+                k = _exit_extint(ev, nx, ht, d, k, 0xF9)
+                k = _put(ev, nx, ht, d, k, _C2_SCHEDULE, 2, 1, c, 0, 0, 0)
+                k = _put(ev, nx, ht, d, k, _INFCONT, 4, 1, dom, vid, np.random.randint(1000, 3_000_000), 10_000_000)
+                k = _put(ev, nx, ht, d, k, _CONTINUE_RUNNING, 1, 1, (dom << 16) | vid, 0, 0, 0)
+            k = _put(ev, nx, ht, d, k, _VMENTRY, 0, 1, 0, 0, 0, 0)
+        elif kind == _PV:
+            if x < 0.17:  # grant_table_op: map or unmap a batch of a guest's grants
+                g = 1 + np.random.randint(0, 3)
+                can_map = gmode[g] == 0 or gmode[g] == 4
+                if OUTG[c, g] > 0 and (not can_map or np.random.random() < 0.5):
+                    m = min(1 + np.random.randint(0, 7), OUTG[c, g])
+                    OUTG[c, g] -= m
+                    k = _put(ev, nx, ht, d, k, _HYPERCALL_V2, 3, 1, 0x01100014, 1, m, 0)
+                    for _ in range(m):
+                        k = _put(ev, nx, ht, d, k, _GRANT_UNMAP, 1, 1, g, 0, 0, 0)
+                elif can_map:
+                    m = 1 + np.random.randint(0, 7)
+                    OUTG[c, g] += m
+                    k = _put(ev, nx, ht, d, k, _HYPERCALL_V2, 3, 1, 0x01100014, 0, m, 0)
+                    for _ in range(m):
+                        k = _put(ev, nx, ht, d, k, _GRANT_MAP, 1, 1, g, 0, 0, 0)
+                else:
+                    k = _put(ev, nx, ht, d, k, _HYPERCALL_V2, 1, 1, 0x00000020, 0, 0, 0)
+            elif x < 0.85:
+                j = np.searchsorted(_PV_CUM, np.random.randint(0, _PV_CUM[-1]), side="right")
+                na = _PV_CALLS[j, 1]
+                a0 = np.random.randint(1, 64)
+                if _PV_CALLS[j, 0] == 0x00500018:
+                    a0 = (4, 4, 13, 11)[np.random.randint(0, 4)]  # vcpu_op cmd
+                elif _PV_CALLS[j, 0] == 0x0010001D:
+                    a0 = 0  # yield
+                k = _put(ev, nx, ht, d, k, _HYPERCALL_V2, 1 + na, 1, _PV_CALLS[j, 0], a0, np.random.randint(0, 8), 0)
+            elif x < 0.98:
+                k = _irq(ev, nx, ht, d, k)
+            else:
+                k = _put(ev, nx, ht, d, k, _C2_SCHEDULE, 2, 1, c, 0, 0, 0)
+                k = _put(ev, nx, ht, d, k, _INFCONT, 4, 1, dom, vid, np.random.randint(1000, 3_000_000), 10_000_000)
+                k = _put(ev, nx, ht, d, k, _CONTINUE_RUNNING, 1, 1, (dom << 16) | vid, 0, 0, 0)
+        else:
+            if x < 0.6:
+                k = _irq(ev, nx, ht, d, k)
+            elif x < 0.85:
+                k = _put(ev, nx, ht, d, k, _C2_UPDATE_LOAD, 0, 1, 0, 0, 0, 0)
+            else:
+                k = _put(ev, nx, ht, d, k, _C2_TICKLE, 1, 1, np.random.randint(0, S.shape[0]), 0, 0, 0)
+    S[c, _CARRY] = k
+    return k
+
+
+@njit(cache=True)
+def _encode(n, t0, span, inv_burst, gap_lo, gap_hi, rnd, ev, nx, ht, d, out):
+    """TSCs for the first n records (bursts, scaled into [t0, t0 + span)), then their little-endian words in out;
+    returns the number of words. Payload words come from rnd instead when it is not empty."""
+    tsc = np.empty(n, np.float64)
+    s = 0.0
+    for i in range(n):
+        if np.random.random() < inv_burst:
+            s += np.random.randint(gap_lo, gap_hi)
+        else:
+            s += np.random.randint(20, 200)
+        tsc[i] = s
+    scale = span / (s + gap_lo)
+    o = 0
+    r = 0
+    for i in range(n):
+        t = np.uint64(t0) + np.uint64(tsc[i] * scale)
+        e, m = ev[i], nx[i]
+        out[o] = np.uint32(e) | np.uint32(m << 28) | np.uint32(ht[i] << 31)
+        o += 1
+        if ht[i]:
+            out[o] = np.uint32(t & np.uint64(0xFFFFFFFF))
+            out[o + 1] = np.uint32(t >> np.uint64(32))
+            o += 2
+        if rnd.shape[0]:
+            for j in range(m):
+                out[o + j] = rnd[r + j]
+            r += m
+        elif e == _IRQ_HANDLED:
+            out[o] = d[i, 0]
+            out[o + 1] = np.uint32((t - np.uint64(d[i, 1])) & np.uint64(0xFFFFFFFF))
+            out[o + 2] = np.uint32((t - np.uint64(d[i, 2])) & np.uint64(0xFFFFFFFF))
+        else:
+            for j in range(m):
+                out[o + j] = d[i, j]
+        o += m
+    return o
+
+
+@njit(cache=True)
+def _shift(n, k, ev, nx, ht, d):
+    """Move the records after the first n (up to k) to the front of the buffers; returns their count."""
+    for i in range(n, k):
+        ev[i - n] = ev[i]
+        nx[i - n] = nx[i]
+        ht[i - n] = ht[i]
+        for j in range(7):
+            d[i - n, j] = d[i, j]
+    return k - n
+
+
+def _host(ncpu: int):
+    """Local vCPU table LOC[c, i] = (domid, vcpu, kind, guest) and the pCPU of each guest's vCPU 0."""
+    loc = [[(32767, c, _IDLE, 0), (0, c, _PV, 0)] for c in range(ncpu)]
+    home0 = np.zeros(4, np.int64)
+    for g in (1, 2, 3):
+        for v in range(4):
+            c = (4 * (g - 1) + v) % ncpu
+            loc[c].append((g, v, _HVM, g))
+            if v == 0:
+                home0[g] = c
+    L = max(len(x) for x in loc)
+    LOC = np.zeros((ncpu, L, 4), np.int64)
+    for c, x in enumerate(loc):
+        LOC[c, :len(x)] = x
+    return LOC, np.array([len(x) for x in loc], np.int64), home0
+
+
+MEAN_RECORD_BYTES = 18.4  # of this generator's records (measured), for placing the soft resets
+
+
+def generate(path: Path, size: int, ncpu: int = 8, seed: int = 1, burst: float = 12.0, kexecs: int = 0,
+             random_payloads: bool = False) -> int:
+    """Write a capture of at least ``size`` bytes; returns the record count (CPU_CHANGE records included). Streams
+    in rounds of one window per pCPU, written in a random poll order (window start TSCs are not monotonic in file
+    order); each round is a TSC interval shared by all pCPUs.
 
     Records come in bursts (mean ``burst`` records a few hundred cycles apart, then a gap), which is how a pCPU
     writes them (an exit, its handler records, the entry) and gives the real HVM capture's mean run of 12 records
     per pCPU in merged order. ``burst=1`` interleaves the pCPUs record by record: the merge's worst case.
 
-    ``kexecs`` > 0 spreads that many soft resets (SCHED_SHUTDOWN, reason 5) of the guests 1-3 over the capture, in
-    place of SWITCH_INFPREV records of the same size; the guests keep running afterwards, so each is a kexec
-    boundary, with the grant, balloon and hypercall traffic of the mix on both sides of it."""
+    The records follow a consistent schedule (see the comment above ``_IDLE``): xenalyze processes the capture.
+    ``kexecs`` > 0 spreads that many soft resets (SCHED_SHUTDOWN, reason 5) of the guests 1-3 over the capture,
+    each followed by the guest's vCPUs going offline and running again (a kexec boundary), with the grant and
+    hypercall traffic on both sides of it.
+
+    ``random_payloads=True`` replaces every payload word of the same records with random bits: a busy capture
+    whose domains, grant pairs and hypercall keys number in the millions (the analysis' worst case). xenalyze
+    rejects it."""
+    if not 1 <= ncpu <= 64:
+        raise ValueError("ncpu must be 1-64")
+    per_window = 3000  # records per window (~54 KiB)
+    gap_lo, gap_hi = 20_000 * ncpu, 80_000 * ncpu
+    inv_burst = 1.0 / burst
+    span = int(per_window * (inv_burst * (gap_lo + gap_hi) / 2 + (1 - inv_burst) * 110))
+    est_rounds = max(1, int(size // (ncpu * (12 + per_window * MEAN_RECORD_BYTES))))
+    kexec_at = {}  # round -> guest
+    for i in range(kexecs):
+        kexec_at[(i + 1) * est_rounds // (kexecs + 1)] = 1 + i % 3
+    rs = sorted(kexec_at)
+    if len(rs) < kexecs or any(b - a < 2 + _ROUND_OFFLINE for a, b in zip(rs, rs[1:])) or (
+            rs and rs[-1] + _ROUND_OFFLINE + 2 > est_rounds):
+        raise ValueError(f"{size} bytes are too few for {kexecs} soft resets")
     rng = np.random.default_rng(seed)
-    ev = np.array([m[0] for m in MIX], np.uint32)
-    nx = np.array([m[1] for m in MIX], np.int64)
-    ht = np.array([m[2] for m in MIX], bool)
-    p = np.array([m[3] for m in MIX], float)
-    p /= p.sum()
-    tsc = np.full(ncpu, 10_000_000, np.uint64)
-    written = 0
-    records = 0
-    per_window = 3000  # records per window (~64 KiB)
-    est_rounds = max(1, size // (ncpu * (12 + per_window * 21)))  # mean record: 21 bytes
-    kexec_rounds = {(i + 1) * est_rounds // (kexecs + 1) for i in range(kexecs)}
-    kexec_done = 0
-    rounds = 0
+    _seed(int(rng.integers(0, 2**31)))
+    payload_rng = np.random.default_rng([seed, 1])  # random payloads do not change the records or TSCs
+    rnd = np.zeros(0, np.uint32)
+    LOC, nloc, home0 = _host(ncpu)
+    L = LOC.shape[1]
+    S = np.zeros((ncpu, 8), np.int64)
+    S[:, _CUR] = 0  # the idle vCPU runs
+    S[:, _WAKE] = -1
+    S[:, _NLOC] = nloc
+    VST = np.full((ncpu, L), _RUNNABLE, np.int64)
+    VST[:, 0] = _RUNNING
+    OUTG = np.zeros((ncpu, 4), np.int64)
+    cap = per_window + _MAXB
+    ev = np.zeros((ncpu, cap), np.int64)
+    nx = np.zeros((ncpu, cap), np.int64)
+    ht = np.zeros((ncpu, cap), np.int64)
+    d = np.zeros((ncpu, cap, 7), np.uint32)
+    out = np.zeros(per_window * 10, np.uint32)
+    gmode = np.zeros(4, np.int64)
+    t0 = 10_000_000
+    written = records = rounds = 0
     tmp = path.with_suffix(".part")
     with open(tmp, "wb") as f:
         while written < size:
-            order = rng.permutation(ncpu)  # poll order: window start TSCs are not monotonic in file order
-            for c in order:
-                k = rng.choice(len(MIX), per_window, p=p)
-                start = rng.random(per_window) < 1.0 / burst
-                step = np.where(start, rng.integers(20_000 * ncpu, 80_000 * ncpu, per_window),
-                                rng.integers(20, 200, per_window)).astype(np.uint64)
-                t = tsc[c] + np.cumsum(step)
-                tsc[c] = t[-1]
-                events = ev[k].copy()
-                data = _payloads(rng, events, c)
-                if rounds in kexec_rounds and c == order[0]:
-                    j = int(np.flatnonzero(events == 0x0002800E)[0])  # 3 words and a TSC, like SCHED_SHUTDOWN's
-                    events[j] = 0x00028007
-                    data[j, :3] = (1 + kexec_done % 3, 0, 5)  # domid, vcpu, reason soft_reset
-                    kexec_done += 1
-                words, _ = encode_records(events, nx[k], ht[k], t, data)
-                f.write(np.array([CPU_CHANGE_HEADER, c, words.nbytes], "<u4").tobytes())
-                f.write(words.astype("<u4").tobytes())
-                written += 12 + words.nbytes
+            gmode[:] = 0
+            for r, g in kexec_at.items():
+                if rounds == r:
+                    gmode[g] = 1
+                elif rounds == r + 1:
+                    gmode[g] = 2
+                elif r + 1 < rounds <= r + _ROUND_OFFLINE:
+                    gmode[g] = 3
+                elif rounds == r + _ROUND_OFFLINE + 1:
+                    gmode[g] = 4
+            windows = []
+            for c in range(ncpu):
+                k = _fill(c, per_window, S, VST, LOC, OUTG, gmode, home0, ev[c], nx[c], ht[c], d[c])
+                if random_payloads:
+                    rnd = payload_rng.integers(0, 1 << 32, 7 * per_window, np.uint32)
+                nw = _encode(per_window, t0, span, inv_burst, gap_lo, gap_hi, rnd, ev[c], nx[c], ht[c], d[c], out)
+                S[c, _CARRY] = _shift(per_window, k, ev[c], nx[c], ht[c], d[c])
+                windows.append(out[:nw].astype("<u4").tobytes())
+            for g in (1, 2, 3):
+                if gmode[g] == 1:
+                    if S[home0[g], _KXDONE] != g:
+                        raise AssertionError(f"soft reset of d{g} in round {rounds} did not happen")
+                    S[home0[g], _KXDONE] = 0
+            for c in rng.permutation(ncpu):  # poll order
+                f.write(np.array([CPU_CHANGE_HEADER, c, len(windows[c])], "<u4").tobytes())
+                f.write(windows[c])
+                written += 12 + len(windows[c])
                 records += per_window + 1
+            t0 += span + gap_hi
             rounds += 1
+    if kexec_at and max(kexec_at) + _ROUND_OFFLINE + 1 >= rounds:
+        raise AssertionError("the last soft reset's guest did not run again before the end")
     os.replace(tmp, path)
     return records
 
