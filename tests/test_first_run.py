@@ -87,7 +87,7 @@ def test_cold_cache_compiling_says_so(tmp_path):
     r = _cli(["info", str(SAMPLES[0])], tmp_path / "cold", TRACELENS_JIT="compile")
     assert r.returncode == 0, r.stderr
     assert "preparing kernels for this machine, first run only" in r.stderr
-    assert "[1/" in r.stderr and "walk_windows" in r.stderr
+    assert "[1] " in r.stderr and "walk_windows" in r.stderr
     again = _cli(["info", str(SAMPLES[0])], tmp_path / "cold", TRACELENS_JIT="compile")
     assert "preparing kernels" not in again.stderr  # loaded from the cache this time
     assert again.stdout == r.stdout

@@ -170,3 +170,67 @@ def test_hypercall_long_tail_is_summed(tmp_path):
     assert sum(h["keys"] for h in other) == len(ref.hypercalls) - 3
     top3 = sorted(ref.hypercalls, key=lambda h: -h["count"])[:3]
     assert sorted(h["count"] for h in named) == sorted(h["count"] for h in top3)
+
+
+def _grant_totals(rows):
+    out = {}
+    for r in rows:
+        k = (r["granter"], r["epoch"])
+        m, u = out.get(k, (0, 0))
+        out[k] = (m + r["maps"], u + r["unmaps"])
+    return out
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_grant_long_tail_is_summed_per_granter(limit, tmp_path, monkeypatch):
+    """Past ``top`` pairs in the report (or PAIR_LIMIT tracked pairs), the rest become one row per granter and
+    epoch, with mapper null and other_mappers; the busiest pairs stay exact and the totals per granter hold."""
+    import tracelens.analysis.stream as S
+
+    path = tmp_path / "c.xentrace"
+    seed = next(s for s in range(40) if len({(r["mapper"], r["granter"]) for r in
+                                              _reference_rows(s, tmp_path)}) >= 4)
+    synth.random_scenario(seed).write(path)
+    ref = _reference(path)
+    if limit:
+        monkeypatch.setattr(S, "PAIR_LIMIT", limit)
+    got = analyze_stream(path, opts=StreamOptions(top=2, chunk_bytes=1))
+    other = [r for r in got.grants.rows if "other_mappers" in r]
+    named = [r for r in got.grants.rows if "other_mappers" not in r]
+    assert other and all(r["mapper"] is None for r in other)
+    assert len({(r["mapper"], r["granter"]) for r in named}) <= 2
+    assert _grant_totals(got.grants.rows) == _grant_totals(ref.grants.rows)
+    want = {(r["mapper"], r["granter"], r["epoch"]): r for r in ref.grants.rows}
+    for r in named:
+        assert r == want[(r["mapper"], r["granter"], r["epoch"])]
+    assert sum(r["outstanding_at_end"] or 0 for r in got.grants.rows) == sum(
+        r["outstanding_at_end"] or 0 for r in ref.grants.rows)
+
+
+def _reference_rows(seed, tmp_path):
+    path = tmp_path / f"s{seed}.xentrace"
+    synth.random_scenario(seed).write(path)
+    return _reference(path).grants.rows
+
+
+def test_out_of_range_irqs_are_counted_then_summed(tmp_path, monkeypatch):
+    import tracelens.analysis.stream as S
+
+    n = 300
+    rng = np.random.default_rng(3)
+    irq = np.concatenate([rng.integers(65536, 1 << 32, n), np.full(50, 70000), rng.integers(16, 40, 50)])
+    ev = np.full(irq.size, 0x00802008, np.uint32)
+    data = np.zeros((irq.size, 7), np.uint32)
+    data[:, 0] = irq
+    path = tmp_path / "irq.xentrace"
+    _write_windows(path, [(0, ev, np.ones(irq.size, np.int64), np.ones(irq.size, bool),
+                           1000 + np.arange(irq.size, dtype=np.uint64), data)])
+    ref = _reference(path)
+    _same(ref, analyze_stream(path, opts=TINY))
+    monkeypatch.setattr(S, "IRQ_LIMIT", 64)
+    got = analyze_stream(path, opts=TINY)
+    other = [v for v in got.vectors if v.get("other_irqs")]
+    assert len(other) == 1 and other[0]["irq"] is None
+    assert sum(v["handled"] for v in got.vectors) == sum(v["handled"] for v in ref.vectors) == irq.size
+    small = {v["irq"]: v["handled"] for v in ref.vectors if v["irq"] < 65536}
+    assert {v["irq"]: v["handled"] for v in got.vectors if v["irq"] is not None and v["irq"] < 65536} == small

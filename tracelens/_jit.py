@@ -221,7 +221,7 @@ class _CompileNotes(numba.core.event.Listener):
             self.done += 1
             t = time.perf_counter() - self.t0.pop(id(disp), time.perf_counter())
             name = getattr(getattr(disp, "py_func", None), "__name__", "kernel")
-            print(f"tracelens:   [{self.done}/~{self.expected}] {name} ({t:.1f} s)", file=self.stream, flush=True)
+            print(f"tracelens:   [{self.done}] {name} ({t:.1f} s)", file=self.stream, flush=True)
 
 
 class first_run:

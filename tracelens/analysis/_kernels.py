@@ -617,7 +617,7 @@ def _attribution(ev, n, w, body, state):
 def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key, st_state, st_first, st_stats,
                   w_tsc0, w_key0, w_state0, w_grants, w_nrec, w_bad, ids, table_cat, need, cap_start, o_key, o_tsc,
                   o_off, o_cpu, o_ev, o_n, o_has, o_d, o_dom, o_vcpu, o_count, handled, hkeys, hcounts, hoverflow,
-                  dom_counts, want_doms):
+                  dom_counts, want_doms, big_keys, big_used, big_cnt, big_n, big_limit, big_other):
     """Pass 1 over one chunk of windows. ``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows of the
     chunk in file order (k is the pCPU number); ``win_global`` maps a chunk window to its index
     in the capture. Per pCPU, ``st_*`` carry the state across chunks (updated in place): TSC, K, vCPU state, first
@@ -628,7 +628,9 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
     Records whose analysis category is not 0 (``table_cat``; see :func:`_category`) are copied to pCPU k's stretch
     of the ``o_*`` rows starting at ``cap_start[k]`` (``o_count[k]`` counts them even past the stretch's end
     ``cap_start[k+1]``: the caller then runs the chunk again with room for all), except grant MAP/UNMAP and
-    hypercall records (pass 2) and IRQ_HANDLED of irqs below 65536, which are tallied in ``handled[thread, irq]``.
+    hypercall records (pass 2) and IRQ_HANDLED, tallied per irq: below 65536 in ``handled[thread, irq]``, others
+    (no real irq number; random payloads) in per-thread tables of at most ``big_limit`` irqs, the rest summed in
+    ``big_other[thread]``.
     (event | n_extra << 28) are counted per thread in ``hkeys``/``hcounts`` (``hoverflow[thread]`` when full) and,
     with ``want_doms``, records per attributed domain in ``dom_counts[thread, dom]`` (65536: unknown)."""
     ncpu = cpu_start.shape[0] - 1
@@ -691,8 +693,11 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                 c = _category(ev, n, ids, table_cat, need)
                 if c == CAT_GRANT:
                     ngrant += 1
-                elif c == CAT_IRQ and ev == EV_IRQ_HANDLED and w[body] < 65536:
-                    handled[tid, w[body]] += 1
+                elif c == CAT_IRQ and ev == EV_IRQ_HANDLED:
+                    if w[body] < 65536:
+                        handled[tid, w[body]] += 1
+                    elif not _hc_add(big_keys, big_used, big_cnt, big_n, tid, np.uint64(w[body]), big_limit):
+                        big_other[tid] += 1
                 elif c != 0 and c != CAT_HYPERCALL:
                     if o < cap_end:
                         o_key[o] = key
@@ -954,3 +959,42 @@ def grant_ledger_step(pair, granter, mapper, tsc, is_map, base, maps, unmaps, la
         gi = np.int64(granter[r]) & 0xFFFF
         g_total[gi] += 1 if is_map[r] else -1
         after_g[r] = g_total[gi]
+
+
+@njit(cache=True)
+def fold_pairs(group, ngroups, maps, unmaps, late, m_maps, m_unmaps, first, last, late_first, late_last, m_first_map,
+               first_t, last_t, late_first_t, late_last_t, m_first_map_t):
+    """The grant ledger's per-(pair, epoch) arrays summed into ``ngroups`` rows (pair p into row ``group[p]``):
+    counts added, first records the earliest (smallest index), last ones the latest, with their TSCs. For the long
+    tail of captures with very many pairs (the report keeps the busiest pairs and one row per granter for the rest).
+    Returns the five count arrays, the five index arrays and the five TSC arrays, in that order."""
+    n, ne = maps.shape
+    c = np.zeros((5, ngroups, ne), np.int64)
+    ix = np.full((5, ngroups, ne), -1, np.int64)
+    ts = np.zeros((5, ngroups, ne), np.uint64)
+    for p in range(n):
+        g = group[p]
+        for e in range(ne):
+            c[0, g, e] += maps[p, e]
+            c[1, g, e] += unmaps[p, e]
+            c[2, g, e] += late[p, e]
+            c[3, g, e] += m_maps[p, e]
+            c[4, g, e] += m_unmaps[p, e]
+            for k in range(5):
+                if k == 0:
+                    i, t, earliest = first[p, e], first_t[p, e], True
+                elif k == 1:
+                    i, t, earliest = last[p, e], last_t[p, e], False
+                elif k == 2:
+                    i, t, earliest = late_first[p, e], late_first_t[p, e], True
+                elif k == 3:
+                    i, t, earliest = late_last[p, e], late_last_t[p, e], False
+                else:
+                    i, t, earliest = m_first_map[p, e], m_first_map_t[p, e], True
+                if i < 0:
+                    continue
+                cur = ix[k, g, e]
+                if cur < 0 or (earliest and i < cur) or (not earliest and i > cur):
+                    ix[k, g, e] = i
+                    ts[k, g, e] = t
+    return c, ix, ts

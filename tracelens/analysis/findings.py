@@ -73,7 +73,7 @@ def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[
     for r in grants.rows:
         g, e, m = r["granter"], r["epoch"], r["mapper"]
         b = bounds.get((g, e))
-        obj = f"mapper:{_dname(m)}"
+        obj = "mapper:other" if "other_mappers" in r else f"mapper:{_dname(m)}"  # "other": a summed long tail
         if b is not None and (r["outstanding_at_boundary"] or 0) > 0 and not lossy.get((g, e), False):
             n = r["outstanding_at_boundary"]
             out.append(_mk("TL-GNT-001", g, e, obj, b.tsc, r["first_tsc"], b.tsc,

@@ -127,10 +127,12 @@ def granter_running_total(granter: np.ndarray, is_map: np.ndarray, start: dict |
 
 
 def grant_ledger_rows(out: GrantLedger, ep: Epochs, pairs, maps, unmaps, late, first, last, late_first, late_last,
-                      m_maps, m_unmaps, m_first_map) -> None:
+                      m_maps, m_unmaps, m_first_map, other: dict | None = None) -> None:
     """The ledger's rows from the kernel's per-(pair, epoch) arrays (pairs sorted by key mapper * 0x10000 +
     granter; a record reference is (record index array, its TSC array), index -1 when none). Shared by the
-    in-memory and the streamed analysis, so both give the same rows."""
+    in-memory and the streamed analysis, so both give the same rows. A pair whose mapper is -2 sums, for its
+    granter, the pairs a streamed report does not list one by one (``other``: granter -> how many); its rows have
+    mapper None and ``other_mappers``."""
     p_mapper = np.floor_divide(pairs, 0x10000)
     p_granter = pairs - p_mapper * 0x10000
 
@@ -153,6 +155,8 @@ def grant_ledger_rows(out: GrantLedger, ep: Epochs, pairs, maps, unmaps, late, f
                 "first_tsc": t(first, p, e), "last_tsc": t(last, p, e),
                 "late_first_tsc": t(late_first, p, e), "late_last_tsc": t(late_last, p, e),
             })
+            if m == -2:
+                out.rows[-1]["other_mappers"] = (other or {}).get(g, 0)
     # pairs grouped by mapper with one sort (pairs are sorted by key = mapper * 0x10000 + granter already)
     mappers, starts = np.unique(p_mapper, return_index=True)
     bounds = np.append(starts, len(p_mapper))
@@ -274,7 +278,8 @@ def hypercall_rows(ukeys: np.ndarray, counts: np.ndarray) -> list[dict]:
 
 
 # -- host IRQ vectors --------------------------------------------------------------------------------------------
-def vector_ledger(rec: R.Records, handled_counts: np.ndarray | None = None) -> list[dict]:
+def vector_ledger(rec: R.Records, handled_counts: np.ndarray | None = None, handled_big: dict | None = None,
+                  handled_other: int = 0) -> list[dict]:
     """Per Xen irq: ASSIGN_VECTOR and CLEAR_VECTOR counts (irq = d1 bits 0-15, vector = bits 16-31, spec §4.2),
     the last vector seen, whether a vector is still assigned at the end, and IRQ_HANDLED deliveries."""
     d1, _, _ = rec.buffer("d1")  # every IRQ row has d1 (classify requires n_extra >= 1)
@@ -292,6 +297,8 @@ def vector_ledger(rec: R.Records, handled_counts: np.ndarray | None = None) -> l
     small = np.flatnonzero(h_small)
     handled = dict(zip(small.tolist(), h_small[small].tolist()))
     handled.update(counts(h_big))
+    for irq, c in (handled_big or {}).items():
+        handled[irq] = handled.get(irq, 0) + c
     hirq = np.array(sorted(handled), np.int64)
     last_of = {}
     if virq.size:  # the last ASSIGN/CLEAR record of each irq: first occurrence in reversed order
@@ -304,6 +311,9 @@ def vector_ledger(rec: R.Records, handled_counts: np.ndarray | None = None) -> l
                      "last_vector": int(vec[j]) if j is not None else None,
                      "assigned_at_end": bool(j is not None and assign[j]),
                      "handled": handled.get(irq, 0)})
+    if handled_other:  # deliveries to more distinct out-of-range irqs than the streamed analysis tallies one by one
+        rows.append({"irq": None, "assigns": 0, "clears": 0, "last_vector": None, "assigned_at_end": False,
+                     "handled": int(handled_other), "other_irqs": True})
     return rows
 
 

@@ -42,6 +42,9 @@ from tracelens.analysis import records as R
 CHUNK_BYTES = 64 << 20
 HYPERCALL_KEY_LIMIT = 1 << 16  # distinct hypercall keys per thread before the rest are summed per domain and epoch
 SERIES_LIMIT = 1 << 20  # grant records kept exactly in the timeline series; past that, every k-th (k doubling)
+IRQ_LIMIT = 4096  # distinct irqs past 65535 (no real irq) counted per thread; the rest are summed
+PAIR_LIMIT = 1 << 17  # (mapper, granter) pairs tracked by the grant ledger; later pairs are summed per granter
+OTHER_MAPPER = -2  # the mapper of a granter's row that sums the pairs not reported one by one
 
 
 @dataclass
@@ -71,6 +74,8 @@ class _Pass1:
     cpus: list = field(default_factory=list)
     lost: tuple = (0, 0)  # LOST_RECORDS markers, records they report lost
     dom_counts: np.ndarray | None = None
+    handled_big: dict = field(default_factory=dict)  # IRQ_HANDLED of irqs past 65535, per irq
+    handled_other: int = 0  # ... of the irqs past IRQ_LIMIT distinct ones
 
 
 _ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu", np.int64), ("ev", np.uint32),
@@ -128,6 +133,10 @@ class _Select:
             K.TABLE_CAT.dtype)
         self.want_doms = want_doms
         self.dom_counts = np.zeros((nth, 65537) if want_doms else (1, 1), np.int64)
+        # IRQ_HANDLED of irqs past 65535: per-thread tables of up to IRQ_LIMIT irqs, then one sum
+        self.big = (np.zeros((nth, 2 * IRQ_LIMIT), np.uint64), np.zeros((nth, 2 * IRQ_LIMIT), np.bool_),
+                    np.zeros((nth, 2 * IRQ_LIMIT), np.int64), np.zeros(nth, np.int64), IRQ_LIMIT,
+                    np.zeros(nth, np.int64))
 
     def chunk(self, words, pos, vend, cpu) -> np.ndarray:
         """Run pass 1 over consecutive windows (word ranges pos..vend of pCPUs ``cpu``); returns each window's
@@ -144,7 +153,7 @@ class _Select:
         room = np.where(counts > 0, words_per // 64 + 16, 0)  # rare records: far fewer than one in 64 words
         saved = (self.st_tsc.copy(), self.st_key.copy(), self.st_state.copy(), self.st_first.copy(),
                  self.st_stats.copy(), self.hkeys.copy(), self.hcounts.copy(), self.hoverflow.copy(),
-                 self.dom_counts.copy())
+                 self.dom_counts.copy(), *(x.copy() for x in self.big if isinstance(x, np.ndarray)))
         wa = (np.zeros(nw, np.uint64), np.zeros(nw, np.uint64), np.zeros(nw, np.int64), np.zeros(nw, np.int64),
               np.zeros(nw, np.int64))
         w_bad = np.full(nw, -1, np.int64)
@@ -159,12 +168,14 @@ class _Select:
                             K.TABLE_IDS, self.table_cat, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"],
                             rows["off"], rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"],
                             rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow,
-                            self.dom_counts, self.want_doms)
+                            self.dom_counts, self.want_doms, *self.big)
             if (count <= room).all():
                 break
             # a pCPU had more rare records than room for them: run the chunk again from the same state
             self.st_tsc[:], self.st_key[:], self.st_state[:], self.st_first[:], self.st_stats[:] = saved[:5]
-            self.hkeys[:], self.hcounts[:], self.hoverflow[:], self.dom_counts[:] = saved[5:]
+            self.hkeys[:], self.hcounts[:], self.hoverflow[:], self.dom_counts[:] = saved[5:9]
+            for x, y in zip((self.big[0], self.big[1], self.big[2], self.big[3], self.big[5]), saved[9:]):
+                x[:] = y
             room = np.maximum(room, count)
         self.handled += self.c_handled.sum(axis=0)
         used = np.flatnonzero(count)
@@ -194,12 +205,18 @@ class _Select:
                     ids[key] = ids.get(key, 0) + c
         st = self.st_stats
         timed = st[:, 5] > 0
+        big: dict[int, int] = {}
+        for t in range(self.big[0].shape[0]):
+            used = self.big[1][t]
+            for k, c in zip(self.big[0][t][used].tolist(), self.big[2][t][used].tolist()):
+                big[k] = big.get(k, 0) + c
         return _Pass1(wa[0].astype(np.uint64), wa[1].astype(np.uint64), wa[2], wa[3], self.st_key.copy(),
                       int(st[:, 0].sum()), int(self.st_first[timed].min()) if timed.any() else 0,
                       int(st[:, 4].max()), ids, self.handled, rows,
                       min_tsc=int(st[timed, 3].min()) if timed.any() else None,
                       cpus=sorted(set(sc.cpu.tolist())), lost=(int(st[:, 1].sum()), int(st[:, 2].sum())),
-                      dom_counts=self.dom_counts.sum(axis=0) if self.want_doms else None)
+                      dom_counts=self.dom_counts.sum(axis=0) if self.want_doms else None,
+                      handled_big=big, handled_other=int(self.big[5].sum()))
 
 
 def _pass1_fast(path, opts: StreamOptions, progress, **select):
@@ -415,8 +432,12 @@ def _feed_grants(gs: _GrantState, batch: dict, ep, csr, cursors, series_limit: i
     for j, k in enumerate(u.tolist()):
         pid = gs.pair_id.get(k)
         if pid is None:
-            pid = gs.pair_id[k] = len(gs.keys)
-            gs.keys.append(k)
+            if len(gs.keys) >= PAIR_LIMIT:  # past the limit, a new pair's records go to its granter's "other" row
+                k = OTHER_MAPPER * 0x10000 + (k & 0xFFFF)
+                pid = gs.pair_id.get(k)
+            if pid is None:
+                pid = gs.pair_id[k] = len(gs.keys)
+                gs.keys.append(k)
         ids[j] = pid
     pair = ids[inv.ravel()]
     gs.grow(len(gs.keys))
@@ -526,18 +547,46 @@ def _sum_keys(keys, counts):
     return u, np.bincount(inv.ravel(), weights=c, minlength=u.size).astype(np.int64)
 
 
-def _grant_ledger(gs: _GrantState, ep) -> L.GrantLedger:
+def _grant_ledger(gs: _GrantState, ep, top: int) -> L.GrantLedger:
+    """The ledger's rows; with more than ``top`` pairs, the busiest ``top`` (maps and unmaps) are kept and the rest
+    summed into one row per granter (mapper null, ``other_mappers``: how many pairs it sums)."""
+    from tracelens.analysis import _kernels as K
+
     out = L.GrantLedger(unattributed=gs.unattributed)
     if not gs.keys:
         out.series = L.empty_series()
         return out
     keys = np.asarray(gs.keys, np.int64)
+    a = {k: v[: len(keys)] for k, v in gs.arrays.items()}
+    folded = {}
+    if len(keys) > top or (keys // 0x10000 == OTHER_MAPPER).any():
+        busy = a["maps"].sum(axis=1) + a["unmaps"].sum(axis=1)
+        order = np.argsort(-busy, kind="stable")
+        keep = np.zeros(len(keys), bool)
+        keep[order[:top]] = True
+        keep &= keys // 0x10000 != OTHER_MAPPER
+        granter = keys & 0xFFFF
+        out_keys = np.concatenate([keys[keep], np.unique(OTHER_MAPPER * 0x10000 + granter[~keep])])
+        slot = {int(k): i for i, k in enumerate(out_keys.tolist())}
+        group = np.array([slot[int(k)] if keep[p] else slot[OTHER_MAPPER * 0x10000 + int(granter[p])]
+                          for p, k in enumerate(keys.tolist())], np.int64)
+        for p in np.flatnonzero(~keep).tolist():
+            g = int(granter[p])
+            folded[g] = folded.get(g, 0) + (1 if keys[p] // 0x10000 != OTHER_MAPPER else 0)
+        c, ix, ts = K.fold_pairs(group, len(out_keys), a["maps"], a["unmaps"], a["late"], a["m_maps"],
+                                 a["m_unmaps"], a["first"], a["last"], a["late_first"], a["late_last"],
+                                 a["m_first_map"], a["first_t"], a["last_t"], a["late_first_t"], a["late_last_t"],
+                                 a["m_first_map_t"])
+        a = {"maps": c[0], "unmaps": c[1], "late": c[2], "m_maps": c[3], "m_unmaps": c[4],
+             "first": ix[0], "last": ix[1], "late_first": ix[2], "late_last": ix[3], "m_first_map": ix[4],
+             "first_t": ts[0], "last_t": ts[1], "late_first_t": ts[2], "late_last_t": ts[3], "m_first_map_t": ts[4]}
+        keys = out_keys
     order = np.argsort(keys)
-    a = {k: v[: len(keys)][order] for k, v in gs.arrays.items()}
+    a = {k: v[order] for k, v in a.items()}
     L.grant_ledger_rows(out, ep, keys[order], a["maps"], a["unmaps"], a["late"], (a["first"], a["first_t"]),
                         (a["last"], a["last_t"]), (a["late_first"], a["late_first_t"]),
                         (a["late_last"], a["late_last_t"]), a["m_maps"], a["m_unmaps"],
-                        (a["m_first_map"], a["m_first_map_t"]))
+                        (a["m_first_map"], a["m_first_map_t"]), other=folded)
     out.series = {k: np.concatenate([p[k] for p in gs.series]) for k in gs.series[0]} if gs.series else L.empty_series()
     out.series_stride = gs.stride
     return out
@@ -619,7 +668,7 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
         gs, hk, hcnt, fk, fcnt, dropped = _GrantState(1), np.empty(0, np.uint64), np.empty(0, np.int64), \
             np.empty(0, np.uint64), np.empty(0, np.int64), 0
     D._release(sc.mm, sc.size)
-    grants = _grant_ledger(gs, ep)
+    grants = _grant_ledger(gs, ep, opts.top)
     hc = _hypercalls(hk, hcnt, fk, fcnt, dropped, opts.top)
     balloon = L.balloon_ledger(rec, ep, xen_version=version, hypercalls=hc)
     guest = L.guest_ledger(rec, ep)
@@ -627,7 +676,8 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc)
     findings = F.build_findings(ep, grants, balloon, guest, safety)
     return A.Analysis(path=os.fspath(path), records=p1.records, epochs=ep, grants=grants, balloon=balloon,
-                      hypercalls=hc, vectors=L.vector_ledger(rec, p1.handled), guest=guest, safety=safety,
+                      hypercalls=hc, vectors=L.vector_ledger(rec, p1.handled, p1.handled_big, p1.handled_other),
+                      guest=guest, safety=safety,
                       findings=findings, lost=lost, first_tsc=p1.first_tsc, last_tsc=p1.last_tsc,
                       layout=rec.meta.get("tracelens.layout") or {})
 
