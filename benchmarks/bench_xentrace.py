@@ -8,6 +8,7 @@ machines, and a warm process would hide them), repeated and alternated with its 
 
     python benchmarks/bench_xentrace.py                 # 1 GiB capture
     python benchmarks/bench_xentrace.py --size-gib 1 --big 4   # also the bounded-memory decode of a 4 GiB capture
+    python benchmarks/bench_xentrace.py --main-job --xenalyze PATH --random --cold   # analyze/gate/info, whole processes
 
 Reported: plain read (numpy.fromfile) time; in-memory decode on 1 thread and on all cores (ratio to the read,
 records/s); peak RSS of each; `tracelens info` wall time including interpreter start-up; streaming decode to
@@ -637,8 +638,101 @@ def wall(cmd: list[str], env=None) -> float:
     return time.perf_counter() - t0
 
 
+def timed(cmd: list[str], env=None, ok=(0,)) -> dict:
+    """One whole process under /usr/bin/time: wall and CPU seconds, peak RSS (MiB)."""
+    r = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], capture_output=True, text=True, env=env)
+    if r.returncode not in ok:
+        raise SystemExit(f"{cmd} failed ({r.returncode}): {r.stderr[-2000:]}")
+    line = [x for x in r.stderr.splitlines() if x.startswith("TIME ")][-1].split()
+    return {"wall": float(line[1]), "cpu": float(line[2]) + float(line[3]), "rss": int(line[4]) / 1024,
+            "stderr": r.stderr}
+
+
+READ = "import sys, numpy as np; np.fromfile(sys.argv[1], dtype=np.uint8)"
+
+
+def main_job(args, work: Path) -> None:
+    """The main job, whole processes: `tracelens analyze`, `gate` and `info` of 1, 2 and 4 GiB captures against
+    `xenalyze --summary` (given with --xenalyze) and a plain read of the file (numpy.fromfile), alternated, medians
+    of --repeat runs; a capture with random payloads; cold and warm starts."""
+    tl = [sys.executable, "-m", "tracelens"]
+    out = work / "out.json"
+    cmds = {
+        "read (numpy.fromfile)": lambda c: [sys.executable, "-c", READ, str(c)],
+        "tracelens analyze": lambda c: [*tl, "analyze", str(c), "--format", "json", "-o", str(out)],
+        "tracelens gate": lambda c: [*tl, "gate", str(c)],
+        "tracelens info": lambda c: [*tl, "info", str(c)],
+    }
+    if args.xenalyze:
+        cmds = {"xenalyze --summary": lambda c: [args.xenalyze, "--summary", str(c)], **cmds}
+    ok = (0, 1, 3)  # gate: 1 = findings
+    table = []
+    for gib in [float(x) for x in args.sizes.split(",")]:
+        cap = work / f"main-{gib:g}g-kexec.bin"
+        if not cap.exists():
+            t0 = time.perf_counter()
+            generate(cap, int(gib * (1 << 30)), kexecs=8)
+            print(f"generated {cap} in {time.perf_counter() - t0:.1f} s", flush=True)
+        for name, mk in cmds.items():  # warm the page cache and numba's cache
+            timed(mk(cap), ok=ok)
+        runs = {name: [] for name in cmds}
+        for _ in range(args.repeat):
+            for name, mk in cmds.items():
+                runs[name].append(timed(mk(cap), ok=ok))
+        med = {name: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu")} for name, rs in runs.items()}
+        for name, rs in runs.items():
+            med[name]["rss"] = max(r["rss"] for r in rs)
+        for name in cmds:
+            m = med[name]
+            xa = m["wall"] / med["xenalyze --summary"]["wall"] if args.xenalyze else float("nan")
+            table.append((gib, name, m["wall"], m["cpu"], m["rss"], xa, m["wall"] / med["read (numpy.fromfile)"]["wall"]))
+        print_table(table, args)
+        if not args.keep:
+            cap.unlink()
+    if args.random:
+        cap = work / "main-1g-random.bin"
+        if not cap.exists():
+            generate(cap, 1 << 30, kexecs=8, random_payloads=True)
+        for name in ("tracelens analyze", "tracelens gate"):
+            timed(cmds[name](cap), ok=ok)
+            r = timed(cmds[name](cap), ok=ok)
+            print(f"random payloads, 1 GiB: {name:18s} wall {r['wall']:7.2f} s  cpu {r['cpu']:7.2f} s  "
+                  f"peak RSS {r['rss']:7.0f} MiB", flush=True)
+    if args.cold:
+        sample = Path(__file__).resolve().parent.parent / "sample-traces" / "persistent-grants.xentrace"
+        big = work / "main-1g-kexec.bin"
+        if not big.exists():
+            generate(big, 1 << 30, kexecs=8)
+        for label, cap in (("9 KB sample", sample), ("1 GiB", big)):
+            for name, extra in (("analyze", ["--format", "json", "-o", str(out)]), ("gate", []), ("info", []),
+                                ("decode", ["-o", str(work / "out.parquet")])):
+                cache = tempfile.mkdtemp(prefix="tl-numba-cold-")
+                env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+                cold = timed([*tl, name, str(cap), *extra], env=env, ok=ok)
+                warm = statistics.median(timed([*tl, name, str(cap), *extra], env=env, ok=ok)["wall"]
+                                         for _ in range(3))
+                shutil.rmtree(cache, ignore_errors=True)
+                print(f"cold/warm {label:12s} {name:8s} cold {cold['wall']:7.2f} s  warm {warm:6.2f} s  "
+                      f"ratio {cold['wall'] / warm:5.1f}x", flush=True)
+
+
+def print_table(table, args) -> None:
+    print(f"\n| capture | command | wall (median of {args.repeat}) | cpu | peak RSS | vs xenalyze | vs read |")
+    print("|---|---|---|---|---|---|---|")
+    for gib, name, w, c, rss, xa, rd in table:
+        print(f"| {gib:g} GiB | {name} | {w:.2f} s | {c:.2f} s | {rss:,.0f} MiB | "
+              f"{'-' if xa != xa else f'{xa:.2f}x'} | {rd:.2f}x |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--main-job", action="store_true",
+                    help="measure the main job (analyze, gate, info as whole processes) instead of the decoder")
+    ap.add_argument("--sizes", default="1,2,4", help="--main-job: capture sizes in GiB")
+    ap.add_argument("--xenalyze", default=None, help="--main-job: a xenalyze binary to compare with (--summary)")
+    ap.add_argument("--random", action="store_true", help="--main-job: also a 1 GiB capture with random payloads")
+    ap.add_argument("--cold", action="store_true", help="--main-job: also cold (empty numba cache) and warm starts")
+    ap.add_argument("--keep", action="store_true", help="--main-job: keep the generated captures")
     ap.add_argument("--size-gib", type=float, default=1.0)
     ap.add_argument("--big", type=float, default=0.0, help="also stream-decode a capture of this many GiB (RSS check)")
     ap.add_argument("--repeat", type=int, default=3)
@@ -647,6 +741,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="tl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.main_job:
+        return main_job(args, work)
     cap = work / f"bench-{args.size_gib:g}g.bin"
     if not cap.exists():
         t0 = time.perf_counter()

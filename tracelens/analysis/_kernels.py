@@ -760,12 +760,21 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
     Returns (found, pCPU, word position, K, TSC, has_tsc, dom, vcpu) with dom/vcpu the record's attribution (-1
     when unknown)."""
     ncpu = cpu_start.shape[0] - 1
-    jj = np.full(ncpu, -1, np.int64)
-    pp = np.zeros(ncpu, np.int64)
-    tt = np.zeros(ncpu, np.uint64)
-    kb = np.zeros(ncpu, np.uint64)
-    ss = np.zeros(ncpu, np.int64)
+    # the pCPUs with windows from p_key on, each at its first such window
+    act = np.empty(ncpu, np.int64)
+    na = 0
     for k in range(ncpu):
+        if cpu_start[k + 1] > cpu_start[k]:
+            act[na] = k
+            na += 1
+    jj = np.full(na, -1, np.int64)
+    pp = np.zeros(na, np.int64)
+    tt = np.zeros(na, np.uint64)
+    kb = np.zeros(na, np.uint64)
+    ss = np.zeros(na, np.int64)
+    hk = np.zeros(na, np.uint64)
+    for a in range(na):
+        k = act[a]
         j0 = cpu_start[k]
         j1 = cpu_start[k + 1]
         # the first window of pCPU k whose K after its last record reaches p_key
@@ -781,48 +790,57 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
         if lo == j1:
             continue
         wi = cpu_order[lo]
-        jj[k] = lo
-        pp[k] = pos[wi]
-        tt[k] = w_tsc0[wi]
-        kb[k] = w_key0[wi]
-        ss[k] = w_state0[wi]
+        jj[a] = lo
+        pp[a] = pos[wi]
+        tt[a] = w_tsc0[wi]
+        kb[a] = w_key0[wi]
+        ss[a] = w_state0[wi]
+        hk[a] = _head_key(w, pp[a], kb[a])
     while True:
-        best = -1
-        bk = np.uint64(0)
-        for k in range(ncpu):
-            if jj[k] < 0:
+        # the best head by (K, pCPU) and the runner-up; then a run on the best while it stays ahead
+        b = -1
+        b2 = -1
+        for a in range(na):
+            if jj[a] < 0:
                 continue
-            hk = _head_key(w, pp[k], kb[k])
-            if best < 0 or hk < bk:
-                best = k
-                bk = hk
-        if best < 0:
+            if b < 0 or hk[a] < hk[b]:
+                b2 = b
+                b = a
+            elif b2 < 0 or hk[a] < hk[b2]:
+                b2 = a
+        if b < 0:
             return (False, np.int64(-1), np.int64(-1), np.uint64(0), np.uint64(0), np.int64(0), np.int64(-1),
                     np.int64(-1))
-        k = best
-        p = pp[k]
-        ev, n, has, body = _header(w, p)
-        if has:
-            tt[k] = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
-        after = bk > p_key or (bk == p_key and (k > p_cpu or (k == p_cpu and (4 * p > p_off or (inclusive and 4 * p == p_off)))))
-        if after:
-            w1 = np.int64(w[body]) if n >= 1 else np.int64(0)
-            w3 = np.int64(w[body + 2]) if n >= 3 else np.int64(0)
-            r, _o = _run_off(ev, n, w1, w3)
-            if r == domid:
-                dm, vc = _attribution(ev, n, w, body, ss[k])
-                return True, np.int64(k), p, bk, tt[k], np.int64(has), dm, vc
-        ss[k] = _state_after(ev, n, w, body, ss[k])
-        kb[k] = bk
-        p = body + n
-        wi = cpu_order[jj[k]]
-        if p >= vend[wi]:
-            jj[k] += 1
-            if jj[k] >= cpu_start[k + 1]:
-                jj[k] = -1
-                continue
-            p = pos[cpu_order[jj[k]]]
-        pp[k] = p
+        k = act[b]
+        while True:
+            p = pp[b]
+            bk = hk[b]
+            ev, n, has, body = _header(w, p)
+            if has:
+                tt[b] = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+            after = bk > p_key or (bk == p_key and (k > p_cpu or (k == p_cpu and (4 * p > p_off or (
+                inclusive and 4 * p == p_off)))))
+            if after:
+                w1 = np.int64(w[body]) if n >= 1 else np.int64(0)
+                w3 = np.int64(w[body + 2]) if n >= 3 else np.int64(0)
+                r, _o = _run_off(ev, n, w1, w3)
+                if r == domid:
+                    dm, vc = _attribution(ev, n, w, body, ss[b])
+                    return True, np.int64(k), p, bk, tt[b], np.int64(has), dm, vc
+            ss[b] = _state_after(ev, n, w, body, ss[b])
+            kb[b] = bk
+            p = body + n
+            wi = cpu_order[jj[b]]
+            if p >= vend[wi]:
+                jj[b] += 1
+                if jj[b] >= cpu_start[k + 1]:
+                    jj[b] = -1
+                    break
+                p = pos[cpu_order[jj[b]]]
+            pp[b] = p
+            hk[b] = _head_key(w, p, kb[b])
+            if b2 >= 0 and (hk[b] > hk[b2] or (hk[b] == hk[b2] and k > act[b2])):
+                break
 
 
 @njit(cache=True, nogil=True, inline="always")
