@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,21 +98,12 @@ def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analys
     equals :func:`analyze_table` of the decoded table. ``progress(done, total)`` follows the passes."""
     from tracelens.analysis.stream import analyze_stream
 
-    config = config or AnalysisConfig()
-    # the file's digest is computed on another thread while the capture decodes (hashlib releases the GIL; 0.7 s
-    # a GiB here, a quarter of the decode when done after it)
-    stop = threading.Event()
-    with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
-        digest = pool.submit(sha256_file, path, stop)
-        try:
-            from tracelens._jit import first_run
+    from tracelens._jit import first_run
 
-            with first_run(_size(path)):
-                a = analyze_stream(path, config, progress=progress)
-        except BaseException:
-            stop.set()  # a decode error is reported at once, not after hashing the rest of a big file
-            raise
-        a.sha256 = digest.result()
+    config = config or AnalysisConfig()
+    # the file's SHA-256 is computed by the first pass, from the pages it maps anyway, on a thread beside the kernel
+    with first_run(_size(path)):
+        a = analyze_stream(path, config, progress=progress, digest=True)
     if config.vmcore:
         from tracelens.analysis.dumpside import attach
 

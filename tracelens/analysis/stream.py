@@ -76,6 +76,7 @@ class _Pass1:
     dom_counts: np.ndarray | None = None
     handled_big: dict = field(default_factory=dict)  # IRQ_HANDLED of irqs past 65535, per irq
     handled_other: int = 0  # ... of the irqs past IRQ_LIMIT distinct ones
+    sha256: str | None = None
 
 
 _ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu", np.int64), ("ev", np.uint32),
@@ -219,9 +220,13 @@ class _Select:
                       handled_big=big, handled_other=int(self.big[5].sum()))
 
 
-def _pass1_fast(path, opts: StreamOptions, progress, **select):
+def _pass1_fast(path, opts: StreamOptions, progress, digest: bool = False, **select):
     """Pass 1 walking the windows as it goes (one mapping of each chunk): for undamaged captures. Raises
-    :class:`_Damaged` at the first sign of damage."""
+    :class:`_Damaged` at the first sign of damage. With ``digest``, the file's SHA-256 is computed from each mapped
+    chunk on a thread while the kernel walks it (both release the GIL): the pages are read once."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
     from tracelens.parsers.xentrace import _kernels as XK
     from tracelens.parsers.xentrace import decode as D
 
@@ -233,35 +238,72 @@ def _pass1_fast(path, opts: StreamOptions, progress, **select):
     step = max(1, opts.chunk_bytes // 4)
     parts = []
     p = 0
-    while p < nwords:
-        D._populate(mm, p * 4, p * 4 + opts.chunk_bytes + (1 << 20))
-        r = XK.walk_windows(w, p, nwords, D.MAX_CPU, D.MAX_WINDOW_BYTES, False, p + step)
-        pos, end, cpu, status, nxt = r[0], r[1], r[2].astype(np.int64), r[6], r[8]
-        if status != XK.OK or not pos.size:
-            raise _Damaged
-        D._populate(mm, p * 4 + opts.chunk_bytes + (1 << 20), int(end[-1]) * 4)
-        if (sel.chunk(w, pos, end, cpu) >= 0).any():
-            raise _Damaged
-        D._release(mm, int(end[-1]) * 4)
-        parts.append((pos, end, cpu))
-        p = nxt
-        if progress is not None:
-            progress(p * 4, size)
+    h = hashlib.sha256() if digest else None
+    with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
+        while p < nwords:
+            D._populate(mm, p * 4, p * 4 + opts.chunk_bytes + (1 << 20))
+            r = XK.walk_windows(w, p, nwords, D.MAX_CPU, D.MAX_WINDOW_BYTES, False, p + step)
+            pos, end, cpu, status, nxt = r[0], r[1], r[2].astype(np.int64), r[6], r[8]
+            if status != XK.OK or not pos.size:
+                raise _Damaged
+            stop = int(end[-1]) * 4
+            D._populate(mm, p * 4 + opts.chunk_bytes + (1 << 20), stop)
+            view = memoryview(mm)[p * 4: stop] if h is not None else None
+            hashing = pool.submit(h.update, view) if h is not None else None
+            try:
+                bad = sel.chunk(w, pos, end, cpu)
+            finally:
+                if hashing is not None:
+                    hashing.result()
+                    view.release()
+            if (bad >= 0).any():
+                raise _Damaged
+            D._release(mm, stop)
+            parts.append((pos, end, cpu))
+            p = nxt
+            if progress is not None:
+                progress(p * 4, size)
     pos, end, cpu = (np.concatenate([x[i] for x in parts]) for i in range(3))
     sc = D._Scan(path, size, mm, w, pos, end, cpu, None, end, [], False)
-    return sc, sel.finish(sc)
+    p1 = sel.finish(sc)
+    p1.sha256 = h.hexdigest() if h is not None else None
+    return sc, p1
 
 
-def _pass1(path, tolerance: str, opts: StreamOptions, progress, **select):
-    """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance."""
+def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest: bool = False, **select):
+    """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance (and
+    their digest computed on a thread meanwhile)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tracelens.parsers.xentrace import decode as D
 
     if tolerance not in D.TOLERANCES:
         D.scan(path, tolerance)  # the usage error
     try:
-        return _pass1_fast(path, opts, progress, **select)
+        return _pass1_fast(path, opts, progress, digest, **select)
     except _Damaged:
         pass
+    if digest:
+        import threading
+
+        from tracelens.analysis.api import sha256_file
+
+        stop = threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
+            hashing = pool.submit(sha256_file, path, stop)
+            try:
+                sc, p1 = _pass1_scanned(path, tolerance, opts, progress, **select)
+            except BaseException:
+                stop.set()  # an error is reported at once, not after hashing the rest of a big file
+                raise
+            p1.sha256 = hashing.result()
+        return sc, p1
+    return _pass1_scanned(path, tolerance, opts, progress, **select)
+
+
+def _pass1_scanned(path, tolerance: str, opts: StreamOptions, progress, **select):
+    from tracelens.parsers.xentrace import decode as D
+
     sc = D.scan(path, tolerance, populate=False)
     sel = _Select(opts, sc.size, progress, **select)
     cpu = sc.cpu.astype(np.int64)
@@ -620,10 +662,10 @@ def _hypercalls(keys, counts, fkeys, fcounts, dropped, top: int) -> list[dict]:
     return rows
 
 
-def analyze_stream(path, config=None, opts: StreamOptions | None = None, progress=None):
+def analyze_stream(path, config=None, opts: StreamOptions | None = None, progress=None, digest: bool = False):
     """Analyse the capture at ``path`` in bounded memory; the result equals
     ``analyze_table(read_xentrace(path))`` (see the module docstring). ``progress(done, total)`` is called as the
-    passes advance."""
+    passes advance; ``digest`` computes the file's SHA-256 on the way (``Analysis.sha256``)."""
     from tracelens.analysis import api as A
     from tracelens.analysis import findings as F
     from tracelens.analysis import safety as S
@@ -640,7 +682,7 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
         def p_two(done, total):
             progress(total + done, 2 * total)
-    sc, p1 = _pass1(path, config.tolerance, opts, p_one)
+    sc, p1 = _pass1(path, config.tolerance, opts, p_one, digest)
     rows = _sorted_rows(p1.rows)
     version = parse_version(config.xen_version)
     dr = None
@@ -679,7 +721,7 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
                       hypercalls=hc, vectors=L.vector_ledger(rec, p1.handled, p1.handled_big, p1.handled_other),
                       guest=guest, safety=safety,
                       findings=findings, lost=lost, first_tsc=p1.first_tsc, last_tsc=p1.last_tsc,
-                      layout=rec.meta.get("tracelens.layout") or {})
+                      layout=rec.meta.get("tracelens.layout") or {}, sha256=p1.sha256)
 
 
 def _guess(ids, dr):
