@@ -25,6 +25,8 @@ def to_summary(result, width: int = 140) -> str:
             con.print(f"    unreadable: {c.error}")
         for r in c.inconclusive:
             con.print(f"    inconclusive: {r}")
+        if c.coverage_line():
+            con.print(f"    {c.coverage_line()}")
         for n in c.notes:
             con.print(f"    note: {n}")
         if c.findings:
