@@ -21,7 +21,9 @@ from tracelens.analysis.boundaries import Epochs, find_boundaries
 @dataclass
 class AnalysisConfig:
     """``boundaries``: extra (domid, tsc) boundaries; ``xen_version``: e.g. "4.17" (layouts, balloon packing);
-    ``cpu_hz``: adds nanosecond times to the decoded table; ``tolerance``: the decoder's damage tolerance."""
+    ``cpu_hz``: adds nanosecond times to the decoded table; ``tolerance``: the decoder's damage tolerance;
+    ``trace_mask``: the event mask the capture was recorded with (``xentrace -e``; a number or its words), so that
+    zero records of a declared class count as evidence (tracelens.analysis.coverage)."""
 
     boundaries: tuple = ()
     xen_version: str | None = None
