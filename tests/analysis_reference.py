@@ -81,7 +81,7 @@ def category(event: int, n_extra: int) -> str | None:
     if 0x0800F000 <= event <= 0x0800FFFF:
         return "guest"
     if event == 0x0001F001:
-        return "lost" if n_extra >= 4 else None
+        return "lost"  # any length: a short LOST_RECORDS is damage the analysis must see
     if event & 0xFFFFFC0F == 0x00021001:  # runstate change: old state bits 8-9, new state bits 4-5
         old, new = (event >> 8) & 3, (event >> 4) & 3
         if old != new and 3 in (old, new):

@@ -259,7 +259,7 @@ def test_overview_of_the_samples(tmp_path, small_dump):
     expected_rules = {
         "clean-soft-reset.xentrace": [], "persistent-grants.xentrace": ["TL-GNT-001", "TL-GNT-002"],
         "balloon-before-kexec.xentrace": ["TL-BAL-001"], "foreign-map.xentrace": ["TL-GNT-003"],
-        "instrumented-guest.xentrace": ["TL-GST-001", "TL-GST-002"], "lost-across-boundary.xentrace": ["TL-LOST-001"],
+        "instrumented-guest.xentrace": ["TL-GST-001", "TL-GST-002"], "lost-across-boundary.xentrace": ["TL-GNT-001", "TL-LOST-001"],
         "crash-kdump.xentrace": ["TL-GNT-001", "TL-GNT-002"],
     }
     assert {n: by[n]["rules"] for n in expected_rules} == expected_rules

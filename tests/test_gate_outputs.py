@@ -86,7 +86,8 @@ def test_sarif_content_for_github_code_scanning(mixed, capsys):
     assert {r["id"]: r["defaultConfiguration"]["level"] for r in rules}["TL-GNT-002"] == "warning"
 
     results = run["results"]
-    assert len(results) == 6  # 2 + 2 + 1 findings, + TL-LOST-001, + none from clean and truncated
+    assert len(results) == 7  # 2 + 2 + 1 findings, + TL-GNT-001 and TL-LOST-001 of the lossy capture, + none from
+    # clean and truncated
     for r in results:
         assert rules[r["ruleIndex"]]["id"] == r["ruleId"]
         loc = r["locations"][0]["physicalLocation"]
@@ -155,8 +156,9 @@ def test_junit_parsed_by_junitparser(mixed, capsys):
 
     for path in rel:
         cs = cases(path)
-        assert set(cs) == {"capture read completely", *RULE_IDS}  # a testcase per rule
-        assert suites[path].tests == 1 + len(RULE_IDS)
+        assert set(cs) == {"capture read completely", "capture covers the event classes its verdicts need",
+                           *RULE_IDS}  # a testcase per rule
+        assert suites[path].tests == 2 + len(RULE_IDS)
     leak = cases(f"captures/{LEAKING}")
     assert kinds(leak["TL-GNT-001"]) == [Failure] and leak["TL-GNT-001"].result[0].type == "error"
     assert "d0 still had 6 grant mapping(s)" in leak["TL-GNT-001"].result[0].text
@@ -182,7 +184,8 @@ def test_junit_parsed_by_junitparser(mixed, capsys):
     assert dump_rules and all(kinds(clean[r]) == [Skipped] for r in dump_rules)
     assert all(c.is_passed for r, c in clean.items() if r not in dump_rules)
     xml.update_statistics()
-    assert (xml.failures, xml.errors) == (3, 2)  # GNT-001, GST-001, GNT-003; lost and truncated
+    assert (xml.failures, xml.errors) == (4, 2)  # GNT-001 (twice: the lossy capture too), GST-001, GNT-003; lost and
+    # truncated
 
 
 # -- JSON Lines ----------------------------------------------------------------------------------------------------
@@ -193,7 +196,7 @@ def test_jsonl(mixed, capsys):
     objs = [json.loads(x) for x in lines]
     assert all(o["schema_version"] == 1 for o in objs)
     types = [o["type"] for o in objs]
-    assert types == ["finding"] * 6 + ["capture"] * 6 + ["gate"]
+    assert types == ["finding"] * 7 + ["capture"] * 6 + ["gate"]
     caps = [o for o in objs if o["type"] == "capture"]
     assert [c["capture"] for c in caps] == rel
     assert [c["status"] for c in caps] == ["pass", "fail", "fail", "fail", "inconclusive", "unreadable"]
@@ -224,7 +227,7 @@ def test_github_annotations_and_step_summary(tmp_path, capsys, monkeypatch):
     assert md.startswith("## earlier step\n")  # appended, not replaced
     assert "### tracelens gate: inconclusive (exit 3, fail on error)" in md
     assert "| `leak10.xentrace` | fail | 2 | 1 |  |" in md
-    assert md.count("| TL-GNT-001 | error | 1 | 0 | mapper:d0 | blocking |") == 11
+    assert md.count("| TL-GNT-001 | error | 1 | 0 | mapper:d0 | blocking |") == 12  # 11 leaks, and the lossy one
     # outside GitHub Actions: no annotations, no summary
     summary.write_text("")
     code2, out2, _ = invoke([c.name for c in caps], capsys, env={"GITHUB_STEP_SUMMARY": str(summary)})

@@ -346,15 +346,18 @@ def summary_mismatches(cols: dict, summary: dict, windows: int | None = None) ->
     the same unless a CPU_CHANGE record sits inside a window."""
     from collections import Counter
 
-    # a LOST_RECORDS record counts when it carries its count word (d1); damage can leave one without
-    lost = [d1 for e, d1 in zip(cols["event"], cols["d1"]) if e == LOST_RECORDS and d1 is not None]
+    # every LOST_RECORDS record is a marker; its count word (d1) adds up when present. Xen always writes 4 words
+    # and a count >= 1 (insert_lost_records()): one with fewer words or a count of 0 is malformed (damage)
+    markers = [(d1, d4) for e, d1, d4 in zip(cols["event"], cols["d1"], cols["d4"]) if e == LOST_RECORDS]
+    lost = [d1 for d1, _d4 in markers if d1 is not None]
+    malformed = sum(1 for d1, d4 in markers if d4 is None or not d1)
     timed = [t for t, h in zip(cols["tsc"], cols["has_tsc"]) if h]
     want = {
         "records": len(cols["cpu"]),
         "windows": cols["event"].count(CPU_CHANGE) if windows is None else windows,
         "pcpus": sorted(set(cols["cpu"])),
         "records_per_domain": dict(Counter("unknown" if d is None else d for d in cols["dom"])),
-        "lost_records": {"records": len(lost), "lost": sum(lost)},
+        "lost_records": {"records": len(markers), "lost": sum(lost), "malformed": malformed},
         "tsc_first": min(timed, default=None),
         "tsc_last": max(timed, default=None),
     }

@@ -139,6 +139,7 @@ class Truth:
     hypercalls: Counter = field(default_factory=Counter)  # (domid, epoch, source, op, cmd or None) -> count
     unsafe: dict = field(default_factory=lambda: defaultdict(dict))  # (domid, epoch) -> {kind: first tsc}
     lost: list = field(default_factory=list)  # (cpu, first_tsc, tsc, count)
+    lost_dom: list = field(default_factory=list)  # parallel to lost: the domain the LOST record names
     guest_grefs: dict = field(default_factory=dict)  # (domid, epoch) -> sorted refs still granted at the boundary
     guest_pirqs: dict = field(default_factory=dict)  # (domid, epoch) -> sorted pirqs still bound at the boundary
     vectors: dict = field(default_factory=dict)  # Xen irq -> {"assigns", "clears", "last_vector", "handled"}
@@ -179,6 +180,7 @@ class Sim:
         self.balance: Counter = Counter()  # visible maps - unmaps per (mapper, granter)
         self.carried: Counter = Counter()  # visible handles of an earlier granter epoch still to be released
         self.carried_lossy: dict = {}  # (mapper, granter) -> whether the boundary that set the carry was lossy
+        self.lossy_leaks: list = []  # (granter, epoch, mapper, visible outstanding, tsc): decided in finish()
         self.grefs: dict[int, set] = defaultdict(set)  # guest tracepoints: refs granted now, per guest
         self.pirqs: dict[int, set] = defaultdict(set)
         self.instrumented: set[tuple[int, int]] = set()  # (domid, epoch) whose HELLO is in the capture
@@ -255,6 +257,7 @@ class Sim:
         self.truth.per_cpu[cpu].append((LOST_RECORDS, tsc))
         self.truth.running[cpu].append((d, v))
         self.truth.lost.append((cpu, loss[1], tsc, loss[0]))
+        self.truth.lost_dom.append(d)
         self.visible[cpu] = (d, v)  # the decoder takes the running vCPU from the LOST record
 
     # -- domains and scheduling ----------------------------------------------------------------------------------
@@ -398,8 +401,7 @@ class Sim:
             if self.carried[(mapper, granter)] > 0:
                 self.carried[(mapper, granter)] -= 1
                 row["late"] += 1
-                if not self.carried_lossy.get((mapper, granter)):
-                    self.truth.findings.add(("TL-GNT-002", granter, self._epoch(granter), f"mapper:d{mapper}"))
+                self.truth.findings.add(("TL-GNT-002", granter, self._epoch(granter), f"mapper:d{mapper}"))
 
     # -- memory (spec §4.1) --------------------------------------------------------------------------------------
     def balloon_down(self, domid: int, extents, vcpu: int = 0) -> None:
@@ -569,9 +571,12 @@ class Sim:
                 self.truth.outstanding[(m, g, e)] = bal
                 self.carried[(m, g)] = max(bal, 0)
                 self.carried_lossy[(m, g)] = lossy
-                if bal > 0 and not lossy:
+                if bal > 0:  # reported whatever was lost, with its uncertainty
                     self.truth.findings.add(("TL-GNT-001", domid, e, f"mapper:d{m}"))
-                    self.truth.unsafe[(domid, e)].setdefault("grant_outstanding", t)
+                    if lossy:
+                        self.lossy_leaks.append((domid, e, m, bal, t))
+                    else:
+                        self.truth.unsafe[(domid, e)].setdefault("grant_outstanding", t)
         if "foreign_map" in self.truth.unsafe.get((domid, e), {}):
             self.truth.findings.add(("TL-GNT-003", domid, e, "grant-maps"))
         if (domid, e) in self.truth.balloon:
@@ -585,13 +590,11 @@ class Sim:
         if self.grefs[domid]:
             self.truth.guest_grefs[(domid, e)] = sorted(self.grefs[domid])
             for r in self.grefs[domid]:
-                if not lossy:
-                    self.truth.findings.add(("TL-GST-001", domid, e, f"gref:{r}"))
+                self.truth.findings.add(("TL-GST-001", domid, e, f"gref:{r}"))
         if self.pirqs[domid]:
             self.truth.guest_pirqs[(domid, e)] = sorted(self.pirqs[domid])
             for p in self.pirqs[domid]:
-                if not lossy:
-                    self.truth.findings.add(("TL-GST-002", domid, e, f"pirq:{p}"))
+                self.truth.findings.add(("TL-GST-002", domid, e, f"pirq:{p}"))
         # a new kernel starts with nothing granted and no PIRQ bound
         self.grefs[domid] = set()
         self.pirqs[domid] = set()
@@ -660,11 +663,17 @@ class Sim:
         """End every loss (writing its LOST record) and fill the truth of the epochs that do not end in a boundary."""
         for c in range(self.ncpus):
             self.end_loss(c)
-        # the open epoch of a live guest: grants still mapped at the end of the capture (certain only without loss)
-        if not self.truth.lost:
-            for (m, g), bal in self.balance.items():
-                if bal > 0 and g in self.doms and self.doms[g].alive and 0 < g < DOMID_IDLE:
+        # a visible leak across lossy boundaries is certain when even every record its losses could hide were an
+        # unmap of the pair it would stay above 0 (tracelens.analysis.safety.grant_uncertainty)
+        for g, e, m, bal, t in self.lossy_leaks:
+            if bal - self.hideable(m, t) > 0:
+                self.truth.unsafe[(g, e)].setdefault("grant_outstanding", t)
+        # the open epoch of a live guest: grants still mapped at the end of the capture
+        for (m, g), bal in self.balance.items():
+            if bal > 0 and g in self.doms and self.doms[g].alive and 0 < g < DOMID_IDLE:
+                if not self.truth.lost or bal - self.hideable(m, self.last_tsc) > 0:
                     self.truth.unsafe[(g, self.doms[g].epoch)].setdefault("grant_outstanding", self.last_tsc)
+        if not self.truth.lost:
             for g, dom in self.doms.items():
                 if dom.alive and 0 < g < DOMID_IDLE:
                     if self.grefs[g]:
@@ -675,6 +684,12 @@ class Sim:
             for e in range(self.doms[g].epoch + 1) if g in self.doms else ():
                 self.truth.grants[(m, g, e)]  # every epoch of the granter has a row for every pair seen
         return self
+
+    def hideable(self, mapper: int, t: int) -> int:
+        """Lost records before ``t`` that could be ``mapper``'s: a loss of one record is scoped to the domain its
+        LOST record names (Xen would have written a runstate record to switch to another), longer ones to none."""
+        return sum(n for (_c, first, _t, n), d in zip(self.truth.lost, self.truth.lost_dom)
+                   if first <= t and (n > 1 or d == mapper))
 
     def to_bytes(self) -> bytes:
         return self.w.to_bytes()

@@ -686,6 +686,12 @@ def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None
     return out
 
 
+def _coverage(ids) -> dict:
+    from tracelens.analysis.coverage import coverage
+
+    return coverage(ids)
+
+
 def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict", catalog_files=(),
               threads: int | None = None, progress: Progress | None = None) -> dict:
     """Everything ``tracelens info`` shows, from one streamed pass over every record (no table is built; the file
@@ -724,7 +730,8 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
         "records_per_class": per_class,
         "records_per_event": dict(sorted(per_event.items(), key=lambda kv: -kv[1])),
         "records_per_domain": per_dom,
-        "lost_records": {"records": int(lost[0]), "lost": int(lost[1])},
+        "lost_records": {"records": int(lost[0]), "lost": int(lost[1]), "malformed": int(p1.bad_lost)},
+        "coverage": _coverage(s["ids"]),
         "tsc_first": first,
         "tsc_last": last,
         "xen_layout": {"label": guess.label, "reasons": guess.reasons},

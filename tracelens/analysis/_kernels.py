@@ -86,7 +86,7 @@ CAT_DECREASE = 4   # MEM_DECREASE_RESERVATION (>= 4)
 CAT_HYPERCALL = 5  # PV_HYPERCALL_V2, PV_HYPERCALL_SUBCALL, HVM_VMMCALL (>= 1)
 CAT_IRQ = 6        # HW_IRQ_CLEAR_VECTOR, ASSIGN_VECTOR, HANDLED (>= 1)
 CAT_GUEST = 7      # TRC_GUEST class
-CAT_LOST = 8       # LOST_RECORDS (>= 4)
+CAT_LOST = 8       # LOST_RECORDS (any length: a short one is damage the analysis must see, not skip)
 CAT_OFFLINE = 9    # runstate changes into or out of offline (state 3) (>= 1): where a kexec'd domain resumes
 N_CAT = 10
 
@@ -99,7 +99,7 @@ def _category_table():
                 (0x00041002, CAT_LIFE, 1), (0x0010F001, CAT_GRANT, 1), (0x0010F002, CAT_GRANT, 1),
                 (0x0010F005, CAT_DECREASE, 4), (0x0020100D, CAT_HYPERCALL, 1), (0x0020200E, CAT_HYPERCALL, 1),
                 (0x00082012, CAT_HYPERCALL, 1), (0x00802004, CAT_IRQ, 1), (0x00802006, CAT_IRQ, 1),
-                (0x00802008, CAT_IRQ, 1), (0x0001F001, CAT_LOST, 4)]
+                (0x00802008, CAT_IRQ, 1), (0x0001F001, CAT_LOST, 0)]
     entries += [(0x00021001 | old << 8 | new << 4, CAT_OFFLINE, 1)
                 for old in range(4) for new in range(4) if old != new and 3 in (old, new)]
     ids = np.zeros(TABLE_SLOTS, np.uint32)
@@ -617,11 +617,13 @@ def _attribution(ev, n, w, body, state):
 def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key, st_state, st_first, st_stats,
                   w_tsc0, w_key0, w_state0, w_grants, w_nrec, w_bad, ids, table_cat, need, cap_start, o_key, o_tsc,
                   o_off, o_cpu, o_ev, o_n, o_has, o_d, o_dom, o_vcpu, o_count, handled, hkeys, hcounts, hoverflow,
-                  dom_counts, want_doms, big_keys, big_used, big_cnt, big_n, big_limit, big_other):
+                  dom_counts, want_doms, dom_seen, big_keys, big_used, big_cnt, big_n, big_limit, big_other):
     """Pass 1 over one chunk of windows. ``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows of the
     chunk in file order (k is the pCPU number); ``win_global`` maps a chunk window to its index
     in the capture. Per pCPU, ``st_*`` carry the state across chunks (updated in place): TSC, K, vCPU state, first
-    timed TSC, and stats (records, LOST_RECORDS markers, records lost, smallest and largest TSC, timed records). Every window's starting TSC, K and state go to ``w_tsc0``/``w_key0``/``w_state0``, its record count to
+    timed TSC, and stats (records, LOST_RECORDS markers, records lost, smallest and largest TSC, timed records,
+    malformed LOST_RECORDS: fewer than 4 words or a count of 0). ``dom_seen[thread, dom]`` is set for every domain a
+    record makes current on a pCPU (:func:`_state_after`; tracelens.analysis.records.seen_domains is its twin). Every window's starting TSC, K and state go to ``w_tsc0``/``w_key0``/``w_state0``, its record count to
     ``w_nrec``, its grant record count to ``w_grants``, and the word position of a record that overruns it (the
     walk of that window stops there) to ``w_bad`` (-1 when none).
 
@@ -651,6 +653,7 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
         lo = st_stats[k, 3]
         hi = st_stats[k, 4]
         timed = st_stats[k, 5]
+        bad_lost = st_stats[k, 6]
         o = cap_start[k]
         cap_end = cap_start[k + 1]
         for j in range(j0, j1):
@@ -682,9 +685,12 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                     if timed == 0:
                         first = tsc
                     timed += 1
-                if ev == EV_LOST and n >= 1:
+                if ev == EV_LOST:
                     lost_recs += 1
-                    lost_n += np.uint64(w[body])
+                    if n >= 1:
+                        lost_n += np.uint64(w[body])
+                    if n < 4 or w[body] == 0:
+                        bad_lost += 1
                 if not _hash_add_u32(hkeys[tid], hcounts[tid], np.uint32(ev | (n << 28))):
                     hoverflow[tid] = True
                 if want_doms:
@@ -713,7 +719,10 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                         o_dom[o] = dm
                         o_vcpu[o] = vc
                     o += 1
-                state = _state_after(ev, n, w, body, state)
+                nstate = _state_after(ev, n, w, body, state)
+                if nstate != state and nstate != UNKNOWN:
+                    dom_seen[tid, nstate >> 16] = 1
+                state = nstate
                 p = body + n
             w_grants[g] = ngrant
             w_nrec[g] = nwin
@@ -728,6 +737,7 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
         st_stats[k, 3] = lo
         st_stats[k, 4] = hi
         st_stats[k, 5] = timed
+        st_stats[k, 6] = bad_lost
 
 
 @njit(cache=True, nogil=True, inline="always")

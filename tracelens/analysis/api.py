@@ -20,7 +20,9 @@ from tracelens.analysis.boundaries import Epochs, find_boundaries
 @dataclass
 class AnalysisConfig:
     """``boundaries``: extra (domid, tsc) boundaries; ``xen_version``: e.g. "4.17" (layouts, balloon packing);
-    ``cpu_hz``: adds nanosecond times to the decoded table; ``tolerance``: the decoder's damage tolerance."""
+    ``cpu_hz``: adds nanosecond times to the decoded table; ``tolerance``: the decoder's damage tolerance;
+    ``trace_mask``: the event mask the capture was recorded with (``xentrace -e``; a number or its words), so that
+    zero records of a declared class count as evidence (tracelens.analysis.coverage)."""
 
     boundaries: tuple = ()
     xen_version: str | None = None
@@ -28,6 +30,12 @@ class AnalysisConfig:
     tolerance: str = "strict"
     vmcore: str | None = None
     vmcore_dom: int | None = None
+    trace_mask: int | str | None = None  # the mask the capture was recorded with (xentrace -e), when known
+
+    def declared_mask(self) -> int | None:
+        from tracelens.analysis.coverage import parse_mask
+
+        return None if self.trace_mask is None else parse_mask(self.trace_mask)
 
 
 @dataclass
@@ -48,6 +56,8 @@ class Analysis:
     sha256: str | None = None
     layout: dict = field(default_factory=dict)
     dump: dict | None = None  # evidence from --vmcore (tracelens.analysis.dumpside)
+    coverage: dict = field(default_factory=dict)  # tracelens.analysis.coverage.coverage
+    lost_info: dict | None = None  # records.lost_details, parallel to ``lost``
 
     @property
     def boundaries(self):
@@ -66,11 +76,22 @@ def analyze_table(table, config: AnalysisConfig | None = None, path: str | None 
     balloon = L.balloon_ledger(rec, ep, xen_version=parse_version(config.xen_version), hypercalls=hc)
     guest = L.guest_ledger(rec, ep)
     lost = R.lost_intervals(rec)
-    safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc)
-    findings = F.build_findings(ep, grants, balloon, guest, safety)
-    return Analysis(path=path, records=len(rec), epochs=ep, grants=grants, balloon=balloon, hypercalls=hc,
-                    vectors=L.vector_ledger(rec), guest=guest, safety=safety, findings=findings, lost=lost,
-                    first_tsc=rec.first_tsc, last_tsc=rec.last_tsc, layout=rec.meta.get("tracelens.layout") or {})
+    return finish(rec, ep, grants, balloon, hc, guest, lost, R.event_counts(rec), R.seen_domains(rec), config,
+                  path=path, records=len(rec), vectors=L.vector_ledger(rec), first_tsc=rec.first_tsc,
+                  last_tsc=rec.last_tsc)
+
+
+def finish(rec, ep, grants, balloon, hc, guest, lost, event_counts, seen, config: AnalysisConfig, **kw) -> Analysis:
+    """Coverage, kexec safety and findings: the part the in-memory and the streamed analysis share."""
+    from tracelens.analysis.coverage import coverage
+
+    cov = coverage(event_counts, config.declared_mask())
+    info = R.lost_details(rec)
+    safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc, coverage=cov, lost_info=info, seen=seen)
+    findings = F.build_findings(ep, grants, balloon, guest, safety, lost, info, cov)
+    return Analysis(epochs=ep, grants=grants, balloon=balloon, hypercalls=hc, guest=guest, safety=safety,
+                    findings=findings, lost=lost, layout=rec.meta.get("tracelens.layout") or {}, coverage=cov,
+                    lost_info=info, **kw)
 
 
 def _size(path) -> int:

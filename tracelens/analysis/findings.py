@@ -64,30 +64,62 @@ def _dname(d) -> str:
     return "unknown" if d is None else f"d{d}"
 
 
-def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[dict]) -> list[Finding]:
-    """Every finding of the capture, sorted by severity, domain, epoch, rule and object."""
+def _caveat(u: dict | None) -> str:
+    """The uncertainty of a finding, in words."""
+    if u is None:
+        return ""
+    n = sum(x["count"] for x in u["lost"])
+    if u["lost_records_max"] is None:
+        return (f"; {len(u['lost'])} loss(es) before it, at least one malformed (count unknown), could hide records "
+                "that change this count")
+    if u.get("certain"):
+        return f"; at least {u['outstanding_min']} for certain: {n} lost record(s) before it could change it by at most {n}"
+    if "outstanding_min" in u:
+        return (f"; uncertain: {n} record(s) lost before it could be of this pair (between "
+                f"{max(u['outstanding_min'], 0)} and {u['outstanding_max']})")
+    return f"; uncertain: {n} record(s) lost before it could be of this pair"
+
+
+def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[dict], lost=None, lost_info=None,
+                   coverage=None) -> list[Finding]:
+    """Every finding of the capture, sorted by severity, domain, epoch, rule and object. Findings the visible
+    records support are kept when records were lost; ``evidence.uncertainty`` says which losses could change them
+    and by how much (tracelens.analysis.safety.grant_uncertainty), null when none could."""
+    import numpy as np
+
+    from tracelens.analysis.safety import grant_uncertainty, loss_scope
+
     out: list[Finding] = []
-    lossy = {(s["domid"], s["epoch"]): bool(s["lost"]) for s in safety if s["end_tsc"] is not None}
+    lost = np.zeros((0, 4), np.int64) if lost is None else lost
+    scope = loss_scope(lost, lost_info, coverage)
     bounds = {(b.domid, b.epoch): b for b in ep.boundaries}
+
+    def unc(before, who, visible):
+        return grant_uncertainty(lost, lost_info, scope, before, who, visible)
 
     for r in grants.rows:
         g, e, m = r["granter"], r["epoch"], r["mapper"]
         b = bounds.get((g, e))
         obj = "mapper:other" if "other_mappers" in r else f"mapper:{_dname(m)}"  # "other": a summed long tail
-        if b is not None and (r["outstanding_at_boundary"] or 0) > 0 and not lossy.get((g, e), False):
+        if b is not None and (r["outstanding_at_boundary"] or 0) > 0:
             n = r["outstanding_at_boundary"]
+            u = unc(b.tsc, m, n)
             out.append(_mk("TL-GNT-001", g, e, obj, b.tsc, r["first_tsc"], b.tsc,
                            f"{_dname(m)} still had {n} grant mapping(s) of d{g} when d{g} started its next kernel "
-                           f"({b.kind} boundary at tsc {b.tsc}); the new kernel will reuse those pages",
+                           f"({b.kind} boundary at tsc {b.tsc}); the new kernel will reuse those pages{_caveat(u)}",
                            {"mapper": m, "granter": g, "outstanding": n, "boundary_kind": b.kind,
-                            "boundary_tsc": b.tsc, "maps_in_epoch": r["maps"], "unmaps_in_epoch": r["unmaps"]}))
+                            "boundary_tsc": b.tsc, "maps_in_epoch": r["maps"], "unmaps_in_epoch": r["unmaps"],
+                            "uncertainty": u}))
         prev = bounds.get((g, e - 1))
-        if r["late_unmaps"] > 0 and prev is not None and not lossy.get((g, e - 1), False):
+        if r["late_unmaps"] > 0 and prev is not None:
+            u = unc(prev.tsc, m, r["late_unmaps"])
+            if u is not None:
+                u = {k: u[k] for k in ("lost", "lost_records_max")}
             out.append(_mk("TL-GNT-002", g, e, obj, r["late_first_tsc"], r["late_first_tsc"], r["late_last_tsc"],
                            f"{_dname(m)} released {r['late_unmaps']} grant mapping(s) of d{g}'s previous kernel "
-                           f"after the {prev.kind} boundary at tsc {prev.tsc}",
+                           f"after the {prev.kind} boundary at tsc {prev.tsc}{_caveat(u)}",
                            {"mapper": m, "granter": g, "late_unmaps": r["late_unmaps"], "boundary_tsc": prev.tsc,
-                            "boundary_kind": prev.kind}))
+                            "boundary_kind": prev.kind, "uncertainty": u}))
 
     for r in grants.by_mapper:
         m, e = r["mapper"], r["epoch"]
@@ -112,8 +144,11 @@ def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[
     for which, rule, what in ((guest.grefs, "TL-GST-001", "ref"), (guest.pirqs, "TL-GST-002", "pirq")):
         for r in which:
             b = bounds.get((r["domid"], r["epoch"]))
-            if b is None or lossy.get((r["domid"], r["epoch"]), False):
+            if b is None:
                 continue
+            u = unc(b.tsc, r["domid"], 1)
+            if u is not None:  # a lost END_ACCESS / PIRQ_UNBIND of the guest itself would clear it
+                u = {k: u[k] for k in ("lost", "lost_records_max")}
             if what == "ref":
                 msg = (f"d{r['domid']} granted ref {r['ref']} (frame {r['frame']:#x}) to d{r['grantee']} and never "
                        f"ended it before its {b.kind} boundary")
@@ -123,8 +158,9 @@ def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[
                        f"it before its {b.kind} boundary")
                 ev = {k: r[k] for k in ("pirq", "irq", "kind", "gsi_or_vector", "port")}
             out.append(_mk(rule, r["domid"], r["epoch"], f"{what.replace('ref', 'gref')}:{r[what]}", b.tsc, r["tsc"],
-                           b.tsc, msg, ev | {"granted_offset" if what == "ref" else "bound_offset": r["offset"],
-                                             "boundary_tsc": b.tsc}))
+                           b.tsc, msg + _caveat(u),
+                           ev | {"granted_offset" if what == "ref" else "bound_offset": r["offset"],
+                                 "boundary_tsc": b.tsc, "uncertainty": u}))
 
     for s in safety:
         if s["end_tsc"] is not None and s["lost"]:
@@ -132,9 +168,12 @@ def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[
             out.append(_mk("TL-LOST-001", s["domid"], s["epoch"], "lost-records", s["end_tsc"],
                            min(x["first_tsc"] for x in s["lost"]), s["end_tsc"],
                            f"{n} record(s) lost in {len(s['lost'])} interval(s) before d{s['domid']}'s "
-                           f"{s['boundary_kind']} boundary: grant state at the boundary is unknown, verdict "
-                           f"{s['verdict']}",
-                           {"lost": s["lost"], "verdict": s["verdict"], "outstanding_visible": s["outstanding_grants"]}))
+                           f"{s['boundary_kind']} boundary"
+                           + (", some in malformed LOST_RECORDS (count unknown)"
+                              if any(x.get("malformed") for x in s["lost"]) else "")
+                           + f": what they hid is unknown (findings carry their uncertainty), verdict {s['verdict']}",
+                           {"lost": s["lost"], "verdict": s["verdict"], "outstanding_visible": s["outstanding_grants"],
+                            "possibly_unsafe": s.get("possibly_unsafe", {})}))
 
     out.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.domid if f.domid is not None else -1,
                             f.epoch if f.epoch is not None else -1, f.rule, f.object))

@@ -215,13 +215,54 @@ def columns(table) -> Records:
 
 def lost_intervals(rec: Records) -> np.ndarray:
     """LOST_RECORDS as an (k, 4) i64 array: cpu, first_tsc (d3|d4<<32, when the first record was dropped), tsc (when
-    the loss ended: the record's own TSC), count (d1)."""
+    the loss ended: the record's own TSC), count (d1).
+
+    Xen always writes 4 words and a count of at least 1 (``insert_lost_records()``, spec §2.5); anything else is
+    damage (:func:`lost_malformed`) and is read so that it can never look clean: without d3/d4 the loss is taken to
+    have begun at TSC 0 (before everything), without d1 its count is 0 here and unbounded for the analysis."""
     from tracelens.analysis._kernels import CAT_LOST
 
     sel = rec.rows(CAT_LOST)
+    n = rec.n_extra[sel]
     out = np.empty((sel.size, 4), np.int64)
     out[:, 0] = rec.cpu[sel]
-    out[:, 1] = rec.word(3, sel) | (rec.word(4, sel) << 32)
+    out[:, 1] = np.where(n >= 4, rec.word(3, sel) | (rec.word(4, sel) << 32), 0)
     out[:, 2] = rec.tsc[sel].astype(np.int64)
     out[:, 3] = rec.word(1, sel)
     return out
+
+
+def lost_details(rec: Records) -> dict:
+    """Per LOST_RECORDS row of :func:`lost_intervals`: ``malformed`` (bool: fewer than 4 payload words, or a count
+    of 0, which Xen never writes), ``dom`` (i64: the domain of the vCPU its d2 names, current when the loss ended;
+    -1 without d2) and ``offset`` (u64 byte offset in the file)."""
+    from tracelens.analysis._kernels import CAT_LOST
+
+    sel = rec.rows(CAT_LOST)
+    n = rec.n_extra[sel]
+    d1 = rec.word(1, sel)
+    return {"malformed": (n < 4) | (d1 == 0), "dom": np.where(n >= 2, rec.word(2, sel) & 0xFFFF, -1),
+            "offset": rec.offset[sel]}
+
+
+def seen_domains(rec: Records) -> np.ndarray:
+    """Sorted domids that some record made current on a pCPU (a runstate change into running, CONTINUE_RUNNING, a
+    LOST_RECORDS payload: the decoder's state rule, docs/xentrace.md rule 4). The streamed pass 1 marks the same
+    domains as it walks (``_kernels.stream_select``, ``dom_seen``)."""
+    ev = rec.event
+    if not ev.size:
+        return np.empty(0, np.int64)
+    nx = rec.n_extra
+    to_run = ((ev & 0x0FFFF00F) == RUNSTATE_BASE) & (((ev >> 4) & 0xF) == 0) & (nx >= 1)
+    cont = (ev == CONTINUE_RUNNING) & (nx >= 1)
+    lost = (ev == LOST_RECORDS) & (nx >= 2)
+    a = np.flatnonzero(to_run | cont)
+    b = np.flatnonzero(lost)
+    doms = np.concatenate([rec.word(1, a) >> 16, rec.word(2, b) & 0xFFFF])
+    return np.unique(doms).astype(np.int64)
+
+
+def event_counts(rec: Records) -> dict[int, int]:
+    """Records per event id (what the streamed pass 1 counts per (event, n_extra) as it walks)."""
+    u, c = np.unique(rec.event, return_counts=True)
+    return dict(zip(u.tolist(), c.tolist()))

@@ -24,16 +24,19 @@ def to_json_obj(a) -> dict:
     """The JSON contract as a Python object (lists and dicts of str/int/bool/None)."""
     from tracelens import __version__
 
+    from tracelens.analysis.safety import lost_dict
+
     lost_total = int(a.lost[:, 3].sum()) if a.lost.size else 0
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "tracelens", "version": __version__},
         "capture": {
             "path": a.path, "sha256": a.sha256, "records": a.records, "lost_records": lost_total,
-            "lost_intervals": [{"cpu": int(c), "first_tsc": int(f), "tsc": int(t), "count": int(n)}
-                               for c, f, t, n in a.lost.tolist()],
+            "lost_intervals": [lost_dict(a.lost, a.lost_info, i) for i in range(a.lost.shape[0])],
+            "malformed_lost_records": int(a.lost_info["malformed"].sum()) if a.lost_info is not None else 0,
             "first_tsc": a.first_tsc, "last_tsc": a.last_tsc, "layout": a.layout.get("label"),
         },
+        "coverage": a.coverage,
         "boundaries": [b.to_dict() for b in a.boundaries],
         "grants": [dict(r) for r in a.grants.rows],
         "grant_mappers": [dict(r) for r in a.grants.by_mapper],
@@ -69,13 +72,26 @@ def _sections(a):
                 [[str(cap["path"]), str(cap["sha256"])[:16] + "…" if cap["sha256"] else "-", str(cap["records"]),
                   f"{cap['lost_records']} in {len(cap['lost_intervals'])} interval(s)",
                   f"{a.first_tsc} .. {a.last_tsc}", str(cap["layout"])]]))
+    cov = a.coverage or {}
+    if cov:
+        out.append(("Coverage (event classes the capture can speak for; docs/analysis.md)",
+                    ["subclass", "id", "records", "covered", "needed by"],
+                    [[x["subclass"], x["id"], str(x["records"]),
+                      {"records": "yes (records)", "declared": "yes (declared mask)", None: "NO"}[x["evidence"]]
+                      + (" *" if x["subclass"] in cov["verdicts_need"] else ""), x["needed_by"]]
+                     for x in cov["subclasses"]]
+                    + [["declared mask", str(cov["declared_mask"] or "none (--trace-mask)"), "", "",
+                        "* a safe verdict needs these; uncovered: " + (", ".join(cov["uncovered"]) or "none")]]
+                    + [["note", "", "", "", n] for n in cov["notes"]]))
     out.append(("Boundaries", ["domain", "epoch ended", "kind", "tsc", "evidence"],
                 [[_dom(b.domid), str(b.epoch), b.kind, str(b.tsc),
                   ", ".join(f"{k}={v}" for k, v in b.evidence.items() if k in ("shutdown_tsc", "reason_name",
                                                                             "removed_tsc", "note", "source"))]
                  for b in a.boundaries]))
     out.append(("kexec safety", ["domain", "epoch", "ends", "verdict", "first unsafe", "at tsc", "outstanding grants"],
-                [[_dom(s["domid"]), str(s["epoch"]), s["boundary_kind"] or "(open)", s["verdict"],
+                [[_dom(s["domid"]), str(s["epoch"]), s["boundary_kind"] or "(open)",
+                  s["verdict"] + (f" (no {', '.join(s['not_covered'])} records)" if s.get("not_covered") else "")
+                  + (f" (possibly {', '.join(s['possibly_unsafe'])})" if s.get("possibly_unsafe") else ""),
                   _opt(s["first_unsafe_kind"]), _opt(s["first_unsafe_tsc"]), str(s["outstanding_grants"])]
                  for s in a.safety]))
     out.append(("Grants (per mapper, granter and granter epoch)",

@@ -77,6 +77,8 @@ class _Pass1:
     handled_big: dict = field(default_factory=dict)  # IRQ_HANDLED of irqs past 65535, per irq
     handled_other: int = 0  # ... of the irqs past IRQ_LIMIT distinct ones
     sha256: str | None = None
+    bad_lost: int = 0  # malformed LOST_RECORDS markers (fewer than 4 words, or a count of 0)
+    seen: np.ndarray | None = None  # domids some record made current on a pCPU (records.seen_domains)
 
 
 _ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu", np.int64), ("ev", np.uint32),
@@ -120,7 +122,7 @@ class _Select:
         self.st_key = np.zeros(ncpu, np.uint64)
         self.st_state = np.full(ncpu, UNKNOWN, np.int64)
         self.st_first = np.full(ncpu, np.iinfo(np.uint64).max, np.uint64)
-        self.st_stats = np.zeros((ncpu, 6), np.uint64)
+        self.st_stats = np.zeros((ncpu, 7), np.uint64)
         self.st_stats[:, 3] = np.iinfo(np.uint64).max
         self.handled = np.zeros(65536, np.int64)
         self.c_handled = np.zeros((nth, 65536), np.int64)
@@ -138,6 +140,7 @@ class _Select:
         self.big = (np.zeros((nth, 2 * IRQ_LIMIT), np.uint64), np.zeros((nth, 2 * IRQ_LIMIT), np.bool_),
                     np.zeros((nth, 2 * IRQ_LIMIT), np.int64), np.zeros(nth, np.int64), IRQ_LIMIT,
                     np.zeros(nth, np.int64))
+        self.dom_seen = np.zeros((nth, 65536), np.uint8)
 
     def chunk(self, words, pos, vend, cpu) -> np.ndarray:
         """Run pass 1 over consecutive windows (word ranges pos..vend of pCPUs ``cpu``); returns each window's
@@ -169,7 +172,7 @@ class _Select:
                             K.TABLE_IDS, self.table_cat, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"],
                             rows["off"], rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"],
                             rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow,
-                            self.dom_counts, self.want_doms, *self.big)
+                            self.dom_counts, self.want_doms, self.dom_seen, *self.big)
             if (count <= room).all():
                 break
             # a pCPU had more rare records than room for them: run the chunk again from the same state
@@ -217,7 +220,8 @@ class _Select:
                       min_tsc=int(st[timed, 3].min()) if timed.any() else None,
                       cpus=sorted(set(sc.cpu.tolist())), lost=(int(st[:, 1].sum()), int(st[:, 2].sum())),
                       dom_counts=self.dom_counts.sum(axis=0) if self.want_doms else None,
-                      handled_big=big, handled_other=int(self.big[5].sum()))
+                      handled_big=big, handled_other=int(self.big[5].sum()),
+                      bad_lost=int(st[:, 6].sum()), seen=np.flatnonzero(self.dom_seen.any(axis=0)))
 
 
 def _pass1_fast(path, opts: StreamOptions, progress, digest: bool = False, **select):
@@ -667,8 +671,6 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     ``analyze_table(read_xentrace(path))`` (see the module docstring). ``progress(done, total)`` is called as the
     passes advance; ``digest`` computes the file's SHA-256 on the way (``Analysis.sha256``)."""
     from tracelens.analysis import api as A
-    from tracelens.analysis import findings as F
-    from tracelens.analysis import safety as S
     from tracelens.analysis.boundaries import find_boundaries
     from tracelens.parsers.xentrace import decode as D
     from tracelens.parsers.xentrace.catalog import parse_version
@@ -715,13 +717,11 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     balloon = L.balloon_ledger(rec, ep, xen_version=version, hypercalls=hc)
     guest = L.guest_ledger(rec, ep)
     lost = R.lost_intervals(rec)
-    safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc)
-    findings = F.build_findings(ep, grants, balloon, guest, safety)
-    return A.Analysis(path=os.fspath(path), records=p1.records, epochs=ep, grants=grants, balloon=balloon,
-                      hypercalls=hc, vectors=L.vector_ledger(rec, p1.handled, p1.handled_big, p1.handled_other),
-                      guest=guest, safety=safety,
-                      findings=findings, lost=lost, first_tsc=p1.first_tsc, last_tsc=p1.last_tsc,
-                      layout=rec.meta.get("tracelens.layout") or {}, sha256=p1.sha256)
+    a = A.finish(rec, ep, grants, balloon, hc, guest, lost, p1.ids, p1.seen, config, path=os.fspath(path),
+                 records=p1.records, vectors=L.vector_ledger(rec, p1.handled, p1.handled_big, p1.handled_other),
+                 first_tsc=p1.first_tsc, last_tsc=p1.last_tsc)
+    a.sha256 = p1.sha256
+    return a
 
 
 def _guess(ids, dr):

@@ -18,7 +18,8 @@ FORMATS = ("text", "json", "md", "html")
 
 def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary: list[str] | tuple = (),
         cpu_hz: float | None = None, xen_version: str | None = None, tolerance: str = "strict",
-        show_code: bool = False, vmcore: str | None = None, vmcore_dom: int | None = None) -> int:
+        show_code: bool = False, vmcore: str | None = None, vmcore_dom: int | None = None,
+        trace_mask: str | None = None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (0: analysis done)."""
     from tracelens.errors import UsageError
 
@@ -27,8 +28,16 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     from tracelens.analysis.boundaries import parse_boundary
 
     user = [parse_boundary(b, cpu_hz) for b in boundary]
+    mask = None
+    if trace_mask is not None:
+        from tracelens.analysis.coverage import parse_mask
+
+        try:
+            mask = parse_mask(trace_mask)
+        except ValueError as e:
+            raise UsageError(f"--trace-mask: {e}") from None
     if show_code:
-        print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore, vmcore_dom))
+        print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore, vmcore_dom, mask))
         return 0
     from tracelens.output import check_outputs
 
@@ -37,7 +46,7 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     from tracelens.analysis.report import RENDERERS
 
     a = analyze(capture, AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz,
-                                        tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom))
+                                        tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom, trace_mask=mask))
     text = RENDERERS[fmt](a)
     if output:
         from tracelens.output import atomic_output
@@ -50,11 +59,11 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     return 0
 
 
-def _code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore=None, vmcore_dom=None) -> str:
+def _code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore=None, vmcore_dom=None, trace_mask=None) -> str:
     from tracelens.commands import config_args
 
     cfg = config_args(boundaries=tuple(user) if user else None, xen_version=xen_version, cpu_hz=cpu_hz,
-                      tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom)
+                      tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom, trace_mask=trace_mask)
     render = {"text": "to_text", "json": "to_json", "md": "to_markdown", "html": "to_html"}[fmt]
     return (
         "from tracelens.analysis.api import AnalysisConfig, analyze\n"
@@ -79,6 +88,10 @@ def register(app: typer.Typer) -> None:
                                                                               "(default: guessed)"),
         tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
+        trace_mask: Optional[str] = typer.Option(None, "--trace-mask", metavar="MASK",
+                                                 help="the event mask the capture was recorded with (xentrace -e: "
+                                                      "0x0010f000, or words such as sched,mem,all): zero records of "
+                                                      "a declared class are evidence"),
         vmcore: Optional[str] = typer.Option(None, "--vmcore", help="the guest's dump (kdump, ELF vmcore or xl "
                                                                     "dump-core): adds its Xen evidence"),
         vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", help="the domid the dump belongs to "
@@ -86,6 +99,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Kexec boundaries, grant/balloon/hypercall ledgers, kexec safety and findings (see docs/analysis.md)."""
         code = run(capture, fmt=fmt, output=output, boundary=boundary, cpu_hz=cpu_hz, xen_version=xen_version,
-                   tolerance=tolerance, show_code=show_code, vmcore=vmcore, vmcore_dom=vmcore_dom)
+                   tolerance=tolerance, show_code=show_code, vmcore=vmcore, vmcore_dom=vmcore_dom,
+                   trace_mask=trace_mask)
         if code:
             raise typer.Exit(code)

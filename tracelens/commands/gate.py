@@ -47,7 +47,8 @@ def _check_not_inputs(captures, *, vmcore, policy, baseline, sarif, junit, json_
 def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = None, fail_on: str | None = None,
         baseline: str | None = None, sarif: str | None = None, junit: str | None = None, json_out: str | None = None,
         write_baseline: str | None = None, xen_version: str | None = None, vmcore_dom: int | None = None,
-        quiet: bool = False, show_code: bool = False, today=None, env=None, out=None) -> int:
+        quiet: bool = False, show_code: bool = False, today=None, env=None, out=None,
+        trace_mask: str | None = None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (docs/exit-codes.md)."""
     from tracelens.errors import UsageError
     import json
@@ -67,6 +68,14 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
     if baseline and write_baseline:
         raise UsageError("give --baseline (gate against accepted findings) or --write-baseline (accept the current "
                          "ones), not both")
+    mask = None
+    if trace_mask is not None:
+        from tracelens.analysis.coverage import parse_mask
+
+        try:
+            mask = parse_mask(trace_mask)
+        except ValueError as e:
+            raise UsageError(f"--trace-mask: {e}") from None
     if fail_on is not None and fail_on not in SEVERITIES:
         raise UsageError(f"--fail-on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
     for path, option in ((sarif, "--sarif"), (junit, "--junit"), (json_out, "--json"),
@@ -78,7 +87,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
     if show_code:
         out.write(_code(captures, vmcore=vmcore, vmcore_dom=vmcore_dom, policy=policy, fail_on=fail_on,
                         baseline=baseline, sarif=sarif, junit=junit, json_out=json_out,
-                        write_baseline=write_baseline, xen_version=xen_version))
+                        write_baseline=write_baseline, xen_version=xen_version, trace_mask=mask))
         return 0
     pol = load_policy(policy) if policy else Policy()
     fail = fail_on or pol.fail_on or DEFAULT_FAIL_ON
@@ -88,7 +97,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
     base = load_baseline(bpath) if bpath else None
 
     result = run_gate(captures, pol, fail, base, vmcore=vmcore, vmcore_dom=vmcore_dom, today=today,
-                      xen_version=xen_version)
+                      xen_version=xen_version, trace_mask=mask)
 
     if write_baseline:
         incomplete = [c.path for c in result.captures if c.error is not None or c.inconclusive]
@@ -127,7 +136,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
 
 
 def _code(captures, *, vmcore, vmcore_dom, policy, fail_on, baseline, sarif, junit, json_out, write_baseline,
-          xen_version) -> str:
+          xen_version, trace_mask=None) -> str:
     """The Python a notebook user would write for the same gate."""
     lines = ["from tracelens.gate.baseline import load_baseline",
              "from tracelens.gate.evaluate import run_gate",
@@ -143,6 +152,8 @@ def _code(captures, *, vmcore, vmcore_dom, policy, fail_on, baseline, sarif, jun
         lines.append("baseline = load_baseline(policy.baseline) if policy.baseline else None")
     kw = "".join(f", {k}={v!r}" for k, v in (("vmcore", vmcore), ("vmcore_dom", vmcore_dom),
                                                ("xen_version", xen_version)) if v is not None)
+    if trace_mask is not None:
+        kw += f", trace_mask={trace_mask:#010x}"
     lines.append(f"result = run_gate({list(captures)!r}, policy, fail_on, baseline{kw})")
     if write_baseline:
         lines += ["import json",
@@ -196,6 +207,11 @@ def register(app: typer.Typer) -> None:
         xen_version: Optional[str] = typer.Option(None, "--xen-version", metavar="X.Y",
                                                   help="Xen release that wrote the captures (default: guessed per "
                                                        "capture)"),
+        trace_mask: Optional[str] = typer.Option(None, "--trace-mask", metavar="MASK",
+                                                 help="the event mask the captures were recorded with (xentrace -e: "
+                                                      "0x0010f000, or words such as sched,mem,all): zero records "
+                                                      "of a declared class are evidence (overrides "
+                                                      "gate.trace_mask)"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no summary on stdout"),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
@@ -203,7 +219,8 @@ def register(app: typer.Typer) -> None:
         policy, 3 a capture unreadable or inconclusive (see docs/gate.md)."""
         code = run(list(captures or []), vmcore=vmcore, policy=policy, fail_on=fail_on, baseline=baseline,
                    sarif=sarif, junit=junit, json_out=json_out, write_baseline=write_baseline,
-                   xen_version=xen_version, vmcore_dom=vmcore_dom, quiet=quiet, show_code=show_code)
+                   xen_version=xen_version, vmcore_dom=vmcore_dom, quiet=quiet, show_code=show_code,
+                   trace_mask=trace_mask)
         if code:
             # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a return value,
             # which tracelens.cli.main does not pass on (yet); SystemExit reaches main's handler either way

@@ -41,7 +41,9 @@ def info(path: str, *, json_out: bool = False, xen_version: str | None = None, s
     t.add_row("windows", f"{s['windows']:,}")
     t.add_row("records", f"{s['records']:,}")
     lr = s["lost_records"]
-    t.add_row("lost records", f"{lr['lost']:,} in {lr['records']:,} LOST_RECORDS markers")
+    t.add_row("lost records", f"{lr['lost']:,} in {lr['records']:,} LOST_RECORDS markers"
+              + (f" ({lr['malformed']:,} malformed: fewer than 4 words or a count of 0, so the number lost is "
+                 "unknown)" if lr.get("malformed") else ""))
     if s["tsc_first"] is not None:
         span = s["tsc_last"] - s["tsc_first"]
         t.add_row("TSC span", f"{s['tsc_first']:,} .. {s['tsc_last']:,} ({span:,} cycles)")
@@ -53,6 +55,20 @@ def info(path: str, *, json_out: bool = False, xen_version: str | None = None, s
     for k, v in sorted(s["records_per_class"].items(), key=lambda kv: -kv[1]):
         cls.add_row(esc(k), f"{v:,}")
     con.print(cls)
+    cov = s.get("coverage")
+    if cov:
+        ct = Table(title="coverage: what the capture can speak for (classes the analysis reads; docs/analysis.md)",
+                   title_justify="left")
+        for h in ("subclass", "id", "records", "covered", "needed by"):
+            ct.add_column(h)
+        for x in cov["subclasses"]:
+            ct.add_row(x["subclass"], x["id"], f"{x['records']:,}", "yes" if x["evidence"] else "NO",
+                       x["needed_by"])
+        con.print(ct)
+        if cov["uncovered"]:
+            con.print(f"not covered: {', '.join(cov['uncovered'])}: no record of them, so kexec-safety verdicts will "
+                      "be 'not covered' (recorded without those classes; for an idle host declare the mask: "
+                      "--trace-mask)")
     dom = Table(title="records per domain (the vCPU running when written)", title_justify="left")
     dom.add_column("domain")
     dom.add_column("records", justify="right")

@@ -11,8 +11,10 @@ Per finding, in this order (docs/gate.md):
 5. it *blocks* when it is not suppressed, not ``unchanged``, and its level is at or above ``fail_on``.
 
 Per capture: ``unreadable`` (the decoder refused it: exit 3), ``inconclusive`` (a TL-LOST-* finding, whatever the
-policy says, or more lost records than ``gate.max_lost_records``: exit 3; the gate fails closed and never passes what
-it could not read completely), ``fail`` (a blocking finding: exit 1) or ``pass`` (0). Over several captures the
+policy says, more lost records than ``gate.max_lost_records``, a malformed LOST_RECORDS record, a kexec-safety
+verdict ``not covered`` (the capture lacks an event class the verdict needs and ``gate.trace_mask`` does not declare
+it), fewer records than ``gate.min_records`` or a TSC span shorter than ``gate.min_span_cycles``: exit 3; the gate
+fails closed and never passes what it could not read completely), ``fail`` (a blocking finding: exit 1) or ``pass`` (0). Over several captures the
 worst wins, in the order 2 > 3 > 1 > 0 (:data:`EXIT_PRECEDENCE`).
 """
 
@@ -93,6 +95,8 @@ class CaptureResult:
     lost_records: int = 0
     notes: list = field(default_factory=list)
     vmcore: str | None = None  # the dump analysed with the capture (--vmcore)
+    coverage: dict | None = None  # the analysis' coverage object (docs/analysis.md)
+    span: tuple | None = None  # (first, last) TSC
 
     @property
     def status(self) -> str:
@@ -111,6 +115,28 @@ class CaptureResult:
     @property
     def blocking(self) -> list:
         return [g for g in self.findings if g.blocking]
+
+    def coverage_line(self) -> str | None:
+        """One line for humans: the needed subclasses and how each is covered (docs/analysis.md, Coverage)."""
+        cov = self.coverage
+        if not cov:
+            return None
+        ev = {s["subclass"]: s["evidence"] for s in cov["subclasses"]}
+        parts = [f"{n} {'by records' if ev[n] == 'records' else 'declared' if ev[n] == 'declared' else 'NOT COVERED'}"
+                 for n in cov["verdicts_need"]]
+        mask = f"; declared mask {cov['declared_mask']}" if cov.get("declared_mask") else ""
+        return "coverage: " + ", ".join(parts) + mask
+
+    def coverage_obj(self) -> dict | None:
+        """The coverage the gate outputs carry: declared mask, needed subclasses, uncovered ones, per-class counts."""
+        cov = self.coverage
+        if not cov:
+            return None
+        return {"declared_mask": cov.get("declared_mask"), "verdicts_need": cov["verdicts_need"],
+                "uncovered": cov["uncovered"],
+                "subclasses": {s["subclass"]: {"records": s["records"], "evidence": s["evidence"]}
+                               for s in cov["subclasses"]},
+                "classes": {x["class"]: x["records"] for x in cov["classes"]}}
 
 
 @dataclass
@@ -170,9 +196,28 @@ def evaluate_findings(findings, capture: str, policy: Policy, fail_on: str, base
     return out
 
 
-def inconclusive_reasons(findings, lost_records: int, policy: Policy) -> list[str]:
-    """Why a capture cannot be trusted to pass: TL-LOST-* findings (always) and lost records beyond tolerance."""
+def inconclusive_reasons(findings, lost_records: int, policy: Policy, analysis=None) -> list[str]:
+    """Why a capture cannot be trusted to pass: TL-LOST-* findings (always), lost records beyond tolerance,
+    malformed LOST_RECORDS, verdicts ``not covered``, and a capture shorter than the policy's minimum."""
     reasons = []
+    if analysis is not None:
+        info = analysis.lost_info
+        if info is not None and info["malformed"].any():
+            offs = [int(o) for o in info["offset"][info["malformed"]][:3]]
+            reasons.append(f"{int(info['malformed'].sum())} malformed LOST_RECORDS record(s) (fewer than 4 words or "
+                           f"a count of 0; at byte {', '.join(map(str, offs))}): records were lost, how many and "
+                           "since when is unknown")
+        for s in analysis.safety:
+            if s["verdict"] == "not covered":
+                reasons.append(f"d{s['domid']} epoch {s['epoch']}: kexec safety not covered: the capture has no "
+                               f"{', '.join(s['not_covered'])} record(s) (recorded without those classes? if the "
+                               "host was idle, declare the mask: --trace-mask / gate.trace_mask)")
+        if analysis.records < policy.min_records:
+            reasons.append(f"{analysis.records} record(s), fewer than gate.min_records = {policy.min_records} (a "
+                           "capture cut short cannot be told from a quiet one)")
+        span = analysis.last_tsc - analysis.first_tsc
+        if policy.min_span_cycles and span < policy.min_span_cycles:
+            reasons.append(f"TSC span {span} cycles, shorter than gate.min_span_cycles = {policy.min_span_cycles}")
     for f in findings:
         if f.rule.startswith(UNSUPPRESSIBLE_PREFIX):
             where = f"d{f.domid} epoch {f.epoch}" if f.domid is not None else "the capture"
@@ -184,7 +229,7 @@ def inconclusive_reasons(findings, lost_records: int, policy: Policy) -> list[st
 
 def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today: date | None = None,
                   xen_version: str | None = None, vmcore: str | None = None,
-                  vmcore_dom: int | None = None) -> CaptureResult:
+                  vmcore_dom: int | None = None, trace_mask=None) -> CaptureResult:
     """Analyse one xentrace capture (strict decoding: any damage makes it unreadable), with the guest's dump when
     ``vmcore`` is given (its TL-DMP-* findings join the capture's), and evaluate the findings."""
     from tracelens.analysis.api import AnalysisConfig, analyze
@@ -195,8 +240,9 @@ def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today:
     except OSError:
         pass
     try:
+        mask = trace_mask if trace_mask is not None else policy.trace_mask
         a = analyze(path, AnalysisConfig(xen_version=xen_version, tolerance="strict", vmcore=vmcore,
-                                         vmcore_dom=vmcore_dom))
+                                         vmcore_dom=vmcore_dom, trace_mask=mask))
     except FormatError as e:  # IncompleteCaptureError included: truncated, corrupt, not a capture; or the dump
         res.error = str(e)
         return res
@@ -204,7 +250,10 @@ def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today:
     res.records = a.records
     res.lost_records = int(a.lost[:, 3].sum()) if a.lost.size else 0
     res.findings = evaluate_findings(a.findings, path, policy, fail_on, baseline, today)
-    res.inconclusive = inconclusive_reasons(a.findings, res.lost_records, policy)
+    res.inconclusive = inconclusive_reasons(a.findings, res.lost_records, policy, a)
+    res.coverage = a.coverage
+    res.span = (a.first_tsc, a.last_tsc)
+    res.notes += [f"coverage: {n}" for n in a.coverage.get("notes", [])]
     dump = getattr(a, "dump", None)
     if vmcore and dump is not None:
         res.notes.append(f"dump {dump.get('path')} ({dump.get('kind')}): {dump.get('assumption')}")
@@ -220,12 +269,13 @@ def expired_entries(policy: Policy, today: date) -> list:
 
 
 def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: str | None = None,
-             vmcore_dom: int | None = None, today: date | None = None, xen_version: str | None = None) -> GateResult:
+             vmcore_dom: int | None = None, today: date | None = None, xen_version: str | None = None,
+             trace_mask=None) -> GateResult:
     """Check every capture and evaluate the policy. ``vmcore`` (the guest's dump) goes with the only capture. Never
     raises for a damaged input: that input's result is ``unreadable``."""
     today = today or today_utc()
     results = [check_capture(os.fspath(p), policy, fail_on, baseline, today, xen_version,
-                             os.fspath(vmcore) if vmcore else None, vmcore_dom) for p in captures]
+                             os.fspath(vmcore) if vmcore else None, vmcore_dom, trace_mask) for p in captures]
     seen = {g.finding.fingerprint for r in results for g in r.findings}
     unused = [e for fp, e in baseline.accepted.items() if fp not in seen] if baseline is not None else []
     findings = [g.finding for r in results for g in r.findings]

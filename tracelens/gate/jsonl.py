@@ -39,7 +39,7 @@ def capture_obj(c) -> dict:
         "schema_version": SCHEMA_VERSION, "type": "capture", "capture": c.path, "kind": c.kind, "status": c.status,
         "exit_code": c.exit_code, "error": c.error, "inconclusive": list(c.inconclusive), "sha256": c.sha256,
         "records": c.records, "lost_records": c.lost_records, "findings": len(c.findings),
-        "blocking": len(c.blocking), "notes": list(c.notes),
+        "blocking": len(c.blocking), "notes": list(c.notes), "coverage": c.coverage_obj(),
     }
 
 

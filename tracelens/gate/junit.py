@@ -60,6 +60,18 @@ def to_junit_element(result) -> ET.Element:
             ET.SubElement(tc, "error", message=f"inconclusive: {text}", type="inconclusive").text = text
             counts["errors"] += 1
         if c.kind == "xentrace":
+            tc = case("capture covers the event classes its verdicts need")
+            cov = c.coverage_obj()
+            if cov is None:
+                ET.SubElement(tc, "skipped", message="capture unreadable")
+                counts["skipped"] += 1
+            else:
+                ET.SubElement(tc, "system-out").text = _x(c.coverage_line())
+                if cov["uncovered"] and any("not covered" in r for r in c.inconclusive):
+                    text = _x(f"no {', '.join(cov['uncovered'])} record(s) and no declared mask selecting them "
+                              "(--trace-mask / gate.trace_mask): verdicts that need them are 'not covered'")
+                    ET.SubElement(tc, "failure", message=text, type="not-covered").text = text
+                    counts["failures"] += 1
             for rid, (_sev, title) in rules.items():
                 tc = case(f"{rid}: {title}")
                 mine = [g for g in c.findings if g.rule == rid]

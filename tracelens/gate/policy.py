@@ -33,7 +33,8 @@ THRESHOLDS = {
     "balloon_pages": ("TL-BAL-001", "pages", None),  # per ballooning domain: the finding's domid
 }
 
-_GATE_KEYS = {"fail_on", "baseline", "max_lost_records", "rules", "thresholds", "allow"}
+_GATE_KEYS = {"fail_on", "baseline", "max_lost_records", "rules", "thresholds", "allow", "trace_mask",
+              "min_records", "min_span_cycles"}
 _ALLOW_KEYS = {"rule", "domid", "object", "reason", "expires"}
 
 
@@ -98,6 +99,10 @@ class Policy:
     allow: list = field(default_factory=list)  # [AllowEntry]
     baseline: str | None = None  # path, resolved against the policy file's folder
     max_lost_records: int = 0
+    trace_mask: int | None = None  # the mask the captures were recorded with (xentrace -e): coverage by declaration
+    trace_mask_source: str | None = None
+    min_records: int = 0  # fewer records make a capture inconclusive (cut short, or nothing happened)
+    min_span_cycles: int = 0  # a shorter TSC span (last - first timed record) makes it inconclusive
 
 
 # -- locating keys in the TOML text ------------------------------------------------------------------------------
@@ -242,6 +247,21 @@ def parse_policy(text: str, path: str = "tracelens.toml") -> Policy:
         pol.fail_on = v
     if "max_lost_records" in gate:
         pol.max_lost_records = c.int_(("gate", "max_lost_records"), gate["max_lost_records"], "gate.max_lost_records")
+    for key in ("min_records", "min_span_cycles"):
+        if key in gate:
+            setattr(pol, key, c.int_(("gate", key), gate[key], f"gate.{key}"))
+    if "trace_mask" in gate:
+        from tracelens.analysis.coverage import parse_mask
+
+        v = gate["trace_mask"]
+        if not isinstance(v, (str, int)) or isinstance(v, bool):
+            c.fail(("gate", "trace_mask"), f"gate.trace_mask must be a mask (0x0010f000, or words such as "
+                                           f"\"sched,mem\"), not {_tname(v)}")
+        try:
+            pol.trace_mask = parse_mask(v)
+        except ValueError as e:
+            c.fail(("gate", "trace_mask"), f"gate.trace_mask: {e}")
+        pol.trace_mask_source = c.where(("gate", "trace_mask"))
     if "baseline" in gate:
         v = gate["baseline"]
         if not isinstance(v, str) or not v:

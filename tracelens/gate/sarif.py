@@ -152,7 +152,8 @@ def to_sarif_obj(result, cwd: str | None = None) -> dict:
         "invocations": [invocation],
         "results": results,
         "columnKind": "unicodeCodePoints",
-        "properties": {"failOn": result.fail_on, "policy": result.policy.path, "baseline": result.baseline_path},
+        "properties": {"failOn": result.fail_on, "policy": result.policy.path, "baseline": result.baseline_path,
+                       "coverage": {c.path: c.coverage_obj() for c in result.captures}},
     }
     return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
 

@@ -27,6 +27,8 @@ def to_summary(result, width: int = 140) -> str:
             con.print(f"    unreadable: {_t(c.error)}")
         for r in c.inconclusive:
             con.print(f"    inconclusive: {_t(r)}")
+        if c.coverage_line():
+            con.print(f"    {_t(c.coverage_line())}")
         for n in c.notes:
             con.print(f"    note: {_t(n)}")
         if c.findings:
