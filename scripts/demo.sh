@@ -3,6 +3,7 @@
 # mapped across a soft-reset kexec. Any arguments replace the default capture.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tracelens/numba}
 bash scripts/setup.sh >/dev/null
 capture=${1:-sample-traces/persistent-grants.xentrace}
 if tracelens analyze --help >/dev/null 2>&1; then

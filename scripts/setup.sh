@@ -25,3 +25,16 @@ extras="test"
 [ -e /usr/include/lzo/lzo1x.h ] && extras="test,lzo"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[${extras}]" 2>&1 | grep -v "Running pip as the 'root' user" || true
 "$PY" -c "import tracelens.parsers.xentrace" 
+
+# numba compiles tracelens' kernels once per machine (about a minute here) and caches them; do it now, kernel by
+# kernel on stderr, so that the first analysis of a large capture does not (small ones never wait: they run the
+# kernels' Python code while the cache is cold). Skip with TRACELENS_SKIP_WARM=1.
+if [ -z "${TRACELENS_SKIP_WARM:-}" ]; then
+    export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tracelens/numba}
+    sample=sample-traces/persistent-grants.xentrace
+    warm=$(mktemp -d)
+    TRACELENS_JIT=compile "$PY" -m tracelens analyze "$sample" --format json -o "$warm/a.json" >&2
+    TRACELENS_JIT=compile "$PY" -m tracelens info "$sample" >/dev/null
+    TRACELENS_JIT=compile "$PY" -m tracelens decode "$sample" -o "$warm/d.parquet" >/dev/null
+    rm -rf "$warm"
+fi

@@ -2,9 +2,9 @@
 # Set up (scripts/setup.sh) and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
 # numba compiles kernels once per machine; keep its cache out of the source tree when that is read-only
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tracelens/numba}
+bash scripts/setup.sh
 set +e
 "${PYTHON:-python3}" -m pytest "$@"
 rc=$?
