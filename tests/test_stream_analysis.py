@@ -234,3 +234,30 @@ def test_out_of_range_irqs_are_counted_then_summed(tmp_path, monkeypatch):
     assert sum(v["handled"] for v in got.vectors) == sum(v["handled"] for v in ref.vectors) == irq.size
     small = {v["irq"]: v["handled"] for v in ref.vectors if v["irq"] < 65536}
     assert {v["irq"]: v["handled"] for v in got.vectors if v["irq"] is not None and v["irq"] < 65536} == small
+
+
+def test_info_of_many_pcpus_stays_small(tmp_path):
+    """4,096 pCPUs of a few records each: no per-pCPU table of every domain (that was 2.6 GB for a 48 KB file)."""
+    import json
+    import subprocess
+    import sys
+
+    windows = []
+    for cpu in range(4096):
+        n = 2
+        data = np.zeros((n, 7), np.uint32)
+        data[:, 0] = (1 << 16) | (cpu & 3)
+        windows.append((cpu, np.array([0x00021011, 0x0010F001], np.uint32), np.array([1, 1]),
+                        np.array([True, True]), np.array([1000 + cpu, 1001 + cpu], np.uint64), data))
+    path = tmp_path / "many.xentrace"
+    _write_windows(path, windows)
+    child = ("import json, resource, sys, tracelens; from tracelens.analysis.api import analyze; "
+             "i = tracelens.xentrace_info(sys.argv[1]); a = analyze(sys.argv[1]); "
+             "print(json.dumps([len(i['pcpus']), i['records'], a.records, "
+             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]))")
+    r = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    ncpu, records, analysed, rss_mib = json.loads(r.stdout)
+    assert (ncpu, records, analysed) == (4096, 3 * 4096, 3 * 4096)
+    assert rss_mib < 600, rss_mib
+    assert analyze_stream(path).records == _reference(path).records
