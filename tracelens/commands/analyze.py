@@ -45,8 +45,18 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     from tracelens.analysis.api import AnalysisConfig, analyze
     from tracelens.analysis.report import RENDERERS
 
-    a = analyze(capture, AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz,
-                                        tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom, trace_mask=mask))
+    import os
+
+    from tracelens.progress import byte_progress
+
+    try:
+        big = os.path.getsize(capture) > (256 << 20)
+    except OSError:
+        big = False
+    with byte_progress("analysing (2 passes)", 0, enabled=None if big else False) as progress:
+        a = analyze(capture, AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz,
+                                            tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom,
+                                            trace_mask=mask), progress=progress)
     text = RENDERERS[fmt](a)
     if output:
         from tracelens.output import atomic_output
