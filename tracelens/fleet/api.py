@@ -243,10 +243,13 @@ def scan(paths, outdir, config: ScanConfig | None = None, *, client=None, progre
     from tracelens.fleet.task import WORKER_LOST, CaptureFailed, analyse_one, base_row
 
     res = ScanResult(outdir=outdir, inputs=len(items))
-    for row in skipped:  # rewritten on every run: same part name, so never duplicated
+    for row in skipped:  # one part per input, kept when a re-run finds the same: never duplicated
         key = T.part_key(row["capture"])
-        T.remove_parts(outdir, key)
-        T.write_part(outdir, "captures", key, [row])
+        old = T.read_part(outdir, "captures", key)
+        same = ("status", "error", "kind", "size_bytes")
+        if not (old and all(old[0].get(k) == row.get(k) for k in same)):
+            T.remove_parts(outdir, key)
+            T.write_part(outdir, "captures", key, [row])
         res.errors += row["status"] == "error"
         res.skipped += row["status"] == "skipped"
     t0 = time.perf_counter()

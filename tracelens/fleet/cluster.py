@@ -27,7 +27,7 @@ class ClusterOptions:
     after the other); ``scheduler``: the address of an existing cluster (``tcp://HOST:PORT``), instead;
     ``retries``: how many worker deaths a task survives before it is recorded as lost (LocalCluster only: an
     existing scheduler keeps its own ``allowed-failures``); ``dashboard_address``: where a LocalCluster serves the
-    Dask dashboard (None: none; it needs bokeh)."""
+    Dask dashboard (when bokeh is installed; a random port when that one is taken)."""
 
     workers: int | None = None
     scheduler: str | None = None
@@ -87,12 +87,7 @@ def connect(opts: ClusterOptions, client=None):
             c.close()
         return
     n = opts.workers or os.cpu_count() or 1
-    dash = opts.dashboard_address
-    if dash is not None:
-        import importlib.util
-
-        if importlib.util.find_spec("bokeh") is None:
-            dash = None
+    dash = opts.dashboard_address or "127.0.0.1:0"  # distributed serves one whenever bokeh is importable
     with dask.config.set({"distributed.scheduler.allowed-failures": opts.retries,
                           "distributed.admin.system-monitor.gil.enabled": False}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
