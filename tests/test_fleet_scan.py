@@ -358,3 +358,32 @@ def test_usage_errors(tmp_path):
     bad.write_text("a.xentrace\n")
     with pytest.raises(UsageError, match="map.csv:1"):
         scan([SAMPLES], tmp_path / "o", ScanConfig(vmcore_map=str(bad), cluster=ClusterOptions(workers=0)))
+
+
+def test_gate_workers_equals_gate(inputs, tmp_path):
+    """``tracelens gate --workers 2`` checks the captures on a LocalCluster: the same JSON Lines and exit code as
+    the gate in one process."""
+    files = [str(p) for p in _capture_files(inputs)]
+    local = tmp_path / "local.jsonl"
+    dist = tmp_path / "dist.jsonl"
+    rc = cli_main(["gate", "-q", "--json", str(local), *files])
+    rc2 = cli_main(["gate", "-q", "--workers", "2", "--json", str(dist), *files])
+    assert rc == rc2 == 3  # the damaged capture is unreadable
+    assert local.read_text() == dist.read_text()
+
+
+def test_show_code_runs_the_same_scan(inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["scan", str(inputs), "-o", "cli", "--workers", "0", "-q"]) == 0
+    capsys.readouterr()
+    assert cli_main(["scan", str(inputs), "-o", "code", "--workers", "0", "--show-code"]) == 0
+    code = capsys.readouterr().out
+    assert "ClusterOptions(workers=0)" in code
+    exec(compile(code, "<show-code>", "exec"), {})
+    from tracelens.fleet.api import ScanResult
+
+    a, b = ScanResult(outdir="cli"), ScanResult(outdir="code")
+    for t in T.TABLES:
+        drop = ["elapsed_s", "scanned_at", "worker"] if t == "captures" else []
+        assert a.table(t).drop(drop).sort("capture", maintain_order=True).equals(
+            b.table(t).drop(drop).sort("capture", maintain_order=True)), t
