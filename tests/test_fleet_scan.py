@@ -387,3 +387,18 @@ def test_show_code_runs_the_same_scan(inputs, tmp_path, capsys, monkeypatch):
         drop = ["elapsed_s", "scanned_at", "worker"] if t == "captures" else []
         assert a.table(t).drop(drop).sort("capture", maintain_order=True).equals(
             b.table(t).drop(drop).sort("capture", maintain_order=True)), t
+
+
+def test_progress_bar_on_a_terminal(capsys):
+    """The bar: done of total, failed and already-done counts, throughput, and the dashboard's address."""
+    from tracelens.progress import ScanProgress
+
+    p = ScanProgress(enabled=True)
+    p.start(3, "http://127.0.0.1:8787/status")
+    for status in ("ok", "error", "resumed"):
+        p.update({"status": status, "size_bytes": 1000})
+    p.stop()
+    err = capsys.readouterr().err
+    assert "Dask dashboard: http://127.0.0.1:8787/status" in err
+    assert "3/3" in err and "1 failed" in err and "1 already done" in err and "captures/s" in err
+    assert (p.done, p.failed, p.resumed) == (3, 1, 1)

@@ -239,7 +239,7 @@ def scan(paths, outdir, config: ScanConfig | None = None, *, client=None, progre
     except OSError as e:
         raise UsageError(f"cannot create {outdir}: {e.strerror}") from None
 
-    from tracelens.fleet.cluster import connect, dashboard_link, run_tasks
+    from tracelens.fleet.cluster import InProcess, connect, dashboard_link, run_tasks
     from tracelens.fleet.task import WORKER_LOST, CaptureFailed, analyse_one, base_row
 
     res = ScanResult(outdir=outdir, inputs=len(items))
@@ -277,7 +277,9 @@ def scan(paths, outdir, config: ScanConfig | None = None, *, client=None, progre
         on_result(item, row)
 
     with connect(config.cluster, client) as c:
-        res.dashboard = dashboard_link(c) if c is not None else None
+        if isinstance(c, InProcess):
+            opts.threads = None  # in the caller's process: its numba threads stay as they are
+        res.dashboard = dashboard_link(c)
         if progress is not None:
             progress.start(len(items), res.dashboard)
         try:

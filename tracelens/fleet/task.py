@@ -32,7 +32,7 @@ class TaskOptions:
     policy: object = None  # tracelens.gate.policy.Policy
     fail_on: str = "error"
     baseline: object = None  # tracelens.gate.baseline.Baseline or None
-    threads: int = 1  # numba threads per task: one task per worker thread already fills the machine
+    threads: int | None = 1  # numba threads per task (one task per worker thread fills the machine); None: as is
     today: object = None
 
 

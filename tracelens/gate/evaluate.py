@@ -220,7 +220,11 @@ def expired_entries(policy: Policy, today: date) -> list:
 
 
 def _check_item(item, *args) -> CaptureResult:
-    """check_capture of one (index, path) item: the task ``run_gate`` gives the workers of a cluster."""
+    """check_capture of one (index, path) item: the task ``run_gate`` gives the workers of a cluster (one thread
+    each: the numba kernels run on that one too, instead of every worker spreading over all cores)."""
+    from tracelens._jit import set_threads
+
+    set_threads(1)
     return check_capture(item[1], *args)
 
 
