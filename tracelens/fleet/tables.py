@@ -127,6 +127,16 @@ def write_part(outdir: str, table: str, key: str, rows: list[dict]) -> None:
         raise
 
 
+def clean_tmp(outdir: str) -> None:
+    """Remove the temporary files of OUTDIR/.tmp (left by workers killed while writing a part)."""
+    d = os.path.join(outdir, TMP_DIR)
+    for name in os.listdir(d):
+        try:
+            os.unlink(os.path.join(d, name))
+        except OSError:
+            pass
+
+
 def remove_parts(outdir: str, key: str) -> None:
     """Remove every table's part of one input (before recording it as lost: no half result stays behind)."""
     for t in TABLES:
