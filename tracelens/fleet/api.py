@@ -287,9 +287,9 @@ def scan(paths, outdir, config: ScanConfig | None = None, *, client=None, progre
                       on_lost=on_lost, key_prefix="tracelens-scan")
         except CaptureFailed as e:
             raise ScanFailed(str(e), 70 if str(e).startswith("internal error") else 3) from None
-        T.clean_tmp(outdir)  # every task has finished: what is left there is from workers killed while writing
         finally:
             res.elapsed_s = time.perf_counter() - t0
             if progress is not None:
                 progress.stop()
+    T.clean_tmp(outdir)  # every task has finished: what is left there is from workers killed while writing
     return res
