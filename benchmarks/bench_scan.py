@@ -12,7 +12,8 @@ were just written), so the comparison is of CPU work, not of the disk. The loop 
 
     for p in paths: analyze(p)          # tracelens.analysis.api.analyze, its default (all-core) numba threads
 
-``scan`` times include starting the LocalCluster and its workers. Reported: seconds, captures/s, MB/s and the
+The loop is also timed with numba on one thread (what one scan worker does per task). ``scan`` times include
+starting the LocalCluster and its workers. Reported: seconds, captures/s, MB/s and the
 speed-up against the loop; the scan's findings are checked equal to the loop's (count per capture).
 """
 
@@ -44,6 +45,8 @@ for p in paths:
     findings[p] = len(analyze(p).findings)
 print(json.dumps({"seconds": time.perf_counter() - t0, "findings": findings}))
 """
+
+LOOP_1 = "from tracelens._jit import set_threads; set_threads(1)\n" + LOOP
 
 SCAN = r"""
 import json, sys, time
@@ -100,6 +103,9 @@ def main() -> None:
     rows = []
     loop = child(LOOP, work / "paths.json")
     rows.append(("loop over analyze (1 process)", loop["seconds"]))
+    print(f"load average before the runs: {os.getloadavg()[0]:.1f} (other work on the machine competes for it)")
+    one = child(LOOP_1, work / "paths.json")
+    rows.append(("loop over analyze (1 process, 1 numba thread)", one["seconds"]))
     leaks = sum(1 for v in loop["findings"].values() if v)
     print(f"captures with findings: {leaks}")
     for n in args.workers:
@@ -108,6 +114,8 @@ def main() -> None:
         assert r["analysed"] == args.count and r["errors"] == 0, r
         assert r["findings"] == loop["findings"], "scan findings differ from the loop's"
         rows.append((f"scan --workers {n}", r["seconds"]))
+        print(f"scan --workers {n}: {r['task_seconds']:.1f} s inside the tasks; load average "
+              f"{os.getloadavg()[0]:.1f}")
         if n == args.workers[-1]:
             again = child(SCAN, caps, out, n)
             assert again["resumed"] == args.count and again["analysed"] == 0
