@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -89,7 +90,9 @@ def connect(opts: ClusterOptions, client=None):
     n = opts.workers or os.cpu_count() or 1
     dash = opts.dashboard_address or "127.0.0.1:0"  # distributed serves one whenever bokeh is importable
     with dask.config.set({"distributed.scheduler.allowed-failures": opts.retries,
-                          "distributed.admin.system-monitor.gil.enabled": False}):
+                          "distributed.admin.system-monitor.gil.enabled": False}), warnings.catch_warnings():
+        # a dashboard port in use is not worth a warning: another one is chosen, and its address is reported
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address=dash, silence_logs=logging.ERROR)
         try:
