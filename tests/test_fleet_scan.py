@@ -3,7 +3,7 @@ scheduler`` with two ``dask worker`` processes started here, all on 127.0.0.1.
 
 Checked: every capture's rows in the Parquet datasets equal ``tracelens analyze --format json`` of that capture; a
 damaged capture is an error row carrying the analyze error; other files are skipped rows; a worker SIGKILLed in
-the middle of a scan loses and duplicates nothing; a task whose workers keep dying is recorded as lost; a re-run
+the middle of a scan (while it runs a task, after a first result is written) loses and duplicates nothing; a task whose workers keep dying is recorded as lost; a re-run
 skips everything. Inputs are built here: the shipped samples, simulator hosts and a few MB-sized captures from
 the benchmark generator (long enough tasks for a kill to land in the middle of the run).
 """
@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -64,10 +65,11 @@ def inputs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def big_inputs(tmp_path_factory) -> Path:
-    """Eight 3 MB captures with kexecs and leaking grants: tasks of a fraction of a second each."""
+    """Ten 12 MB captures with kexecs and leaking grants: tasks of a tenth of a second or more each, long enough
+    for a kill to find a worker in the middle of one."""
     d = tmp_path_factory.mktemp("fleet-big")
-    for i in range(8):
-        _generate(d / f"big-{i}.xentrace", 3 << 20, seed=100 + i)
+    for i in range(10):
+        _generate(d / f"big-{i}.xentrace", 12 << 20, seed=100 + i)
     return d
 
 
@@ -183,22 +185,33 @@ def test_on_error_raise_stops(local_client, inputs, tmp_path):
     assert e.value.exit_code == 3 and "damaged.xentrace" in str(e.value)
 
 
-class _KillOnFirst:
-    """A progress object that SIGKILLs a worker process when the first result arrives."""
+class _Killer(threading.Thread):
+    """SIGKILLs a worker process in the middle of a scan: once a first result is written to OUTDIR, the first
+    worker seen running a scan task (polled from the scheduler every few milliseconds)."""
 
-    def __init__(self, kill):
-        self.kill, self.rows = kill, []
+    def __init__(self, client, outdir: Path, kill):
+        super().__init__(daemon=True)
+        self.client, self.outdir, self.kill = client, outdir, kill
+        self.killed = None
+        self.stop = threading.Event()
 
-    def start(self, total, dashboard):
-        pass
+    def run(self):
+        while not self.stop.is_set():
+            if list((self.outdir / "captures").glob("*.parquet")):
+                victim = _busy_worker(self.client)
+                if victim is not None:
+                    self.kill(victim)
+                    self.killed = victim
+                    return
+            time.sleep(0.002)
 
-    def update(self, row):
-        self.rows.append(row)
-        if len(self.rows) == 1:
-            self.kill()
+    def __enter__(self):
+        self.start()
+        return self
 
-    def stop(self):
-        pass
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join(10)
 
 
 def _expected_findings(files, tmp):
@@ -215,13 +228,30 @@ def _check_complete(res, files, expected):
     assert res.findings.height == sum(len(v) for v in expected.values())
 
 
+def _busy_worker(client) -> str | None:
+    """The address of a worker running a scan task right now, if any."""
+    busy = [w for w, keys in client.processing().items() if any("tracelens-scan" in str(k) for k in keys)]
+    return sorted(busy)[0] if busy else None
+
+
+def _rescheduled(client) -> list:
+    """Scan tasks the scheduler took back from a worker that was processing them (it died)."""
+    def story(dask_scheduler):
+        return sorted({str(t[0]) for t in dask_scheduler.transition_log
+                       if "tracelens-scan" in str(t[0]) and t[1] == "processing" and t[2] in ("released", "waiting")})
+    return client.run_on_scheduler(story)
+
+
 def test_local_worker_killed_mid_run(local_client, big_inputs, tmp_path):
     files = _capture_files(big_inputs)
     expected = _expected_findings(files, tmp_path)
     pids = local_client.run(os.getpid)  # {worker address: pid}
-    victim = sorted(pids.values())[0]
-    prog = _KillOnFirst(lambda: os.kill(victim, signal.SIGKILL))
-    res = scan([big_inputs], tmp_path / "out", client=local_client, progress=prog)
+    out = tmp_path / "out"
+    before = set(_rescheduled(local_client))
+    with _Killer(local_client, out, lambda victim: os.kill(pids[victim], signal.SIGKILL)) as killer:
+        res = scan([big_inputs], out, client=local_client)
+    assert killer.killed is not None
+    assert set(_rescheduled(local_client)) - before  # the task in flight on it was run again elsewhere
     assert res.analysed + res.resumed == len(files) and res.lost == 0
     _check_complete(res, files, expected)
     local_client.wait_for_workers(2, timeout=60)  # the nanny restarted it
@@ -290,9 +320,14 @@ def test_external_cluster_worker_killed_then_rerun(external_cluster, inputs, big
     files = _capture_files(big_inputs)
     expected = _expected_findings(files, tmp_path)
     out = tmp_path / "out"
-    prog = _KillOnFirst(lambda: os.kill(workers[0].pid, signal.SIGKILL))
-    res = scan([big_inputs], out, ScanConfig(cluster=ClusterOptions(scheduler=address)), progress=prog)
-    assert workers[0].wait(10) == -signal.SIGKILL
+    with distributed.Client(address, set_as_default=False) as watcher:
+        names = {a: w["name"] for a, w in watcher.scheduler_info()["workers"].items()}
+        procs = {a: workers[int(n[1:])] for a, n in names.items()}
+        before = set(_rescheduled(watcher))
+        with _Killer(watcher, out, lambda victim: os.kill(procs[victim].pid, signal.SIGKILL)) as killer:
+            res = scan([big_inputs], out, ScanConfig(cluster=ClusterOptions(scheduler=address)))
+        assert killer.killed is not None and procs[killer.killed].wait(10) == -signal.SIGKILL
+        assert set(_rescheduled(watcher)) - before  # the task in flight on it was run again on the other one
     assert res.lost == 0
     _check_complete(res, files, expected)
 

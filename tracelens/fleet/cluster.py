@@ -127,15 +127,14 @@ def run_tasks(client, fn, items, args=(), *, sizes=None, on_result, on_lost, key
     try:
         for fut in pending:
             _, item = futures.pop(fut.key)
-            if fut.status == "finished":
-                on_result(item, fut.result())
+            try:
+                # a result held by a worker that died since is computed again by Dask: result() waits for it
+                result = fut.result()
+            except KilledWorker as exc:
+                on_lost(item, f"the workers analysing it died {_failures(client)} time(s) (killed, out of "
+                              f"memory, or lost): {exc}")
             else:
-                exc = fut.exception()
-                if isinstance(exc, KilledWorker):
-                    on_lost(item, f"the workers analysing it died {_failures(client)} time(s) (killed, out of "
-                                  f"memory, or lost): {exc}")
-                else:
-                    raise exc
+                on_result(item, result)
             fut.release()
     except BaseException:
         client.cancel([f for f, _ in futures.values()])
