@@ -125,8 +125,9 @@ def _capture_files(d: Path) -> list[Path]:
 def local_client():
     import dask
 
-    # one worker death per task is allowed: the second kills it for good (the lost-task test)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    # one worker death per task is allowed: the second kills it for good (the lost-task test); one task at a time
+    # per worker, as tracelens.fleet.cluster.connect configures it
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1, "distributed.scheduler.worker-saturation": 1.0}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host=LOOPBACK,
                                            dashboard_address=f"{LOOPBACK}:0", silence_logs=40)
         client = distributed.Client(cluster)
@@ -262,8 +263,11 @@ def _suicide(item):
     import os
     import signal
 
+    import time
+
     if item == "die":
         os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.2)  # the others are still waiting while "die" kills its workers
     return item.upper()
 
 
@@ -271,9 +275,10 @@ def test_task_whose_workers_keep_dying_is_recorded(local_client):
     from tracelens.fleet.cluster import run_tasks
 
     done, lost = [], []
-    run_tasks(local_client, _suicide, ["a", "die", "b"], on_result=lambda i, r: done.append(r),
+    items = ["a", "b", "die", "c", "d", "e", "f"]
+    run_tasks(local_client, _suicide, items, on_result=lambda i, r: done.append(r),
               on_lost=lambda i, m: lost.append((i, m)))
-    assert sorted(done) == ["A", "B"]
+    assert sorted(done) == ["A", "B", "C", "D", "E", "F"]  # no task is lost with the one that kills its workers
     assert len(lost) == 1 and lost[0][0] == "die" and "died" in lost[0][1]
     local_client.wait_for_workers(2, timeout=60)
 
@@ -293,6 +298,7 @@ def external_cluster(tmp_path_factory):
         procs.append(p)
         return p
 
+    env["DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION"] = "1.0"  # as docs/fleet.md recommends
     start("scheduler", "--host", LOOPBACK, "--port", "0", "--no-dashboard", "--scheduler-file", str(sfile))
     deadline = time.monotonic() + 60
     while not sfile.exists() and time.monotonic() < deadline:

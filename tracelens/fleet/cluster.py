@@ -89,12 +89,17 @@ def connect(opts: ClusterOptions, client=None):
         return
     n = opts.workers or os.cpu_count() or 1
     dash = opts.dashboard_address or "127.0.0.1:0"  # distributed serves one whenever bokeh is importable
+    # worker-saturation 1: a worker holds only the task it runs, the rest wait on the scheduler. A dying worker
+    # then counts against that task alone (Dask counts a death against every task assigned to the worker: a
+    # capture queued behind one that kills its worker would be lost with it), and a long capture does not hold
+    # up others queued behind it on one worker
     with dask.config.set({"distributed.scheduler.allowed-failures": opts.retries,
+                          "distributed.scheduler.worker-saturation": 1.0,
                           "distributed.admin.system-monitor.gil.enabled": False}), warnings.catch_warnings():
         # a dashboard port in use is not worth a warning: another one is chosen, and its address is reported
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=dash, silence_logs=logging.ERROR)
+                               dashboard_address=dash, silence_logs=logging.CRITICAL)  # losses are rows
         try:
             with Client(cluster) as c:
                 yield c
