@@ -9,6 +9,7 @@ tracelens`` is cheap.
 - :func:`open` -- a capture or a dump, detected from its bytes, as a notebook-friendly object (tracelens.api)
 - :func:`sql` -- a SQL query over captures and dumps (records, boundaries, grants, balloon, findings, dmesg)
 - :func:`overview` -- many captures into one table (one row each), with an explicit failure policy
+- :func:`scan` -- many captures on Dask distributed into Parquet datasets, resumably (tracelens.fleet)
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def xentrace_info(path, **kwargs) -> dict:
 _API = ("open", "sql", "overview", "Capture", "Dump", "Report")
 
 
+def scan(paths, outdir, config=None, **kwargs):
+    """Analyse many captures into Parquet datasets under ``outdir`` (see tracelens.fleet.api.scan)."""
+    from tracelens.fleet.api import scan as _scan
+
+    return _scan(paths, outdir, config, **kwargs)
+
+
 def __getattr__(name):
     # the notebook API (tracelens/api.py) loads on first use, so ``import tracelens`` stays cheap
     if name in _API:
@@ -49,5 +57,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'tracelens' has no attribute {name!r}")
 
 
-__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "open", "sql", "overview", "Capture", "Dump",
+__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "open", "sql", "overview", "scan", "Capture", "Dump",
            "Report", "__version__"]

@@ -16,6 +16,7 @@ from tracelens.commands import analyze as _analyze_cmds
 from tracelens.commands import dump as _dump_cmds
 from tracelens.commands import gate as _gate_cmds
 from tracelens.commands import query as _query_cmds
+from tracelens.commands import scan as _scan_cmds
 from tracelens.commands import trace as _trace_cmds
 
 app = typer.Typer(
@@ -59,6 +60,7 @@ _dump_cmds.register(app)
 _analyze_cmds.register(app)
 _gate_cmds.register(app)
 _query_cmds.register(app)
+_scan_cmds.register(app)
 
 
 def _click_exceptions():

@@ -48,7 +48,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
         baseline: str | None = None, sarif: str | None = None, junit: str | None = None, json_out: str | None = None,
         write_baseline: str | None = None, xen_version: str | None = None, vmcore_dom: int | None = None,
         quiet: bool = False, show_code: bool = False, today=None, env=None, out=None,
-        trace_mask: str | None = None) -> int:
+        trace_mask: str | None = None, workers: int | None = None, scheduler: str | None = None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (docs/exit-codes.md)."""
     from tracelens.errors import UsageError
     import json
@@ -76,6 +76,15 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
             mask = parse_mask(trace_mask)
         except ValueError as e:
             raise UsageError(f"--trace-mask: {e}") from None
+    if workers is not None and scheduler:
+        raise UsageError("give --workers (a local Dask cluster) or --scheduler (an existing one), not both")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be 1 or more, not {workers}")
+    cluster = None
+    if workers is not None or scheduler:
+        from tracelens.fleet.cluster import ClusterOptions
+
+        cluster = ClusterOptions(workers=workers, scheduler=scheduler)
     if fail_on is not None and fail_on not in SEVERITIES:
         raise UsageError(f"--fail-on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
     for path, option in ((sarif, "--sarif"), (junit, "--junit"), (json_out, "--json"),
@@ -87,7 +96,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
     if show_code:
         out.write(_code(captures, vmcore=vmcore, vmcore_dom=vmcore_dom, policy=policy, fail_on=fail_on,
                         baseline=baseline, sarif=sarif, junit=junit, json_out=json_out,
-                        write_baseline=write_baseline, xen_version=xen_version, trace_mask=mask))
+                        write_baseline=write_baseline, xen_version=xen_version, trace_mask=mask, cluster=cluster))
         return 0
     pol = load_policy(policy) if policy else Policy()
     fail = fail_on or pol.fail_on or DEFAULT_FAIL_ON
@@ -97,7 +106,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
     base = load_baseline(bpath) if bpath else None
 
     result = run_gate(captures, pol, fail, base, vmcore=vmcore, vmcore_dom=vmcore_dom, today=today,
-                      xen_version=xen_version, trace_mask=mask)
+                      xen_version=xen_version, trace_mask=mask, cluster=cluster)
 
     if write_baseline:
         incomplete = [c.path for c in result.captures if c.error is not None or c.inconclusive]
@@ -136,7 +145,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
 
 
 def _code(captures, *, vmcore, vmcore_dom, policy, fail_on, baseline, sarif, junit, json_out, write_baseline,
-          xen_version, trace_mask=None) -> str:
+          xen_version, trace_mask=None, cluster=None) -> str:
     """The Python a notebook user would write for the same gate."""
     lines = ["from tracelens.gate.baseline import load_baseline",
              "from tracelens.gate.evaluate import run_gate",
@@ -154,6 +163,10 @@ def _code(captures, *, vmcore, vmcore_dom, policy, fail_on, baseline, sarif, jun
                                                ("xen_version", xen_version)) if v is not None)
     if trace_mask is not None:
         kw += f", trace_mask={trace_mask:#010x}"
+    if cluster is not None:
+        lines.insert(0, "from tracelens.fleet.cluster import ClusterOptions")
+        opts = ", ".join(f"{k}={getattr(cluster, k)!r}" for k in ("workers", "scheduler") if getattr(cluster, k))
+        kw += f", cluster=ClusterOptions({opts})"
     lines.append(f"result = run_gate({list(captures)!r}, policy, fail_on, baseline{kw})")
     if write_baseline:
         lines += ["import json",
@@ -212,6 +225,11 @@ def register(app: typer.Typer) -> None:
                                                       "0x0010f000, or words such as sched,mem,all): zero records "
                                                       "of a declared class are evidence (overrides "
                                                       "gate.trace_mask)"),
+        workers: Optional[int] = typer.Option(None, "--workers", metavar="N",
+                                              help="check the captures on a local Dask cluster of N worker "
+                                                   "processes (as tracelens scan; needs tracelens[fleet])"),
+        scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                                help="check them on an existing Dask cluster, e.g. tcp://HOST:8786"),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="no summary on stdout"),
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
@@ -220,7 +238,7 @@ def register(app: typer.Typer) -> None:
         code = run(list(captures or []), vmcore=vmcore, policy=policy, fail_on=fail_on, baseline=baseline,
                    sarif=sarif, junit=junit, json_out=json_out, write_baseline=write_baseline,
                    xen_version=xen_version, vmcore_dom=vmcore_dom, quiet=quiet, show_code=show_code,
-                   trace_mask=trace_mask)
+                   trace_mask=trace_mask, workers=workers, scheduler=scheduler)
         if code:
             # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a return value,
             # which tracelens.cli.main does not pass on (yet); SystemExit reaches main's handler either way

@@ -268,14 +268,39 @@ def expired_entries(policy: Policy, today: date) -> list:
     return [e for e in policy.allow if e.expired(today)]
 
 
+def _check_item(item, *args) -> CaptureResult:
+    """check_capture of one (index, path) item: the task ``run_gate`` gives the workers of a cluster (one thread
+    each: the numba kernels run on that one too, instead of every worker spreading over all cores)."""
+    from tracelens._jit import set_threads
+
+    set_threads(1)
+    return check_capture(item[1], *args)
+
+
 def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: str | None = None,
              vmcore_dom: int | None = None, today: date | None = None, xen_version: str | None = None,
-             trace_mask=None) -> GateResult:
+             trace_mask=None, cluster=None) -> GateResult:
     """Check every capture and evaluate the policy. ``vmcore`` (the guest's dump) goes with the only capture. Never
-    raises for a damaged input: that input's result is ``unreadable``."""
+    raises for a damaged input: that input's result is ``unreadable``. ``cluster`` (a
+    tracelens.fleet.cluster.ClusterOptions): check the captures on Dask workers, one task each, as ``tracelens
+    scan`` does; a capture whose workers kept dying is ``unreadable`` (the gate fails closed)."""
     today = today or today_utc()
-    results = [check_capture(os.fspath(p), policy, fail_on, baseline, today, xen_version,
-                             os.fspath(vmcore) if vmcore else None, vmcore_dom, trace_mask) for p in captures]
+    args = (policy, fail_on, baseline, today, xen_version, os.fspath(vmcore) if vmcore else None, vmcore_dom,
+            trace_mask)
+    paths = [os.fspath(p) for p in captures]
+    if cluster is None:
+        results = [check_capture(p, *args) for p in paths]
+    else:
+        from tracelens.fleet.cluster import connect, run_tasks
+
+        results = [None] * len(paths)
+
+        def lost(item, message):
+            results[item[0]] = CaptureResult(path=item[1], vmcore=args[5], error=message)
+
+        with connect(cluster) as client:
+            run_tasks(client, _check_item, list(enumerate(paths)), args, on_lost=lost,
+                      on_result=lambda item, r: results.__setitem__(item[0], r), key_prefix="tracelens-gate")
     seen = {g.finding.fingerprint for r in results for g in r.findings}
     unused = [e for fp, e in baseline.accepted.items() if fp not in seen] if baseline is not None else []
     findings = [g.finding for r in results for g in r.findings]

@@ -1,0 +1,2 @@
+"""Fleets of captures: ``tracelens scan`` on Dask distributed (docs/fleet.md). The entry point is
+:func:`tracelens.fleet.api.scan` (also ``tracelens.scan``)."""
