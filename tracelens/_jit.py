@@ -225,12 +225,14 @@ class _CompileNotes(numba.core.event.Listener):
 
 
 class first_run:
-    """Around work that runs kernels on an input of ``size`` bytes: with a cold cache, small inputs run the kernels
-    interpreted (see :func:`mode`), large ones compile them and say so on stderr, kernel by kernel."""
+    """Around work that runs kernels on an input of ``size`` bytes: while its main ``kernels`` (names) are not
+    cached, small inputs run the kernels interpreted (see :func:`mode`), large ones compile them and say so on
+    stderr, kernel by kernel."""
 
-    def __init__(self, size: int, stream=None):
+    def __init__(self, size: int, stream=None, kernels=None):
         self.size = int(size)
         self.stream = stream
+        self.kernels = kernels  # the names of the kernels the work runs on (None: every kernel)
         self.stack = []
 
     def __enter__(self):
@@ -241,14 +243,14 @@ class first_run:
         from tracelens.analysis import _kernels as AK
         from tracelens.parsers.xentrace import _kernels as XK
 
-        m = mode(self.size, (AK, XK))
+        m = mode(self.size, (AK, XK), self.kernels)
         stack = contextlib.ExitStack()
         if m == "interpret":
             stack.enter_context(interpreting(AK, XK))
             # u64 arithmetic wraps on purpose, as compiled; not np.errstate: a context variable cannot be left from
             # the other context a generator (iter_batches) may be resumed in
             warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
-        elif m == "compile":
+        elif m == "compile":  # the main kernels compile now: say so (a rarely needed one compiles quietly later)
             expected = sum(not cached(f) for mod in (AK, XK) for f in _dispatchers(mod).values())
             listener = _CompileNotes(expected, self.stream or sys.stderr)
             stack.enter_context(numba.core.event.install_listener("numba:compile", listener))
@@ -258,3 +260,10 @@ class first_run:
 
     def __exit__(self, *exc):
         return self.stack.pop().__exit__(*exc)
+
+
+#: the main kernels of each job: while these are cached the job runs compiled (a rarely needed kernel, e.g. for a
+#: kexec boundary, then compiles on first use: a few seconds)
+ANALYZE_KERNELS = ("walk_windows", "stream_select", "stream_grants_hypercalls", "grant_ledger_step")
+INFO_KERNELS = ("walk_windows", "stream_select")
+DECODE_KERNELS = ("walk_windows", "count_records", "stream_pass", "merge_decode", "validity_bitmaps")

@@ -508,11 +508,11 @@ def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None 
     """
     from tracelens._jit import set_threads
 
-    from tracelens._jit import first_run
+    from tracelens._jit import DECODE_KERNELS, first_run
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    with first_run(_size(path)):
+    with first_run(_size(path), kernels=DECODE_KERNELS):
         return _read_xentrace(path, xen_version, cpu_hz, tolerance, catalog, columns)
 
 
@@ -563,11 +563,11 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
     window could still precede (K at or past the frontier: the smallest latest-key among pCPUs that have windows
     further on) are held back for the next batch. ``reuse_buffers=N`` cycles through N sets of buffers (a table is
     overwritten N batches later: only for consumers that copy it before then, like the Parquet writer)."""
-    from tracelens._jit import first_run, set_threads
+    from tracelens._jit import DECODE_KERNELS, first_run, set_threads
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    with first_run(_size(path)):
+    with first_run(_size(path), kernels=DECODE_KERNELS):
         yield from _iter_batches(path, batch_bytes, xen_version, cpu_hz, tolerance, catalog, progress,
                                  reuse_buffers, columns)
 
@@ -700,11 +700,11 @@ def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict"
     from tracelens._jit import set_threads
     from tracelens.analysis.stream import summary
 
-    from tracelens._jit import first_run
+    from tracelens._jit import INFO_KERNELS, first_run
 
     set_threads(threads)
     catalog = load_catalog(catalog_files)
-    with first_run(_size(path)):
+    with first_run(_size(path), kernels=INFO_KERNELS):
         r = summary(path, xen_version=xen_version, tolerance=tolerance, progress=progress)
     sc, p1 = r["sc"], r["p1"]
     s = {"_guess": r["guess"], "ids": p1.ids, "cpus": p1.cpus, "lost": p1.lost,

@@ -119,11 +119,11 @@ def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analys
     equals :func:`analyze_table` of the decoded table. ``progress(done, total)`` follows the passes."""
     from tracelens.analysis.stream import analyze_stream
 
-    from tracelens._jit import first_run
+    from tracelens._jit import ANALYZE_KERNELS, first_run
 
     config = config or AnalysisConfig()
     # the file's SHA-256 is computed by the first pass, from the pages it maps anyway, on a thread beside the kernel
-    with first_run(_size(path)):
+    with first_run(_size(path), kernels=ANALYZE_KERNELS):
         a = analyze_stream(path, config, progress=progress, digest=True)
     if config.vmcore:
         from tracelens.analysis.dumpside import attach
