@@ -197,12 +197,19 @@ class _Killer(threading.Thread):
         self.stop = threading.Event()
 
     def run(self):
+        # a victim is a worker whose scan task was seen starting moments ago: killed then, the task is surely still
+        # in flight (a task killed as it finishes would not be taken back, and the test could not tell)
+        first_seen: dict = {}
         while not self.stop.is_set():
+            now = time.monotonic()
+            busy = _busy_tasks(self.client)
+            for key in busy:
+                first_seen.setdefault(key, now)
             if list((self.outdir / "captures").glob("*.parquet")):
-                victim = _busy_worker(self.client)
-                if victim is not None:
-                    self.kill(victim)
-                    self.killed = victim
+                fresh = sorted(w for key, w in busy.items() if now - first_seen[key] < 0.03)
+                if fresh:
+                    self.kill(fresh[0])
+                    self.killed = fresh[0]
                     return
             time.sleep(0.002)
 
@@ -229,10 +236,9 @@ def _check_complete(res, files, expected):
     assert res.findings.height == sum(len(v) for v in expected.values())
 
 
-def _busy_worker(client) -> str | None:
-    """The address of a worker running a scan task right now, if any."""
-    busy = [w for w, keys in client.processing().items() if any("tracelens-scan" in str(k) for k in keys)]
-    return sorted(busy)[0] if busy else None
+def _busy_tasks(client) -> dict:
+    """{scan task key: the address of the worker running it} right now."""
+    return {str(k): w for w, keys in client.processing().items() for k in keys if "tracelens-scan" in str(k)}
 
 
 def _rescheduled(client) -> list:
