@@ -39,41 +39,15 @@ def grant_ledger(pair, granter, mapper, tsc, is_map, n_pairs, n_gep, n_mep, bdom
     m_unmaps = np.zeros((n_pairs, n_mep), np.int64)
     m_first_map = np.full((n_pairs, n_mep), -1, np.int64)
     after = np.empty(n, np.int32)
-    balance = np.zeros(n_pairs, np.int64)
-    cur = np.zeros(n_pairs, np.int64)
-    carried = np.zeros(n_pairs, np.int64)
-    slot = _dom_slots(bdom)
-    gcur = np.zeros(bdom.shape[0], np.int64)
-    mcur = np.zeros(bdom.shape[0], np.int64)
-    for i in range(n):
-        p = pair[i]
-        e = _epoch_cursor(np.int64(granter[i]), tsc[i], slot, gcur, bstart, btsc)
-        me = _epoch_cursor(np.int64(mapper[i]), tsc[i], slot, mcur, bstart, btsc)
-        if e > cur[p]:
-            # first record of the pair since the granter's latest boundary: the balance then was the outstanding
-            # count at that boundary
-            carried[p] = balance[p] if balance[p] > 0 else 0
-            cur[p] = e
-        if is_map[i]:
-            balance[p] += 1
-            maps[p, e] += 1
-            m_maps[p, me] += 1
-            if m_first_map[p, me] < 0:
-                m_first_map[p, me] = i
-        else:
-            balance[p] -= 1
-            unmaps[p, e] += 1
-            m_unmaps[p, me] += 1
-            if carried[p] > 0:
-                carried[p] -= 1
-                late[p, e] += 1
-                if late_first[p, e] < 0:
-                    late_first[p, e] = i
-                late_last[p, e] = i
-        if first[p, e] < 0:
-            first[p, e] = i
-        last[p, e] = i
-        after[i] = np.int32(balance[p])
+    # one implementation: the streamed analysis' step over the whole capture as one batch (the TSC copies of the
+    # first/last records and the per-granter totals are not needed here)
+    gts = np.zeros((n_pairs, n_gep), np.uint64)
+    mts = np.zeros((n_pairs, n_mep), np.uint64)
+    grant_ledger_step(pair, granter, mapper, tsc, is_map, 0, maps, unmaps, late, first, last, late_first, late_last,
+                      m_maps, m_unmaps, m_first_map, gts.copy(), gts.copy(), gts.copy(), gts, mts,
+                      np.zeros(n_pairs, np.int64), np.zeros(n_pairs, np.int64), np.zeros(n_pairs, np.int64),
+                      _dom_slots(bdom), np.zeros(bdom.shape[0], np.int64), np.zeros(bdom.shape[0], np.int64), bstart,
+                      btsc, after, np.zeros(65536, np.int64), np.empty(n, np.int64))
     return maps, unmaps, late, first, last, late_first, late_last, m_maps, m_unmaps, m_first_map, after
 
 

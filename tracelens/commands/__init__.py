@@ -41,3 +41,16 @@ def _at_least(name: str, low: int, high: int | None = None):
 check_limit = _at_least("--limit", 0)
 check_batch_mb = _at_least("--batch-mb", 1, 1 << 16)
 check_threads = _at_least("--threads", 1, 4096)
+
+
+def trace_mask_option(text):
+    """--trace-mask: the xentrace -e mask the captures were recorded with (None when not given)."""
+    if text is None:
+        return None
+    from tracelens.analysis.coverage import parse_mask
+    from tracelens.errors import UsageError
+
+    try:
+        return parse_mask(text)
+    except ValueError as e:
+        raise UsageError(f"--trace-mask: {e}") from None

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from tracelens.commands import check_cpu_hz
+from tracelens.commands import check_cpu_hz, trace_mask_option
 
 FORMATS = ("text", "json", "md", "html")
 
@@ -28,14 +28,7 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     from tracelens.analysis.boundaries import parse_boundary
 
     user = [parse_boundary(b, cpu_hz) for b in boundary]
-    mask = None
-    if trace_mask is not None:
-        from tracelens.analysis.coverage import parse_mask
-
-        try:
-            mask = parse_mask(trace_mask)
-        except ValueError as e:
-            raise UsageError(f"--trace-mask: {e}") from None
+    mask = trace_mask_option(trace_mask)
     if show_code:
         print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore, vmcore_dom, mask))
         return 0

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from tracelens.commands import trace_mask_option
+
 DEFAULT_POLICY = "tracelens.toml"
 DEFAULT_FAIL_ON = "error"
 
@@ -68,14 +70,7 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
     if baseline and write_baseline:
         raise UsageError("give --baseline (gate against accepted findings) or --write-baseline (accept the current "
                          "ones), not both")
-    mask = None
-    if trace_mask is not None:
-        from tracelens.analysis.coverage import parse_mask
-
-        try:
-            mask = parse_mask(trace_mask)
-        except ValueError as e:
-            raise UsageError(f"--trace-mask: {e}") from None
+    mask = trace_mask_option(trace_mask)
     if workers is not None and scheduler:
         raise UsageError("give --workers (a local Dask cluster) or --scheduler (an existing one), not both")
     if workers is not None and workers < 1:
