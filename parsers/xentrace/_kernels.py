@@ -339,23 +339,29 @@ def _head_key(w, p, kb):
     return kb
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _window_reaching(cpu_order, j0, j1, w_key0, end_key, P):
+    """Index (in ``cpu_order[j0:j1]``, one pCPU's windows in file order) of the first window whose K after its last
+    record reaches P (K after window j = K before window j + 1; ``end_key`` after the last); j1 when none does."""
+    lo = j0
+    hi = j1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        after = w_key0[cpu_order[mid + 1]] if mid + 1 < j1 else end_key
+        if after < P:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @njit(cache=True, nogil=True)
 def _seek(w, pos, vend, cpu_order, j0, j1, w_tsc0, w_key0, w_state0, out_key_k, P):
     """First record of one pCPU stream (windows cpu_order[j0:j1]) whose K >= P.
 
     Returns (j, p, tsc, kb, state, before): window list index (j1 when exhausted), word position, inherited TSC,
     K before the record, vCPU state before it, and the number of records of the stream before it."""
-    lo = j0
-    hi = j1
-    # the first window whose K after its last record reaches P (K after window j = K before window j + 1)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        after = w_key0[cpu_order[mid + 1]] if mid + 1 < j1 else out_key_k
-        if after < P:
-            lo = mid + 1
-        else:
-            hi = mid
-    j = lo
+    j = _window_reaching(cpu_order, j0, j1, w_key0, out_key_k, P)
     if j == j1:
         return j1, np.int64(0), np.uint64(0), np.uint64(0), np.int64(0), np.int64(-1)
     wi = cpu_order[j]

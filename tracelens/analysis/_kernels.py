@@ -570,7 +570,7 @@ def irq_tallies(rows, event, d1):
 # A record's place in time order is (K, pCPU, position in its pCPU's stream), as in the decoder's merge.
 
 from tracelens.parsers.xentrace._kernels import (  # noqa: E402
-    EV_LOST, UNKNOWN, _head_key, _header, _record_vcpu, _state_after)
+    EV_LOST, UNKNOWN, _head_key, _header, _record_vcpu, _state_after, _window_reaching)
 
 EV_GRANT_MAP = 0x0010F001
 EV_GRANT_UNMAP = 0x0010F002
@@ -761,16 +761,7 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
         k = act[a]
         j0 = cpu_start[k]
         j1 = cpu_start[k + 1]
-        # the first window of pCPU k whose K after its last record reaches p_key
-        lo = j0
-        hi = j1
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            after = w_key0[cpu_order[mid + 1]] if mid + 1 < j1 else end_key[k]
-            if after < p_key:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = _window_reaching(cpu_order, j0, j1, w_key0, end_key[k], p_key)
         if lo == j1:
             continue
         wi = cpu_order[lo]
