@@ -255,8 +255,10 @@ def test_info_of_many_pcpus_stays_small(tmp_path):
              "i = tracelens.xentrace_info(sys.argv[1]); a = analyze(sys.argv[1]); "
              "print(json.dumps([len(i['pcpus']), i['records'], a.records, "
              "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]))")
-    r = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    # the second run is measured: the first may compile kernels (a fresh checkout), and compiling takes memory
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
     ncpu, records, analysed, rss_mib = json.loads(r.stdout)
     assert (ncpu, records, analysed) == (4096, 3 * 4096, 3 * 4096)
     assert rss_mib < 600, rss_mib
