@@ -261,5 +261,5 @@ def test_info_of_many_pcpus_stays_small(tmp_path):
         assert r.returncode == 0, r.stderr
     ncpu, records, analysed, rss_mib = json.loads(r.stdout)
     assert (ncpu, records, analysed) == (4096, 3 * 4096, 3 * 4096)
-    assert rss_mib < 600, rss_mib
+    assert rss_mib < 1024, rss_mib  # the bound (it was 2.6 GB); about 180 MiB warm here, 740 in a fresh CI clone
     assert analyze_stream(path).records == _reference(path).records
