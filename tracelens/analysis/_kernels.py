@@ -570,7 +570,7 @@ def irq_tallies(rows, event, d1):
 # A record's place in time order is (K, pCPU, position in its pCPU's stream), as in the decoder's merge.
 
 from tracelens.parsers.xentrace._kernels import (  # noqa: E402
-    EV_LOST, UNKNOWN, _head_key, _header, _record_vcpu, _state_after, _window_reaching)
+    EV_LOST, UNKNOWN, _hash_add, _head_key, _header, _record_vcpu, _state_after, _window_reaching)
 
 EV_GRANT_MAP = 0x0010F001
 EV_GRANT_UNMAP = 0x0010F002
@@ -665,7 +665,7 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                         lost_n += np.uint64(w[body])
                     if n < 4 or w[body] == 0:
                         bad_lost += 1
-                if not _hash_add_u32(hkeys[tid], hcounts[tid], np.uint32(ev | (n << 28))):
+                if not _hash_add(hkeys[tid], hcounts[tid], ev | (n << 28)):
                     hoverflow[tid] = True
                 if want_doms:
                     dm, _vc = _attribution(ev, n, w, body, state)
@@ -712,24 +712,6 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
         st_stats[k, 4] = hi
         st_stats[k, 5] = timed
         st_stats[k, 6] = bad_lost
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _hash_add_u32(keys, counts, k):
-    """Count ``k`` in an open-addressing table (empty slots hold 0xFFFFFFFF); False when the table is full."""
-    mask = keys.shape[0] - 1
-    h = (np.int64(k) * 2654435761) & mask
-    for _ in range(keys.shape[0]):
-        kk = keys[h]
-        if kk == k:
-            counts[h] += 1
-            return True
-        if kk == 0xFFFFFFFF:
-            keys[h] = k
-            counts[h] = 1
-            return True
-        h = (h + 1) & mask
-    return False
 
 
 @njit(cache=True, nogil=True)

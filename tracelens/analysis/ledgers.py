@@ -110,19 +110,14 @@ def empty_series() -> dict:
             "granter_outstanding": np.empty(0, np.int64)}
 
 
-def granter_running_total(granter: np.ndarray, is_map: np.ndarray, start: dict | None = None) -> np.ndarray:
-    """Per record, the granter's maps minus unmaps over all mappers just after it (the line a timeline draws);
-    ``start`` carries each granter's total from an earlier batch and is updated."""
+def granter_running_total(granter: np.ndarray, is_map: np.ndarray) -> np.ndarray:
+    """Per record, the granter's maps minus unmaps over all mappers just after it (the line a timeline draws)."""
     delta = np.where(is_map, 1, -1).astype(np.int64)
     out = np.empty(granter.shape[0], np.int64)
     g = np.asarray(granter, np.int64)
     for d in np.unique(g).tolist():
         m = g == d
-        base = start.get(d, 0) if start is not None else 0
-        run = np.cumsum(delta[m]) + base
-        out[m] = run
-        if start is not None and run.size:
-            start[d] = int(run[-1])
+        out[m] = np.cumsum(delta[m])
     return out
 
 

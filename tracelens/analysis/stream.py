@@ -463,7 +463,7 @@ class _GrantState:
         self.cap = cap
 
 
-def _feed_grants(gs: _GrantState, batch: dict, ep, csr, cursors, series_limit: int) -> None:
+def _feed_grants(gs: _GrantState, batch: dict, csr, cursors, series_limit: int) -> None:
     from tracelens.analysis import _kernels as K
 
     n = batch["tsc"].shape[0]
@@ -559,7 +559,7 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
             order = np.lexsort((g["off"], g["cpu"], g["key"]))
             g = {k: v[order] for k, v in g.items()}
             cut = g["key"].size if b >= nwin else int(np.searchsorted(g["key"], sufmin[b], side="left"))
-            _feed_grants(gs, {k: v[:cut] for k, v in g.items()}, ep, csr, cursors, opts.series_limit)
+            _feed_grants(gs, {k: v[:cut] for k, v in g.items()}, csr, cursors, opts.series_limit)
             pending = {k: v[cut:] for k, v in g.items()}
         if progress is not None:
             progress(int(sc.end[b - 1]) * 4, sc.size)
