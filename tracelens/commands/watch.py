@@ -95,7 +95,7 @@ def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = Non
         if mask is None:
             mask = pol.trace_mask
     from tracelens.analysis.api import AnalysisConfig
-    from tracelens.watch import WatchOptions, watch
+    from tracelens.live import WatchOptions, watch
 
     config = AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
                             trace_mask=mask)
@@ -166,7 +166,7 @@ def _code(capture, user, cpu_hz, xen_version, tolerance, mask, idle_exit) -> str
     opts = f"WatchOptions(idle_exit={idle_exit!r})" if idle_exit is not None else "WatchOptions()"
     return (
         "from tracelens.analysis.api import AnalysisConfig\n"
-        "from tracelens.watch import WatchOptions, watch\n\n"
+        "from tracelens.live import WatchOptions, watch\n\n"
         f"for ev in watch({capture!r}, AnalysisConfig({', '.join(cfg)}), {opts}):\n"
         "    if ev.type == 'end':\n"
         "        for f in ev.data['findings']:\n"

@@ -1,5 +1,5 @@
 """Live analysis: follow a capture while ``xentrace`` writes it, and say, per guest, the moment it stops being safe
-to kexec, and why (``tracelens watch``; docs/watch.md).
+to kexec, and why (``tracelens watch``, ``tracelens.watch()``; docs/watch.md).
 
 The input is a byte stream (a pipe, or a file that grows). xentrace writes each pCPU's trace buffer as one window
 (a CPU_CHANGE record, then the buffer's records; spec ../shared/spec/xentrace.md §1-2), in any pCPU order, so
@@ -344,14 +344,15 @@ class Engine:
 
         what = f"{len(self.buf)} byte(s)" if w0 is None else f"0x{w0:08x}"
         hint = ""
-        try:
-            from tracelens.detect import sniff_bytes  # a dump or an archive given by mistake: name it
+        head = bytes(self.buf[:64])
+        if head.startswith(b"\x28\xb5\x2f\xfd"):
+            hint = " (a zstd-compressed file: decompress it first, e.g. zstd -dc FILE | tracelens watch -)"
+        else:
+            from tracelens.parsers.vmcore import sniff as sniff_dump
 
-            kind = sniff_bytes(bytes(self.buf[:64]))
+            kind = sniff_dump(head) if len(head) >= 8 else None
             if kind:
-                hint = f" (it looks like {kind})"
-        except Exception:  # noqa: BLE001 - the hint is a courtesy; the error below is the answer
-            pass
+                hint = f" (a {kind} dump: read it with tracelens info / dmesg / pages)"
         raise FormatError(self.name, 0, "not a xentrace capture: a capture starts with a CPU_CHANGE record "
                                         f"(0x2001f003), this input starts with {what}{hint}")
 
