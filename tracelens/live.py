@@ -98,8 +98,10 @@ class _Input:
         self.obj = None
         self.follow = False
         self.last_growth = time.monotonic()
+        self.eof = False
         if source == "-" or source is None:
             self.fd = 0
+            _grow_pipe(0)
         elif isinstance(source, (str, os.PathLike)):
             from tracelens.errors import UsageError
 
@@ -116,6 +118,7 @@ class _Input:
 
             mode = os.fstat(self.fd).st_mode
             self.follow = stat.S_ISREG(mode)  # a FIFO ends when its writer closes it, like standard input
+            _grow_pipe(self.fd)
         else:
             self.obj = source
             self.name = getattr(source, "name", "<stream>")
@@ -126,6 +129,8 @@ class _Input:
                 pass
 
     def read(self, timeout: float) -> bytes | None:
+        if self.eof:
+            return None
         n = self.opts.read_bytes
         if self.obj is not None:
             data = self.obj.read(n)
@@ -144,11 +149,36 @@ class _Input:
         if not r:
             return b""
         data = os.read(self.fd, n)
-        return data if data else None
+        if not data:
+            return None
+        # a pipe hands over at most its buffer (64 KiB) at a time: take what is there now, up to n bytes, so that
+        # the passes run on batches of windows rather than on a few records each
+        parts = [data]
+        got = len(data)
+        while got < n and select.select([self.fd], [], [], 0)[0]:
+            more = os.read(self.fd, n - got)
+            if not more:
+                self.eof = True
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
     def close(self):
         if self.fd not in (None, 0):
             os.close(self.fd)
+
+
+def _grow_pipe(fd: int) -> None:
+    """Ask for a 1 MiB pipe buffer (Linux F_SETPIPE_SZ), so that a writer does not wait on every 64 KiB."""
+    try:
+        import fcntl
+        import stat
+
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ValueError, ImportError):
+        pass  # an unprivileged process may be capped (/proc/sys/fs/pipe-max-size): 64 KiB still works
 
 
 # -- the engine ------------------------------------------------------------------------------------------------
