@@ -913,6 +913,13 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
     opts = opts or WatchOptions()
     config = config or AnalysisConfig()
     src = _Input(source, opts)
+    from tracelens._jit import WATCH_KERNELS, first_run
+
+    size = 1 << 40  # a stream: as large as they come
+    if src.follow:
+        size = max(os.fstat(src.fd).st_size, 64 << 20)  # a file that grows
+    jit = first_run(size, kernels=WATCH_KERNELS)  # a cold cache says so, kernel by kernel, before the data waits
+    jit.__enter__()
     eng = Engine(config, opts, name=src.name)
     differ = _Differ()
 
@@ -982,6 +989,7 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
                                       "exact": recomputed or not (eng.late or eng.late_windows),
                                       "seconds": round(time.monotonic() - t0, 3)}}, time.monotonic() - t0)
     finally:
+        jit.__exit__(None, None, None)
         src.close()
 
 
