@@ -10,6 +10,8 @@ tracelens`` is cheap.
 - :func:`sql` -- a SQL query over captures and dumps (records, boundaries, grants, balloon, findings, dmesg)
 - :func:`overview` -- many captures into one table (one row each), with an explicit failure policy
 - :func:`scan` -- many captures on Dask distributed into Parquet datasets, resumably (tracelens.fleet)
+- :func:`watch` -- follow a capture while xentrace writes it: events as each guest's kexec safety changes
+  (tracelens.live)
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ def scan(paths, outdir, config=None, **kwargs):
     return _scan(paths, outdir, config, **kwargs)
 
 
+def watch(source="-", config=None, opts=None, **kwargs):
+    """Follow a capture as it is written (a path, "-" or a binary stream); yields tracelens.live.Event objects
+    (see tracelens.live.watch)."""
+    from tracelens.live import watch as _watch
+
+    return _watch(source, config, opts, **kwargs)
+
+
 def __getattr__(name):
     # the notebook API (tracelens/api.py) loads on first use, so ``import tracelens`` stays cheap
     if name in _API:
@@ -57,5 +67,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'tracelens' has no attribute {name!r}")
 
 
-__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "open", "sql", "overview", "scan", "Capture", "Dump",
-           "Report", "__version__"]
+__all__ = ["read_xentrace", "iter_xentrace", "xentrace_info", "open", "sql", "overview", "scan", "watch", "Capture",
+           "Dump", "Report", "__version__"]

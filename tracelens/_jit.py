@@ -266,4 +266,6 @@ class first_run:
 #: kexec boundary, then compiles on first use: a few seconds)
 ANALYZE_KERNELS = ("walk_windows", "stream_select", "stream_grants_hypercalls", "grant_ledger_step")
 INFO_KERNELS = ("walk_windows", "stream_select")
+WATCH_KERNELS = ("walk_windows", "count_records", "stream_select", "run_candidates", "stream_grants_hypercalls",
+                 "grant_ledger_step")
 DECODE_KERNELS = ("walk_windows", "count_records", "stream_pass", "merge_decode", "validity_bitmaps")

@@ -18,6 +18,7 @@ from tracelens.commands import gate as _gate_cmds
 from tracelens.commands import query as _query_cmds
 from tracelens.commands import scan as _scan_cmds
 from tracelens.commands import trace as _trace_cmds
+from tracelens.commands import watch as _watch_cmds
 
 app = typer.Typer(
     name="tracelens",
@@ -61,6 +62,7 @@ _analyze_cmds.register(app)
 _gate_cmds.register(app)
 _query_cmds.register(app)
 _scan_cmds.register(app)
+_watch_cmds.register(app)
 
 
 def _click_exceptions():

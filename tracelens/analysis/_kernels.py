@@ -800,6 +800,65 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
                 break
 
 
+@njit(cache=True, nogil=True)
+def run_candidates(w, pos, vend, delta, wcpu, w_tsc0, w_key0, w_state0, q_dom, q_key, q_cpu, q_off, q_incl, b_found,
+                   b_key, b_cpu, b_off, b_tsc, b_has, b_dom, b_vcpu, b_ev, b_n, b_d):
+    """:func:`first_run_after` for windows that arrive one batch at a time (``tracelens watch``): for each query
+    (domain ``q_dom``, position ``q_key``/``q_cpu``/``q_off`` bytes, ``q_incl``), the earliest record in time order
+    (K, pCPU, byte offset) of these windows after the position -- at or after it with ``q_incl`` -- that puts a
+    vCPU of the domain on a pCPU, kept in ``b_*`` when it comes before the one found so far (``b_found``). The
+    earliest over every batch is what the merged walk of first_run_after finds first, whatever order the windows
+    arrive in. Window ``wi`` is pCPU ``wcpu[wi]``'s, starts from its pass-1 state, and its word p is at byte
+    4 * (p + delta[wi]) of the capture. ``b_d`` receives the record's payload words (ROW_WORDS)."""
+    nq = q_dom.shape[0]
+    for wi in range(pos.shape[0]):
+        k = wcpu[wi]
+        tsc = w_tsc0[wi]
+        kb = w_key0[wi]
+        state = np.int64(w_state0[wi])
+        p = pos[wi]
+        e = vend[wi]
+        while p < e:
+            ev, n, has, body = _header(w, p)
+            hk = _head_key(w, p, kb)
+            if has:
+                tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
+            if (ev >> 12) == 0x21 or ev == 0x0002800A:
+                w1 = np.int64(w[body]) if n >= 1 else np.int64(0)
+                w3 = np.int64(w[body + 2]) if n >= 3 else np.int64(0)
+                r, _o = _run_off(ev, n, w1, w3)
+                if r >= 0:
+                    off = 4 * (p + delta[wi])
+                    for q in range(nq):
+                        if q_dom[q] != r:
+                            continue
+                        qk = q_key[q]
+                        after = hk > qk or (hk == qk and (k > q_cpu[q] or (k == q_cpu[q] and (
+                            off > q_off[q] or (q_incl[q] and off == q_off[q])))))
+                        if not after:
+                            continue
+                        if b_found[q]:
+                            bk = b_key[q]
+                            if hk > bk or (hk == bk and (k > b_cpu[q] or (k == b_cpu[q] and off >= b_off[q]))):
+                                continue
+                        dm, vc = _attribution(ev, n, w, body, state)
+                        b_found[q] = True
+                        b_key[q] = hk
+                        b_cpu[q] = k
+                        b_off[q] = off
+                        b_tsc[q] = tsc
+                        b_has[q] = has
+                        b_dom[q] = dm
+                        b_vcpu[q] = vc
+                        b_ev[q] = ev
+                        b_n[q] = n
+                        for x in range(ROW_WORDS):
+                            b_d[q, x] = w[body + x] if x < n else 0
+            state = _state_after(ev, n, w, body, state)
+            kb = hk
+            p = body + n
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _hc_key(ev, n, w, body, d, ep):
     """The hypercall count key of :func:`_hypercall_key`, from a record's words."""

@@ -246,6 +246,14 @@ def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today:
     except FormatError as e:  # IncompleteCaptureError included: truncated, corrupt, not a capture; or the dump
         res.error = str(e)
         return res
+    return judge(a, path, policy, fail_on, baseline, today, vmcore, res)
+
+
+def judge(a, path: str, policy: Policy, fail_on: str, baseline=None, today: date | None = None,
+          vmcore: str | None = None, res: CaptureResult | None = None) -> CaptureResult:
+    """The gate's verdict on one finished Analysis (check_capture's second half; ``tracelens watch --gate``)."""
+    if res is None:
+        res = CaptureResult(path=path, vmcore=vmcore)
     res.sha256 = a.sha256
     res.records = a.records
     res.lost_records = int(a.lost[:, 3].sum()) if a.lost.size else 0
