@@ -78,6 +78,7 @@ class WatchOptions:
     view_min: float = VIEW_MIN_S
     poll: float = 0.1  # seconds between checks of a followed file that stopped growing
     startup_bytes: int = STARTUP_BYTES
+    commit_bytes: int = 8 << 20  # commit whenever this much waits behind the watermark (views come on their timer)
 
 
 class WatchError(Exception):
@@ -725,6 +726,9 @@ class Engine:
         c.w_fed = max(c.w_fed, min(front, int(INF)))
         c.w = max(c.w, limit)
 
+    def retained_bytes(self) -> int:
+        return sum(b.words.nbytes for b in self.c.retained)
+
     def step(self) -> None:
         """Commit up to the watermark."""
         self._commit(self.c, self.watermark())
@@ -949,6 +953,8 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
                 if eng.feed(data):
                     dirty = True
                     spec_shown = False
+                    if eng.retained_bytes() > opts.commit_bytes:
+                        eng.step()  # commit as the data comes, so that what waits for the watermark stays small
             quiet = now - last_byte >= opts.quiet
             starting = eng.size < opts.startup_bytes  # nothing committed yet: views commit a copy
             if (dirty or (quiet and not spec_shown and eng.c.retained)) and \
