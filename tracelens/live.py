@@ -848,11 +848,15 @@ class _Differ:
         self.unsafe: set = set()
         self.findings: dict = {}
         self.lost: set = set()
+        self.current: dict = {}  # guest -> (epoch, verdict) of its latest epoch in the last view
 
     def diff(self, a, final: bool = False) -> list[tuple[str, dict]]:
         from tracelens.analysis.safety import lost_dict
 
         out = []
+        for r in a.safety:
+            if r["epoch"] >= self.current.get(r["domid"], (-1, None))[0]:
+                self.current[r["domid"]] = (r["epoch"], r.get("verdict"))
         for b in a.boundaries:
             k = (b.domid, b.epoch, b.kind, b.tsc)
             if k not in self.boundaries:
@@ -1005,7 +1009,12 @@ def _status(eng: Engine, rate: float, differ: _Differ) -> dict:
     out = eng.outstanding()
     backends = [{"mapper": m, "granter": g, "outstanding": n} for (m, g), n in sorted(out.items())]
     unsafe = sorted({(d, e) for d, e, _k in differ.unsafe})
+    guests = {"safe": 0, "unsafe": 0, "inconclusive": 0}
+    for d, (e, verdict) in differ.current.items():  # each guest's running kernel, in the kexec_is_safe sense
+        key = "unsafe" if (d, e) in set(unsafe) else ("inconclusive" if verdict in ("inconclusive", "not covered")
+                                                       else "safe")
+        guests[key] += 1
     return {"bytes": eng.size, "records": eng._p1().records, "records_per_s": round(rate),
             "watermark_tsc": eng.c.w or None, "retained_windows": sum(int(b.open.sum()) for b in eng.c.retained),
-            "unsafe_epochs": len(unsafe), "unsafe": [{"domid": d, "epoch": e} for d, e in unsafe],
+            "guests": guests, "unsafe_epochs": len(unsafe), "unsafe": [{"domid": d, "epoch": e} for d, e in unsafe],
             "outstanding": backends}

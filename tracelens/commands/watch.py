@@ -53,8 +53,10 @@ class _Text:
 def _status_line(d: dict) -> str:
     out = ", ".join(f"{_dom(x['mapper'])} holds {x['outstanding']} of {_dom(x['granter'])}"
                     for x in d.get("outstanding", [])[:4])
-    return (f"watch: {d['bytes'] / 1e6:.1f} MB, {d['records']:,} records ({d['records_per_s']:,}/s), "
-            f"unsafe epochs {d['unsafe_epochs']}" + (f"; {out}" if out else ""))
+    g = d.get("guests", {})
+    return (f"watch: {d['bytes'] / 1e6:.1f} MB, {d['records']:,} records ({d['records_per_s']:,}/s), guests "
+            f"{g.get('safe', 0)} safe / {g.get('unsafe', 0)} unsafe / {g.get('inconclusive', 0)} inconclusive"
+            + (f"; {out}" if out else ""))
 
 
 def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = None, gate: bool = False,
