@@ -849,11 +849,14 @@ class _Differ:
         self.findings: dict = {}
         self.lost: set = set()
         self.current: dict = {}  # guest -> (epoch, verdict) of its latest epoch in the last view
+        self.outstanding: dict = {}  # (mapper, granter) -> grants mapped at the end of the last view
 
     def diff(self, a, final: bool = False) -> list[tuple[str, dict]]:
         from tracelens.analysis.safety import lost_dict
 
         out = []
+        self.outstanding = {(r["mapper"], r["granter"]): r["outstanding_at_end"] for r in a.grants.rows
+                            if r.get("outstanding_at_end") and r.get("mapper") is not None}
         for r in a.safety:
             if r["epoch"] >= self.current.get(r["domid"], (-1, None))[0]:
                 self.current[r["domid"]] = (r["epoch"], r.get("verdict"))
@@ -1006,7 +1009,7 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
 def _status(eng: Engine, rate: float, differ: _Differ) -> dict:
     """The status event: progress, the guests' epochs found unsafe so far, and the grants each backend holds now
     (a state, not an unsafe operation: it becomes one if the guest kexecs with them mapped)."""
-    out = eng.outstanding()
+    out = differ.outstanding
     backends = [{"mapper": m, "granter": g, "outstanding": n} for (m, g), n in sorted(out.items())]
     unsafe = sorted({(d, e) for d, e, _k in differ.unsafe})
     guests = {"safe": 0, "unsafe": 0, "inconclusive": 0}
