@@ -104,20 +104,21 @@ class _Input:
             self.fd = 0
             _grow_pipe(0)
         elif isinstance(source, (str, os.PathLike)):
-            from tracelens.errors import UsageError
-
-            self.name = os.fspath(source)
-            try:
-                self.fd = os.open(self.name, os.O_RDONLY)
-            except FileNotFoundError:
-                raise UsageError(f"{self.name}: no such file") from None
-            except IsADirectoryError:
-                raise UsageError(f"{self.name}: is a directory, not a capture") from None
-            except OSError as e:
-                raise UsageError(f"{self.name}: cannot open: {e.strerror}") from None
             import stat
 
-            mode = os.fstat(self.fd).st_mode
+            from tracelens.errors import FormatError
+
+            self.name = os.fspath(source)
+            what = "a xentrace capture"
+            try:
+                mode = os.stat(self.name).st_mode
+                if stat.S_ISDIR(mode):
+                    raise FormatError(self.name, None, f"is a directory, not {what}")
+                if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                    raise FormatError(self.name, None, f"is a socket or a device, not {what} (a file or a FIFO)")
+                self.fd = os.open(self.name, os.O_RDONLY)  # a FIFO's open waits for its writer, as it should
+            except OSError as e:
+                raise FormatError(self.name, None, f"cannot open: {e.strerror}") from None
             self.follow = stat.S_ISREG(mode)  # a FIFO ends when its writer closes it, like standard input
             _grow_pipe(self.fd)
         else:
@@ -910,13 +911,14 @@ def _finding_fields(d: dict) -> dict:
 # -- the loop ---------------------------------------------------------------------------------------------------
 
 
-def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=None):
+def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=None, on_open=None):
     """Follow a capture as it is written and yield :class:`Event` objects as its analysis changes; the last one is
     ``end``, whose ``analysis`` is the final Analysis object (``data["findings"]``: as in the JSON report).
 
     ``source``: ``"-"`` (standard input), a path (a regular file is followed as it grows, a FIFO read until its
     writer closes it) or a binary file object. ``config``: an AnalysisConfig. ``stop``: a callable; when it
-    returns True the watch ends as if the input had ended (SIGINT in the CLI)."""
+    returns True the watch ends as if the input had ended (SIGINT in the CLI). ``on_open()`` is called once the
+    input is open (a FIFO's open waits for its writer)."""
     from tracelens.analysis.report import to_json_obj
 
     from tracelens.analysis.api import AnalysisConfig
@@ -924,6 +926,8 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
     opts = opts or WatchOptions()
     config = config or AnalysisConfig()
     src = _Input(source, opts)
+    if on_open is not None:
+        on_open()
     from tracelens._jit import WATCH_KERNELS, first_run
 
     size = 1 << 40  # a stream: as large as they come
