@@ -307,3 +307,31 @@ def test_python_api_yields_events_for_a_stream():
     assert _norm(json.loads(json.dumps(to_json_obj(events[-1].data["analysis"])))) == _reference(SAMPLES[-1])
     assert {e.type for e in events} >= {"boundary", "unsafe", "finding"}
     assert all(set(e.to_dict()) >= {"type"} for e in events)
+
+
+def test_named_fifo_is_read_until_its_writer_closes(tmp_path):
+    fifo = tmp_path / "xentrace.fifo"
+    os.mkfifo(fifo)
+    data = SAMPLES[0].read_bytes()
+
+    def writer():
+        time.sleep(0.5)
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    proc = subprocess.run([sys.executable, "-m", "tracelens", "watch", str(fifo), "--json"], capture_output=True,
+                          timeout=120)
+    t.join()
+    assert proc.returncode == 0, proc.stderr.decode()
+    end = json.loads(proc.stdout.decode().splitlines()[-1])
+    assert _norm(end["summary"]) == _reference(SAMPLES[0])
+
+
+@pytest.mark.parametrize("where", ["missing", "directory"])
+def test_bad_paths_are_one_line_exit_3(where, tmp_path):
+    path = tmp_path / "nothing" if where == "missing" else tmp_path
+    proc = subprocess.run([sys.executable, "-m", "tracelens", "watch", str(path)], capture_output=True, timeout=120)
+    assert proc.returncode == 3
+    assert proc.stderr.decode().count("\n") == 1

@@ -78,6 +78,7 @@ class WatchOptions:
     view_min: float = VIEW_MIN_S
     poll: float = 0.1  # seconds between checks of a followed file that stopped growing
     startup_bytes: int = STARTUP_BYTES
+    commit_bytes: int = 8 << 20  # commit whenever this much waits behind the watermark (views come on their timer)
 
 
 class WatchError(Exception):
@@ -103,20 +104,21 @@ class _Input:
             self.fd = 0
             _grow_pipe(0)
         elif isinstance(source, (str, os.PathLike)):
-            from tracelens.errors import UsageError
-
-            self.name = os.fspath(source)
-            try:
-                self.fd = os.open(self.name, os.O_RDONLY)
-            except FileNotFoundError:
-                raise UsageError(f"{self.name}: no such file") from None
-            except IsADirectoryError:
-                raise UsageError(f"{self.name}: is a directory, not a capture") from None
-            except OSError as e:
-                raise UsageError(f"{self.name}: cannot open: {e.strerror}") from None
             import stat
 
-            mode = os.fstat(self.fd).st_mode
+            from tracelens.errors import FormatError
+
+            self.name = os.fspath(source)
+            what = "a xentrace capture"
+            try:
+                mode = os.stat(self.name).st_mode
+                if stat.S_ISDIR(mode):
+                    raise FormatError(self.name, None, f"is a directory, not {what}")
+                if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+                    raise FormatError(self.name, None, f"is a socket or a device, not {what} (a file or a FIFO)")
+                self.fd = os.open(self.name, os.O_RDONLY)  # a FIFO's open waits for its writer, as it should
+            except OSError as e:
+                raise FormatError(self.name, None, f"cannot open: {e.strerror}") from None
             self.follow = stat.S_ISREG(mode)  # a FIFO ends when its writer closes it, like standard input
             _grow_pipe(self.fd)
         else:
@@ -725,6 +727,9 @@ class Engine:
         c.w_fed = max(c.w_fed, min(front, int(INF)))
         c.w = max(c.w, limit)
 
+    def retained_bytes(self) -> int:
+        return sum(b.words.nbytes for b in self.c.retained)
+
     def step(self) -> None:
         """Commit up to the watermark."""
         self._commit(self.c, self.watermark())
@@ -844,11 +849,18 @@ class _Differ:
         self.unsafe: set = set()
         self.findings: dict = {}
         self.lost: set = set()
+        self.current: dict = {}  # guest -> (epoch, verdict) of its latest epoch in the last view
+        self.outstanding: dict = {}  # (mapper, granter) -> grants mapped at the end of the last view
 
     def diff(self, a, final: bool = False) -> list[tuple[str, dict]]:
         from tracelens.analysis.safety import lost_dict
 
         out = []
+        self.outstanding = {(r["mapper"], r["granter"]): r["outstanding_at_end"] for r in a.grants.rows
+                            if r.get("outstanding_at_end") and r.get("mapper") is not None}
+        for r in a.safety:
+            if r["epoch"] >= self.current.get(r["domid"], (-1, None))[0]:
+                self.current[r["domid"]] = (r["epoch"], r.get("verdict"))
         for b in a.boundaries:
             k = (b.domid, b.epoch, b.kind, b.tsc)
             if k not in self.boundaries:
@@ -899,13 +911,14 @@ def _finding_fields(d: dict) -> dict:
 # -- the loop ---------------------------------------------------------------------------------------------------
 
 
-def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=None):
+def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=None, on_open=None):
     """Follow a capture as it is written and yield :class:`Event` objects as its analysis changes; the last one is
     ``end``, whose ``analysis`` is the final Analysis object (``data["findings"]``: as in the JSON report).
 
     ``source``: ``"-"`` (standard input), a path (a regular file is followed as it grows, a FIFO read until its
     writer closes it) or a binary file object. ``config``: an AnalysisConfig. ``stop``: a callable; when it
-    returns True the watch ends as if the input had ended (SIGINT in the CLI)."""
+    returns True the watch ends as if the input had ended (SIGINT in the CLI). ``on_open()`` is called once the
+    input is open (a FIFO's open waits for its writer)."""
     from tracelens.analysis.report import to_json_obj
 
     from tracelens.analysis.api import AnalysisConfig
@@ -913,6 +926,8 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
     opts = opts or WatchOptions()
     config = config or AnalysisConfig()
     src = _Input(source, opts)
+    if on_open is not None:
+        on_open()
     from tracelens._jit import WATCH_KERNELS, first_run
 
     size = 1 << 40  # a stream: as large as they come
@@ -949,6 +964,8 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
                 if eng.feed(data):
                     dirty = True
                     spec_shown = False
+                    if eng.retained_bytes() > opts.commit_bytes:
+                        eng.step()  # commit as the data comes, so that what waits for the watermark stays small
             quiet = now - last_byte >= opts.quiet
             starting = eng.size < opts.startup_bytes  # nothing committed yet: views commit a copy
             if (dirty or (quiet and not spec_shown and eng.c.retained)) and \
@@ -996,10 +1013,15 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
 def _status(eng: Engine, rate: float, differ: _Differ) -> dict:
     """The status event: progress, the guests' epochs found unsafe so far, and the grants each backend holds now
     (a state, not an unsafe operation: it becomes one if the guest kexecs with them mapped)."""
-    out = eng.outstanding()
+    out = differ.outstanding
     backends = [{"mapper": m, "granter": g, "outstanding": n} for (m, g), n in sorted(out.items())]
     unsafe = sorted({(d, e) for d, e, _k in differ.unsafe})
+    guests = {"safe": 0, "unsafe": 0, "inconclusive": 0}
+    for d, (e, verdict) in differ.current.items():  # each guest's running kernel, in the kexec_is_safe sense
+        key = "unsafe" if (d, e) in set(unsafe) else ("inconclusive" if verdict in ("inconclusive", "not covered")
+                                                       else "safe")
+        guests[key] += 1
     return {"bytes": eng.size, "records": eng._p1().records, "records_per_s": round(rate),
             "watermark_tsc": eng.c.w or None, "retained_windows": sum(int(b.open.sum()) for b in eng.c.retained),
-            "unsafe_epochs": len(unsafe), "unsafe": [{"domid": d, "epoch": e} for d, e in unsafe],
+            "guests": guests, "unsafe_epochs": len(unsafe), "unsafe": [{"domid": d, "epoch": e} for d, e in unsafe],
             "outstanding": backends}

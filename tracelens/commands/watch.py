@@ -53,14 +53,17 @@ class _Text:
 def _status_line(d: dict) -> str:
     out = ", ".join(f"{_dom(x['mapper'])} holds {x['outstanding']} of {_dom(x['granter'])}"
                     for x in d.get("outstanding", [])[:4])
-    return (f"watch: {d['bytes'] / 1e6:.1f} MB, {d['records']:,} records ({d['records_per_s']:,}/s), "
-            f"unsafe epochs {d['unsafe_epochs']}" + (f"; {out}" if out else ""))
+    g = d.get("guests", {})
+    return (f"watch: {d['bytes'] / 1e6:.1f} MB, {d['records']:,} records ({d['records_per_s']:,}/s), guests "
+            f"{g.get('safe', 0)} safe / {g.get('unsafe', 0)} unsafe / {g.get('inconclusive', 0)} inconclusive"
+            + (f"; {out}" if out else ""))
 
 
 def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = None, gate: bool = False,
         policy: str | None = None, fail_on: str | None = None, cpu_hz: float | None = None,
         xen_version: str | None = None, tolerance: str = "strict", boundary: list[str] | tuple = (),
-        trace_mask: str | None = None, show_code: bool = False, out=None, err=None, stop=None) -> int:
+        trace_mask: str | None = None, show_code: bool = False, out=None, err=None, stop=None,
+        on_open=None) -> int:
     """The command's body, callable without the CLI. Returns the exit code (docs/exit-codes.md; with ``gate``,
     the gate's)."""
     from tracelens.analysis.boundaries import parse_boundary
@@ -104,7 +107,7 @@ def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = Non
     text = _Text(out, cpu_hz)
     final = None
     status_shown = False
-    for ev in watch(capture, config, opts, stop=stop):
+    for ev in watch(capture, config, opts, stop=stop, on_open=on_open):
         if ev.type == "end":
             final = ev
             break
@@ -205,11 +208,19 @@ def register(app: typer.Typer) -> None:
         import signal
 
         stopping = []
-        old = signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+        opened = []
+
+        def on_sigint(*_):
+            if not opened:  # still waiting for a FIFO's writer: nothing to summarise
+                raise KeyboardInterrupt
+            stopping.append(True)  # Ctrl-C ends the watch; the final summary follows
+
+        old = signal.signal(signal.SIGINT, on_sigint)
         try:
             code = run(capture, json_lines=json_lines, idle_exit=idle_exit, gate=gate, policy=policy,
                        fail_on=fail_on, cpu_hz=cpu_hz, xen_version=xen_version, tolerance=tolerance,
-                       boundary=boundary, trace_mask=trace_mask, show_code=show_code, stop=lambda: bool(stopping))
+                       boundary=boundary, trace_mask=trace_mask, show_code=show_code, stop=lambda: bool(stopping),
+                       on_open=lambda: opened.append(True))
         finally:
             signal.signal(signal.SIGINT, old)
         if code:
