@@ -75,6 +75,8 @@ class FindingsFrame(pl.DataFrame):
 
 
 def capture_html(cap) -> str:
+    from tracelens.analysis.records import dom_name
+
     info = cap.info()
     span = "-"
     if info.get("tsc_first") is not None:
@@ -89,7 +91,7 @@ def capture_html(cap) -> str:
     return (f"<div><b>tracelens capture</b> <code>{escape(cap.path)}</code>" + _kv_table(rows)
             + "<p>records per class</p>" + _kv_table([(k, f"{v:,}") for k, v in per_class])
             + "<p>records per domain (the vCPU running when written)</p>"
-            + _kv_table([("idle" if k == 32767 else k, f"{v:,}") for k, v in per_dom]) + "</div>")
+            + _kv_table([(dom_name(k), f"{v:,}") for k, v in per_dom]) + "</div>")
 
 
 def dump_html(dump) -> str:
