@@ -39,7 +39,10 @@ NO_DOM = -1
 
 def dom_name(domid) -> str:
     """The one name of a domain in every report, table, finding and export: ``d1``, ``idle`` for the idle domain
-    (32767), ``?`` when unknown (None or negative)."""
+    (32767), ``?`` when unknown (None or negative); a key that is not a number (``unknown`` in ``info``'s counts)
+    is kept as it is."""
+    if isinstance(domid, str) and not domid.lstrip("-").isdigit():
+        return domid
     if domid is None or int(domid) < 0:
         return "?"
     return "idle" if int(domid) == DOMID_IDLE else f"d{int(domid)}"
