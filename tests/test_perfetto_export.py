@@ -277,3 +277,40 @@ def test_cli_errors_and_show_code(tmp_path, capsys):
     code = capsys.readouterr().out
     exec(compile(code, "<show-code>", "exec"), {})
     assert (tmp_path / "code.pftrace").read_bytes() == out.read_bytes()
+
+
+def test_reused_packets_are_the_builders_bytes():
+    """Bare slice and counter events reuse a packet and frame it themselves: the bytes of the perfetto package's
+    StreamingTraceProtoBuilder for the same packets."""
+    import io
+
+    from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket
+    from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
+    from perfetto.protos.perfetto.trace import perfetto_trace_pb2 as P
+
+    from tracelens.perfetto_export import ExportStats, _Writer
+
+    buf = io.BytesIO()
+    w = _Writer(buf, P, StreamingTraceProtoBuilder, ExportStats())
+    w.track(5, "pCPU 0")
+    w.event(100, 5, TrackEvent.TYPE_SLICE_BEGIN, "d1v0")  # interns the name: the builder's own path
+    start = buf.tell()
+    events = [(200, TrackEvent.TYPE_SLICE_END, None, None), (300, TrackEvent.TYPE_SLICE_BEGIN, 1, None),
+              (2**40 + 7, TrackEvent.TYPE_COUNTER, None, 7), (2**40 + 9, TrackEvent.TYPE_COUNTER, None, 1 << 33)]
+    for ts, kind, iid, value in events:
+        w.event(ts, 5, kind, "d1v0" if iid else None, value=value)
+    ref = io.BytesIO()
+    b = StreamingTraceProtoBuilder(ref)
+    for ts, kind, iid, value in events:
+        p = TracePacket()
+        p.timestamp = ts
+        p.trusted_packet_sequence_id = 1
+        p.sequence_flags = 2
+        p.track_event.type = kind
+        p.track_event.track_uuid = 5
+        if iid:
+            p.track_event.name_iid = iid
+        if value is not None:
+            p.track_event.counter_value = value
+        b.write_packet(p)
+    assert buf.getvalue()[start:] == ref.getvalue()

@@ -163,7 +163,14 @@ def verdict_summary(a) -> dict:
     if closed:
         worst = max(closed, key=lambda s: VERDICT_RANK.get(s["verdict"], 3))["verdict"]
         bad = [s for s in closed if s["verdict"] == worst]
-        which = ", ".join(f"{_dom(s['domid'])} epoch {s['epoch']} ({s['boundary_kind']})" for s in bad)
+        if len(bad) <= 3:
+            which = ", ".join(f"{_dom(s['domid'])} epoch {s['epoch']} ({s['boundary_kind']})" for s in bad)
+        else:  # per domain, so the headline stays one line
+            per: dict = {}
+            for s in bad:
+                per.setdefault(s["domid"], []).append(str(s["epoch"]))
+            which = f"{len(bad)} of {len(closed)} kexecs: " + ", ".join(
+                f"{_dom(d)} (epochs {', '.join(e)})" for d, e in per.items())
         headline = {"unsafe": f"UNSAFE kexec: {which}",
                     "inconclusive": f"INCONCLUSIVE: records were lost before the kexec of {which}",
                     "not covered": f"NOT COVERED: the capture cannot show whether the kexec of {which} was safe",

@@ -238,7 +238,7 @@ def _timeline(a, tb: TimeBase) -> tuple[str, dict]:
     note = (f"Axis: {esc(tb.axis_label())}. Grant lines: each pair's outstanding mappings "
             "(maps minus unmaps since the capture started; negative when it unmaps what it mapped before).")
     if stride > 1:
-        note += f" This capture has many grant records: the lines use every {stride}th."
+        note += f" This capture has many grant records: the lines use one record in {stride}."
     out.append(f'<p class="muted">{note}</p>')
     out.append(_key(a))
     for d in doms:
