@@ -105,8 +105,13 @@ def dump_html(dump) -> str:
 
 
 def report_html(rep) -> str:
+    from tracelens.analysis.report import verdict_summary
+
     cap = rep.capture_info
+    v = verdict_summary(rep.analysis)
+    colour = {"unsafe": "#c62828", "inconclusive": "#e65100", "safe": "#2e7d32"}.get(v["css"], "#455a64")
     parts = [f"<div><b>tracelens analysis</b> <code>{escape(str(rep.path))}</code>",
+             f'<p style="border-left:5px solid {colour};padding-left:6px;font-weight:bold">{escape(v["headline"])}</p>',
              _kv_table([("records", f"{cap['records']:,}"), ("lost records", f"{cap['lost_records']:,}"),
                         ("TSC span", f"{cap['first_tsc']:,} .. {cap['last_tsc']:,}"), ("layout", cap["layout"])]),
              rep.findings._repr_html_()]
