@@ -12,6 +12,7 @@ command -v zstd >/dev/null 2>&1 || need+=(zstd)
 [ -e /usr/include/lzo/lzo1x.h ] || need+=(liblzo2-dev)
 command -v makedumpfile >/dev/null 2>&1 || need+=(makedumpfile)
 command -v vmcore-dmesg >/dev/null 2>&1 || need+=(kexec-tools)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # headless: tests look at the rendered HTML report
 # libkdumpfile's Python bindings: a differential reference for the dump readers, used through /usr/bin/python3
 /usr/bin/python3 -c "import kdumpfile" >/dev/null 2>&1 || need+=(python3-libkdumpfile)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

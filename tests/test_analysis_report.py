@@ -88,7 +88,7 @@ def test_text_and_markdown(tmp_path, capsys):
     head, _, body = md.partition("\n")
     assert head.endswith("a|b<script>.xentrace`")  # a code span: literal text in every CommonMark renderer
     assert "a\\|b\\<script\\>" in body and "<script>" not in body  # a table cell: backslash escapes
-    assert "| error | TL-GST-001 | d1 | 0 | gref:15 |" in md
+    assert "### TL-GST-001 (error)" in md and "| d1 | 0 | gref:15 |" in md
 
 
 def test_options(tmp_path, capsys):
@@ -140,8 +140,8 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    assert html.count("<svg") == 1  # one guest (d1) with safety rows
-    assert 'class="error">error</td>' in html and "TL-GNT-001" in html
-    # the timeline's step line peaks at the 16 grants dom0 held before the teardown
-    assert "grants of d1 mapped by others (max 16)" in html
-    assert "soft_reset boundary at tsc" in html
+    assert html.count('<svg class="timeline"') == 1  # one guest (d1) with safety rows
+    assert '<span class="rule-id error">TL-GNT-001</span>' in html
+    # the timeline's step line of the pair (d0, d1) peaks at the 16 grants dom0 held before the teardown
+    assert "d0 maps d1&#x27;s grants: 36 record(s), 4 outstanding at the end" in html and ">16</text>" in html
+    assert "soft_reset boundary of d1 at" in html

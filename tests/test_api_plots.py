@@ -40,11 +40,46 @@ def test_timeline_draws_the_readme_scenario(cap):
     _check_offline(p)
     (ax,) = p.figure.axes
     # README: dom0 maps 16 of d1's grants, 6 are still mapped at the boundary, 4 at the end
-    (step,) = [ln for ln in ax.lines if ln.get_label() == "grants of d1 mapped by others"]
+    (step,) = [ln for ln in ax.lines if ln.get_label() == "d0 maps d1's grants"]
     ys = step.get_ydata()
     assert max(ys) == 16 and ys[-1] == 4
-    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
-    assert [ln.get_xdata()[0] for ln in dashed] == [12807307]
+    a = cap.analyze().analysis
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]  # the boundary, in cycles from the start
+    assert [ln.get_xdata()[0] for ln in dashed] == [(12807307 - a.first_tsc) / 1e6]  # Mcyc
+    assert ax.get_xlabel().startswith("TSC cycles from capture start (Mcyc; first TSC 10,002,053")
+    assert p.figure._suptitle.get_text() == "kexec timeline: persistent-grants.xentrace"  # no directory
+
+
+def test_timeline_in_seconds_from_the_start(cap):
+    a = cap.analyze().analysis
+    p = plots.timeline(cap.analyze(), cpu_hz=2.4e9)
+    (ax,) = p.figure.axes
+    assert ax.get_xlabel().startswith("time from capture start (ms")
+    (line,) = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert line.get_xdata()[0] == pytest.approx((12807307 - a.first_tsc) / 2.4e9 * 1e3)
+    p.png()
+    assert ax.xaxis.get_offset_text().get_text() == ""  # no 1e7 offset
+
+
+def test_timeline_charts_every_pair_and_the_mapper():
+    """foreign-map: d1's grants are mapped by d0 and by d2: two lines, not their sum; d2's own chart shows what it
+    mapped (dashed), with its scale."""
+    p = plots.timeline(tracelens.open(FM).analyze())
+    ax1, ax2 = p.figure.axes
+    labels1 = {ln.get_label(): ln for ln in ax1.lines}
+    assert max(labels1["d2 maps d1's grants"].get_ydata()) == 5 and max(labels1["d0 maps d1's grants"].get_ydata()) == 2
+    (mapped,) = [ln for ln in ax2.lines if ln.get_label() == "d2 maps d1's grants"]
+    assert mapped.get_linestyle() == "--" and ax2.get_ylim()[1] > 5
+
+
+def test_timeline_balloon_and_losses():
+    p = plots.timeline(tracelens.open(ROOT / "sample-traces" / "balloon-before-kexec.xentrace").analyze())
+    ax, pages = p.figure.axes
+    (line,) = pages.lines
+    assert max(line.get_ydata()) == 518 and line.get_ydata()[-1] == 0  # back to 0 after the boundary
+    p = plots.timeline(tracelens.open(ROOT / "sample-traces" / "lost-across-boundary.xentrace").analyze())
+    (ax,) = p.figure.axes
+    assert "records lost (any pCPU)" in ax.get_legend_handles_labels()[1]
 
 
 def test_timeline_has_one_row_per_guest():
@@ -55,7 +90,7 @@ def test_timeline_has_one_row_per_guest():
 def test_outstanding_grants(cap):
     p = plots.outstanding_grants(cap.analyze(), cpu_hz=1e9)
     _check_offline(p)
-    assert p.figure.axes[0].get_xlabel().startswith("time (ms")
+    assert p.figure.axes[0].get_xlabel().startswith("time from capture start (ms")
 
 
 def test_events_and_pcpu_read_only_the_columns_they_need(cap):
@@ -77,6 +112,12 @@ def test_findings_overview():
     _check_offline(p)
     bars = p.figure.axes[0].patches
     assert sorted(b.get_width() for b in bars) == [0, 1, 1, 1]
+    p.png()
+    ticks = [t for t in p.figure.axes[0].get_xticks() if 0 <= t <= 2]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # counts: no 0.5 ticks
+    legend = p.figure.axes[0].get_legend()
+    bbox = legend.get_window_extent()
+    assert all(bbox.x0 >= b.get_window_extent().x1 - 1 for b in bars)  # the key is beside the bars
     with pytest.raises(UsageError):
         plots.findings_overview(pl.DataFrame({"x": [1]}))
 

@@ -14,6 +14,7 @@ import typer
 
 from tracelens.commands import analyze as _analyze_cmds
 from tracelens.commands import dump as _dump_cmds
+from tracelens.commands import export as _export_cmds
 from tracelens.commands import gate as _gate_cmds
 from tracelens.commands import query as _query_cmds
 from tracelens.commands import scan as _scan_cmds
@@ -59,6 +60,7 @@ def info(
 _trace_cmds.register(app)
 _dump_cmds.register(app)
 _analyze_cmds.register(app)
+_export_cmds.register(app)
 _gate_cmds.register(app)
 _query_cmds.register(app)
 _scan_cmds.register(app)

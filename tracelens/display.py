@@ -75,6 +75,8 @@ class FindingsFrame(pl.DataFrame):
 
 
 def capture_html(cap) -> str:
+    from tracelens.analysis.records import dom_name
+
     info = cap.info()
     span = "-"
     if info.get("tsc_first") is not None:
@@ -89,7 +91,7 @@ def capture_html(cap) -> str:
     return (f"<div><b>tracelens capture</b> <code>{escape(cap.path)}</code>" + _kv_table(rows)
             + "<p>records per class</p>" + _kv_table([(k, f"{v:,}") for k, v in per_class])
             + "<p>records per domain (the vCPU running when written)</p>"
-            + _kv_table([("idle" if k == 32767 else k, f"{v:,}") for k, v in per_dom]) + "</div>")
+            + _kv_table([(dom_name(k), f"{v:,}") for k, v in per_dom]) + "</div>")
 
 
 def dump_html(dump) -> str:
@@ -103,8 +105,13 @@ def dump_html(dump) -> str:
 
 
 def report_html(rep) -> str:
+    from tracelens.analysis.report import verdict_summary
+
     cap = rep.capture_info
+    v = verdict_summary(rep.analysis)
+    colour = {"unsafe": "#c62828", "inconclusive": "#e65100", "safe": "#2e7d32"}.get(v["css"], "#455a64")
     parts = [f"<div><b>tracelens analysis</b> <code>{escape(str(rep.path))}</code>",
+             f'<p style="border-left:5px solid {colour};padding-left:6px;font-weight:bold">{escape(v["headline"])}</p>',
              _kv_table([("records", f"{cap['records']:,}"), ("lost records", f"{cap['lost_records']:,}"),
                         ("TSC span", f"{cap['first_tsc']:,} .. {cap['last_tsc']:,}"), ("layout", cap["layout"])]),
              rep.findings._repr_html_()]

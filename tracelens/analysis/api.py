@@ -58,6 +58,8 @@ class Analysis:
     dump: dict | None = None  # evidence from --vmcore (tracelens.analysis.dumpside)
     coverage: dict = field(default_factory=dict)  # tracelens.analysis.coverage.coverage
     lost_info: dict | None = None  # records.lost_details, parallel to ``lost``
+    cpu_hz: float | None = None  # the TSC frequency given (AnalysisConfig.cpu_hz): reports show seconds with it
+    balloon_series: dict | None = None  # per DECREASE_RESERVATION record: tsc, domid, pages (ledgers.balloon_series)
 
     @property
     def boundaries(self):
@@ -87,11 +89,14 @@ def finish(rec, ep, grants, balloon, hc, guest, lost, event_counts, seen, config
 
     cov = coverage(event_counts, config.declared_mask())
     info = R.lost_details(rec)
+    from tracelens.parsers.xentrace.catalog import parse_version
+
     safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc, coverage=cov, lost_info=info, seen=seen)
     findings = F.build_findings(ep, grants, balloon, guest, safety, lost, info, cov)
+    bseries = L.balloon_series(rec, ep, xen_version=parse_version(config.xen_version))
     return Analysis(epochs=ep, grants=grants, balloon=balloon, hypercalls=hc, guest=guest, safety=safety,
                     findings=findings, lost=lost, layout=rec.meta.get("tracelens.layout") or {}, coverage=cov,
-                    lost_info=info, **kw)
+                    lost_info=info, cpu_hz=config.cpu_hz, balloon_series=bseries, **kw)
 
 
 def _size(path) -> int:

@@ -22,6 +22,7 @@ dump-core``). The choice and its reason are in ``assumption``.
 from __future__ import annotations
 
 import os
+import re
 
 from tracelens.errors import FormatError, TracelensError
 
@@ -52,23 +53,45 @@ def _pick(analysis, domid: int | None) -> tuple[int | None, int | None, str]:
     return domid, last, f"d{domid} ({why}); its last epoch {last} (no crash boundary: a dump taken at the end)"
 
 
+#: log event categories that only a kernel running on Xen writes (panic and kexec lines are any kernel's)
+XEN_CATEGORIES = ("platform", "grant-table", "evtchn", "evtchn-error", "pirq", "pirq-error", "balloon", "xenbus",
+                  "xen", "shutdown")
+_HYPERVISOR = re.compile(r"^Hypervisor detected: (?P<name>\S+)")
+
+
 def dump_evidence(path, analysis, domid: int | None = None) -> dict:
     """Read the dump at ``path`` and correlate it with ``analysis`` (a tracelens.analysis.api.Analysis). Returns a
     dict: path, kind, domid, epoch, assumption, log_events, grants_in_use, grants_granted, pirqs, pending_ports,
-    notes (what could not be read and why)."""
+    notes (what could not be read and why), ``readable`` ({log, grant_frames, shared_info}: false when that part
+    could not be read, so its empty lists mean "unknown", not "none"), ``hypervisor`` (what the kernel log says it
+    detected, or None), ``xen_signs`` (what shows a Xen guest kernel), ``log_last_ts_nsec`` (the log's last
+    timestamp, guest clock) and ``warnings`` (what a reader must know before trusting the rest)."""
     from tracelens.parsers import vmcore
     from tracelens.parsers.vmcore import xen
+    from tracelens.parsers.vmcore.codecs import codec_available
 
     d_id, epoch, assumption = _pick(analysis, domid)
     out = {"path": os.fspath(path), "kind": None, "domid": d_id, "epoch": epoch, "assumption": assumption,
            "log_events": [], "grants_in_use": [], "grants_granted": 0, "grant_frames": [], "pirqs": [],
-           "pending_ports": [], "notes": []}
+           "pending_ports": [], "notes": [], "readable": {"log": True, "grant_frames": True, "shared_info": None},
+           "hypervisor": None, "xen_signs": [], "log_last_ts_nsec": None, "warnings": []}
     with vmcore.open(path) as dump:
         out["kind"] = dump.kind
+        compression = (dump.info() or {}).get("compression") if hasattr(dump, "info") else None
         try:
-            events = xen.log_events(dump).to_pylist()
+            log = dump.dmesg()
+            events = xen.log_events(log).to_pylist()
+            texts = log.column("text").to_pylist()
+            stamps = [t for t in log.column("ts_nsec").to_pylist() if t is not None]
+            out["log_last_ts_nsec"] = max(stamps) if stamps else None
+            for t in texts:
+                m = _HYPERVISOR.match(t or "")
+                if m:
+                    out["hypervisor"] = m["name"]
+                    break
         except (TracelensError, ValueError, KeyError) as e:
             events = []
+            out["readable"]["log"] = False
             out["notes"].append(f"kernel log not readable: {e}")
         out["log_events"] = [{k: e[k] for k in ("seq", "ts_nsec", "event", "category", "text")} for e in events]
         seen = {}
@@ -76,26 +99,59 @@ def dump_evidence(path, analysis, domid: int | None = None) -> dict:
             if e["event"] == "pirq_mapped" and e["pirq"] is not None:
                 seen[e["pirq"]] = {"pirq": e["pirq"], "irq": e["irq"], "gsi": e["gsi"], "ts_nsec": e["ts_nsec"]}
         out["pirqs"] = [seen[p] for p in sorted(seen)]
-        try:
-            frames = xen.find_grant_frames(dump)
-            entries = xen.grant_entries(dump, frames).to_pylist() if frames else []
-        except (TracelensError, ValueError) as e:
-            frames, entries = [], []
-            out["notes"].append(f"grant frames not readable: {e}")
+        frames, entries = [], []
+        if compression and not codec_available(compression):
+            out["readable"]["grant_frames"] = False
+            out["notes"].append(f"grant frames not readable: the dump's pages are {compression}-compressed and "
+                                f"the {compression} codec is not installed (pip install python-{compression})")
+        else:
+            try:
+                frames = xen.find_grant_frames(dump)
+                entries = xen.grant_entries(dump, frames).to_pylist() if frames else []
+            except (TracelensError, ValueError) as e:
+                frames, entries = [], []
+                out["readable"]["grant_frames"] = False
+                out["notes"].append(f"grant frames not readable: {e}")
+            if not frames and out["readable"]["grant_frames"]:
+                out["notes"].append("no page shaped like a v1 grant frame in the dump (v2 tables or excluded pages)")
         out["grant_frames"] = frames
-        if not frames:
-            out["notes"].append("no page shaped like a v1 grant frame in the dump (v2 tables or excluded pages)")
         granted = [g for g in entries if g["type"] == "permit_access" and g["ref"] >= xen.RESERVED_REFS]
         out["grants_granted"] = len(granted)
         out["grants_in_use"] = [{k: g[k] for k in ("ref", "domid", "frame", "reading", "writing", "readonly")}
                                 for g in granted if g["in_use"]]
         page = getattr(dump, "shared_info_page", None)
         if page:
+            out["readable"]["shared_info"] = True
             ports = xen.shared_info(page)["ports"].to_pylist()
             out["pending_ports"] = [p["port"] for p in ports if p["pending"] and not p["masked"]]
         else:
             out["notes"].append("no shared_info page in this dump format (only xl dump-core files carry it)")
+    _judge(out)
     return out
+
+
+def _judge(out: dict) -> None:
+    """The dump's ``xen_signs`` and ``warnings``: unreadable parts (their zeros are unknowns) and a dump that shows
+    no sign of a Xen guest kernel (then it may not be the domain's dump at all)."""
+    signs = sorted({e["event"] for e in out["log_events"] if e["category"] in XEN_CATEGORIES})
+    if out["grant_frames"]:
+        signs.append(f"{len(out['grant_frames'])} grant frame(s)")
+    if out["readable"]["shared_info"]:
+        signs.append("a shared_info page")
+    out["xen_signs"] = signs
+    who = f"d{out['domid']}" if out["domid"] is not None else "the domain"
+    if not out["readable"]["log"]:
+        out["warnings"].append("the kernel log could not be read: its Xen events and PIRQs are unknown, not none ("
+                               + next(n for n in out["notes"] if n.startswith("kernel log not readable")) + ")")
+    if not out["readable"]["grant_frames"]:
+        out["warnings"].append("the grant table could not be read: grants still mapped are unknown, not none")
+    if out["domid"] is None:
+        out["warnings"].append(out["assumption"])
+    if not signs and (out["readable"]["log"] or out["readable"]["grant_frames"]):
+        said = f"its log says \"Hypervisor detected: {out['hypervisor']}\"" if out["hypervisor"] and \
+            out["hypervisor"].lower() != "xen" else "no Xen line in its kernel log"
+        out["warnings"].append(f"this dump shows no sign of a Xen guest kernel ({said}, no grant frame, no "
+                               f"shared_info): it may not be {who}'s dump")
 
 
 def dump_findings(ev: dict, analysis) -> list:

@@ -61,7 +61,9 @@ def _mk(rule, domid, epoch, obj, tsc, first, last, message, evidence) -> Finding
 
 
 def _dname(d) -> str:
-    return "unknown" if d is None else f"d{d}"
+    from tracelens.analysis.records import dom_name
+
+    return "unknown" if d is None else dom_name(d)
 
 
 def _caveat(u: dict | None) -> str:
@@ -126,7 +128,7 @@ def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[
         b = bounds.get((m, e)) if m is not None else None
         if b is not None and m != 0 and r["maps"] > 0:
             out.append(_mk("TL-GNT-003", m, e, "grant-maps", r["first_map_tsc"], r["first_map_tsc"], b.tsc,
-                           f"d{m} mapped {r['maps']} foreign grant(s) (of {', '.join(f'd{x}' for x in r['granters'])}) "
+                           f"d{m} mapped {r['maps']} foreign grant(s) (of {', '.join(_dname(x) for x in r['granters'])}) "
                            f"and {r['outstanding_at_boundary']} were still mapped at its {b.kind} boundary",
                            {"maps": r["maps"], "unmaps": r["unmaps"], "granters": r["granters"],
                             "outstanding_at_boundary": r["outstanding_at_boundary"], "boundary_tsc": b.tsc}))
@@ -150,7 +152,7 @@ def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[
             if u is not None:  # a lost END_ACCESS / PIRQ_UNBIND of the guest itself would clear it
                 u = {k: u[k] for k in ("lost", "lost_records_max")}
             if what == "ref":
-                msg = (f"d{r['domid']} granted ref {r['ref']} (frame {r['frame']:#x}) to d{r['grantee']} and never "
+                msg = (f"d{r['domid']} granted ref {r['ref']} (frame {r['frame']:#x}) to {_dname(r['grantee'])} and never "
                        f"ended it before its {b.kind} boundary")
                 ev = {"ref": r["ref"], "grantee": r["grantee"], "frame": r["frame"]}
             else:

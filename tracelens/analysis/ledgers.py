@@ -197,10 +197,8 @@ def _merge_ranges(start: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
     return [(int(s[a]), int(reach[b])) for a, b in zip(idx, ends)]
 
 
-def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: list[dict] | None = None) -> list[dict]:
-    """One row per (target domain, epoch) with DECREASE_RESERVATION records: extents, pages (4 KiB), pages by order,
-    merged gfn ranges [first, end), first/last TSC, and the memory_op hypercall count of that domain and epoch
-    (the only trace of balloon-up)."""
+def _decreases(rec: R.Records, xen_version=None):
+    """(layout, rows, gfn, target domid, order) of the DECREASE_RESERVATION records, in time order."""
     layout = balloon_layout(rec, xen_version)
     sel = rec.rows(K.CAT_DECREASE)
     gfn = rec.word(1, sel) | (rec.word(2, sel) << 32)
@@ -208,7 +206,24 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
         domid, order = rec.word(3, sel) & 0xFFFF, rec.word(4, sel)
     else:
         domid, order = rec.word(3, sel) & 0xFFFF, rec.word(3, sel) >> 16
-    order = np.minimum(order, 62)
+    return layout, sel, gfn, domid, np.minimum(order, 62)
+
+
+def balloon_series(rec: R.Records, ep: Epochs, xen_version=None) -> dict:
+    """Per DECREASE_RESERVATION record, in time order: ``tsc`` (u64 cycles), ``domid`` (the target, i64),
+    ``epoch`` (of the target, i64) and ``pages`` (4 KiB pages it gave back, 2^order, i64): what timelines draw as
+    pages ballooned out so far in each epoch. Summed per (domid, epoch) it gives the ledger's ``pages``."""
+    _layout, sel, _gfn, domid, order = _decreases(rec, xen_version)
+    tsc = np.asarray(rec.tsc[sel], np.uint64)
+    return {"tsc": tsc, "domid": np.asarray(domid, np.int64), "epoch": ep.of(domid, tsc).astype(np.int64),
+            "pages": np.left_shift(np.int64(1), order.astype(np.int64))}
+
+
+def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: list[dict] | None = None) -> list[dict]:
+    """One row per (target domain, epoch) with DECREASE_RESERVATION records: extents, pages (4 KiB), pages by order,
+    merged gfn ranges [first, end), first/last TSC, and the memory_op hypercall count of that domain and epoch
+    (the only trace of balloon-up)."""
+    layout, sel, gfn, domid, order = _decreases(rec, xen_version)
     tsc = rec.tsc[sel]
     epoch = ep.of(domid, tsc)
     memops: dict[tuple, int] = {}

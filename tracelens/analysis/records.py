@@ -37,6 +37,24 @@ DOMID_IDLE = 0x7FFF
 NO_DOM = -1
 
 
+def dom_name(domid) -> str:
+    """The one name of a domain in every report, table, finding and export: ``d1``, ``idle`` for the idle domain
+    (32767), ``?`` when unknown (None or negative); a key that is not a number (``unknown`` in ``info``'s counts)
+    is kept as it is."""
+    if isinstance(domid, str) and not domid.lstrip("-").isdigit():
+        return domid
+    if domid is None or int(domid) < 0:
+        return "?"
+    return "idle" if int(domid) == DOMID_IDLE else f"d{int(domid)}"
+
+
+def vcpu_name(domid, vcpu) -> str:
+    """A vCPU as ``d1v0`` / ``idlev2`` (the domain's :func:`dom_name`, then ``v`` and the vCPU), ``?`` unknown."""
+    if domid is None or vcpu is None or int(domid) < 0:
+        return "?"
+    return f"{dom_name(domid)}v{int(vcpu)}"
+
+
 @dataclass
 class Records:
     """A decoded capture, in the decoder's time order. Whole columns are zero-copy views of the Arrow table; the

@@ -50,7 +50,13 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
         a = analyze(capture, AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz,
                                             tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom,
                                             trace_mask=mask), progress=progress)
-    text = RENDERERS[fmt](a)
+    if fmt == "text":
+        from tracelens.analysis.report import to_text
+        from tracelens.terminal import text_width
+
+        text = to_text(a, width=text_width(None if output else sys.stdout))
+    else:
+        text = RENDERERS[fmt](a)
     if output:
         from tracelens.output import atomic_output
 
@@ -86,7 +92,7 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report to FILE (atomically)"),
         boundary: List[str] = typer.Option([], "--boundary", help="add a boundary: DOMID@TSC, or DOMID@1.5ms with "
                                                                     "--cpu-hz; repeatable"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz (for --boundary times)", callback=check_cpu_hz),
+        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: reports show seconds from the capture's start (and --boundary takes times)", callback=check_cpu_hz),
         xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the capture "
                                                                               "(default: guessed)"),
         tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),

@@ -119,8 +119,9 @@ def run(captures: list[str], *, vmcore: str | None = None, policy: str | None = 
 
     if not quiet:
         from tracelens.gate.summary import to_summary
+        from tracelens.terminal import text_width
 
-        out.write(to_summary(result))
+        out.write(to_summary(result, width=text_width(out)))
     if json_out:
         from tracelens.gate.jsonl import to_jsonl
 

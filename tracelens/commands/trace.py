@@ -105,6 +105,7 @@ def register(app: typer.Typer) -> None:
         show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
     ):
         """One decoded line per record, in time order, like xenalyze --dump-all: time, pCPU, dom:vcpu, name, fields."""
+        from tracelens.analysis.records import vcpu_name
         from tracelens.errors import UsageError
         from tracelens.parsers.xentrace.catalog import format_fields, load_catalog
 
@@ -180,7 +181,7 @@ def register(app: typer.Typer) -> None:
                     lines.append(json.dumps(rec))
                 else:
                     when = f"{t / cpu_hz:.9f}" if cpu_hz else f"{t}"
-                    who = "?:?" if d is None else (f"d{'idle' if d == 32767 else d}v{v}")
+                    who = "?:?" if d is None else vcpu_name(d, v)
                     lines.append(f"{when} cpu{cols['cpu'][i]} {who} {names[i]} {format_fields(cat, ev, words, layout_version)}".rstrip())
             if lines:
                 out.write("\n".join(lines) + "\n")

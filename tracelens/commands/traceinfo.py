@@ -32,6 +32,7 @@ def info(path: str, *, json_out: bool = False, xen_version: str | None = None, s
     from rich.console import Console
     from rich.table import Table
 
+    from tracelens.analysis.records import dom_name
     from tracelens.escape import rich as esc
 
     con = Console()
@@ -73,5 +74,5 @@ def info(path: str, *, json_out: bool = False, xen_version: str | None = None, s
     dom.add_column("domain")
     dom.add_column("records", justify="right")
     for k, v in sorted(s["records_per_domain"].items(), key=lambda kv: -kv[1]):
-        dom.add_row("idle" if k == 32767 else str(k), f"{v:,}")
+        dom.add_row(dom_name(k), f"{v:,}")
     con.print(dom)

@@ -151,12 +151,13 @@ def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = Non
         out.write(json.dumps(end) + "\n")
     else:
         from tracelens.analysis.report import to_text
+        from tracelens.terminal import text_width
 
         out.write(f"--- end of input: {w['bytes']:,} bytes, {w['windows']:,} windows, {w['seconds']} s\n")
         if w["late_windows"]:
             out.write(f"note: {w['late_windows']} window(s) arrived after later records had been analysed; "
                       "the summary below may differ from `tracelens analyze` of the finished capture\n")
-        out.write(to_text(a))
+        out.write(to_text(a, width=text_width(out)))
         if gate:
             out.write(f"gate: {gate_line} (exit {code})\n")
     out.flush()

@@ -14,6 +14,12 @@ def _opt(x) -> str:
     return "-" if x is None else str(x)
 
 
+def _dom(d) -> str:
+    from tracelens.analysis.records import dom_name
+
+    return "-" if d is None else dom_name(d)
+
+
 def to_summary(result, width: int = 140) -> str:
     from rich.console import Console
     from rich.table import Table
@@ -34,7 +40,8 @@ def to_summary(result, width: int = 140) -> str:
         if c.findings:
             t = Table(show_header=True, box=None, pad_edge=False)
             for h in ("state", "severity", "rule", "domain", "epoch", "object", "message"):
-                t.add_column(h, overflow="fold")
+                # identifiers stay whole (a rule id cut in two is unreadable); the message folds
+                t.add_column(h, overflow="fold", no_wrap=h in ("state", "severity", "rule", "domain", "epoch"))
             for g in c.findings:
                 f = g.finding
                 msg = f.message
@@ -43,7 +50,7 @@ def to_summary(result, width: int = 140) -> str:
                                                                   if g.suppression.source else "]")
                 for n in g.notes:
                     msg += f" [{n}]"
-                t.add_row(g.state, g.level, f.rule, _opt(f.domid), _opt(f.epoch), _t(f.object), _t(msg))
+                t.add_row(g.state, g.level, f.rule, _dom(f.domid), _opt(f.epoch), _t(f.object), _t(msg))
             con.print(t)
     for e in result.expired:
         con.print(f"expired allow-list entry at {e.source} ({e.rule}, {e.reason}): expired on "
