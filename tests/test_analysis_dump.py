@@ -11,7 +11,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS / "vmcore"))
-vw = pytest.importorskip("vmcore_writers")
+import vmcore_writers as vw  # noqa: E402
 
 from tracelens.analysis.api import AnalysisConfig, analyze  # noqa: E402
 from tracelens.commands import analyze as cmd  # noqa: E402
@@ -102,3 +102,4 @@ def test_dump_needs_a_domain_when_ambiguous(tmp_path):
     # d2's grants are not the ones in the dump's table (granted to d0), and the trace has no d0 maps of d2
     f = next(f for f in a.findings if f.rule == "TL-DMP-001")
     assert f.evidence["trace_outstanding"] is None
+
