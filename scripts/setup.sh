@@ -101,22 +101,32 @@ else
 fi
 
 # tracelens and its test dependencies; pip runs again only when pyproject.toml changed or the import fails
+pip_install() {
+    # pip of .venv, its output shown on stderr without the lines that only say a configured package index has no
+    # such project, or that a requirement is already there
+    "$VPY" -m pip install --disable-pip-version-check "$@" 2>&1 \
+        | sed -u -e "/^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$/d" \
+                 -e '/^Requirement already satisfied: /d' >&2
+}
 stamp=$VENV/.tracelens-setup
 want="$(cksum < pyproject.toml)"
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$VPY" -c "import tracelens.parsers.xentrace" >/dev/null 2>&1; then
     say "tracelens and its test dependencies are installed in $VENV (pyproject.toml unchanged)"
 else
     rm -f "$stamp"
-    say "installing tracelens (editable) and its test dependencies into $VENV with pip"
-    "$VPY" -m pip install --disable-pip-version-check -e ".[test]" >&2 \
-        || die "pip could not install tracelens into $VENV (see pip's message above)"
-    # python-lzo is optional (the pages of LZO-compressed dumps): it builds from source against liblzo2
+    # python-lzo (the lzo extra: pages of LZO-compressed dumps) builds from source against liblzo2's headers
+    extras=test
     if [ -e /usr/include/lzo/lzo1x.h ]; then
-        say "installing python-lzo (the lzo extra: LZO-compressed dump pages)"
-        "$VPY" -m pip install --disable-pip-version-check -e ".[lzo]" >&2 \
-            || say "warning: python-lzo did not build (see above): LZO-compressed dumps say so, their tests skip"
+        extras=test,lzo
     else
-        say "not installing python-lzo: liblzo2's headers are missing (Debian: apt-get install liblzo2-dev); LZO-compressed dumps say so, their tests skip"
+        say "not installing python-lzo: liblzo2's headers are missing (Debian: apt-get install liblzo2-dev); LZO-compressed dumps will say so, and their tests skip"
+    fi
+    say "installing tracelens (editable) and its [$extras] extras into $VENV with pip"
+    if ! pip_install -e ".[$extras]"; then
+        [ "$extras" = test ] && die "pip could not install tracelens into $VENV (see pip's message above)"
+        say "warning: that failed (python-lzo may not build here: see above); trying without the lzo extra"
+        pip_install -e ".[test]" || die "pip could not install tracelens into $VENV (see pip's message above)"
+        say "warning: python-lzo is not installed: LZO-compressed dumps will say so, and their tests skip"
     fi
     "$VPY" -c "import tracelens.parsers.xentrace" || die "tracelens does not import in $VENV (see above)"
     echo "$want" > "$stamp"
