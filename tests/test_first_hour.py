@@ -102,7 +102,7 @@ def test_analyze_o_says_what_it_wrote_like_decode(capsys, tmp_path):
 
 
 # -- the wrong file ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv", [["events", "{}"], ["decode", "{}", "-o", "{out}"], ["analyze", "{}"]],
+@pytest.mark.parametrize("argv", [["events", "{}"], ["decode", "{}", "-o", "{out}"], ["analyze", "{}"], ["watch", "{}"]],
                          ids=lambda a: a[0])
 def test_a_dump_given_to_a_capture_command_is_named(capsys, tmp_path, argv):
     rc, out, err = _run(capsys, *(a.format(DUMP, out=tmp_path / "x.parquet") for a in argv))
