@@ -85,9 +85,9 @@ def sniff(path) -> str:
 
 
 #: how the dump kinds are named to a user
-DUMP_NAMES = {"elf-vmcore": "an ELF vmcore", "kdump": "a kdump-compressed dump", "flattened": "a makedumpfile "
-              "flattened dump", "xc_core": "an xl dump-core file"}
-#: compressed files (magic bytes, format, the command that undoes it): tracelens reads neither inside them
+DUMP_NAMES = {"elf-vmcore": "an ELF vmcore", "kdump": "a kdump-compressed dump",
+              "flattened": "a makedumpfile flattened dump", "xc_core": "an xl dump-core file"}
+#: compressed files (magic bytes, format, the command that undoes it): tracelens does not read inside them
 _COMPRESSED = ((b"\x28\xb5\x2f\xfd", "zstd", "zstd -d"), (b"\x1f\x8b", "gzip", "gunzip"),
                (b"\xfd7zXZ\x00", "xz", "xz -d"), (b"BZh", "bzip2", "bunzip2"), (b"\x04\x22\x4d\x18", "lz4", "lz4 -d"))
 
