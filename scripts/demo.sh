@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Set up, then run the main job on a shipped sample capture: analyse a guest whose backend kept its grants
-# mapped across a soft-reset kexec. Any arguments replace the default capture.
+# Set up (scripts/setup.sh: the project's .venv), then run the main job on a shipped sample capture: analyse a guest
+# whose backend kept its grants mapped across a soft-reset kexec. A capture given as argument replaces the sample.
+# Set-up reports on stderr; stdout is the analysis.
 set -euo pipefail
+capture=${1:-}
+case "$capture" in
+    "" | /*) ;;
+    *) capture="$PWD/$capture" ;;  # relative to where the user is, not to the checkout
+esac
 cd "$(dirname "$0")/.."
+# numba compiles kernels once per machine; keep its cache out of the source tree (which may be read-only)
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tracelens/numba}
-bash scripts/setup.sh >/dev/null
-capture=${1:-sample-traces/persistent-grants.xentrace}
-if tracelens analyze --help >/dev/null 2>&1; then
-    exec tracelens analyze "$capture"
-fi
-tracelens info "$capture"
-exec tracelens events "$capture" --class MEM --class SCHED --limit 40
+bash scripts/setup.sh
+exec .venv/bin/tracelens analyze "${capture:-sample-traces/persistent-grants.xentrace}"

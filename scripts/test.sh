@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh) and run the whole test suite. Extra arguments go to pytest.
+# Set up (scripts/setup.sh: the project's .venv, test dependencies, reference tools), then run the whole test suite
+# with that environment's pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # numba compiles kernels once per machine; keep its cache out of the source tree when that is read-only
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tracelens/numba}
 bash scripts/setup.sh
 set +e
-"${PYTHON:-python3}" -m pytest "$@"
+.venv/bin/python -m pytest "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then

@@ -87,3 +87,27 @@ def category(event: int, n_extra: int) -> str | None:
         if old != new and 3 in (old, new):
             return "offline" if n_extra >= 1 else None
     return None
+
+
+# -- the ledgers' gathers (tracelens.analysis._kernels.grant_rows, irq_tallies) ---------------------------------
+IRQ_CLEAR_VECTOR, IRQ_ASSIGN_VECTOR, IRQ_HANDLED = 0x00802004, 0x00802006, 0x00802008  # spec §4.2
+
+
+def grant_rows(rows: list[dict]) -> list[tuple[int, int, int, bool]]:
+    """(mapper, granter, tsc, is MAP) of each grant record, in order: the mapper is the running domain (-1 when the
+    decoder does not know it), the granter the low 16 bits of d1 (0 when the record has no d1)."""
+    return [(-1 if r["dom"] is None else r["dom"], 0 if r["d1"] is None else r["d1"] & 0xFFFF, r["tsc"],
+             r["event"] == MAP) for r in rows]
+
+
+def irq_tallies(rows: list[dict]) -> tuple[dict[int, int], list[tuple[int, bool]]]:
+    """IRQ_HANDLED deliveries per irq (d1), and the (d1, is ASSIGN) of the ASSIGN_VECTOR / CLEAR_VECTOR records
+    (irq in bits 0-15, vector in bits 16-31), in order."""
+    handled: dict[int, int] = defaultdict(int)
+    vectors = []
+    for r in rows:
+        if r["event"] == IRQ_HANDLED:
+            handled[r["d1"]] += 1
+        elif r["event"] in (IRQ_ASSIGN_VECTOR, IRQ_CLEAR_VECTOR):
+            vectors.append((r["d1"], r["event"] == IRQ_ASSIGN_VECTOR))
+    return dict(handled), vectors

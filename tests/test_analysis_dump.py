@@ -11,7 +11,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS / "vmcore"))
-vw = pytest.importorskip("vmcore_writers")
+import vmcore_writers as vw  # noqa: E402
 
 from tracelens.analysis.api import AnalysisConfig, analyze  # noqa: E402
 from tracelens.commands import analyze as cmd  # noqa: E402
@@ -102,3 +102,37 @@ def test_dump_needs_a_domain_when_ambiguous(tmp_path):
     # d2's grants are not the ones in the dump's table (granted to d0), and the trace has no d0 maps of d2
     f = next(f for f in a.findings if f.rule == "TL-DMP-001")
     assert f.evidence["trace_outstanding"] is None
+
+def test_only_format_errors_become_notes(tmp_path, monkeypatch, capsys):
+    """A dump whose kernel log is damaged (a FormatError, the readers' documented error) is a note and the grant
+    evidence still counts; an error of any other type is a bug in tracelens: it is not turned into a note that
+    silently drops the TL-DMP findings, it reaches the CLI's choke point (exit 70)."""
+    from tracelens.cli import main
+    from tracelens.errors import EXIT_INTERNAL
+    from tracelens.parsers.vmcore import xen
+
+    mem, k = _guest()
+    dump = tmp_path / "d1.vmcore"
+    vw.write_elf(dump, mem, vw.standard_notes(k.vmcoreinfo()))
+    # the damage: a VMCOREINFO that exports no printk buffer (the kernel log is out of reach)
+    vmci = k.vmcoreinfo()
+    assert b"SYMBOL(prb)=" in vmci
+    vmci = vmci.replace(b"SYMBOL(prb)=", b"SYMBOL(prb_gone)=")
+    damaged = tmp_path / "damaged.vmcore"
+    vw.write_elf(damaged, mem, vw.standard_notes(vmci))
+    a = analyze(SAMPLE, AnalysisConfig(vmcore=str(damaged)))
+    assert any(n.startswith("kernel log not readable: ") for n in a.dump["notes"]), a.dump["notes"]
+    assert {f.rule for f in a.findings} >= {"TL-DMP-001"} and a.dump["log_events"] == []
+
+    def bug(*_a, **_k):
+        raise KeyError("a bug")
+
+    for name in ("log_events", "find_grant_frames"):
+        with monkeypatch.context() as m:
+            m.setattr(xen, name, bug)
+            with pytest.raises(KeyError):
+                analyze(SAMPLE, AnalysisConfig(vmcore=str(dump)))
+            capsys.readouterr()
+            assert main(["analyze", str(SAMPLE), "--vmcore", str(dump)]) == EXIT_INTERNAL
+            err = capsys.readouterr().err
+            assert err.startswith("tracelens: internal error: KeyError") and err.count("\n") == 1

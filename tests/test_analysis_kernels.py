@@ -265,3 +265,86 @@ def test_find_resumes_answers_every_query_as_a_scan_per_query_would(seed):
     rows, off = K.find_resumes(starts, domids, offline_rows, event, n_extra, d1, d3)
     for k in range(q):
         assert (int(rows[k]), bool(off[k])) == _resume_reference(int(starts[k]), int(domids[k]), event, n_extra, d1, d3), k
+
+
+def _sliced_table(rng: random.Random, columns: dict, types: dict, chunks: int):
+    """A pyarrow table of ``columns`` (lists, None for null) cut from a larger one at a random row offset, in 1 or
+    more chunks, as a decoded capture's columns can be: one chunk is read at its bit offset, several are combined."""
+    import pyarrow as pa
+
+    pad = rng.randint(1, 13)
+    n = len(next(iter(columns.values())))
+    full = pa.table({k: pa.array([rng.choice(v) for _ in range(pad)] + v, types[k]) for k, v in columns.items()})
+    t = full.slice(pad, n)
+    cut = sorted(rng.sample(range(1, n), min(chunks - 1, n - 1))) if n > 1 else []
+    parts = [t.slice(a, z - a) for a, z in zip([0, *cut], [*cut, n])]
+    return pa.Table.from_batches([batch for part in parts for batch in part.to_batches()], schema=t.schema)
+
+
+def _records(table):
+    from tracelens.analysis.records import Records
+
+    col = lambda name, dt: table.column(name).combine_chunks().to_numpy(zero_copy_only=False).astype(dt)  # noqa: E731
+    return Records(tsc=col("tsc", np.uint64), cpu=np.zeros(table.num_rows, np.uint16), event=col("event", np.uint32),
+                   n_extra=np.ones(table.num_rows, np.uint8), offset=np.zeros(table.num_rows, np.uint64), table=table)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_grant_rows_match_a_row_by_row_reading(seed):
+    """grant_rows against analysis_reference.grant_rows on generated captures: nulls in dom (mapper unknown) and d1
+    (no payload), granters past 16 bits, columns sliced and chunked, selections of int32 and int64 rows."""
+    import pyarrow as pa
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 3000)
+    p_null = (0.0, 0.05, 0.5)[seed % 3]
+    events = [rng.choice([ref.MAP, ref.UNMAP, ref.MAP, 0x0010F003, 0x00021011]) for _ in range(n)]
+    cols = {
+        "event": events,
+        "tsc": [rng.randrange(1 << 64) for _ in range(n)],
+        "d1": [None if rng.random() < p_null else rng.choice([rng.randrange(1 << 16), rng.randrange(1 << 32)])
+               for _ in range(n)],
+        "dom": [None if rng.random() < p_null else rng.choice([0, 1, 7, 0x7FF0, 0x7FFF, rng.randrange(1 << 16)])
+                for _ in range(n)],
+    }
+    table = _sliced_table(rng, cols, {"event": pa.uint32(), "tsc": pa.uint64(), "d1": pa.uint32(), "dom": pa.uint16()},
+                          chunks=(1, 4)[seed % 2])
+    rec = _records(table)
+    sel = np.array([i for i, e in enumerate(events) if e in (ref.MAP, ref.UNMAP)],
+                   rng.choice([np.int32, np.int64]))
+    mapper, granter, tsc, is_map = K.grant_rows(sel, rec.event, rec.tsc, *rec.buffer("d1"), *rec.buffer("dom"))
+    rows = table.to_pylist()
+    want = ref.grant_rows([rows[i] for i in sel.tolist()])
+    assert list(zip(mapper.tolist(), granter.tolist(), tsc.tolist(), is_map.tolist())) == want
+    if p_null:
+        assert any(m == -1 for m, *_ in want) or len(want) < 20
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_irq_tallies_match_a_row_by_row_count(seed):
+    """irq_tallies against analysis_reference.irq_tallies on generated captures: deliveries to irqs below and past
+    65535 (counted densely and listed apart), ASSIGN/CLEAR with vector and irq packed in d1, rows of other
+    records (and IRQ rows left out of the selection) never read."""
+    rng = random.Random(100 + seed)
+    n = rng.randint(0, 4000)
+    irqs = [rng.randrange(64) for _ in range(8)] + [rng.randrange(1 << 16) for _ in range(4)] + [65535, 65536]
+    event, d1 = [], []
+    for _ in range(n):
+        e = rng.choice([ref.IRQ_HANDLED] * 4 + [ref.IRQ_ASSIGN_VECTOR, ref.IRQ_CLEAR_VECTOR, 0x00802001, 0x0010F001])
+        event.append(e)
+        if e == ref.IRQ_HANDLED:
+            d1.append(rng.choice(irqs) if rng.random() < 0.97 else rng.randrange(1 << 32))
+        else:
+            d1.append(rng.randrange(0x20, 0x100) << 16 | rng.choice(irqs) & 0xFFFF)
+    event_a, d1_a = np.array(event, np.uint32), np.array(d1, np.uint32)
+    irq_rows = [i for i, e in enumerate(event) if e in (ref.IRQ_HANDLED, ref.IRQ_ASSIGN_VECTOR, ref.IRQ_CLEAR_VECTOR)]
+    chosen = [i for i in irq_rows if rng.random() < 0.9]  # the analysis' selection: the rest must not count
+    handled, big, vd1, assign = K.irq_tallies(np.array(chosen, np.int64), event_a, d1_a)
+    want_handled, want_vectors = ref.irq_tallies([{"event": event[i], "d1": d1[i]} for i in chosen])
+    got = {int(i): int(handled[i]) for i in np.flatnonzero(handled)}
+    assert all(b >= 65536 for b in big.tolist())
+    for b in big.tolist():
+        got[b] = got.get(b, 0) + 1
+    assert got == want_handled
+    assert big.tolist() == [d1[i] for i in chosen if event[i] == ref.IRQ_HANDLED and d1[i] >= 65536]  # time order
+    assert list(zip(vd1.tolist(), assign.tolist())) == want_vectors

@@ -7,14 +7,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import polars as pl
 import pyarrow.compute as pc
 import pytest
 
-pl = pytest.importorskip("polars")
-
-import tracelens  # noqa: E402
-from tracelens.api import Capture, Dump, Report, plan_predicate  # noqa: E402
-from tracelens.errors import FormatError  # noqa: E402
+import tracelens
+from tracelens.api import Capture, Dump, Report, plan_predicate
+from tracelens.errors import FormatError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample-traces"

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-pytest.importorskip("matplotlib")
-pl = pytest.importorskip("polars")
+pytest.importorskip("matplotlib", reason="matplotlib, the plot extra, is not installed "
+                                  "(pip install 'tracelens[plot]')")
 
 import tracelens  # noqa: E402
 from tracelens import plots  # noqa: E402

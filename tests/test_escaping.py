@@ -11,7 +11,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS / "vmcore"))
-vw = pytest.importorskip("vmcore_writers")
+import vmcore_writers as vw  # noqa: E402
 
 from tracelens import cli, escape  # noqa: E402
 

@@ -20,10 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 
-distributed = pytest.importorskip("distributed")
-pl = pytest.importorskip("polars")
+distributed = pytest.importorskip("distributed", reason="dask distributed, the fleet extra, is not installed "
+                                                    "(pip install 'tracelens[fleet]')")
 
 from tracelens.cli import main as cli_main  # noqa: E402
 from tracelens.fleet import tables as T  # noqa: E402

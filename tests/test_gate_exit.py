@@ -152,7 +152,8 @@ def test_exit_codes_of_the_real_process(tmp_path):
 
 
 def test_sarif_help_without_the_docs_folder(tmp_path, monkeypatch):
-    """An install without docs/ (a wheel) still declares every rule, with its one line and a pointer to the docs."""
+    """An install whose rule docs are missing (a wheel ships them: tests/test_packaging.py) still declares every
+    rule, with its one line and a pointer to the docs."""
     import tracelens.gate.sarif as sarif
     from tracelens.analysis.findings import RULES
 

@@ -49,7 +49,7 @@ def run_mixed(mixed, capsys, *extra, env=None):
 
 # -- SARIF -------------------------------------------------------------------------------------------------------
 def test_sarif_is_valid_against_the_official_schema(mixed, capsys):
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency (pip install jsonschema)")
+    import jsonschema
     code, _, _, out = run_mixed(mixed, capsys)
     assert code == 3
     doc = json.loads((out / "g.sarif").read_text())
@@ -124,7 +124,7 @@ def test_sarif_content_for_github_code_scanning(mixed, capsys):
 
 
 def test_sarif_for_a_capture_outside_the_working_directory(tmp_path, capsys, monkeypatch):
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency (pip install jsonschema)")
+    import jsonschema
     (tmp_path / "wd").mkdir()
     (tmp_path / "elsewhere").mkdir()
     cap = sample(tmp_path / "elsewhere", LEAKING, "a capture, with spaces.xentrace")
@@ -139,7 +139,6 @@ def test_sarif_for_a_capture_outside_the_working_directory(tmp_path, capsys, mon
 
 # -- JUnit -------------------------------------------------------------------------------------------------------
 def test_junit_parsed_by_junitparser(mixed, capsys):
-    pytest.importorskip("junitparser", reason="junitparser is a test dependency (pip install junitparser)")
     from junitparser import Error, Failure, JUnitXml, Skipped
 
     cwd, rel, _, _ = mixed
@@ -302,7 +301,7 @@ def test_show_code_of_write_baseline(tmp_path, capsys, monkeypatch):
 
 # -- robustness -------------------------------------------------------------------------------------------------
 def test_the_same_capture_twice_is_one_artifact(tmp_path, capsys, monkeypatch):
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is a test dependency (pip install jsonschema)")
+    import jsonschema
     monkeypatch.chdir(tmp_path)
     cap = sample(tmp_path, LEAKING).name
     code, out, _ = invoke(["--sarif", "g.sarif", cap, f"./{cap}"], capsys)
@@ -319,7 +318,7 @@ def test_an_unwritable_step_summary_does_not_change_the_exit_code(tmp_path, caps
 
 
 def test_numpy_values_in_evidence_are_written_as_json(tmp_path):
-    np = pytest.importorskip("numpy")
+    import numpy as np
     from tracelens.analysis.findings import Finding
     from tracelens.gate.evaluate import CaptureResult, GateResult, evaluate_findings
     from tracelens.gate.jsonl import to_jsonl

@@ -1,9 +1,8 @@
 """Helpers shared by the tests/test_gate_*.py modules (imported as ``test_gate_support``), and the checks that the
 damaged captures they build really are damaged.
 
-``invoke`` runs ``tracelens gate`` through :func:`tracelens.cli.main`, the CLI's one error choke point. Until
-``tracelens.commands.gate`` is registered in tracelens/cli.py, the command is registered on a local ``typer.Typer``
-that stands in for the CLI app while the call runs.
+``invoke`` runs ``tracelens gate`` through :func:`tracelens.cli.main`, the CLI's one error choke point: the real
+application, so a gate command that is not registered, or does not import, fails every gate test.
 """
 
 from __future__ import annotations
@@ -25,35 +24,12 @@ UNSAFE = ("balloon-before-kexec.xentrace", "foreign-map.xentrace", "instrumented
           "crash-kdump.xentrace")
 
 
-def _gate_app():
-    import typer
-
-    import tracelens.cli as cli
-
-    names = {c.name or (c.callback.__name__ if c.callback else None) for c in cli.app.registered_commands}
-    if "gate" in names:
-        return cli.app
-    from tracelens.commands import gate
-
-    app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
-    gate.register(app)
-
-    @app.command()
-    def _other():  # a second command keeps typer from collapsing the app into the gate command itself
-        pass
-
-    return app
-
-
 def invoke(args, capsys=None, monkeypatch=None, env=None):
     """Run ``tracelens gate ARGS`` as the CLI does; returns (exit code, stdout, stderr)."""
     import tracelens.cli as cli
 
-    app = _gate_app()
     mp = monkeypatch or pytest.MonkeyPatch()
     try:
-        if app is not cli.app:
-            mp.setattr(cli, "app", app)
         for k in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"):
             mp.delenv(k, raising=False)
         for k, v in (env or {}).items():

@@ -34,11 +34,20 @@ def test_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_need_only_the_library_and_the_samples(path):
+    """A user's notebook has tracelens and sample-traces/, not the test suite: no import path into tests/."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "sys.path" not in code and '"tests"' not in code and "tests/" not in code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes_offline(path, monkeypatch):
-    pytest.importorskip("ipykernel")
-    pytest.importorskip("matplotlib")
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    why = "the notebook extra is not installed (pip install 'tracelens[notebook]')"
+    pytest.importorskip("ipykernel", reason=why)
+    pytest.importorskip("matplotlib", reason=why)
+    nbformat = pytest.importorskip("nbformat", reason=why)
+    nbclient = pytest.importorskip("nbclient", reason=why)
     monkeypatch.delenv("TRACELENS_DUMP", raising=False)  # notebook 2 builds its own dump
     monkeypatch.setenv("MPLBACKEND", "agg")
     nb = nbformat.read(path, as_version=4)

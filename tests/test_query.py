@@ -9,16 +9,15 @@ import json
 import sys
 from pathlib import Path
 
+import polars as pl
 import pyarrow.compute as pc
 import pytest
+import typer
+from typer.testing import CliRunner
 
-pl = pytest.importorskip("polars")
-typer = pytest.importorskip("typer")
-from typer.testing import CliRunner  # noqa: E402
-
-import tracelens  # noqa: E402
-from tracelens.commands import query as Q  # noqa: E402
-from tracelens.errors import UsageError  # noqa: E402
+import tracelens
+from tracelens.commands import query as Q
+from tracelens.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = str(ROOT / "sample-traces" / "persistent-grants.xentrace")

@@ -144,21 +144,13 @@ def _commands():
 
 def test_every_command_can_show_its_code():
     missing = sorted(name for name, opts in _commands().items() if "--show-code" not in opts)
-    # gate prints its code through run(show_code=True) (test_gate below); its option is being wired in
-    assert missing in ([], ["gate"])
+    assert missing == []
 
 
 def test_gate(capsysbinary, tmp_path, monkeypatch):
     """gate: the printed code runs and reports what the command reports (exit code and JSON Lines)."""
-    from tracelens.commands import gate
-
     monkeypatch.chdir(tmp_path)  # no ./tracelens.toml: the default policy
-    if "--show-code" in _commands()["gate"]:
-        code = _cli(capsysbinary, ["gate", PG, "--json", "code.jsonl", "--show-code"]).decode()
-    else:
-        capsysbinary.readouterr()
-        assert gate.run([PG], json_out="code.jsonl", show_code=True) == 0
-        code = capsysbinary.readouterr()[0].decode()
+    code = _cli(capsysbinary, ["gate", PG, "--json", "code.jsonl", "--show-code"]).decode()
     _, printed = _exec(capsysbinary, code, tmp_path)
     capsysbinary.readouterr()
     status = main(["gate", PG, "--json", "cli.jsonl", "-q"])

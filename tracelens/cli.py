@@ -31,6 +31,36 @@ app = typer.Typer(
 )
 
 
+#: the optional extras of pyproject.toml and a module each installs (found without importing it)
+EXTRAS = {"lzo": "lzo", "plot": "matplotlib", "fleet": "distributed", "notebook": "nbclient"}
+
+
+def version_line() -> str:
+    """``tracelens --version``: the version, the Python running it and which optional extras are installed."""
+    import importlib.util
+    import platform
+
+    import tracelens
+
+    extras = ", ".join(f"{name} {'yes' if importlib.util.find_spec(mod) else 'no'}" for name, mod in EXTRAS.items())
+    return f"tracelens {tracelens.__version__} (Python {platform.python_version()}; extras: {extras})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version, the Python running tracelens and which optional extras "
+                                      "(lzo, plot, fleet, notebook) are installed, and exit."),
+):
+    pass
+
+
 @app.command()
 def info(
     paths: List[str] = typer.Argument(..., metavar="PATH", help="A xentrace capture or a vmcore dump (the format is detected from its bytes), or every file of a makedumpfile --split dump set (in any order)."),

@@ -63,26 +63,65 @@ def read_head(path, what: str, size: int = 4096) -> bytes:
     return head
 
 
+def _kind(head: bytes) -> str | None:
+    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == _CPU_CHANGE_HEADER:
+        return XENTRACE
+    from tracelens.parsers.vmcore import sniff as sniff_dump
+
+    return sniff_dump(head)
+
+
 def sniff(path) -> str:
     """Return ``"xentrace"`` or one of the dump kinds for the file at ``path``; raise FormatError otherwise."""
     path = os.fspath(path)
     head = read_head(path, "a xentrace capture or a dump")
-    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == _CPU_CHANGE_HEADER:
-        return XENTRACE
-    try:
-        from tracelens.parsers.vmcore import sniff as sniff_dump
-    except ImportError:  # pragma: no cover - the vmcore package is part of every install
-        sniff_dump = None
-    if sniff_dump is not None:
-        kind = sniff_dump(head)
-        if kind:
-            return kind
-    raise FormatError(
-        path,
-        0,
-        "not a xentrace capture (it must start with a CPU_CHANGE record 0x2001f003) nor a known dump format "
-        "(ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)",
-    )
+    kind = _kind(head)
+    if kind:
+        return kind
+    hint = not_a(path, "either", head)
+    raise FormatError(path, 0, f"not a xentrace capture nor a dump: {hint}" if hint else
+                      "not a xentrace capture (it must start with a CPU_CHANGE record 0x2001f003) nor a known dump "
+                      "format (ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)")
+
+
+#: how the dump kinds are named to a user
+DUMP_NAMES = {"elf-vmcore": "an ELF vmcore", "kdump": "a kdump-compressed dump",
+              "flattened": "a makedumpfile flattened dump", "xc_core": "an xl dump-core file"}
+#: compressed files (magic bytes, format, the command that undoes it): tracelens does not read inside them
+_COMPRESSED = ((b"\x28\xb5\x2f\xfd", "zstd", "zstd -d"), (b"\x1f\x8b", "gzip", "gunzip"),
+               (b"\xfd7zXZ\x00", "xz", "xz -d"), (b"BZh", "bzip2", "bunzip2"), (b"\x04\x22\x4d\x18", "lz4", "lz4 -d"))
+
+
+def _compressed_hint(path, head: bytes) -> str | None:
+    for magic, fmt, undo in _COMPRESSED:
+        if head.startswith(magic):
+            return (f"a {fmt}-compressed file: decompress it first ({undo} {os.path.basename(os.fspath(path))}) and "
+                    "give tracelens the result")
+    return None
+
+
+def not_a(path, wanted: str, head: bytes | None = None) -> str | None:
+    """What the file at ``path`` is when it is not what a command reads (``wanted``: ``"capture"``, ``"dump"`` or
+    ``"either"``), and what to run instead, as the tail of an error message; None when the bytes say nothing useful.
+    ``head``: its first bytes, when the caller has them."""
+    if head is None:
+        try:
+            head = read_head(path, "a file")
+        except FormatError:
+            return None
+    hint = _compressed_hint(path, head)
+    if hint:
+        return hint
+    kind = _kind(head)
+    if wanted == "capture" and kind in DUMP_NAMES:
+        return (f"this is {DUMP_NAMES[kind]}; dump commands read it (tracelens info, dmesg, pages, read), and "
+                "analyze and gate take it beside its capture: tracelens analyze CAPTURE --vmcore DUMP")
+    if wanted == "dump" and kind == XENTRACE:
+        return ("this is a xentrace capture; capture commands read it (tracelens info, events, decode, analyze, "
+                "gate), and a dump of its guest goes beside it: tracelens analyze CAPTURE --vmcore DUMP")
+    if head[:4] == b"\x7fELF" and kind is None:
+        return "an ELF file that is not a core dump (a program, a library or a kernel image such as vmlinux)"
+    return None
 
 
 #: largest policy, baseline or catalog file read (a real one is a few KiB; a baseline of 100,000 fingerprints is

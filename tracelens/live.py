@@ -372,21 +372,14 @@ class Engine:
 
 
     def _not_a_capture(self, w0):
+        from tracelens.detect import not_a
         from tracelens.errors import FormatError
 
         what = f"{len(self.buf)} byte(s)" if w0 is None else f"0x{w0:08x}"
-        hint = ""
-        head = bytes(self.buf[:64])
-        if head.startswith(b"\x28\xb5\x2f\xfd"):
-            hint = " (a zstd-compressed file: decompress it first, e.g. zstd -dc FILE | tracelens watch -)"
-        else:
-            from tracelens.parsers.vmcore import sniff as sniff_dump
-
-            kind = sniff_dump(head) if len(head) >= 8 else None
-            if kind:
-                hint = f" (a {kind} dump: read it with tracelens info / dmesg / pages)"
-        raise FormatError(self.name, 0, "not a xentrace capture: a capture starts with a CPU_CHANGE record "
-                                        f"(0x2001f003), this input starts with {what}{hint}")
+        hint = not_a(self.name, "capture", bytes(self.buf[:4096]))  # a dump, a compressed file: what to run instead
+        raise FormatError(self.name, 0, f"not a xentrace capture: {hint}" if hint else
+                          "not a xentrace capture: a capture starts with a CPU_CHANGE record (0x2001f003), this "
+                          f"input starts with {what}")
 
     def _bad(self, off: int, msg: str):
         tol = self.config.tolerance

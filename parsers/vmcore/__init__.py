@@ -15,9 +15,9 @@ import struct
 from tracelens.errors import FormatError
 
 from . import constants as C
-from .dump import Dump, PageUnavailable
+from .dump import CodecMissing, Dump, PageUnavailable
 
-__all__ = ["sniff", "open", "Dump", "PageUnavailable"]
+__all__ = ["sniff", "open", "Dump", "PageUnavailable", "CodecMissing"]
 
 
 def sniff(head: bytes) -> str | None:
@@ -79,7 +79,11 @@ def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 
         from .xc_core import XcCoreDump
 
         return XcCoreDump(FileSource(path), vmcoreinfo=vmcoreinfo)
-    raise FormatError(path, 0, "not a known dump format (ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)")
+    from tracelens.detect import not_a
+
+    hint = not_a(path, "dump", head)
+    raise FormatError(path, 0, f"not a dump: {hint}" if hint else
+                      "not a known dump format (ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)")
 
 
 def _open_split_set(paths: list[str], vmcoreinfo) -> Dump:

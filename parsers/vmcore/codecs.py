@@ -5,7 +5,7 @@ Every decoder refuses to produce more than ``page_size`` bytes (a decompression 
 allocation) and anything but exactly ``page_size`` bytes is corruption: zlib through ``max_length``, lzo through
 its output buffer (lzo1x_decompress_safe), snappy by checking the stated length before decoding, zstd by checking
 the frame header's content size before decoding and capping the output of frames that state none. The codecs release the GIL, so pages
-decode in parallel threads. python-lzo is optional: without it an lzo page is reported, not a crash.
+decode in parallel threads. python-lzo is optional: without it an lzo page is reported as needing it (how to install it), not as damaged.
 """
 
 from __future__ import annotations
@@ -17,6 +17,16 @@ from . import constants as C
 
 class PageCodecError(Exception):
     """A page that does not decode to exactly one page (caught by the readers and turned into FormatError)."""
+
+
+class CodecUnavailable(PageCodecError):
+    """A page in a codec whose optional package is not installed: the page may be sound, this install cannot decode
+    it (the readers raise CodecMissing, whose message says what to install)."""
+
+
+#: what a page in lzo needs when python-lzo is missing (the end of a sentence about the page)
+LZO_MISSING = ("lzo-compressed, and python-lzo, an optional package, is not installed: pip install python-lzo (the "
+               "tracelens[lzo] extra; it builds against liblzo2: on Debian, apt-get install liblzo2-dev first)")
 
 
 def _zlib(data: bytes, page_size: int) -> bytes:
@@ -38,7 +48,7 @@ except ImportError:  # optional: an lzo page is then reported as unreadable, wit
 
 def _lzo(data: bytes, page_size: int) -> bytes:
     if _lzo_mod is None:
-        raise PageCodecError("lzo page but python-lzo is not installed (pip install python-lzo; Debian needs liblzo2-dev)")
+        raise CodecUnavailable(f"the page is {LZO_MISSING}")
     try:
         return _lzo_mod.decompress(bytes(data), False, page_size)
     except _lzo_mod.error as e:

@@ -28,7 +28,7 @@ from tracelens.errors import FormatError
 
 from . import constants as C
 from ._plain import plain
-from .codecs import PageCodecError, decode_page
+from .codecs import CodecUnavailable, PageCodecError, decode_page
 from .notes import Note, notes_table, prstatus_table, qemu_cpu_table
 from .vmcoreinfo import MISSING_VMCOREINFO_HINT, VmcoreInfo
 
@@ -60,6 +60,11 @@ class PageUnavailable(FormatError):
         super().__init__(path, offset, message)
         self.pfn = pfn
         self.state = state
+
+
+class CodecMissing(PageUnavailable):
+    """A page compressed with a codec whose optional package is not installed (python-lzo): the dump may be sound,
+    this install cannot decode the page; the message says what to install. Its state is ``invalid`` (unreadable)."""
 
 
 @plain
@@ -233,6 +238,9 @@ class Dump:
             return bytes(lead) + data + bytes(self.page_size - lead - size)
         try:
             return decode_page(comp, data, self.page_size)
+        except CodecUnavailable as e:
+            raise CodecMissing(self.path, None, f"physical address 0x{pfn * self.page_size:x} (pfn 0x{pfn:x}): {e}",
+                               pfn=pfn, state="invalid") from None
         except PageCodecError as e:
             raise self._unavailable(pfn, "invalid", offset, str(e)) from None
 

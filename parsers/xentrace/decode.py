@@ -178,9 +178,13 @@ def scan(path, tolerance: str = "strict", populate: bool | None = None, count: b
     path, size, mm, w = _open(path, populate)
     nwords = w.shape[0]
     if nwords < 3 or int(w[0]) != K.CPU_CHANGE_HEADER:
+        from tracelens.detect import not_a
+
+        hint = not_a(path, "capture", bytes(mm[:4096])) if mm is not None else None
         first = f"0x{int(w[0]):08x}" if nwords else f"{size} byte(s)"
-        raise FormatError(path, 0, f"not a xentrace capture: a capture starts with a CPU_CHANGE record (0x2001f003), "
-                                   f"this file starts with {first}")
+        raise FormatError(path, 0, f"not a xentrace capture: {hint}" if hint else
+                          f"not a xentrace capture: a capture starts with a CPU_CHANGE record (0x2001f003), this file "
+                          f"starts with {first}")
     parts = []
     p = 0
     while True:  # in steps, releasing what was walked over (file fault-around maps 64 KiB around each header)

@@ -145,6 +145,11 @@ def test_makedumpfile_flattened_output_reads_back(tmp_path):
     assert back.read_bytes().rstrip(b"\0") == inner.read_bytes().rstrip(b"\0")
 
 
+#: what a libkdumpfile build may not read, by format, and the message it fails with then: its reader of makedumpfile's
+#: flattened stream is recent, and each codec but zlib is a build option. Any other failure fails the test.
+LKD_MAY_LACK = {"flattened": "Unknown file format", "lzo": "Unsupported compression",
+                "snappy": "Unsupported compression", "zstd": "Unsupported compression"}
+
 LKD_READ = r"""
 import hashlib, json, sys, kdumpfile
 ctx = kdumpfile.kdumpfile(sys.argv[1])
@@ -189,8 +194,9 @@ def test_libkdumpfile_reads_the_same_pages(tmp_path, fmt):
             inner = p.read_bytes()
             write_flattened(p, inner, chunk=4096, shuffle=True)
     r = subprocess.run([py, "-c", LKD_READ, str(p), str(0x400)], capture_output=True, text=True, timeout=120)
-    if r.returncode != 0 and ("Unsupported" in r.stderr or "Unknown file format" in r.stderr):
-        pytest.skip(f"this libkdumpfile build cannot read it: {r.stderr.strip().splitlines()[-1]}")
+    lacks = LKD_MAY_LACK.get(fmt)
+    if r.returncode != 0 and lacks is not None and lacks in r.stderr:
+        pytest.skip(f"this libkdumpfile build does not read {fmt} dumps: {r.stderr.strip().splitlines()[-1]}")
     assert r.returncode == 0, r.stderr
     theirs = {int(pfn): v for pfn, v in json.loads(r.stdout).items()}
     zero = hashlib.sha256(bytes(PS)).hexdigest()

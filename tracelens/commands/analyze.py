@@ -63,6 +63,8 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
         with atomic_output(output) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
+        # as decode and pages do: what was written, where, on stderr
+        print(f"{capture}: {len(a.findings):,} finding(s), {fmt} report -> {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
             if output:
                 _write_parquet(dump, output)
                 counts = dump.page_counts()
-                sys.stderr.write(f"wrote {sum(counts.values())} pages to {output}\n")
+                sys.stderr.write(f"{path}: {sum(counts.values()):,} pages -> {output}\n")
                 return
             runs = _runs(dump)
         if json_out:

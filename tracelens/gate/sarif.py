@@ -25,10 +25,13 @@ SRCROOT = "%SRCROOT%"
 
 
 def rules_doc_path() -> Path:
-    """docs/rules.md of the source tree this package runs from."""
+    """docs/rules.md, the one text of the rules: shipped in the wheel as package data (tracelens/docs/rules.md),
+    read from the source tree in a checkout or an editable install."""
     import tracelens
 
-    return Path(tracelens.__file__).resolve().parent.parent / "docs" / "rules.md"
+    pkg = Path(tracelens.__file__).resolve().parent
+    shipped = pkg / "docs" / "rules.md"
+    return shipped if shipped.is_file() else pkg.parent / "docs" / "rules.md"
 
 
 def rule_sections(text: str) -> dict[str, str]:
@@ -49,8 +52,8 @@ def _plain(md: str) -> str:
 
 
 def rule_descriptors() -> list[dict]:
-    """A reportingDescriptor per rule of the findings table, help from docs/rules.md (or, when this install has no
-    docs folder, the one-line description and a pointer to it)."""
+    """A reportingDescriptor per rule of the findings table, help from docs/rules.md (or, should an install lack it,
+    the one-line description and a pointer to it)."""
     from tracelens.gate.policy import known_rules
 
     try:
