@@ -204,13 +204,11 @@ def dump_findings(ev: dict, analysis) -> list:
 
 def attach(analysis, path, domid: int | None = None) -> None:
     """Add the dump's evidence and findings to ``analysis`` (in place): ``analysis.dump`` and more findings."""
-    from tracelens.analysis.findings import SEVERITY_ORDER
+    from tracelens.analysis.findings import sort_key
 
     try:
         ev = dump_evidence(path, analysis, domid)
     except FileNotFoundError:
         raise FormatError(path, None, "no such dump file") from None
     analysis.dump = ev
-    analysis.findings = sorted(analysis.findings + dump_findings(ev, analysis),
-                               key=lambda f: (SEVERITY_ORDER[f.severity], f.domid if f.domid is not None else -1,
-                                              f.epoch if f.epoch is not None else -1, f.rule, f.object))
+    analysis.findings = sorted(analysis.findings + dump_findings(ev, analysis), key=sort_key)
