@@ -305,13 +305,14 @@ def stream_pass(w, pos, vend, cpu_order, cpu_start, in_tsc, in_key, in_state, do
 
 @njit(cache=True, nogil=True)
 def decrease_res_payloads(w, pos, nrec):
-    """(d3, d4) of every 4-word DECREASE_RESERVATION record, for the layout guess (two walks: count, then fill)."""
+    """(d3, d4) of every DECREASE_RESERVATION record with 4 payload words or more, for the layout guess (two walks:
+    count, then fill)."""
     cnt = 0
     for wi in range(pos.shape[0]):
         p = pos[wi]
         for i in range(nrec[wi]):
             ev, n, has, body = _header(w, p)
-            cnt += ev == 0x0010F005 and n == 4
+            cnt += ev == 0x0010F005 and n >= 4
             p = body + n
     d3 = np.empty(cnt, np.uint32)
     d4 = np.empty(cnt, np.uint32)
@@ -320,7 +321,7 @@ def decrease_res_payloads(w, pos, nrec):
         p = pos[wi]
         for i in range(nrec[wi]):
             ev, n, has, body = _header(w, p)
-            if ev == 0x0010F005 and n == 4:
+            if ev == 0x0010F005 and n >= 4:
                 d3[k] = w[body + 2]
                 d4[k] = w[body + 3]
                 k += 1

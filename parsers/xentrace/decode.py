@@ -24,7 +24,7 @@ import numpy as np
 
 from tracelens.errors import FormatError, UsageError
 from tracelens.parsers.xentrace import _kernels as K
-from tracelens.parsers.xentrace.catalog import LayoutGuess, guess_layout, load_catalog, parse_version
+from tracelens.parsers.xentrace.catalog import LayoutGuess, given_layout, guess_layout, load_catalog, parse_version
 
 MAX_CPU = 4096  # Xen's NR_CPUS limit; a CPU_CHANGE naming a higher pCPU is corrupt
 MAX_WINDOW_BYTES = 65535 * 4096  # t_info.tbuf_size is a u16 page count: no window can exceed that ring
@@ -492,7 +492,7 @@ def _pivots_from_windows(w_key0, out_key, cpu_start, order, nparts, frontier):
 def _layout(version_text, ids, table_cols=None, n=0) -> LayoutGuess:
     v = parse_version(version_text)
     if v is not None:
-        return LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"])
+        return given_layout(v)
     dr = None
     # the payload scan is only needed when there are DECREASE_RESERVATION records of 4+ words
     if table_cols is not None and n and any(ids.get((0x0010F005, k)) for k in range(4, 8)):
@@ -678,11 +678,11 @@ def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None
         ids = _exact_ids(sc.words, sc.pos, sc.nrec, sc.path)
         _release(sc.mm, sc.size)
     dr = None
-    if (0x0010F005, 4) in ids:
+    if any(ids.get((0x0010F005, k)) for k in range(4, 8)):
         dr = K.decrease_res_payloads(sc.words, sc.pos, sc.nrec)
         _release(sc.mm, sc.size)
     v = parse_version(xen_version)
-    guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(ids, dr)
+    guess = given_layout(v) if v else guess_layout(ids, dr)
     out = {"_guess": guess, "ids": ids, "cpus": np.array(sorted(cpus_seen)), "overflow": overflow,
            "lost": (lost_recs, lost_n), "span": (lo, hi)}
     if want_doms:

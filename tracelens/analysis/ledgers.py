@@ -173,16 +173,20 @@ def grant_ledger_rows(out: GrantLedger, ep: Epochs, pairs, maps, unmaps, late, f
 
 
 # -- balloon -----------------------------------------------------------------------------------------------------
-def balloon_layout(rec: R.Records, xen_version: tuple[int, int] | None = None) -> str:
-    """"4.18" (d3 = domid, d4 = order) or "pre-4.18" (d3 = domid | order << 16, d4 stale): the given version, else
-    the decoder's layout guess, else the heuristic of spec §4.1 (a new-layout d4 is a small order, d3 a domid)."""
+def balloon_layout(rec: R.Records, xen_version: tuple[int, int] | None = None):
+    """The catalog's DECREASE_RESERVATION payload layout for the capture, as (label, layout): the label is the
+    layout's release condition, ">=4.18" (d3 = domid, d4 = order) or "<4.18" (d3 = domid | order << 16, d4 stale).
+    The release is the given one, else the decoder's layout guess, else the guess from the records' payloads
+    (catalog.guess_decrease_reservation, the decoder's rule 3)."""
+    from tracelens.parsers.xentrace.catalog import guess_decrease_reservation, load_catalog
+
     v = xen_version or rec.layout_version
-    if v is not None:
-        return "pre-4.18" if tuple(v) < (4, 18) else "4.18"
-    sel = rec.rows(K.CAT_DECREASE)
-    if sel.size and not bool(np.all((rec.word(4, sel) <= 18) & (rec.word(3, sel) < 0x7FF0))):
-        return "pre-4.18"
-    return "4.18"
+    if v is None:
+        sel = rec.rows(K.CAT_DECREASE)
+        if sel.size:
+            v = guess_decrease_reservation(rec.word(3, sel), rec.word(4, sel)).version
+    _name, layout = load_catalog().layout(R.MEM_DECREASE_RESERVATION, 4, tuple(v) if v else None)
+    return layout.xen, layout
 
 
 def _merge_ranges(start: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
@@ -198,22 +202,21 @@ def _merge_ranges(start: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _decreases(rec: R.Records, xen_version=None):
-    """(layout, rows, gfn, target domid, order) of the DECREASE_RESERVATION records, in time order."""
-    layout = balloon_layout(rec, xen_version)
+    """(layout label, rows, gfn, target domid, order) of the DECREASE_RESERVATION records, in time order, read through
+    the catalog's layout of the release (:func:`balloon_layout`)."""
+    label, layout = balloon_layout(rec, xen_version)
     sel = rec.rows(K.CAT_DECREASE)
-    gfn = rec.word(1, sel) | (rec.word(2, sel) << 32)
-    if layout == "4.18":
-        domid, order = rec.word(3, sel) & 0xFFFF, rec.word(4, sel)
-    else:
-        domid, order = rec.word(3, sel) & 0xFFFF, rec.word(3, sel) >> 16
-    return layout, sel, gfn, domid, np.minimum(order, 62)
+    words = [rec.word(j, sel) for j in (1, 2, 3, 4)]
+    gfn = layout.column("gfn", words)
+    domid = layout.column("domid", words) & 0xFFFF
+    return label, sel, gfn, domid, np.minimum(layout.column("order", words), 62)
 
 
 def balloon_series(rec: R.Records, ep: Epochs, xen_version=None) -> dict:
     """Per DECREASE_RESERVATION record, in time order: ``tsc`` (u64 cycles), ``domid`` (the target, i64),
     ``epoch`` (of the target, i64) and ``pages`` (4 KiB pages it gave back, 2^order, i64): what timelines draw as
     pages ballooned out so far in each epoch. Summed per (domid, epoch) it gives the ledger's ``pages``."""
-    _layout, sel, _gfn, domid, order = _decreases(rec, xen_version)
+    _label, sel, _gfn, domid, order = _decreases(rec, xen_version)
     tsc = np.asarray(rec.tsc[sel], np.uint64)
     return {"tsc": tsc, "domid": np.asarray(domid, np.int64), "epoch": ep.of(domid, tsc).astype(np.int64),
             "pages": np.left_shift(np.int64(1), order.astype(np.int64))}
@@ -223,7 +226,7 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
     """One row per (target domain, epoch) with DECREASE_RESERVATION records: extents, pages (4 KiB), pages by order,
     merged gfn ranges [first, end), first/last TSC, and the memory_op hypercall count of that domain and epoch
     (the only trace of balloon-up)."""
-    layout, sel, gfn, domid, order = _decreases(rec, xen_version)
+    label, sel, gfn, domid, order = _decreases(rec, xen_version)
     tsc = rec.tsc[sel]
     epoch = ep.of(domid, tsc)
     memops: dict[tuple, int] = {}
@@ -242,7 +245,7 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
             rows.append({"domid": d, "epoch": e, "extents": int(g.size), "pages": int(pages.sum()),
                          "extents_by_order": by_order, "gfn_ranges": _merge_ranges(gfn[g], gfn[g] + pages),
                          "first_tsc": int(tsc[g].min()), "last_tsc": int(tsc[g].max()),
-                         "memory_op_calls": memops.get((d, e), 0), "layout": layout})
+                         "memory_op_calls": memops.get((d, e), 0), "layout": label})
     return rows
 
 
