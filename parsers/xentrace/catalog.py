@@ -106,12 +106,26 @@ def _parse_fields(specs, where: str) -> tuple[Field, ...]:
     return tuple(out)
 
 
+def _check_entry(c, here: str, numbers: tuple[str, ...]) -> None:
+    """A [[class]], [[subclass]] or [[family]] table: a non-empty name and 28-bit integers."""
+    if not isinstance(c, dict):
+        raise UsageError(f"{here}: an entry is a table with {', '.join(numbers)} and name")
+    for k in numbers:
+        if type(c.get(k)) is not int or not 0 <= c[k] <= 0x0FFFFFFF:
+            raise UsageError(f"{here}: '{k}' must be an integer between 0 and 0x0fffffff, not {c.get(k)!r}")
+    if not isinstance(c.get("name"), str) or not c["name"]:
+        raise UsageError(f"{here}: 'name' must be a non-empty string")
+
+
 class Catalog:
     """Event definitions, indexed by id; built from the shipped catalog.toml plus optional override files."""
 
     def __init__(self, data: dict, extra: list[tuple[str, dict]] = ()):
         self.events: dict[int, Event] = {}
+        self.ids: dict[str, int] = {}  # event name -> id
         self.classes: list[tuple[int, int, str]] = []
+        self.subclasses: dict[str, int] = {}  # name -> class and subclass bits
+        self.families: dict[str, tuple[int, int]] = {}  # name -> (value, mask): id & mask == value
         self.tables: dict[str, dict[int, str]] = {}
         self._load(data, "catalog.toml")
         for where, d in extra:
@@ -127,7 +141,7 @@ class Catalog:
             raise UsageError(f"{where}: malformed catalog entry ({type(e).__name__}: {e})") from None
 
     def _load_checked(self, data: dict, where: str) -> None:
-        for key in ("event", "class"):
+        for key in ("event", "class", "subclass", "family"):
             if not isinstance(data.get(key, []), list):
                 raise UsageError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
         for i, ev in enumerate(data.get("event", [])):
@@ -144,17 +158,20 @@ class Catalog:
                 layouts.append(Layout(_parse_fields(lay.get("fields", []), here), lay.get("name"), lay.get("xen"), lay.get("n_extra")))
             if "fields" in ev or not layouts:
                 layouts.append(Layout(_parse_fields(ev.get("fields", []), here)))
+            old = self.events.get(eid)
+            if old is not None and self.ids.get(old.name) == eid:
+                del self.ids[old.name]
             self.events[eid] = Event(eid, name, layouts, bool(ev.get("hypercall", False)))
+            self.ids[name] = eid
         for i, c in enumerate(data.get("class", [])):
-            here = f"{where}: class #{i + 1}"
-            if not isinstance(c, dict):
-                raise UsageError(f"{here}: a class is a table with mask, value and name")
-            for k in ("mask", "value"):
-                if type(c.get(k)) is not int or not 0 <= c[k] <= 0x0FFFFFFF:
-                    raise UsageError(f"{here}: '{k}' must be an integer between 0 and 0x0fffffff, not {c.get(k)!r}")
-            if not isinstance(c.get("name"), str) or not c["name"]:
-                raise UsageError(f"{here}: 'name' must be a non-empty string")
+            _check_entry(c, f"{where}: class #{i + 1}", ("mask", "value"))
             self.classes.append((c["mask"], c["value"], c["name"]))
+        for i, c in enumerate(data.get("subclass", [])):
+            _check_entry(c, f"{where}: subclass #{i + 1}", ("value",))
+            self.subclasses[c["name"]] = c["value"]
+        for i, c in enumerate(data.get("family", [])):
+            _check_entry(c, f"{where}: family #{i + 1}", ("mask", "value"))
+            self.families[c["name"]] = (c["value"], c["mask"])
         for key, val in data.items():
             if isinstance(val, dict):
                 try:
@@ -186,7 +203,7 @@ class Catalog:
         cls = self.class_name(event)
         if cls == "GUEST":
             return f"GUEST_{event & 0xFFF:#05x}"
-        if event & 0x0FFFF000 == 0x00022000:
+        if event & SUBCLASS_ID_MASK == self.subclasses.get("SCHED_CLASS"):
             sched = self.tables.get("schedulers", {}).get((event >> 9) & 7, f"SCHED{(event >> 9) & 7}")
             return f"{sched}_EV{event & 0x1FF}"
         return f"{cls}_{event:#010x}"
@@ -220,6 +237,44 @@ def _load_cached(paths: tuple[str, ...]) -> Catalog:
 def load_catalog(extra_files=()) -> Catalog:
     """The shipped catalog plus user files (same TOML shape; later files override earlier ids)."""
     return _load_cached(tuple(str(p) for p in extra_files))
+
+
+# -- ids by name -------------------------------------------------------------------------------------------------
+# catalog.toml is the one source of the ids code reads: code names an event, a subclass or a family, and takes the
+# number from the shipped catalog (user catalogs name records; they do not change what the decoder and the analysis
+# mean by a name). The numba kernels resolve theirs at import into module constants (see tracelens._jit.pin_constants).
+
+
+def event_id(name: str) -> int:
+    """The id of the event ``name`` (the catalog's name: ``"MEM_PAGE_GRANT_MAP"``)."""
+    try:
+        return load_catalog().ids[name]
+    except KeyError:
+        raise KeyError(f"catalog.toml defines no event named {name!r}") from None
+
+
+def subclass_id(name: str) -> int:
+    """The class and subclass bits of subclass ``name`` (``"SCHED_MIN"``: 0x00021000), the value ``xentrace -e``
+    takes; an id belongs to it when ``id & SUBCLASS_ID_MASK == value``."""
+    try:
+        return load_catalog().subclasses[name]
+    except KeyError:
+        raise KeyError(f"catalog.toml defines no subclass named {name!r}") from None
+
+
+def family(name: str) -> tuple[int, int]:
+    """(value, mask) of the event family ``name``: an id belongs to it when ``id & mask == value``."""
+    try:
+        return load_catalog().families[name]
+    except KeyError:
+        raise KeyError(f"catalog.toml defines no family named {name!r}") from None
+
+
+#: the class bits (16-27) and the subclass bits (12-15) of an id (spec §3.1); ``id & SUBCLASS_ID_MASK`` is the id of
+#: its subclass (what :func:`subclass_id` returns)
+CLASS_BITS = 0x0FFF0000
+SUBCLASS_BITS = 0x0000F000
+SUBCLASS_ID_MASK = CLASS_BITS | SUBCLASS_BITS
 
 
 # -- Xen version guess -------------------------------------------------------------------------------------------
@@ -264,15 +319,17 @@ def guess_layout(id_counts: dict[tuple[int, int], int], decrease_res=None) -> La
     4. Otherwise: assume the current layouts (>= 4.19) and say so.
     """
     reasons = []
-    if id_counts.get((0x0002800E, 2)) or id_counts.get((0x0002800F, 3)):
+    prev, nxt = event_id("SCHED_SWITCH_INFPREV"), event_id("SCHED_SWITCH_INFNEXT")
+    svm = (event_id("HVM_SVM_EXIT"), event_id("HVM_SVM_EXIT64"))
+    if id_counts.get((prev, 2)) or id_counts.get((nxt, 3)):
         reasons.append("2-word SWITCH_INFPREV / 3-word SWITCH_INFNEXT records (pre-4.8 layout)")
         return LayoutGuess((4, 7), "<4.8", reasons)
-    if any(id_counts.get((0x00081003, n)) or id_counts.get((0x00081103, n)) for n in range(8)):
-        reasons.append("SVM exit ids 0x00081003/0x00081103 (introduced in 4.19)")
+    if any(id_counts.get((ev, n)) for ev in svm for n in range(8)):
+        reasons.append(f"SVM exit ids {svm[0]:#010x}/{svm[1]:#010x} (introduced in 4.19)")
         return LayoutGuess((4, 19), ">=4.19", reasons)
     if decrease_res is not None and len(decrease_res[0]):
         return guess_decrease_reservation(*decrease_res)
-    if any(id_counts.get((0x0002800E, 3)) or id_counts.get((0x0002800F, 4)) for _ in (0,)):
+    if id_counts.get((prev, 3)) or id_counts.get((nxt, 4)):
         reasons.append("3-word SWITCH_INFPREV / 4-word SWITCH_INFNEXT (4.8+); nothing narrows it further")
         return LayoutGuess(None, ">=4.8 (assuming current layouts)", reasons)
     reasons.append("no version-specific records; assuming current layouts")
@@ -323,6 +380,10 @@ def hypercall_args(words: list[int]) -> tuple[int, list[int]]:
     return op, args
 
 
+#: hypercalls whose first argument is a command, and the catalog table that names it
+SUBOP_TABLES = {"grant_table_op": "gnttabop", "sched_op": "schedop", "vcpu_op": "vcpuop"}
+
+
 def format_fields(cat: Catalog, event: int, words: list[int], version) -> str:
     """``name=value`` pairs for a record, the way ``tracelens events`` prints them."""
     name, layout = cat.layout(event, len(words), version)
@@ -330,7 +391,7 @@ def format_fields(cat: Catalog, event: int, words: list[int], version) -> str:
     if ev is not None and ev.hypercall and words:
         op, args = hypercall_args(words)
         parts = [f"op={cat.hypercall_name(op)}({op})"]
-        sub = {20: "gnttabop", 29: "schedop", 24: "vcpuop"}.get(op)
+        sub = SUBOP_TABLES.get(cat.hypercall_name(op))
         for i, a in enumerate(args):
             if i == 0 and sub:
                 label = cat.tables.get(sub, {}).get(a & 0xFFF, str(a))
@@ -340,9 +401,9 @@ def format_fields(cat: Catalog, event: int, words: list[int], version) -> str:
         return " ".join(parts)
     parts = []
     for fname, v, is_hex in field_values(layout, words):
-        if fname in ("reason",) and event in (0x00028007, 0x00028010):
+        if fname in ("reason",) and event in (event_id("SCHED_SHUTDOWN"), event_id("SCHED_SHUTDOWN_CODE")):
             parts.append(f"reason={cat.tables.get('shutdown_reasons', {}).get(v, v)}")
-        elif fname == "op" and event == 0x00082012:
+        elif fname == "op" and event == event_id("HVM_VMMCALL"):
             parts.append(f"op={cat.hypercall_name(v)}({v})")
         else:
             parts.append(f"{fname}={v:#x}" if is_hex else f"{fname}={v}")
