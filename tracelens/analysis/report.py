@@ -168,6 +168,11 @@ def to_json(a) -> str:
     return json.dumps(to_json_obj(a), indent=2) + "\n"
 
 
+#: the hypercalls the text, Markdown and HTML reports list (the JSON has them all)
+SHOWN_HYPERCALLS = ("memory_op", "grant_table_op", "sched_op", "event_channel_op", "physdev_op", "hvm_op", "domctl",
+                    "vcpu_op")
+
+
 def _dom(d) -> str:
     from tracelens.analysis.records import dom_name
 
@@ -453,7 +458,9 @@ def sections(a) -> list[Section]:
                          ", ".join(f"{x:#x}-{y - 1:#x}" for x, y in r["gfn_ranges"][:4])
                          + (" …" if len(r["gfn_ranges"]) > 4 else ""), str(r["memory_op_calls"])] for r in a.balloon],
                        row_ids=[f"balloon-{r['domid']}-{r['epoch']}" for r in a.balloon]))
-    interesting = {12, 20, 29, 32, 33, 34, 36, 24}
+    from tracelens.analysis.ledgers import HYPERCALL_NUMBERS
+
+    interesting = {HYPERCALL_NUMBERS[n] for n in SHOWN_HYPERCALLS}
     hc = sorted((h for h in a.hypercalls if h["op"] in interesting or h["source"] == "other"),
                 key=lambda h: -h["count"])
     out.append(Section("hypercalls", "Hypercalls (memory, grant, sched, event channel, physdev, hvm, domctl, vcpu)",
