@@ -24,8 +24,13 @@ SHT_NOTE = 7
 ELF_INCOMPLETE_FLAG = 0x1  # makedumpfile DUMP_ELF_INCOMPLETE in e_flags
 
 NT_PRSTATUS = 1
+# Xen's note types: hypervisor kdump (§3.2) and xl dump-core's .note.Xen (§3.1)
 XEN_ELFNOTE_CRASH_INFO = 0x1000001
 XEN_ELFNOTE_CRASH_REGS = 0x1000002
+XEN_ELFNOTE_DUMPCORE_NONE = 0x2000000
+XEN_ELFNOTE_DUMPCORE_HEADER = 0x2000001
+XEN_ELFNOTE_DUMPCORE_XEN_VERSION = 0x2000002
+XEN_ELFNOTE_DUMPCORE_FORMAT_VERSION = 0x2000003
 
 #: (name, type) -> human name of the note, for the notes table
 NOTE_TYPES = {
@@ -36,15 +41,10 @@ NOTE_TYPES = {
     ("VMCOREINFO", 0): "VMCOREINFO",
     ("VMCOREINFO_XEN", 0): "VMCOREINFO_XEN",
     ("QEMU", 0): "QEMUCPUState",
-    ("Xen", XEN_ELFNOTE_CRASH_INFO): "XEN_ELFNOTE_CRASH_INFO",
-    ("Xen", XEN_ELFNOTE_CRASH_REGS): "XEN_ELFNOTE_CRASH_REGS",
-    ("Xen", 0x2000000): "XEN_ELFNOTE_DUMPCORE_NONE",
-    ("Xen", 0x2000001): "XEN_ELFNOTE_DUMPCORE_HEADER",
-    ("Xen", 0x2000002): "XEN_ELFNOTE_DUMPCORE_XEN_VERSION",
-    ("Xen", 0x2000003): "XEN_ELFNOTE_DUMPCORE_FORMAT_VERSION",
     ("LINUX", 0x700): "NT_VMCOREDD",
     ("ERASEINFO", 0): "ERASEINFO",
 }
+NOTE_TYPES.update({("Xen", v): k for k, v in list(globals().items()) if k.startswith("XEN_ELFNOTE_")})
 
 # ---------------------------------------------------------------------------------------------------------------
 # kdump-compressed (§2)
@@ -100,10 +100,6 @@ FLAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------------------------------------
 # Xen xl dump-core (§3.1)
-XC_CORE_NOTE_NONE = 0x2000000
-XC_CORE_NOTE_HEADER = 0x2000001
-XC_CORE_NOTE_XEN_VERSION = 0x2000002
-XC_CORE_NOTE_FORMAT_VERSION = 0x2000003
 XC_CORE_MAGIC_PV = 0xF00FEBED
 XC_CORE_MAGIC_HVM = 0xF00FEBEE
 

@@ -72,7 +72,7 @@ class XcCoreDump(Dump):
         if note_sh["sh_offset"] + note_sh["sh_size"] > source.size or note_sh["sh_size"] > 1 << 20:
             raise section_error(note_sh, ".note.Xen runs past the end of the file")
         self.notes, _ = parse_notes(source.pread(note_sh["sh_offset"], note_sh["sh_size"]), note_sh["sh_offset"], path=path)
-        hdr = next((n for n in self.notes if n.name == "Xen" and n.type == C.XC_CORE_NOTE_HEADER), None)
+        hdr = next((n for n in self.notes if n.name == "Xen" and n.type == C.XEN_ELFNOTE_DUMPCORE_HEADER), None)
         if hdr is None or len(hdr.desc) < S.DUMPCORE_HEADER.size:
             raise FormatError(path, note_sh["sh_offset"], ".note.Xen has no DUMPCORE_HEADER note")
         dh = S.DUMPCORE_HEADER.unpack(hdr.desc)
@@ -86,7 +86,7 @@ class XcCoreDump(Dump):
         self.guest_type = "HVM" if magic == C.XC_CORE_MAGIC_HVM else "PV"
         self.header = {"magic": magic, "nr_vcpus": nr_vcpus, "nr_pages": nr_pages, "guest_type": self.guest_type,
                        "nr_cpus": nr_vcpus}
-        ver = next((n for n in self.notes if n.name == "Xen" and n.type == C.XC_CORE_NOTE_XEN_VERSION), None)
+        ver = next((n for n in self.notes if n.name == "Xen" and n.type == C.XEN_ELFNOTE_DUMPCORE_XEN_VERSION), None)
         if ver is not None and len(ver.desc) >= S.DUMPCORE_XEN_VERSION.size:
             xv = S.DUMPCORE_XEN_VERSION.unpack(ver.desc)
             extra = xv["extra"].split(b"\0")[0].decode("ascii", "replace")
