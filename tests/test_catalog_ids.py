@@ -22,10 +22,10 @@ NOT_LIBRARY = {"tracelens/synth.py"}
 
 def _catalog_numbers() -> dict[int, str]:
     cat = load_catalog()
-    out = {eid: ev.name for eid, ev in cat.events.items()}
+    out = {eid | n << 28: f"{ev.name} header with {n} words" for eid, ev in cat.events.items() for n in range(1, 8)}
+    out.update({eid: ev.name for eid, ev in cat.events.items()})
     out.update({v: f"subclass {n}" for n, v in cat.subclasses.items()})
     out.update({v: f"family {n}" for n, (v, _m) in cat.families.items()})
-    out.update({eid | n << 28: f"{ev.name} header with {n} words" for eid, ev in cat.events.items() for n in range(8)})
     return out
 
 

@@ -837,7 +837,7 @@ def run_candidates(w, pos, vend, delta, wcpu, w_tsc0, w_key0, w_state0, q_dom, q
             hk = _head_key(w, p, kb)
             if has:
                 tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
-            if (ev >> 12) == 0x21 or ev == 0x0002800A:
+            if (ev & SUBCLASS_ID_MASK) == SCHED_MIN or ev == EV_SCHED_SWITCH:
                 w1 = np.int64(w[body]) if n >= 1 else np.int64(0)
                 w3 = np.int64(w[body + 2]) if n >= 3 else np.int64(0)
                 r, _o = _run_off(ev, n, w1, w3)
