@@ -54,6 +54,17 @@ def test_the_library_writes_no_event_id_out():
     assert found == ["tracelens/detect.py:16: 0x2001f003 is TRACE_CPU_CHANGE header with 2 words"], found
 
 
+def test_the_library_tests_no_subclass_by_its_number():
+    """``(ev >> 12) == 0x21`` is SCHED_MIN written out: subclasses are compared as ``ev & SUBCLASS_ID_MASK``."""
+    import re
+
+    pattern = re.compile(r">>\s*12\)?\s*[!=]=\s*0x")
+    found = [f"{path.relative_to(ROOT)}:{i}" for top in ("tracelens", "parsers") for path in sorted((ROOT / top).rglob("*.py"))
+             if str(path.relative_to(ROOT)) not in NOT_LIBRARY
+             for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+
+
 def test_detection_and_the_decoder_agree_on_the_capture_header():
     from tracelens import detect
     from tracelens.parsers.xentrace import _kernels as K
