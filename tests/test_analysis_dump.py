@@ -3,6 +3,7 @@ together with the crash-kdump sample capture. Expectations are the hand-written 
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ def test_kdump_elf_dump_with_the_crash_capture(tmp_path):
     f2 = next(f for f in a.findings if f.rule == "TL-DMP-002")
     assert (f2.evidence["gsi"], f2.evidence["irq"], f2.evidence["physdev_op_after"]) == (8, 8, 0)
     assert any("shared_info" in n for n in dv["notes"])  # an ELF vmcore has none
+    from tracelens.analysis.report import check, to_json_obj
+
+    assert check(json.loads(json.dumps(to_json_obj(a)))) == []
 
 
 def test_xl_dump_core_pending_ports_and_cli(tmp_path, capsys):
@@ -78,9 +82,10 @@ def test_xl_dump_core_pending_ports_and_cli(tmp_path, capsys):
     vw.write_xc_core(core, mem, vcpus=((0xFFFFFFFF81000010, k.pgd_pa),), shared_info=_shared_info())
     out = tmp_path / "r.json"
     assert cmd.run(str(SAMPLE), fmt="json", output=str(out), vmcore=str(core), vmcore_dom=1) == 0
-    import json
-
     doc = json.loads(out.read_text())
+    from tracelens.analysis.report import check
+
+    assert check(doc) == []  # the dump member as the JSON contract has it
     assert doc["dump"]["kind"] == "xc_core" and doc["dump"]["pending_ports"] == [3]
     assert "given with --vmcore-dom" in doc["dump"]["assumption"]
     rules = {(f["rule"], f["object"]) for f in doc["findings"]}

@@ -87,7 +87,7 @@ def test_balloon_hypercalls_guest_objects_match_truth(seed, tmp_path):
     for k, t in sim.truth.balloon.items():
         b = got[k]
         assert (b["extents"], b["pages"]) == (t["extents"], t["pages"])
-        assert b["layout"] == ("pre-4.18" if sim.pre_418 else "4.18")
+        assert b["layout"] == ("<4.18" if sim.pre_418 else ">=4.18")
         covered = set()
         for a, z in b["gfn_ranges"]:
             covered.update(range(a, z))
@@ -190,9 +190,28 @@ def test_pre_418_balloon_layout_without_version_hint(tmp_path):
     _, rec = _decode(sim, tmp_path)
     ep = find_boundaries(rec)
     (row,) = L.balloon_ledger(rec, ep)
-    assert (row["domid"], row["epoch"], row["extents"], row["pages"], row["layout"]) == (1, 0, 7, 518, "pre-4.18")
+    assert (row["domid"], row["epoch"], row["extents"], row["pages"], row["layout"]) == (1, 0, 7, 518, "<4.18")
     assert row["extents_by_order"] == {"0": 6, "9": 1}
     assert row["gfn_ranges"] == [(0x12340, 0x12346), (0x40000, 0x40200)]
+
+
+@pytest.mark.parametrize("version, label, orders", [("4.17", "<4.18", {"0": 6, "9": 1}),
+                                                    ("4.20", ">=4.18", {"0": 6, "9": 1})])
+def test_balloon_layout_from_payloads_alone(version, label, orders, tmp_path):
+    """A table without the decoder's layout metadata: the ledger guesses from the DECREASE_RESERVATION payloads with
+    the decoder's own rule, and reads domid and order through the catalog's layout of that release."""
+    sim = synth.scenario_balloon_before_kexec(xen_version=version)
+    _, rec = _decode(sim, tmp_path)
+    rec.meta = {}
+    assert rec.layout_version is None
+    (row,) = L.balloon_ledger(rec, find_boundaries(rec))
+    assert (row["domid"], row["extents"], row["pages"], row["layout"]) == (1, 7, 518, label)
+    assert row["extents_by_order"] == orders
+    assert row["gfn_ranges"] == [(0x12340, 0x12346), (0x40000, 0x40200)]
+    # a release given by the caller wins over the payloads: the other packing reads other domids and orders
+    other = (4, 18) if label == "<4.18" else (4, 17)
+    (row2, *_) = L.balloon_ledger(rec, find_boundaries(rec), xen_version=other)
+    assert row2["layout"] != label
 
 
 @pytest.mark.parametrize("seed", SEEDS)

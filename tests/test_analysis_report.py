@@ -145,3 +145,123 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     # the timeline's step line of the pair (d0, d1) peaks at the 16 grants dom0 held before the teardown
     assert "d0 maps d1&#x27;s grants: 36 record(s), 4 outstanding at the end" in html and ">16</text>" in html
     assert "soft_reset boundary of d1 at" in html
+
+
+# -- the contract, written once (tracelens.analysis.report.CONTRACT) ------------------------------------------------
+def _docs_contract() -> dict:
+    """The member table of docs/analysis.md ("The JSON contract") read back into the contract's shape: an object is a
+    dict, an array of rows a list of one dict; a leaf is None (the docs give no types); prose in parentheses is
+    skipped."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "analysis.md").read_text()
+    section = text[text.index("## The JSON contract"):]
+    out = {}
+    for line in section.splitlines():
+        m = re.match(r"\| `(\w+)` \| (.*) \|$", line)
+        if not m:
+            continue
+        cell = m.group(2)
+        span = re.match(r"`([^`]*)`", cell)
+        out[m.group(1)] = _parse_shape(span.group(1)) if span and span.group(1)[:1] in "[{" else None
+    return out
+
+
+def _parse_shape(s: str):
+    pos = 0
+
+    def skip():
+        nonlocal pos
+        while pos < len(s) and s[pos] in " ,":
+            pos += 1
+        if pos < len(s) and s[pos] == "(":  # prose: skip the balanced group
+            depth = 0
+            while True:
+                depth += {"(": 1, ")": -1}.get(s[pos], 0)
+                pos += 1
+                if depth == 0:
+                    break
+            skip()
+
+    def value():
+        nonlocal pos
+        if s[pos] == "[":
+            pos += 1
+            inner = value()
+            assert s[pos] == "]", s[pos:]
+            pos += 1
+            return [inner]
+        assert s[pos] == "{", s[pos:]
+        pos += 1
+        obj = {}
+        while True:
+            skip()
+            if s[pos] == "}":
+                pos += 1
+                return obj
+            m = re.match(r"\w+\??", s[pos:])
+            name = m.group(0)
+            pos += len(name)
+            skip()
+            obj[name] = value() if pos < len(s) and s[pos] in "[{" else None
+
+    import re
+
+    return value()
+
+
+def _shape(schema):
+    """The contract without its leaf types, to compare with the docs."""
+    if isinstance(schema, dict):
+        return {k: _shape(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_shape(schema[0])]
+    return None
+
+
+def test_docs_table_is_the_contract():
+    from tracelens.analysis.report import CONTRACT
+
+    docs = _docs_contract()
+    assert list(docs) == list(CONTRACT)
+    for member, schema in CONTRACT.items():
+        assert docs[member] == _shape(schema), member
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.xentrace")))
+def test_every_sample_conforms_to_the_contract(name, tmp_path):
+    from tracelens.analysis.report import check
+
+    doc = _json(SAMPLES / name, tmp_path)
+    assert check(doc) == []
+
+
+def test_the_contract_check_can_fail(tmp_path):
+    from tracelens.analysis.report import check
+
+    doc = _json(SAMPLES / "persistent-grants.xentrace", tmp_path)
+    assert check(doc) == []
+    bad = json.loads(json.dumps(doc))
+    del bad["grants"][0]["maps"]
+    bad["grants"][1]["surprise"] = 1
+    bad["findings"][0]["tsc"] = -5
+    bad["safety"][0]["verdict"] = 3
+    bad["hypercalls"][0].pop("cmd_name", None)  # optional: absent is fine
+    assert sorted(check(bad)) == sorted([".grants[0].maps: missing", ".grants[1].surprise: not in the contract",
+                                         ".findings[0].tsc: -5 is not u64", ".safety[0].verdict: 3 is not str"])
+
+
+def test_report_frames_and_scan_tables_take_their_columns_from_the_contract(tmp_path):
+    from tracelens.analysis.report import row_columns
+    from tracelens.fleet.tables import ROW_TABLES, SCHEMAS
+
+    rep = tracelens.open(SAMPLES / "persistent-grants.xentrace").analyze()
+    for name in ("boundaries", "grants", "grant_mappers", "balloon", "hypercalls", "irq_vectors", "safety",
+                 "findings", "pirqs_open", "grefs_open"):
+        member = f"guest.{name}" if name in ("pirqs_open", "grefs_open") else name
+        assert getattr(rep, name).columns == list(row_columns(member)), name
+    assert rep.safety["not_covered"].to_list() == [[], []]  # a list column, not JSON text
+    for t in ROW_TABLES:
+        cols = [c for c, _ in SCHEMAS[t]]
+        assert cols[:2] == ["capture", "sha256"]
+        assert cols[2:2 + len(row_columns(t))] == list(row_columns(t))

@@ -84,11 +84,16 @@ def _analyze_json(path: Path, tmp: Path) -> dict | str:
 
 
 def _rows(res, table: str, capture: str) -> list[dict]:
+    from tracelens.analysis.report import CONTRACT
+
+    # a member the contract marks optional ("name?") is absent from the JSON row, null in the fixed-schema dataset
+    optional = {k[:-1] for k in CONTRACT[table][0] if k.endswith("?")}
     df = res.table(table).filter(pl.col("capture") == capture)
     out = []
     for r in df.to_dicts():
         for k in ("capture", "sha256", "level", "state", "blocking"):
             r.pop(k, None)
+        r = {k: v for k, v in r.items() if not (k in optional and v is None)}
         out.append({k: json.loads(v) if k in JSON_COLUMNS and v is not None else v for k, v in r.items()})
     return out
 

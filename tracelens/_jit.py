@@ -35,7 +35,7 @@ _configure_cache()
 import numba  # noqa: E402  (must come after the cache set-up)
 import numba.core.event  # noqa: E402
 
-__all__ = ["numba", "njit", "prange", "set_threads"]
+__all__ = ["numba", "njit", "pin_constants", "prange", "set_threads"]
 
 
 def _skip_blas_probe() -> None:
@@ -70,6 +70,51 @@ _skip_blas_probe()
 
 njit = numba.njit
 prange = numba.prange
+
+
+def pin_constants(module_globals: dict, *inlined: dict) -> None:
+    """Keep numba's cache of a kernel module in step with the constants it resolves at import from elsewhere.
+
+    numba compiles a kernel's global ints in as constants, and keys its on-disk cache to the kernel's source file
+    only: the event ids a kernel module takes from catalog.toml at import would outlive a change of the catalog in
+    cached code. So the module's integer constants (upper-case module globals; those of ``inlined``, the globals of
+    modules whose helpers its kernels inline, as well) are recorded beside its cache entries (``<module>.constants``
+    in its numba cache directory); when the recorded values differ (or none are recorded), the module's cached
+    kernels are dropped and compile again on first use. Call it at the end of the module."""
+    import json
+
+    from numba.core.registry import CPUDispatcher
+
+    constants = {f"{g['__name__']}.{k}": v for g in (*inlined, module_globals) for k, v in g.items()
+                 if k.isupper() and type(v) is int}
+    name = module_globals["__name__"]
+    mine = [v for v in module_globals.values()
+            if isinstance(v, CPUDispatcher) and v.py_func.__module__ == name and getattr(v, "_cache", None) is not None]
+    where = next((getattr(f._cache, "cache_path", None) for f in mine), None)
+    if not where:  # caching is off
+        return
+    stamp = os.path.join(where, name.rpartition(".")[2] + ".constants")
+    want = json.dumps(sorted(constants.items()))
+    try:
+        with open(stamp, encoding="utf-8") as fh:
+            if fh.read() == want:
+                return
+    except OSError:
+        pass
+    for f in mine:
+        try:
+            if os.path.exists(f._cache._cache_file._index_path):
+                f._cache.flush()  # an empty index: the kernel compiles on its next call and is cached again
+        except (OSError, AttributeError):  # pragma: no cover - read-only, or numba's internals moved
+            pass
+    try:
+        os.makedirs(where, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".constants-", dir=where)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(want)
+        os.replace(tmp, stamp)
+    except OSError:  # pragma: no cover - read-only: nothing is cached there to go stale
+        pass
 
 
 def set_threads(n: int | None) -> int:

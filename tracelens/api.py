@@ -427,38 +427,11 @@ def _json_text(v):
     return None if v is None else json.dumps(v, sort_keys=True, default=str)
 
 
-# the frames' schemas: polars dtypes by column, and how a JSON-contract member becomes a cell
-_REPORT_TABLES: dict[str, dict[str, str]] = {
-    "boundaries": {"domid": "i64", "epoch": "i64", "kind": "str", "tsc": "u64", "evidence": "json"},
-    "grants": {"mapper": "i64", "granter": "i64", "epoch": "i64", "maps": "i64", "unmaps": "i64",
-               "late_unmaps": "i64", "outstanding_at_boundary": "i64", "outstanding_at_end": "i64",
-               "first_tsc": "u64", "last_tsc": "u64", "late_first_tsc": "u64", "late_last_tsc": "u64"},
-    "grant_mappers": {"mapper": "i64", "epoch": "i64", "maps": "i64", "unmaps": "i64", "first_map_tsc": "u64",
-                      "outstanding_at_boundary": "i64", "outstanding_at_end": "i64", "granters": "list_i64"},
-    "balloon": {"domid": "i64", "epoch": "i64", "extents": "i64", "pages": "i64", "extents_by_order": "json",
-                "gfn_ranges": "json", "first_tsc": "u64", "last_tsc": "u64", "memory_op_calls": "i64",
-                "layout": "str"},
-    "hypercalls": {"domid": "i64", "epoch": "i64", "source": "str", "op": "i64", "op_name": "str", "cmd": "i64",
-                   "cmd_name": "str", "count": "i64"},
-    "irq_vectors": {"irq": "i64", "assigns": "i64", "clears": "i64", "last_vector": "i64",
-                    "assigned_at_end": "bool", "handled": "i64"},
-    "safety": {"domid": "i64", "epoch": "i64", "start_tsc": "u64", "end_tsc": "u64", "boundary_kind": "str",
-               "verdict": "str", "first_unsafe_kind": "str", "first_unsafe_tsc": "u64", "unsafe": "json",
-               "outstanding_grants": "i64", "lost": "json", "removed_at_end": "bool"},
-    "pirqs_open": {"domid": "i64", "epoch": "i64", "tsc": "u64", "offset": "u64", "pirq": "i64", "irq": "i64",
-                   "kind": "i64", "gsi_or_vector": "i64", "port": "i64"},
-    "grefs_open": {"domid": "i64", "epoch": "i64", "tsc": "u64", "offset": "u64", "ref": "i64", "grantee": "i64",
-                   "frame": "u64"},
-    "findings": {"rule": "str", "severity": "str", "domid": "i64", "epoch": "i64", "object": "str", "tsc": "u64",
-                 "first_tsc": "u64", "last_tsc": "u64", "message": "str", "evidence": "json", "fingerprint": "str"},
-}
-
-
 def _frame(rows: list[dict], spec: dict[str, str], extra: dict | None = None):
     import polars as pl
 
     types = {"i64": pl.Int64, "u64": pl.UInt64, "str": pl.String, "json": pl.String, "bool": pl.Boolean,
-             "list_i64": pl.List(pl.Int64)}
+             "list_i64": pl.List(pl.Int64), "list_str": pl.List(pl.String)}
     data = {c: [(_json_text(r.get(c)) if t == "json" else r.get(c)) for r in rows] for c, t in spec.items()}
     schema = {c: types[t] for c, t in spec.items()}
     df = pl.DataFrame(data, schema=schema)
@@ -489,8 +462,11 @@ class Report:
     def _get(self, name: str):
         df = self._frames.get(name)
         if df is None:
+            from tracelens.analysis.report import row_columns
+
+            member = f"guest.{name}" if name in ("pirqs_open", "grefs_open") else name
             rows = self._obj["guest"][name] if name in ("pirqs_open", "grefs_open") else self._obj[name]
-            df = _frame(rows, _REPORT_TABLES[name])
+            df = _frame(rows, row_columns(member))  # columns and dtypes from the JSON contract
             if name == "findings":
                 from tracelens.display import FindingsFrame
 

@@ -11,6 +11,8 @@ XENTRACE = "xentrace"
 #: every dump format family is reported by tracelens.parsers.vmcore.sniff(); these are the names it returns
 DUMP_KINDS = ("elf-vmcore", "kdump", "flattened", "xc_core")
 
+#: the first word of every capture: the decoder's CPU_CHANGE_HEADER (parsers/xentrace/_kernels.py, from the catalog),
+#: written out here because every command detects and the catalog is not loaded for that (a test holds them equal)
 _CPU_CHANGE_HEADER = 0x2001F003
 
 

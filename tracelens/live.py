@@ -41,6 +41,7 @@ import numpy as np
 
 from tracelens.analysis import records as R
 from tracelens.analysis import stream as S
+from tracelens.parsers.xentrace.catalog import SUBCLASS_ID_MASK
 
 QUIET_S = 0.5  # no byte for this long: what arrived is taken as complete (for a speculative view)
 STALL_BYTES = 64 << 20  # a pCPU silent while this much else arrived stops holding the watermark back
@@ -530,7 +531,7 @@ class Engine:
         from tracelens.analysis.boundaries import first_offline, kexec_shutdowns
 
         ev = rows["ev"]
-        keep = (ev == R.SCHED_SHUTDOWN) | (ev == R.SCHED_SHUTDOWN_CODE) | ((ev >> 12) == 0x21)
+        keep = (ev == R.SCHED_SHUTDOWN) | (ev == R.SCHED_SHUTDOWN_CODE) | ((ev & SUBCLASS_ID_MASK) == R.SCHED_MIN)
         rows = {k: v[keep] for k, v in rows.items()}
         rec = S._records(rows, {}, _P1Stub())
         out = []
@@ -545,7 +546,7 @@ class Engine:
         if part is not None:
             ev = part["ev"]
             self.shutdowns += int((ev == R.SCHED_SHUTDOWN).sum())
-            if ((ev == R.SCHED_SHUTDOWN) | (ev == R.SCHED_SHUTDOWN_CODE) | ((ev >> 12) == 0x21)).any() \
+            if ((ev == R.SCHED_SHUTDOWN) | (ev == R.SCHED_SHUTDOWN_CODE) | ((ev & SUBCLASS_ID_MASK) == R.SCHED_MIN)).any() \
                     and self.shutdowns:
                 self.wanted = self._query_set(self.rows())
         if not self.shutdowns:

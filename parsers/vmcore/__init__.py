@@ -10,7 +10,6 @@ The format facts live in shared/spec/vmcore.md; each module names the section it
 from __future__ import annotations
 
 import os
-import struct
 
 from tracelens.errors import FormatError
 
@@ -29,17 +28,15 @@ def sniff(head: bytes) -> str | None:
     if head[:4] == C.ELF_MAGIC and len(head) < 64:
         return "elf-vmcore"  # a truncated ELF header: the reader says so
     if head[:4] == C.ELF_MAGIC and head[4] in (C.ELFCLASS32, C.ELFCLASS64):
-        if head[4] == C.ELFCLASS64:
-            e_type = struct.unpack_from("<H", head, 16)[0]
-            e_phnum, _shentsize, e_shnum = struct.unpack_from("<HHH", head, 56)
-        else:
-            if len(head) < 52:
-                return None
-            e_type = struct.unpack_from("<H", head, 16)[0]
-            e_phnum, _shentsize, e_shnum = struct.unpack_from("<HHH", head, 44)
-        if e_type != C.ET_CORE:
+        from .structs import ELF32_EHDR, ELF64_EHDR
+
+        layout = ELF64_EHDR if head[4] == C.ELFCLASS64 else ELF32_EHDR
+        if len(head) < layout.size:
             return None
-        if e_phnum == 0 and e_shnum > 0:
+        eh = layout.unpack(head)
+        if eh["e_type"] != C.ET_CORE:
+            return None
+        if eh["e_phnum"] == 0 and eh["e_shnum"] > 0:
             return "xc_core"
         return "elf-vmcore"
     return None

@@ -23,8 +23,6 @@ Units: addresses are plain Python ints (unsigned 64-bit).
 
 from __future__ import annotations
 
-import struct
-
 from tracelens.errors import FormatError
 
 from . import constants as C
@@ -93,7 +91,7 @@ class KernelTranslator:
                 raw = self.dump.read_phys(table + idx * 8, 8)
             except FormatError as e:
                 raise TranslationError(f"page table at 0x{table:x} unreadable: {e.reason}") from None
-            entry = struct.unpack("<Q", raw)[0]
+            entry = int.from_bytes(raw, "little")  # a u64 page-table entry
             remaining = len(shifts) - level
             if not entry & C.PTE_PRESENT:
                 raise TranslationError(f"0x{va:x} is not mapped (level-{remaining} entry not present)")

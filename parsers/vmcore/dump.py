@@ -485,13 +485,13 @@ class Dump:
 
     def cr3_root(self) -> int | None:
         """A page-table root from a CPU register when VMCOREINFO gives none: CR3 of the first QEMU vCPU note."""
-        import struct
+        from .structs import QEMU_CPU_STATE
 
         for n in self.notes:
-            if n.name == "QEMU" and len(n.desc) >= C.QEMU_CPU_STATE_SIZE and struct.unpack_from("<I", n.desc, 0)[0] == 1:
-                cr3 = struct.unpack_from("<Q", n.desc, C.QEMU_CPU_FIELDS["cr3"])[0]
-                if cr3:
-                    return cr3
+            if n.name == "QEMU" and len(n.desc) >= QEMU_CPU_STATE.size:
+                state = QEMU_CPU_STATE.unpack(n.desc)
+                if state["version"] == 1 and state["cr3"]:
+                    return state["cr3"]
         return None
 
     @property

@@ -17,11 +17,11 @@ dump-guest-memory (shared/spec/vmcore.md §1; ELF64 ehdr/phdr layouts from the E
 from __future__ import annotations
 
 import bisect
-import struct
 
 from tracelens.errors import FormatError
 
 from . import constants as C
+from . import structs as S
 from .dump import INDEX_BATCH, Dump, IndexBatch
 from .notes import MAX_NOTE_BYTES, MAX_NOTES, parse_notes
 
@@ -39,47 +39,42 @@ EXCLUDED_RATIO = 1024
 
 
 def parse_ehdr(source) -> dict:
+    """The ELF64 header (structs.ELF64_EHDR members) of a core file."""
     path = source.path
-    head = source.pread(0, C.EHDR64_SIZE)
-    if len(head) < 16 or not head.startswith(C.ELF_MAGIC):
+    ident = source.pread(0, S.ELF_IDENT.size)
+    if len(ident) < S.ELF_IDENT.size or not ident.startswith(C.ELF_MAGIC):
         raise FormatError(path, 0, "not an ELF file")
-    if head[4] == C.ELFCLASS32:
-        raise FormatError(path, 4, "32-bit ELF dumps (ELFCLASS32, e.g. QEMU dumps of 32-bit guests) are not supported")
-    if head[4] != C.ELFCLASS64:
-        raise FormatError(path, 4, f"unknown ELF class {head[4]}")
-    if head[5] != C.ELFDATA2LSB:
-        raise FormatError(path, 5, "big-endian ELF dumps are not supported (x86_64 dumps are little-endian)")
-    if len(head) < C.EHDR64_SIZE:
-        raise FormatError(path, 0, f"ELF header truncated: the file has {len(head)} of 64 bytes")
-    (e_type, e_machine, _ver, _entry, e_phoff, e_shoff, e_flags, _ehsize, e_phentsize, e_phnum, e_shentsize,
-     e_shnum, e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", head, 16)
-    if e_type != C.ET_CORE:
-        raise FormatError(path, 16, f"ELF type {e_type} is not ET_CORE (4): not a core dump")
-    return dict(
-        e_type=e_type, e_machine=e_machine, e_phoff=e_phoff, e_shoff=e_shoff, e_flags=e_flags,
-        e_phentsize=e_phentsize, e_phnum=e_phnum, e_shentsize=e_shentsize, e_shnum=e_shnum, e_shstrndx=e_shstrndx,
-    )
+    ei = S.ELF_IDENT.unpack(ident)
+    if ei["ei_class"] == C.ELFCLASS32:
+        raise S.member_error(source, S.ELF_IDENT, 0, "ei_class",
+                             "32-bit ELF dumps (ELFCLASS32, e.g. QEMU dumps of 32-bit guests) are not supported")
+    if ei["ei_class"] != C.ELFCLASS64:
+        raise S.member_error(source, S.ELF_IDENT, 0, "ei_class", f"unknown ELF class {ei['ei_class']}")
+    if ei["ei_data"] != C.ELFDATA2LSB:
+        raise S.member_error(source, S.ELF_IDENT, 0, "ei_data",
+                             "big-endian ELF dumps are not supported (x86_64 dumps are little-endian)")
+    eh = S.read_struct(source, S.ELF64_EHDR, 0)
+    if eh["e_type"] != C.ET_CORE:
+        raise S.member_error(source, S.ELF64_EHDR, 0, "e_type", f"ELF type {eh['e_type']} is not ET_CORE (4): not a core dump")
+    return eh
 
 
 def read_section_headers(source, eh: dict) -> list[dict]:
-    path = source.path
-    shnum = eh["e_shnum"]
+    """The section headers (structs.ELF64_SHDR members, plus ``header_offset``: where each header is)."""
     if eh["e_shoff"] == 0:
         return []
-    if eh["e_shentsize"] != C.SHDR64_SIZE:
-        raise FormatError(path, 58, f"e_shentsize {eh['e_shentsize']}, expected {C.SHDR64_SIZE}")
+    if eh["e_shentsize"] != S.ELF64_SHDR.size:
+        raise S.member_error(source, S.ELF64_EHDR, 0, "e_shentsize",
+                             f"e_shentsize {eh['e_shentsize']}, expected {S.ELF64_SHDR.size}")
+    shnum = eh["e_shnum"]
     if shnum == 0:  # real count in sh_size of section 0 (> 0xff00 sections)
-        s0 = source.read_exact(eh["e_shoff"], C.SHDR64_SIZE, "section header 0")
-        shnum = struct.unpack_from("<Q", s0, 32)[0]
-    if shnum * C.SHDR64_SIZE > source.size:
-        raise FormatError(path, 60, f"{shnum} section headers cannot fit in a file of {source.size} bytes")
-    raw = source.read_exact(eh["e_shoff"], shnum * C.SHDR64_SIZE, "section header table")
-    out = []
-    for i in range(shnum):
-        (sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info, sh_addralign,
-         sh_entsize) = struct.unpack_from("<IIQQQQIIQQ", raw, i * C.SHDR64_SIZE)
-        out.append(dict(name_off=sh_name, type=sh_type, offset=sh_offset, size=sh_size, info=sh_info,
-                        entsize=sh_entsize, header_offset=eh["e_shoff"] + i * C.SHDR64_SIZE))
+        shnum = S.read_struct(source, S.ELF64_SHDR, eh["e_shoff"], "section header 0")["sh_size"]
+    if shnum * S.ELF64_SHDR.size > source.size:
+        raise S.member_error(source, S.ELF64_EHDR, 0, "e_shnum",
+                             f"{shnum} section headers cannot fit in a file of {source.size} bytes")
+    out = S.read_structs(source, S.ELF64_SHDR, eh["e_shoff"], shnum, "section header table")
+    for i, sh in enumerate(out):
+        sh["header_offset"] = eh["e_shoff"] + i * S.ELF64_SHDR.size
     return out
 
 
@@ -96,36 +91,42 @@ class ElfDump(Dump):
         if phnum == C.PN_XNUM:
             shdrs = read_section_headers(source, eh)
             if not shdrs:
-                raise FormatError(path, 56, "e_phnum is PN_XNUM but there is no section header 0 with the count")
-            phnum = shdrs[0]["info"]
+                raise S.member_error(source, S.ELF64_EHDR, 0, "e_phnum",
+                                     "e_phnum is PN_XNUM but there is no section header 0 with the count")
+            phnum = shdrs[0]["sh_info"]
         if phnum == 0:
-            raise FormatError(path, 56, "no program headers: not a vmcore (an xl dump-core file has sections only)")
-        if eh["e_phentsize"] != C.PHDR64_SIZE:
-            raise FormatError(path, 54, f"e_phentsize {eh['e_phentsize']}, expected {C.PHDR64_SIZE}")
-        raw = source.read_exact(eh["e_phoff"], phnum * C.PHDR64_SIZE, f"program header table ({phnum} entries)")
+            raise S.member_error(source, S.ELF64_EHDR, 0, "e_phnum",
+                                 "no program headers: not a vmcore (an xl dump-core file has sections only)")
+        if eh["e_phentsize"] != S.ELF64_PHDR.size:
+            raise S.member_error(source, S.ELF64_EHDR, 0, "e_phentsize",
+                                 f"e_phentsize {eh['e_phentsize']}, expected {S.ELF64_PHDR.size}")
+        phdrs = S.read_structs(source, S.ELF64_PHDR, eh["e_phoff"], phnum, f"program header table ({phnum} entries)")
         loads = []
         note_areas: list[tuple[int, int, int]] = []  # [start, end) and the phdr's offset, of each PT_NOTE
         note_bytes = 0
-        for i in range(phnum):
-            p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align = struct.unpack_from(
-                "<IIQQQQQQ", raw, i * C.PHDR64_SIZE
-            )
-            where = eh["e_phoff"] + i * C.PHDR64_SIZE
+        for i, ph in enumerate(phdrs):
+            p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz = (
+                ph["p_type"], ph["p_offset"], ph["p_vaddr"], ph["p_paddr"], ph["p_filesz"], ph["p_memsz"])
+            where = eh["e_phoff"] + i * S.ELF64_PHDR.size
+
+            def field_error(member, message):
+                return S.member_error(source, S.ELF64_PHDR, where, member, message)
+
             if p_type == C.PT_NOTE:
                 if p_offset + p_filesz > source.size or p_filesz > MAX_NOTE_AREA:
-                    raise FormatError(path, where + 8, f"PT_NOTE of {p_filesz} bytes at byte {p_offset} runs past the end of the file")
+                    raise field_error("p_offset", f"PT_NOTE of {p_filesz} bytes at byte {p_offset} runs past the end of the file")
                 # the limits hold for the file, not per PT_NOTE: 200 headers over one area are 200 times the notes
                 if p_filesz:
                     j = bisect.bisect_right(note_areas, (p_offset, 1 << 64))
                     for a, b, w in note_areas[max(0, j - 1) : j + 1]:  # the areas are disjoint and sorted
                         if p_offset < b and a < p_offset + p_filesz:
-                            raise FormatError(path, where + 8, f"PT_NOTE [{p_offset}, {p_offset + p_filesz}) overlaps the "
-                                                               f"PT_NOTE at byte {w} [{a}, {b}): a damaged program header")
+                            raise field_error("p_offset", f"PT_NOTE [{p_offset}, {p_offset + p_filesz}) overlaps the "
+                                                  f"PT_NOTE at byte {w} [{a}, {b}): a damaged program header")
                     note_areas.insert(j, (p_offset, p_offset + p_filesz, where))
                 note_bytes += p_filesz
                 if note_bytes > MAX_NOTE_AREA:
-                    raise FormatError(path, where + 32, f"PT_NOTE segments hold {note_bytes:,} bytes of notes, more than "
-                                                        f"{MAX_NOTE_AREA:,}: a damaged program header table")
+                    raise field_error("p_filesz", f"PT_NOTE segments hold {note_bytes:,} bytes of notes, more than "
+                                          f"{MAX_NOTE_AREA:,}: a damaged program header table")
                 notes, bad = parse_notes(source.pread(p_offset, p_filesz), p_offset, path=path,
                                          max_notes=MAX_NOTES - len(self.notes))
                 self.notes.extend(notes)
@@ -137,12 +138,12 @@ class ElfDump(Dump):
                 if p_offset == 0xFFFFFFFFFFFFFFFF:
                     continue  # QEMU: a block not backed by RAM in the file
                 if p_filesz > p_memsz:  # the ELF rule every producer follows (readelf reports it as an error)
-                    raise FormatError(path, where + 32, f"PT_LOAD p_filesz 0x{p_filesz:x} is larger than its p_memsz "
-                                                        f"0x{p_memsz:x}: a damaged program header")
+                    raise field_error("p_filesz", f"PT_LOAD p_filesz 0x{p_filesz:x} is larger than its p_memsz "
+                                          f"0x{p_memsz:x}: a damaged program header")
                 if p_paddr + p_memsz > MAX_PHYS:
-                    raise FormatError(path, where + 24, f"PT_LOAD at physical 0x{p_paddr:x} + 0x{p_memsz:x} is beyond 2^52")
+                    raise field_error("p_paddr", f"PT_LOAD at physical 0x{p_paddr:x} + 0x{p_memsz:x} is beyond 2^52")
                 if p_offset > (1 << 62):
-                    raise FormatError(path, where + 8, f"PT_LOAD p_offset 0x{p_offset:x} is not a file offset")
+                    raise field_error("p_offset", f"PT_LOAD p_offset 0x{p_offset:x} is not a file offset")
                 loads.append((p_paddr, p_memsz, p_offset, p_filesz, p_vaddr))
         if not loads:
             raise FormatError(path, eh["e_phoff"], "no PT_LOAD segments: the dump holds no memory")
@@ -151,11 +152,10 @@ class ElfDump(Dump):
         claimed = sum(-(-m // self.page_size) for _p, m, _o, _f, _v in loads)
         limit = max(MAX_PLAIN_PAGES, EXCLUDED_RATIO * -(-source.size // self.page_size))
         if claimed > limit:
-            big = max(range(phnum), key=lambda i: struct.unpack_from("<Q", raw, i * C.PHDR64_SIZE + 40)[0]
-                      if struct.unpack_from("<I", raw, i * C.PHDR64_SIZE)[0] == C.PT_LOAD else -1)
-            raise FormatError(path, eh["e_phoff"] + big * C.PHDR64_SIZE + 40,
-                              f"PT_LOAD segments claim {claimed:,} pages of memory for a file of {source.size:,} bytes "
-                              f"(more than {EXCLUDED_RATIO}x the file and more than {MAX_PLAIN_PAGES:,} pages): a damaged p_memsz")
+            big = max(range(phnum), key=lambda i: phdrs[i]["p_memsz"] if phdrs[i]["p_type"] == C.PT_LOAD else -1)
+            raise S.member_error(source, S.ELF64_PHDR, eh["e_phoff"] + big * S.ELF64_PHDR.size, "p_memsz",
+                                 f"PT_LOAD segments claim {claimed:,} pages of memory for a file of {source.size:,} bytes "
+                                 f"(more than {EXCLUDED_RATIO}x the file and more than {MAX_PLAIN_PAGES:,} pages): a damaged p_memsz")
         self.segments = loads
         ktext = [s for s in loads if s[4] >= C.START_KERNEL_MAP]
         ram = [s for s in loads if s[4] < C.START_KERNEL_MAP]

@@ -15,12 +15,12 @@ file, the first data offset vs the descriptor count) raise FormatError with the 
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 
 from tracelens.errors import FormatError
 
 from . import constants as C
+from . import structs as S
 from .dump import INDEX_BATCH, Dump, IndexBatch
 from .notes import parse_notes
 
@@ -31,7 +31,7 @@ DESC_CACHE_CHUNKS = 16
 MAX_NOTES = 64 << 20
 
 
-_DESC_STRUCT = struct.Struct("<qIIQ")  # page_desc: offset, size, flags, page_flags
+_DESC_STRUCT = S.PAGE_DESC.struct  # offset, size, flags, page_flags: tuples on the per-page path
 
 
 def rank_prefix(bitmap: bytes) -> list[int]:
@@ -47,30 +47,30 @@ def rank_prefix(bitmap: bytes) -> list[int]:
 
 
 def _desc_dtype():
-    import numpy as np
-
-    return np.dtype([("offset", "<i8"), ("size", "<u4"), ("flags", "<u4"), ("page_flags", "<u8")])
+    return S.PAGE_DESC.dtype()
 
 
 def parse_header(source) -> dict:
     path = source.path
-    head = source.pread(0, C.KDUMP_HEADER_SIZE)
-    sig = head[:8]
-    if sig not in (C.KDUMP_SIGNATURE, C.DISKDUMP_SIGNATURE):
+    if source.pread(0, 8) not in (C.KDUMP_SIGNATURE, C.DISKDUMP_SIGNATURE):
         raise FormatError(path, 0, "not a kdump-compressed file (no 'KDUMP   ' signature)")
-    if len(head) < C.KDUMP_HEADER_SIZE:
-        raise FormatError(path, 0, f"disk_dump_header truncated: {len(head)} of {C.KDUMP_HEADER_SIZE} bytes")
-    version = struct.unpack_from("<i", head, 8)[0]
-    uts = [head[12 + 65 * i : 12 + 65 * (i + 1)].split(b"\0")[0].decode("ascii", "replace") for i in range(6)]
-    tv_sec, tv_usec = struct.unpack_from("<qq", head, 408)
-    (status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr, total_ram_blocks, device_blocks, written_blocks,
-     current_cpu, nr_cpus) = struct.unpack_from("<IiiIIIIIIi", head, 424)
+    h = S.read_struct(source, S.DISK_DUMP_HEADER, 0)
+    uts = {k: h[k].split(b"\0")[0].decode("ascii", "replace") for k in S.UTSNAME_FIELDS}
     return dict(
-        signature=sig.decode("ascii"), header_version=version,
-        utsname=dict(zip(("sysname", "nodename", "release", "version", "machine", "domainname"), uts)),
-        timestamp=tv_sec, status=status, block_size=block_size, sub_hdr_size=sub_hdr_size,
-        bitmap_blocks=bitmap_blocks, max_mapnr=max_mapnr, nr_cpus=nr_cpus, current_cpu=current_cpu,
+        signature=h["signature"].decode("ascii"), header_version=h["header_version"], utsname=uts,
+        timestamp=h["tv_sec"], status=h["status"], block_size=h["block_size"], sub_hdr_size=h["sub_hdr_size"],
+        bitmap_blocks=h["bitmap_blocks"], max_mapnr=h["max_mapnr"], nr_cpus=h["nr_cpus"], current_cpu=h["current_cpu"],
     )
+
+
+def _header_error(source, member: str, message: str):
+    """A bad disk_dump_header member, reported at its offset."""
+    return S.member_error(source, S.DISK_DUMP_HEADER, 0, member, message)
+
+
+def _sub_header_error(source, block_size: int, member: str, message: str):
+    """A bad kdump_sub_header member (block 1), reported at its offset."""
+    return S.member_error(source, S.KDUMP_SUB_HEADER, block_size, member, message)
 
 
 class KdumpDump(Dump):
@@ -83,11 +83,12 @@ class KdumpDump(Dump):
         self.header = h
         bs = h["block_size"]
         if bs < 512 or bs > (1 << 20) or bs & (bs - 1):
-            raise FormatError(path, 428, f"block_size {bs} is not a power of two between 512 and 1 MiB")
+            raise _header_error(source, "block_size", f"block_size {bs} is not a power of two between 512 and 1 MiB")
         self.page_size = bs
         fsize = source.size
         if h["sub_hdr_size"] < 0 or (1 + h["sub_hdr_size"]) * bs > fsize:
-            raise FormatError(path, 432, f"sub_hdr_size {h['sub_hdr_size']} blocks runs past the end of the file ({fsize} bytes)")
+            raise _header_error(source, "sub_hdr_size",
+                                f"sub_hdr_size {h['sub_hdr_size']} blocks runs past the end of the file ({fsize} bytes)")
         if h["signature"] == "KDUMP   ":
             self.complete = not (h["status"] & C.DUMP_DH_COMPRESSED_INCOMPLETE) and source.complete
             codec_bits = h["status"] & C.CODEC_MASK
@@ -106,14 +107,10 @@ class KdumpDump(Dump):
     # -- headers ----------------------------------------------------------------------------------------------
     def _read_sub_header(self, h) -> None:
         path, bs, v = self.path, h["block_size"], h["header_version"]
-        sub = self.source.pread(bs, C.KDUMP_SUB_HEADER_SIZE).ljust(C.KDUMP_SUB_HEADER_SIZE, b"\0")
-        fields = struct.unpack_from("<qiiQQQQQQQQQQQ", sub, 0)
-        names = ("phys_base", "dump_level", "split", "start_pfn", "end_pfn", "offset_vmcoreinfo", "size_vmcoreinfo",
-                 "offset_note", "size_note", "offset_eraseinfo", "size_eraseinfo", "start_pfn_64", "end_pfn_64",
-                 "max_mapnr_64")
-        min_version = (1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 6)
-        for name, value, mv in zip(names, fields, min_version):
-            if v >= mv:
+        # a sub-header cut short by the end of the file reads as zeros (its members then say "nothing there")
+        sub = S.KDUMP_SUB_HEADER.unpack(self.source.pread(bs, S.KDUMP_SUB_HEADER.size).ljust(S.KDUMP_SUB_HEADER.size, b"\0"))
+        for name, value in sub.items():
+            if v >= S.KDUMP_SUB_HEADER_SINCE[name]:
                 h[name] = value
         if v >= 1:
             self._header_phys_base = h["phys_base"]
@@ -123,14 +120,16 @@ class KdumpDump(Dump):
         if v >= 4 and h.get("size_note"):
             off, size = h["offset_note"], h["size_note"]
             if off + size > fsize or size > MAX_NOTES:
-                raise FormatError(path, bs + 48, f"ELF notes ({size} bytes at byte {off}) run past the end of the file")
+                raise _sub_header_error(self.source, bs, "offset_note",
+                                        f"ELF notes ({size} bytes at byte {off}) run past the end of the file")
             self.notes, bad = parse_notes(self.source.pread(off, size), off, path=path)
             if bad is not None and not self.notes:
                 raise FormatError(path, off + bad, "damaged ELF note header in the kdump sub-header notes")
         elif v >= 3 and h.get("size_vmcoreinfo"):
             off, size = h["offset_vmcoreinfo"], h["size_vmcoreinfo"]
             if off + size > fsize or size > MAX_NOTES:
-                raise FormatError(path, bs + 32, f"VMCOREINFO ({size} bytes at byte {off}) runs past the end of the file")
+                raise _sub_header_error(self.source, bs, "offset_vmcoreinfo",
+                                        f"VMCOREINFO ({size} bytes at byte {off}) runs past the end of the file")
             from .vmcoreinfo import VmcoreInfo
 
             self.vmcoreinfo = VmcoreInfo.parse(self.source.pread(off, size))
@@ -145,17 +144,20 @@ class KdumpDump(Dump):
         max_mapnr = self.max_mapnr
         bm_blocks = h["bitmap_blocks"]
         self.bitmap_offset = (1 + h["sub_hdr_size"]) * bs
+        src = self.source
         if bm_blocks == 0:
-            raise FormatError(path, 436, "bitmap_blocks is 0: no page bitmap")
+            raise _header_error(src, "bitmap_blocks", "bitmap_blocks is 0: no page bitmap")
         if max_mapnr <= 0:
-            raise FormatError(path, 440, "max_mapnr is 0: the dump describes no memory")
+            raise _header_error(src, "max_mapnr", "max_mapnr is 0: the dump describes no memory")
         if self.bitmap_offset + bm_blocks * bs > self.source.size:
-            raise FormatError(path, 436, f"the bitmaps ({bm_blocks} blocks at byte {self.bitmap_offset}) run past the end of the file ({self.source.size} bytes)")
+            raise _header_error(src, "bitmap_blocks", f"the bitmaps ({bm_blocks} blocks at byte {self.bitmap_offset}) run "
+                                                      f"past the end of the file ({self.source.size} bytes)")
         need = -(-max_mapnr // 8)
         both = bm_blocks >= 2 * -(-need // bs)
         half = bm_blocks * bs // 2 if both else bm_blocks * bs
         if need > half:
-            raise FormatError(path, 440, f"max_mapnr {max_mapnr} needs a {need}-byte bitmap but each bitmap has {half} bytes")
+            raise _header_error(src, "max_mapnr",
+                                f"max_mapnr {max_mapnr} needs a {need}-byte bitmap but each bitmap has {half} bytes")
         self._bm1b = self.source.pread(self.bitmap_offset, need)
         self._bm2_rel = half if both else 0  # the 2nd bitmap's offset from the 1st
         self._bm2b = self.source.pread(self.bitmap_offset + self._bm2_rel, need)
@@ -183,7 +185,7 @@ class KdumpDump(Dump):
         path = self.path
         self._rank_base = self._rank(self.start_pfn)
         self.num_dumpable = self._rank(self.end_pfn) - self._rank_base
-        self.data_start = self.desc_start + C.PAGE_DESC_SIZE * self.num_dumpable
+        self.data_start = self.desc_start + S.PAGE_DESC.size * self.num_dumpable
         self._desc_cache: OrderedDict[int, bytes] = OrderedDict()
         fsize = self.source.size
         if self.desc_start > fsize:
@@ -200,7 +202,7 @@ class KdumpDump(Dump):
             # 2nd bitmap does not count the descriptors that were written.
             inside = sum(1 for o in offs if o < self.data_start)
             if lowest > self.data_start or inside > 1:
-                fits = (lowest - self.desc_start) // C.PAGE_DESC_SIZE
+                fits = (lowest - self.desc_start) // S.PAGE_DESC.size
                 raise FormatError(
                     path, self.desc_start,
                     f"bitmap and page descriptors disagree: the 2nd bitmap has {self.num_dumpable} set bits, so page "
@@ -219,9 +221,9 @@ class KdumpDump(Dump):
         if raw is None:
             lo = c * DESC_CHUNK
             hi = min(self.num_dumpable, lo + DESC_CHUNK)
-            want = (hi - lo) * C.PAGE_DESC_SIZE
-            raw = self.source.pread(self.desc_start + lo * C.PAGE_DESC_SIZE, want)
-            raw = raw[: len(raw) - len(raw) % C.PAGE_DESC_SIZE].ljust(want, b"\0")
+            want = (hi - lo) * S.PAGE_DESC.size
+            raw = self.source.pread(self.desc_start + lo * S.PAGE_DESC.size, want)
+            raw = raw[: len(raw) - len(raw) % S.PAGE_DESC.size].ljust(want, b"\0")
             self._desc_cache[c] = raw
             if len(self._desc_cache) > DESC_CACHE_CHUNKS:
                 self._desc_cache.popitem(last=False)
@@ -231,7 +233,7 @@ class KdumpDump(Dump):
 
     def _desc_one(self, r: int) -> tuple[int, int, int, int]:
         c, i = divmod(r, DESC_CHUNK)
-        return _DESC_STRUCT.unpack_from(self._desc_chunk(c), i * C.PAGE_DESC_SIZE)
+        return _DESC_STRUCT.unpack_from(self._desc_chunk(c), i * S.PAGE_DESC.size)
 
     def _descs(self, r0: int, r1: int):
         """Descriptors of ranks [r0, r1) as a numpy structured array (offset, size, flags, page_flags)."""
@@ -349,7 +351,7 @@ class KdumpDump(Dump):
     def _invalid_reason(self, pfn, offset, size, comp) -> str:
         r = self._rank(pfn) - self._rank_base
         d_off, d_size, d_flags, _ = self._desc_one(r)
-        where = self.desc_start + C.PAGE_DESC_SIZE * r
+        where = self.desc_start + S.PAGE_DESC.size * r
         if d_size > self.page_size:
             why = f"size {d_size} is larger than a block ({self.page_size}): refused (decompression bomb?)"
         elif d_size == 0:
@@ -375,10 +377,11 @@ class KdumpDump(Dump):
 
 
 def _split_field_offset(part: KdumpDump, name: str) -> int:
-    """File offset of a kdump_sub_header field of ``part`` (spec §2.4): where the split range is recorded."""
-    bs = part.page_size
-    v6 = part.header.get("header_version", 0) >= 6
-    return bs + {"split": 12, "start_pfn": 80 if v6 else 16, "end_pfn": 88 if v6 else 24}[name]
+    """File offset of a kdump_sub_header field of ``part`` (spec §2.4): where the split range is recorded (the
+    64-bit members from header_version 6)."""
+    if name != "split" and part.header.get("header_version", 0) >= 6:
+        name += "_64"
+    return part.page_size + S.KDUMP_SUB_HEADER.offset_of(name)
 
 
 def check_split_set(parts: list[KdumpDump]) -> None:
@@ -394,9 +397,11 @@ def check_split_set(parts: list[KdumpDump]) -> None:
     ref = parts[0]
     for p in parts[1:]:
         if p.page_size != ref.page_size:
-            raise FormatError(p.path, 428, f"block size {p.page_size} differs from {ref.path}'s {ref.page_size}: not the same dump")
+            raise _header_error(p.source, "block_size",
+                                f"block size {p.page_size} differs from {ref.path}'s {ref.page_size}: not the same dump")
         if p.max_mapnr != ref.max_mapnr:
-            raise FormatError(p.path, 440, f"max_mapnr {p.max_mapnr} differs from {ref.path}'s {ref.max_mapnr}: not the same dump")
+            raise _header_error(p.source, "max_mapnr",
+                                f"max_mapnr {p.max_mapnr} differs from {ref.path}'s {ref.max_mapnr}: not the same dump")
         for mine, theirs, base, label in ((p._bm1b, ref._bm1b, p.bitmap_offset, "1st"),
                                           (p._bm2b, ref._bm2b, p.bitmap_offset + p._bm2_rel, "2nd")):
             if mine != theirs:

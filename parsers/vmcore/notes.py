@@ -12,11 +12,10 @@ and the readers bound the note bytes of the whole file (MAX_NOTE_BYTES) and refu
 
 from __future__ import annotations
 
-import struct
-
 from tracelens.errors import FormatError
 
 from . import constants as C
+from . import structs as S
 from ._plain import plain
 
 #: notes in one dump, all areas together (a host with 4096 CPUs writes about 3 per CPU)
@@ -44,17 +43,18 @@ def parse_notes(blob: bytes, base_offset: int = -1, *, path=None, max_notes: int
     notes: list[Note] = []
     pos = 0
     n = len(blob)
-    while pos + 12 <= n:
+    head = S.NOTE_HEADER.struct.unpack_from
+    while pos + S.NOTE_HEADER.size <= n:
         if len(notes) >= max_notes:
             raise FormatError(path if path is not None else "(notes)", (base_offset + pos) if base_offset >= 0 else None,
                               f"more than {MAX_NOTES:,} ELF notes in the dump: a damaged note area")
-        namesz, descsz, ntype = struct.unpack_from("<III", blob, pos)
+        namesz, descsz, ntype = head(blob, pos)
         if namesz == 0 and descsz == 0:
             if ntype == 0:
                 # padding/terminator: skip over zero headers (merged per-CPU buffers can leave some)
-                pos += 12
+                pos += S.NOTE_HEADER.size
                 continue
-        name_off = pos + 12
+        name_off = pos + S.NOTE_HEADER.size
         desc_off = name_off + ((namesz + 3) & ~3)
         end = desc_off + ((descsz + 3) & ~3)
         if desc_off + descsz > n or namesz > 4096:
@@ -83,12 +83,12 @@ def notes_table(notes: list[Note]):
 
 
 def decode_prstatus(desc: bytes) -> dict | None:
-    """x86_64 ``struct elf_prstatus`` -> {pid, r15..gs}; None when the desc is too short."""
-    if len(desc) < C.PRSTATUS_REG_OFF + 8 * len(C.PRSTATUS_REGS):
+    """x86_64 ``struct elf_prstatus`` -> {pid, r15..gs}; None when the desc is too short to hold the registers
+    (the last 8 bytes, pr_fpvalid and padding, are not needed)."""
+    if len(desc) < S.ELF_PRSTATUS.offset_of(S.PRSTATUS_REGS[-1]) + 8:
         return None
-    row = {"pid": struct.unpack_from("<i", desc, C.PRSTATUS_PID_OFF)[0]}
-    regs = struct.unpack_from(f"<{len(C.PRSTATUS_REGS)}Q", desc, C.PRSTATUS_REG_OFF)
-    row.update(zip(C.PRSTATUS_REGS, regs))
+    row = S.ELF_PRSTATUS.unpack(desc.ljust(S.ELF_PRSTATUS.size, b"\0"))
+    row["pid"] = row.pop("pr_pid")
     return row
 
 
@@ -105,7 +105,7 @@ def prstatus_table(notes: list[Note]):
                 r["note_index"] = len(rows)
                 rows.append(r)
     cols = {"note_index": pa.array([r["note_index"] for r in rows], pa.int32()), "pid": pa.array([r["pid"] for r in rows], pa.int32())}
-    for reg in C.PRSTATUS_REGS:
+    for reg in S.PRSTATUS_REGS:
         cols[reg] = pa.array([r[reg] for r in rows], pa.uint64())
     return pa.table(cols)
 
@@ -116,20 +116,15 @@ def qemu_cpu_table(notes: list[Note]):
 
     rows = []
     for n in notes:
-        if n.name == "QEMU" and len(n.desc) >= C.QEMU_CPU_STATE_SIZE:
-            version, size = struct.unpack_from("<II", n.desc, 0)
-            if version != 1:
+        if n.name == "QEMU" and len(n.desc) >= S.QEMU_CPU_STATE.size:
+            state = S.QEMU_CPU_STATE.unpack(n.desc)
+            if state["version"] != 1:
                 continue
-            rows.append({k: struct.unpack_from("<Q", n.desc, off)[0] for k, off in C.QEMU_CPU_FIELDS.items()})
+            rows.append(state)
     cols = {"vcpu": pa.array(range(len(rows)), pa.int32())}
-    for k in C.QEMU_CPU_FIELDS:
+    for k in S.QEMU_CPU_REGS:
         cols[k] = pa.array([r[k] for r in rows], pa.uint64())
     return pa.table(cols)
-
-
-#: crash_xen_info_t (x86_64, spec §3.2): 8 u64 fields, then version-dependent tails told apart by desc size
-XEN_CRASH_INFO_FIELDS = ("xen_major_version", "xen_minor_version", "xen_extra_version", "xen_changeset",
-                         "xen_compiler", "xen_compile_date", "xen_compile_time", "tainted")
 
 
 def xen_notes_table(notes: list[Note]):
@@ -143,18 +138,17 @@ def xen_notes_table(notes: list[Note]):
     for n in notes:
         if n.name != "Xen":
             continue
-        if n.type == 0x1000002 and len(n.desc) >= 32:
-            cr0, cr2, cr3, cr4 = struct.unpack_from("<4Q", n.desc, 0)
-            rows.append({"note": "CRASH_REGS", "cpu": cpu, "cr0": cr0, "cr2": cr2, "cr3": cr3, "cr4": cr4})
+        if n.type == C.XEN_ELFNOTE_CRASH_REGS and len(n.desc) >= S.XEN_CRASH_REGS.size:
+            rows.append({"note": "CRASH_REGS", "cpu": cpu, **S.XEN_CRASH_REGS.unpack(n.desc)})
             cpu += 1
-        elif n.type == 0x1000001 and len(n.desc) >= 64:
-            vals = dict(zip(XEN_CRASH_INFO_FIELDS, struct.unpack_from("<8Q", n.desc, 0)))
+        elif n.type == C.XEN_ELFNOTE_CRASH_INFO and len(n.desc) >= S.XEN_CRASH_INFO.size:
+            vals = S.XEN_CRASH_INFO.unpack(n.desc)
             row = {"note": "CRASH_INFO", "xen_major_version": vals["xen_major_version"], "xen_minor_version": vals["xen_minor_version"],
                    "tainted": vals["tainted"]}
-            if len(n.desc) >= 80:
-                row["xen_phys_start"], row["dom0_pfn_to_mfn_frame_list_list"] = struct.unpack_from("<QQ", n.desc, 64)
-            elif len(n.desc) >= 72:
-                row["dom0_pfn_to_mfn_frame_list_list"] = struct.unpack_from("<Q", n.desc, 64)[0]
+            for tail in (S.XEN_CRASH_INFO_80, S.XEN_CRASH_INFO_72):  # told apart by the desc size
+                if len(n.desc) >= tail.size:
+                    row.update(tail.unpack(n.desc))
+                    break
             rows.append(row)
     cols = ("note", "cpu", "cr0", "cr2", "cr3", "cr4", "xen_major_version", "xen_minor_version", "tainted",
             "xen_phys_start", "dom0_pfn_to_mfn_frame_list_list")

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 
 from tracelens.errors import FormatError
 
 from . import constants as C
+from . import structs as S
 
 
 class FileSource:
@@ -109,11 +109,12 @@ class FlattenedSource(FileSource):
         head = self.pread(0, C.FLAT_HEADER_SIZE)
         if len(head) < C.FLAT_HEADER_SIZE or not head.startswith(C.FLAT_SIGNATURE):
             raise FormatError(self.path, 0, "not a makedumpfile flattened stream (no 'makedumpfile' signature)")
-        ftype, fversion = struct.unpack_from(">qq", head, 16)
-        if ftype != C.FLAT_TYPE:
-            raise FormatError(self.path, 16, f"flattened header type {ftype}, expected {C.FLAT_TYPE}")
-        if fversion != C.FLAT_VERSION:
-            raise FormatError(self.path, 24, f"flattened header version {fversion}, expected {C.FLAT_VERSION}")
+        h = S.FLAT_HEADER.unpack(head)
+        if h["type"] != C.FLAT_TYPE:
+            raise S.member_error(self, S.FLAT_HEADER, 0, "type", f"flattened header type {h['type']}, expected {C.FLAT_TYPE}")
+        if h["version"] != C.FLAT_VERSION:
+            raise S.member_error(self, S.FLAT_HEADER, 0, "version",
+                                 f"flattened header version {h['version']}, expected {C.FLAT_VERSION}")
         self._index_records()
 
     def _index_records(self) -> None:
@@ -122,14 +123,15 @@ class FlattenedSource(FileSource):
         positions: list[int] = []
         pos = C.FLAT_HEADER_SIZE
         complete = False
-        while pos + C.FLAT_RECORD_HEADER_SIZE <= self.stream_size:
-            off, size = struct.unpack(">qq", self.pread(pos, C.FLAT_RECORD_HEADER_SIZE))
+        record = S.FLAT_RECORD_HEADER
+        while pos + record.size <= self.stream_size:
+            off, size = record.struct.unpack(self.pread(pos, record.size))
             if off == -1 and size == -1:
                 complete = True
                 break
             if off < 0 or size <= 0:
                 raise FormatError(self.path, pos, f"flattened record with offset {off} and size {size} (offset must be >= 0, size > 0)")
-            data_pos = pos + C.FLAT_RECORD_HEADER_SIZE
+            data_pos = pos + record.size
             if data_pos + size > self.stream_size:
                 # truncated in the middle of a record: keep what is there, the rest is lost
                 size = self.stream_size - data_pos

@@ -17,13 +17,12 @@ guest's own note page by a page-aligned scan for ``OSRELEASE=`` (``find_vmcorein
 
 from __future__ import annotations
 
-import struct
-
 import numpy as np
 
 from tracelens.errors import FormatError
 
 from . import constants as C
+from . import structs as S
 from .dump import INDEX_BATCH, Dump, IndexBatch
 from .elf import parse_ehdr, read_section_headers
 from .notes import parse_notes
@@ -41,18 +40,23 @@ class XcCoreDump(Dump):
         eh = parse_ehdr(source)
         shdrs = read_section_headers(source, eh)
         if not shdrs:
-            raise FormatError(path, 40, "xc_core file without section headers")
+            raise S.member_error(source, S.ELF64_EHDR, 0, "e_shoff", "xc_core file without section headers")
         strndx = eh["e_shstrndx"]
         if strndx >= len(shdrs):
-            raise FormatError(path, 62, f"e_shstrndx {strndx} is not a section (there are {len(shdrs)})")
+            raise S.member_error(source, S.ELF64_EHDR, 0, "e_shstrndx",
+                                 f"e_shstrndx {strndx} is not a section (there are {len(shdrs)})")
+
+        def section_error(sh, message):  # a section's extent: reported at its sh_offset
+            return S.member_error(source, S.ELF64_SHDR, sh["header_offset"], "sh_offset", message)
+
         st = shdrs[strndx]
-        if st["offset"] + st["size"] > source.size or st["size"] > MAX_SECTION_NAMES:
-            raise FormatError(path, st["header_offset"] + 24, "section name table runs past the end of the file")
-        names = source.pread(st["offset"], st["size"])
+        if st["sh_offset"] + st["sh_size"] > source.size or st["sh_size"] > MAX_SECTION_NAMES:
+            raise section_error(st, "section name table runs past the end of the file")
+        names = source.pread(st["sh_offset"], st["sh_size"])
         self.sections: dict[str, dict] = {}
         for sh in shdrs:
-            end = names.find(b"\0", sh["name_off"])
-            name = names[sh["name_off"] : end if end >= 0 else len(names)].decode("ascii", "replace")
+            end = names.find(b"\0", sh["sh_name"])
+            name = names[sh["sh_name"] : end if end >= 0 else len(names)].decode("ascii", "replace")
             sh["name"] = name
             self.sections[name] = sh
 
@@ -65,46 +69,45 @@ class XcCoreDump(Dump):
             return sh
 
         note_sh = section(".note.Xen")
-        if note_sh["offset"] + note_sh["size"] > source.size or note_sh["size"] > 1 << 20:
-            raise FormatError(path, note_sh["header_offset"] + 24, ".note.Xen runs past the end of the file")
-        self.notes, _ = parse_notes(source.pread(note_sh["offset"], note_sh["size"]), note_sh["offset"], path=path)
-        hdr = next((n for n in self.notes if n.name == "Xen" and n.type == C.XC_CORE_NOTE_HEADER), None)
-        if hdr is None or len(hdr.desc) < 32:
-            raise FormatError(path, note_sh["offset"], ".note.Xen has no DUMPCORE_HEADER note")
-        magic, nr_vcpus, nr_pages, page_size = struct.unpack_from("<QQQQ", hdr.desc, 0)
+        if note_sh["sh_offset"] + note_sh["sh_size"] > source.size or note_sh["sh_size"] > 1 << 20:
+            raise section_error(note_sh, ".note.Xen runs past the end of the file")
+        self.notes, _ = parse_notes(source.pread(note_sh["sh_offset"], note_sh["sh_size"]), note_sh["sh_offset"], path=path)
+        hdr = next((n for n in self.notes if n.name == "Xen" and n.type == C.XEN_ELFNOTE_DUMPCORE_HEADER), None)
+        if hdr is None or len(hdr.desc) < S.DUMPCORE_HEADER.size:
+            raise FormatError(path, note_sh["sh_offset"], ".note.Xen has no DUMPCORE_HEADER note")
+        dh = S.DUMPCORE_HEADER.unpack(hdr.desc)
+        magic, nr_vcpus, nr_pages, page_size = dh["magic"], dh["nr_vcpus"], dh["nr_pages"], dh["page_size"]
         if magic not in (C.XC_CORE_MAGIC_PV, C.XC_CORE_MAGIC_HVM):
-            raise FormatError(path, hdr.offset, f"DUMPCORE_HEADER magic 0x{magic:x} is neither PV (0xf00febed) nor HVM (0xf00febee)")
+            raise FormatError(path, hdr.offset, f"DUMPCORE_HEADER magic 0x{magic:x} is neither PV ({C.XC_CORE_MAGIC_PV:#x}) "
+                                              f"nor HVM ({C.XC_CORE_MAGIC_HVM:#x})")
         if page_size not in (4096, 8192, 16384, 65536):
             raise FormatError(path, hdr.offset, f"DUMPCORE_HEADER page size {page_size}")
         self.page_size = page_size
         self.guest_type = "HVM" if magic == C.XC_CORE_MAGIC_HVM else "PV"
         self.header = {"magic": magic, "nr_vcpus": nr_vcpus, "nr_pages": nr_pages, "guest_type": self.guest_type,
                        "nr_cpus": nr_vcpus}
-        ver = next((n for n in self.notes if n.name == "Xen" and n.type == C.XC_CORE_NOTE_XEN_VERSION), None)
-        if ver is not None and len(ver.desc) >= 32:
-            major, minor = struct.unpack_from("<QQ", ver.desc, 0)
-            extra = ver.desc[16:32].split(b"\0")[0].decode("ascii", "replace")
-            self.header["xen_version"] = f"{major}.{minor}{extra}"
+        ver = next((n for n in self.notes if n.name == "Xen" and n.type == C.XEN_ELFNOTE_DUMPCORE_XEN_VERSION), None)
+        if ver is not None and len(ver.desc) >= S.DUMPCORE_XEN_VERSION.size:
+            xv = S.DUMPCORE_XEN_VERSION.unpack(ver.desc)
+            extra = xv["extra"].split(b"\0")[0].decode("ascii", "replace")
+            self.header["xen_version"] = f"{xv['major']}.{xv['minor']}{extra}"
 
         pages_sh = section(".xen_pages")
         table_sh = section(".xen_pfn", False) or section(".xen_p2m", False)
         if table_sh is None:
             raise FormatError(path, eh["e_shoff"], "xc_core file without a .xen_pfn or .xen_p2m section")
-        entsize = 8 if table_sh["name"] == ".xen_pfn" else 16
-        if table_sh["offset"] + table_sh["size"] > source.size:
-            raise FormatError(path, table_sh["header_offset"] + 24, f"{table_sh['name']} runs past the end of the file")
-        n_entries = table_sh["size"] // entsize
-        if pages_sh["offset"] % page_size:
-            raise FormatError(path, pages_sh["header_offset"] + 24, ".xen_pages is not page aligned")
-        if pages_sh["offset"] > 1 << 62:  # past the end of a truncated file is "lost"; this far is damage
-            raise FormatError(path, pages_sh["header_offset"] + 24, f".xen_pages sh_offset 0x{pages_sh['offset']:x} is not a file offset")
-        n_pages = min(n_entries, pages_sh["size"] // page_size)
-        raw = np.frombuffer(source.pread(table_sh["offset"], n_pages * entsize), np.uint64)
-        if entsize == 16:
-            raw = raw.reshape(-1, 2)
-            pfns, self.gmfns = raw[:, 0].copy(), raw[:, 1].copy()
-        else:
-            pfns, self.gmfns = raw.copy(), None
+        entry = S.XEN_PFN_ENTRY if table_sh["name"] == ".xen_pfn" else S.XEN_P2M_ENTRY
+        if table_sh["sh_offset"] + table_sh["sh_size"] > source.size:
+            raise section_error(table_sh, f"{table_sh['name']} runs past the end of the file")
+        n_entries = table_sh["sh_size"] // entry.size
+        if pages_sh["sh_offset"] % page_size:
+            raise section_error(pages_sh, ".xen_pages is not page aligned")
+        if pages_sh["sh_offset"] > 1 << 62:  # past the end of a truncated file is "lost"; this far is damage
+            raise section_error(pages_sh, f".xen_pages sh_offset 0x{pages_sh['sh_offset']:x} is not a file offset")
+        n_pages = min(n_entries, pages_sh["sh_size"] // page_size)
+        raw = np.frombuffer(source.pread(table_sh["sh_offset"], n_pages * entry.size), entry.dtype())
+        pfns = raw["pfn"].copy()
+        self.gmfns = raw["gmfn"].copy() if "gmfn" in entry.names else None
         used = pfns != np.uint64(0xFFFFFFFFFFFFFFFF)
         order = np.flatnonzero(used)
         if len(order) > 1 and np.any(np.diff(pfns[order].astype(np.int64)) <= 0):
@@ -113,18 +116,18 @@ class XcCoreDump(Dump):
         self._pfn = pfns[order]
         self._slot = order.astype(np.int64)
         self._m2p = None  # PV: (sorted gmfns, their pfns), built on first use
-        self.pages_offset = pages_sh["offset"]
-        self.complete = source.complete and pages_sh["offset"] + n_pages * page_size <= source.size
+        self.pages_offset = pages_sh["sh_offset"]
+        self.complete = source.complete and pages_sh["sh_offset"] + n_pages * page_size <= source.size
         # vCPU contexts
         self.vcpu_contexts: list[bytes] = []
         pr = self.sections.get(".xen_prstatus")
         if pr is not None:
-            esz = pr["entsize"] or C.VCPU_GUEST_CONTEXT_SIZE
-            if pr["offset"] + pr["size"] <= source.size and esz >= C.VCPU_CONTEXT_FIELDS["gs_base_user"] + 8:
-                blob = source.pread(pr["offset"], pr["size"])
+            esz = pr["sh_entsize"] or S.VCPU_GUEST_CONTEXT.size
+            if pr["sh_offset"] + pr["sh_size"] <= source.size and esz >= S.VCPU_GUEST_CONTEXT.size:
+                blob = source.pread(pr["sh_offset"], pr["sh_size"])
                 self.vcpu_contexts = [blob[i : i + esz] for i in range(0, len(blob) - esz + 1, esz)]
         si = self.sections.get(".xen_shared_info")
-        self.shared_info_page = source.pread(si["offset"], min(si["size"], page_size)) if si is not None else None
+        self.shared_info_page = source.pread(si["sh_offset"], min(si["sh_size"], page_size)) if si is not None else None
         self._finish_init()
 
     # -- page index -------------------------------------------------------------------------------------------
@@ -153,11 +156,11 @@ class XcCoreDump(Dump):
         format keeps no vCPU id, and offline vCPUs are left out."""
         import pyarrow as pa
 
-        rows = [{k: struct.unpack_from("<Q", ctx, off)[0] for k, off in C.VCPU_CONTEXT_FIELDS.items()} for ctx in self.vcpu_contexts]
+        rows = [S.VCPU_GUEST_CONTEXT.unpack(ctx) for ctx in self.vcpu_contexts]
         cols = {"index": pa.array(range(len(rows)), pa.int32())}
-        for k in C.VCPU_CONTEXT_FIELDS:
+        for k in S.VCPU_GUEST_CONTEXT.names:
             cols[k] = pa.array([r[k] for r in rows], pa.uint64())
-        cols["online"] = pa.array([bool(r["flags"] & 32) for r in rows], pa.bool_())
+        cols["online"] = pa.array([bool(r["flags"] & S.VGCF_ONLINE) for r in rows], pa.bool_())
         return pa.table(cols)
 
     @property
@@ -183,10 +186,10 @@ class XcCoreDump(Dump):
         """The page-table root of the first online vCPU (a fallback when VMCOREINFO gives none): for HVM a
         guest-physical address; for PV a machine address (xen_pfn_to_cr3, mfn << 12 on x86_64) that the
         translator maps back through ``machine_to_pfn``."""
-        off = C.VCPU_CONTEXT_FIELDS["cr3"]
         for ctx in self.vcpu_contexts:
-            if struct.unpack_from("<Q", ctx, C.VCPU_CONTEXT_FIELDS["flags"])[0] & 32:
-                return struct.unpack_from("<Q", ctx, off)[0]
+            regs = S.VCPU_GUEST_CONTEXT.unpack(ctx)
+            if regs["flags"] & S.VGCF_ONLINE:
+                return regs["cr3"]
         return None
 
     def p2m(self):

@@ -13,9 +13,10 @@ arch/x86/pci/xen.c, arch/x86/xen/*.c and drivers/xen/*.c, whose pr_fmt prefixes 
 from __future__ import annotations
 
 import re
-import struct
 
 import numpy as np
+
+from . import structs as S
 
 # ---------------------------------------------------------------------------------------------------------------
 # kernel log events. (event, category, regex over the record text); named groups become columns.
@@ -112,18 +113,18 @@ def decode_grant_frame(data: bytes, version: int = 1, first_ref: int = 0) -> dic
     in_use (v1: a permit_access grant Xen reports mapped for reading or writing), plus v2's page_off/length."""
     if version not in (1, 2):
         raise ValueError("grant table version must be 1 or 2")
-    esz = 8 if version == 1 else 16
-    n = len(data) // esz
+    entry = S.GRANT_ENTRY_V1 if version == 1 else S.GRANT_ENTRY_V2
+    n = len(data) // entry.size
     cols: dict[str, list] = {k: [] for k in ("ref", "flags", "type", "domid", "frame", "readonly", "reading", "writing", "in_use", "page_off", "length")}
     for i in range(n):
         if version == 1:
-            flags, domid, frame = struct.unpack_from("<HHI", data, i * 8)
+            flags, domid, frame = entry.struct.unpack_from(data, i * entry.size)
             page_off = length = None
         else:
-            flags, domid, a, b, frame = struct.unpack_from("<HHHHQ", data, i * 16)
+            flags, domid, a, b, frame = entry.struct.unpack_from(data, i * entry.size)
             page_off, length = (a, b) if flags & GTF_SUB_PAGE else (None, None)
-            if flags & GTF_TYPE_MASK == 3:  # transitive: trans_domid u16 @4, gref u32 @8
-                frame = struct.unpack_from("<I", data, i * 16 + 8)[0]
+            if flags & GTF_TYPE_MASK == 3:  # transitive: trans_domid at 4, the gref in place of the frame
+                frame = S.GRANT_ENTRY_V2_TRANSITIVE.unpack(data, i * entry.size)["gref"]
         t = flags & GTF_TYPE_MASK
         cols["ref"].append(first_ref + i)
         cols["flags"].append(flags)
@@ -147,7 +148,7 @@ def grant_entries(dump, frames, version: int = 1, *, skip_empty: bool = True):
     import pyarrow as pa
 
     ps = dump.page_size
-    per = ps // (8 if version == 1 else 16)
+    per = ps // (S.GRANT_ENTRY_V1 if version == 1 else S.GRANT_ENTRY_V2).size
     out: dict[str, list] = {}
     for k, pfn in enumerate(frames):
         cols = decode_grant_frame(dump.read_phys(int(pfn) * ps, ps), version, first_ref=k * per)
@@ -186,10 +187,10 @@ def find_grant_frames(dump, *, min_entries: int = 4, max_frame: int | None = Non
 
 # ---------------------------------------------------------------------------------------------------------------
 # shared_info (spec §6.3)
-SHARED_INFO_VCPUS = 32
-EVTCHN_PENDING_OFF = 2048
-EVTCHN_MASK_OFF = 2560
-WC_OFF = 3072
+SHARED_INFO_VCPUS = 32  # MAX_VIRT_CPUS vcpu_info slots open the page
+EVTCHN_PENDING_OFF = S.EVTCHN_PENDING_OFF
+EVTCHN_MASK_OFF = S.EVTCHN_MASK_OFF
+WC_OFF = S.SHARED_INFO_TAIL.offset_of("wc_version")
 
 
 def shared_info(data: bytes) -> dict:
@@ -197,25 +198,17 @@ def shared_info(data: bytes) -> dict:
     "wallclock": {...}, "arch": {...}}. vcpu_info slots go stale once Linux registers per-CPU copies."""
     import pyarrow as pa
 
-    if len(data) < WC_OFF + 16 + 48:
-        raise ValueError(f"a shared_info page needs {WC_OFF + 64} bytes, got {len(data)}")
-    vc = []
-    for v in range(SHARED_INFO_VCPUS):
-        o = v * 64
-        up, mask = data[o], data[o + 1]
-        sel, cr2 = struct.unpack_from("<QQ", data, o + 8)
-        ver, tsc, systime, mul = struct.unpack_from("<I4xQQI", data, o + 32)
-        shift, tflags = struct.unpack_from("<bB", data, o + 60)
-        vc.append(dict(vcpu=v, upcall_pending=up, upcall_mask=mask, pending_sel=sel, cr2=cr2, time_version=ver,
-                       tsc_timestamp=tsc, system_time_ns=systime, tsc_to_system_mul=mul, tsc_shift=shift, time_flags=tflags))
+    if len(data) < S.SHARED_INFO_TAIL.size:
+        raise ValueError(f"a shared_info page needs {S.SHARED_INFO_TAIL.size} bytes, got {len(data)}")
+    vc = [dict(vcpu=v, **S.VCPU_INFO.unpack(data, v * S.VCPU_INFO.size)) for v in range(SHARED_INFO_VCPUS)]
     pending = np.frombuffer(data[EVTCHN_PENDING_OFF:EVTCHN_MASK_OFF], "<u8")
     masked = np.frombuffer(data[EVTCHN_MASK_OFF:WC_OFF], "<u8")
     pbits = np.unpackbits(pending.view(np.uint8), bitorder="little").astype(bool)
     mbits = np.unpackbits(masked.view(np.uint8), bitorder="little").astype(bool)
     ports = np.flatnonzero(pbits | mbits)
-    wc_version, wc_sec, wc_nsec, wc_sec_hi = struct.unpack_from("<IIII", data, WC_OFF)
-    arch = dict(zip(("max_pfn", "pfn_to_mfn_frame_list_list", "nmi_reason", "p2m_cr3", "p2m_vaddr", "p2m_generation"),
-                    struct.unpack_from("<6Q", data, WC_OFF + 16)))
+    tail = S.SHARED_INFO_TAIL.unpack(data)
+    wc_version, wc_sec, wc_nsec, wc_sec_hi = (tail.pop(k) for k in ("wc_version", "wc_sec", "wc_nsec", "wc_sec_hi"))
+    arch = tail  # arch_shared_info
     return {
         "vcpus": pa.Table.from_pylist(vc),
         "ports": pa.table({"port": pa.array(ports, pa.uint32()), "pending": pa.array(pbits[ports]), "masked": pa.array(mbits[ports])}),

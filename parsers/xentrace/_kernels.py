@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracelens._jit import njit, prange
+from tracelens._jit import njit, pin_constants, prange
+from tracelens.parsers.xentrace.catalog import event_id, family
 
-CPU_CHANGE_HEADER = 0x2001F003
-EV_LOST = 0x0001F001
-EV_WRAP = 0x0001F002
-EV_CPU_CHANGE = 0x0001F003
-EV_CONTINUE = 0x00021002
+# Event ids from the catalog (catalog.toml, the one source), resolved at import: numba compiles them in as constants
+# (pin_constants, at the end of the module, keeps its cache in step with them).
+EV_LOST = event_id("LOST_RECORDS")
+EV_WRAP = event_id("TRACE_WRAP_BUFFER")
+EV_CPU_CHANGE = event_id("TRACE_CPU_CHANGE")
+EV_CONTINUE = event_id("SCHED_CONTINUE_RUNNING")
+EV_DECREASE_RESERVATION = event_id("MEM_DECREASE_RESERVATION")
+RUNSTATE_CHANGE, RUNSTATE_MASK = family("RUNSTATE_CHANGE")  # old state in bits 8-11, new state in bits 4-7
+#: the first word of every window: a CPU_CHANGE record with 2 payload words (pCPU, window size) and no TSC
+CPU_CHANGE_HEADER = EV_CPU_CHANGE | 2 << 28
 
 UNKNOWN = -1  # the vCPU state is (dom << 16 | vcpu) as an int64; -1 means "not known"
 
@@ -172,7 +178,7 @@ def _record_vcpu(ev, n, w, body, state):
     if ev == EV_LOST and n >= 2:
         x = np.int64(w[body + 1])
         return x & 0xFFFF, x >> 16, True
-    if (ev & 0x0FFFF00F) == 0x00021001 and n >= 1 and ((ev >> 4) & 0xF) == 0:
+    if (ev & RUNSTATE_MASK) == RUNSTATE_CHANGE and n >= 1 and ((ev >> 4) & 0xF) == 0:
         x = np.int64(w[body])
         return x >> 16, x & 0xFFFF, True
     if state == UNKNOWN:
@@ -187,7 +193,7 @@ def _state_after(ev, n, w, body, state):
     runstate change out of running clears the state if it names the current vCPU; LOST_RECORDS makes the vCPU of
     its payload current (UNKNOWN when the payload is missing). SCHED_SWITCH changes nothing: the previous vCPU
     runs until its runstate record."""
-    if (ev & 0x0FFFF00F) == 0x00021001 and n >= 1:
+    if (ev & RUNSTATE_MASK) == RUNSTATE_CHANGE and n >= 1:
         d1 = np.int64(w[body])
         new = (ev >> 4) & 0xF
         old = (ev >> 8) & 0xF
@@ -305,13 +311,14 @@ def stream_pass(w, pos, vend, cpu_order, cpu_start, in_tsc, in_key, in_state, do
 
 @njit(cache=True, nogil=True)
 def decrease_res_payloads(w, pos, nrec):
-    """(d3, d4) of every 4-word DECREASE_RESERVATION record, for the layout guess (two walks: count, then fill)."""
+    """(d3, d4) of every DECREASE_RESERVATION record with 4 payload words or more, for the layout guess (two walks:
+    count, then fill)."""
     cnt = 0
     for wi in range(pos.shape[0]):
         p = pos[wi]
         for i in range(nrec[wi]):
             ev, n, has, body = _header(w, p)
-            cnt += ev == 0x0010F005 and n == 4
+            cnt += ev == EV_DECREASE_RESERVATION and n >= 4
             p = body + n
     d3 = np.empty(cnt, np.uint32)
     d4 = np.empty(cnt, np.uint32)
@@ -320,7 +327,7 @@ def decrease_res_payloads(w, pos, nrec):
         p = pos[wi]
         for i in range(nrec[wi]):
             ev, n, has, body = _header(w, p)
-            if ev == 0x0010F005 and n == 4:
+            if ev == EV_DECREASE_RESERVATION and n >= 4:
                 d3[k] = w[body + 2]
                 d4[k] = w[body + 3]
                 k += 1
@@ -624,3 +631,6 @@ def exact_id_counts(w, pos, nrec, cap):
                     size *= 2
             p += 1 + ((h >> 28) & 7) + 2 * (h >> 31)
     return keys, counts, 0
+
+
+pin_constants(globals())

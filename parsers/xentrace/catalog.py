@@ -39,6 +39,24 @@ class Layout:
     xen: str | None = None  # condition, e.g. "<4.8", ">=4.19"
     n_extra: int | None = None
 
+    def column(self, name: str, words):
+        """Field ``name`` of many records at once (i64 array): ``words[j]`` holds payload word j (d<j+1>) of every
+        record. The vectorised twin of :func:`field_values`: halves joined, bit fields shifted and masked."""
+        import numpy as np
+
+        parts = [f for f in self.fields if f.name == name]
+        if not parts:
+            raise KeyError(f"the layout has no field {name!r}")
+        out = None
+        for f in parts:
+            w = np.asarray(words[f.word], np.int64)
+            if f.half is not None:
+                v = w << 32 if f.half == "hi" else w
+                out = v if out is None else out | v
+            else:
+                out = (w >> f.lo) & ((1 << (f.hi - f.lo)) - 1)
+        return out
+
 
 @dataclass
 class Event:
@@ -88,12 +106,26 @@ def _parse_fields(specs, where: str) -> tuple[Field, ...]:
     return tuple(out)
 
 
+def _check_entry(c, here: str, numbers: tuple[str, ...]) -> None:
+    """A [[class]], [[subclass]] or [[family]] table: a non-empty name and 28-bit integers."""
+    if not isinstance(c, dict):
+        raise UsageError(f"{here}: an entry is a table with {', '.join(numbers)} and name")
+    for k in numbers:
+        if type(c.get(k)) is not int or not 0 <= c[k] <= 0x0FFFFFFF:
+            raise UsageError(f"{here}: '{k}' must be an integer between 0 and 0x0fffffff, not {c.get(k)!r}")
+    if not isinstance(c.get("name"), str) or not c["name"]:
+        raise UsageError(f"{here}: 'name' must be a non-empty string")
+
+
 class Catalog:
     """Event definitions, indexed by id; built from the shipped catalog.toml plus optional override files."""
 
     def __init__(self, data: dict, extra: list[tuple[str, dict]] = ()):
         self.events: dict[int, Event] = {}
+        self.ids: dict[str, int] = {}  # event name -> id
         self.classes: list[tuple[int, int, str]] = []
+        self.subclasses: dict[str, int] = {}  # name -> class and subclass bits
+        self.families: dict[str, tuple[int, int]] = {}  # name -> (value, mask): id & mask == value
         self.tables: dict[str, dict[int, str]] = {}
         self._load(data, "catalog.toml")
         for where, d in extra:
@@ -109,7 +141,7 @@ class Catalog:
             raise UsageError(f"{where}: malformed catalog entry ({type(e).__name__}: {e})") from None
 
     def _load_checked(self, data: dict, where: str) -> None:
-        for key in ("event", "class"):
+        for key in ("event", "class", "subclass", "family"):
             if not isinstance(data.get(key, []), list):
                 raise UsageError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
         for i, ev in enumerate(data.get("event", [])):
@@ -126,17 +158,20 @@ class Catalog:
                 layouts.append(Layout(_parse_fields(lay.get("fields", []), here), lay.get("name"), lay.get("xen"), lay.get("n_extra")))
             if "fields" in ev or not layouts:
                 layouts.append(Layout(_parse_fields(ev.get("fields", []), here)))
+            old = self.events.get(eid)
+            if old is not None and self.ids.get(old.name) == eid:
+                del self.ids[old.name]
             self.events[eid] = Event(eid, name, layouts, bool(ev.get("hypercall", False)))
+            self.ids[name] = eid
         for i, c in enumerate(data.get("class", [])):
-            here = f"{where}: class #{i + 1}"
-            if not isinstance(c, dict):
-                raise UsageError(f"{here}: a class is a table with mask, value and name")
-            for k in ("mask", "value"):
-                if type(c.get(k)) is not int or not 0 <= c[k] <= 0x0FFFFFFF:
-                    raise UsageError(f"{here}: '{k}' must be an integer between 0 and 0x0fffffff, not {c.get(k)!r}")
-            if not isinstance(c.get("name"), str) or not c["name"]:
-                raise UsageError(f"{here}: 'name' must be a non-empty string")
+            _check_entry(c, f"{where}: class #{i + 1}", ("mask", "value"))
             self.classes.append((c["mask"], c["value"], c["name"]))
+        for i, c in enumerate(data.get("subclass", [])):
+            _check_entry(c, f"{where}: subclass #{i + 1}", ("value",))
+            self.subclasses[c["name"]] = c["value"]
+        for i, c in enumerate(data.get("family", [])):
+            _check_entry(c, f"{where}: family #{i + 1}", ("mask", "value"))
+            self.families[c["name"]] = (c["value"], c["mask"])
         for key, val in data.items():
             if isinstance(val, dict):
                 try:
@@ -168,7 +203,7 @@ class Catalog:
         cls = self.class_name(event)
         if cls == "GUEST":
             return f"GUEST_{event & 0xFFF:#05x}"
-        if event & 0x0FFFF000 == 0x00022000:
+        if event & SUBCLASS_ID_MASK == self.subclasses.get("SCHED_CLASS"):
             sched = self.tables.get("schedulers", {}).get((event >> 9) & 7, f"SCHED{(event >> 9) & 7}")
             return f"{sched}_EV{event & 0x1FF}"
         return f"{cls}_{event:#010x}"
@@ -204,6 +239,44 @@ def load_catalog(extra_files=()) -> Catalog:
     return _load_cached(tuple(str(p) for p in extra_files))
 
 
+# -- ids by name -------------------------------------------------------------------------------------------------
+# catalog.toml is the one source of the ids code reads: code names an event, a subclass or a family, and takes the
+# number from the shipped catalog (user catalogs name records; they do not change what the decoder and the analysis
+# mean by a name). The numba kernels resolve theirs at import into module constants (see tracelens._jit.pin_constants).
+
+
+def event_id(name: str) -> int:
+    """The id of the event ``name`` (the catalog's name: ``"MEM_PAGE_GRANT_MAP"``)."""
+    try:
+        return load_catalog().ids[name]
+    except KeyError:
+        raise KeyError(f"catalog.toml defines no event named {name!r}") from None
+
+
+def subclass_id(name: str) -> int:
+    """The class and subclass bits of subclass ``name`` (``"SCHED_MIN"``: 0x00021000), the value ``xentrace -e``
+    takes; an id belongs to it when ``id & SUBCLASS_ID_MASK == value``."""
+    try:
+        return load_catalog().subclasses[name]
+    except KeyError:
+        raise KeyError(f"catalog.toml defines no subclass named {name!r}") from None
+
+
+def family(name: str) -> tuple[int, int]:
+    """(value, mask) of the event family ``name``: an id belongs to it when ``id & mask == value``."""
+    try:
+        return load_catalog().families[name]
+    except KeyError:
+        raise KeyError(f"catalog.toml defines no family named {name!r}") from None
+
+
+#: the class bits (16-27) and the subclass bits (12-15) of an id (spec §3.1); ``id & SUBCLASS_ID_MASK`` is the id of
+#: its subclass (what :func:`subclass_id` returns)
+CLASS_BITS = 0x0FFF0000
+SUBCLASS_BITS = 0x0000F000
+SUBCLASS_ID_MASK = CLASS_BITS | SUBCLASS_BITS
+
+
 # -- Xen version guess -------------------------------------------------------------------------------------------
 
 
@@ -216,33 +289,47 @@ class LayoutGuess:
     reasons: list[str]
 
 
+def given_layout(version: tuple[int, int]) -> LayoutGuess:
+    """The layouts of a Xen version the caller named (no guess)."""
+    return LayoutGuess(version, f"{version[0]}.{version[1]} (given)", ["--xen-version"])
+
+
+def guess_decrease_reservation(d3, d4) -> LayoutGuess:
+    """Rule 3 of :func:`guess_layout`, from the d3/d4 words (u32 arrays) of the DECREASE_RESERVATION records with
+    four payload words or more (spec §4.1): when every d4 is a small order (<= 18) and every d3 a plausible domid
+    (below DOMID_FIRST_RESERVED 0x7ff0), the 4.18+ layout; otherwise the pre-4.18 packing (domid | order << 16 in
+    d3, stale stack bytes in d4). The decoder's guess and the balloon ledger both decide with it."""
+    import numpy as np
+
+    d3, d4 = np.asarray(d3), np.asarray(d4)
+    if bool(np.all((d4 <= 18) & (d3 < 0x7FF0))):
+        return LayoutGuess((4, 18), ">=4.18",
+                           ["DECREASE_RESERVATION payloads have a small order in d4 and a domid in d3 (4.18+)"])
+    return LayoutGuess((4, 17), "<4.18",
+                       ["DECREASE_RESERVATION payloads carry domid|order<<16 in d3 and stale d4 (pre-4.18)"])
+
+
 def guess_layout(id_counts: dict[tuple[int, int], int], decrease_res=None) -> LayoutGuess:
     """The documented heuristic (docs/xentrace.md, "Xen layout guess"), from (event, n_extra) counts.
 
     1. SWITCH_INFPREV with 2 words or INFNEXT with 3 words: written by Xen < 4.8.
     2. SVM exit ids 0x00081003/0x00081103: Xen >= 4.19.
-    3. DECREASE_RESERVATION payloads (``decrease_res``: (d3, d4) pairs): a new-layout d4 is a small order and d3 a
-       plausible domid; otherwise the pre-4.18 packing with stale d4.
+    3. DECREASE_RESERVATION payloads (``decrease_res``: the (d3, d4) arrays of its records with 4+ words; see
+       :func:`guess_decrease_reservation`).
     4. Otherwise: assume the current layouts (>= 4.19) and say so.
     """
     reasons = []
-    if id_counts.get((0x0002800E, 2)) or id_counts.get((0x0002800F, 3)):
+    prev, nxt = event_id("SCHED_SWITCH_INFPREV"), event_id("SCHED_SWITCH_INFNEXT")
+    svm = (event_id("HVM_SVM_EXIT"), event_id("HVM_SVM_EXIT64"))
+    if id_counts.get((prev, 2)) or id_counts.get((nxt, 3)):
         reasons.append("2-word SWITCH_INFPREV / 3-word SWITCH_INFNEXT records (pre-4.8 layout)")
         return LayoutGuess((4, 7), "<4.8", reasons)
-    if any(id_counts.get((0x00081003, n)) or id_counts.get((0x00081103, n)) for n in range(8)):
-        reasons.append("SVM exit ids 0x00081003/0x00081103 (introduced in 4.19)")
+    if any(id_counts.get((ev, n)) for ev in svm for n in range(8)):
+        reasons.append(f"SVM exit ids {svm[0]:#010x}/{svm[1]:#010x} (introduced in 4.19)")
         return LayoutGuess((4, 19), ">=4.19", reasons)
-    if decrease_res is not None and len(decrease_res):
-        import numpy as np
-
-        d3, d4 = decrease_res
-        new_ok = np.all((d4 <= 18) & (d3 < 0x7FF0))
-        if new_ok:
-            reasons.append("DECREASE_RESERVATION payloads have a small order in d4 and a domid in d3 (4.18+)")
-            return LayoutGuess((4, 18), ">=4.18", reasons)
-        reasons.append("DECREASE_RESERVATION payloads carry domid|order<<16 in d3 and stale d4 (pre-4.18)")
-        return LayoutGuess((4, 17), "<4.18", reasons)
-    if any(id_counts.get((0x0002800E, 3)) or id_counts.get((0x0002800F, 4)) for _ in (0,)):
+    if decrease_res is not None and len(decrease_res[0]):
+        return guess_decrease_reservation(*decrease_res)
+    if id_counts.get((prev, 3)) or id_counts.get((nxt, 4)):
         reasons.append("3-word SWITCH_INFPREV / 4-word SWITCH_INFNEXT (4.8+); nothing narrows it further")
         return LayoutGuess(None, ">=4.8 (assuming current layouts)", reasons)
     reasons.append("no version-specific records; assuming current layouts")
@@ -293,6 +380,10 @@ def hypercall_args(words: list[int]) -> tuple[int, list[int]]:
     return op, args
 
 
+#: hypercalls whose first argument is a command, and the catalog table that names it
+SUBOP_TABLES = {"grant_table_op": "gnttabop", "sched_op": "schedop", "vcpu_op": "vcpuop"}
+
+
 def format_fields(cat: Catalog, event: int, words: list[int], version) -> str:
     """``name=value`` pairs for a record, the way ``tracelens events`` prints them."""
     name, layout = cat.layout(event, len(words), version)
@@ -300,7 +391,7 @@ def format_fields(cat: Catalog, event: int, words: list[int], version) -> str:
     if ev is not None and ev.hypercall and words:
         op, args = hypercall_args(words)
         parts = [f"op={cat.hypercall_name(op)}({op})"]
-        sub = {20: "gnttabop", 29: "schedop", 24: "vcpuop"}.get(op)
+        sub = SUBOP_TABLES.get(cat.hypercall_name(op))
         for i, a in enumerate(args):
             if i == 0 and sub:
                 label = cat.tables.get(sub, {}).get(a & 0xFFF, str(a))
@@ -310,9 +401,9 @@ def format_fields(cat: Catalog, event: int, words: list[int], version) -> str:
         return " ".join(parts)
     parts = []
     for fname, v, is_hex in field_values(layout, words):
-        if fname in ("reason",) and event in (0x00028007, 0x00028010):
+        if fname in ("reason",) and event in (event_id("SCHED_SHUTDOWN"), event_id("SCHED_SHUTDOWN_CODE")):
             parts.append(f"reason={cat.tables.get('shutdown_reasons', {}).get(v, v)}")
-        elif fname == "op" and event == 0x00082012:
+        elif fname == "op" and event == event_id("HVM_VMMCALL"):
             parts.append(f"op={cat.hypercall_name(v)}({v})")
         else:
             parts.append(f"{fname}={v:#x}" if is_hex else f"{fname}={v}")

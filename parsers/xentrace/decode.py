@@ -24,7 +24,7 @@ import numpy as np
 
 from tracelens.errors import FormatError, UsageError
 from tracelens.parsers.xentrace import _kernels as K
-from tracelens.parsers.xentrace.catalog import LayoutGuess, guess_layout, load_catalog, parse_version
+from tracelens.parsers.xentrace.catalog import LayoutGuess, given_layout, guess_layout, load_catalog, parse_version
 
 MAX_CPU = 4096  # Xen's NR_CPUS limit; a CPU_CHANGE naming a higher pCPU is corrupt
 MAX_WINDOW_BYTES = 65535 * 4096  # t_info.tbuf_size is a u16 page count: no window can exceed that ring
@@ -66,7 +66,7 @@ class _Scan:
 def _message(code: int, w: np.ndarray, p: int, size: int) -> str:
     nbytes_left = size - 4 * p
     if code == K.E_BAD_WINDOW_HEADER:
-        return (f"expected a CPU_CHANGE window header (0x2001f003) but found 0x{int(w[p]):08x}: "
+        return (f"expected a CPU_CHANGE window header ({K.CPU_CHANGE_HEADER:#010x}) but found 0x{int(w[p]):08x}: "
                 "garbage or a damaged window")
     if code == K.E_ABSURD_CPU:
         return f"CPU_CHANGE names pCPU {int(w[p + 1])}, beyond Xen's limit of {MAX_CPU}: corrupt window header"
@@ -183,8 +183,8 @@ def scan(path, tolerance: str = "strict", populate: bool | None = None, count: b
         hint = not_a(path, "capture", bytes(mm[:4096])) if mm is not None else None
         first = f"0x{int(w[0]):08x}" if nwords else f"{size} byte(s)"
         raise FormatError(path, 0, f"not a xentrace capture: {hint}" if hint else
-                          f"not a xentrace capture: a capture starts with a CPU_CHANGE record (0x2001f003), this file "
-                          f"starts with {first}")
+                          f"not a xentrace capture: a capture starts with a CPU_CHANGE record "
+                          f"({K.CPU_CHANGE_HEADER:#010x}), this file starts with {first}")
     parts = []
     p = 0
     while True:  # in steps, releasing what was walked over (file fault-around maps 64 KiB around each header)
@@ -492,11 +492,11 @@ def _pivots_from_windows(w_key0, out_key, cpu_start, order, nparts, frontier):
 def _layout(version_text, ids, table_cols=None, n=0) -> LayoutGuess:
     v = parse_version(version_text)
     if v is not None:
-        return LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"])
+        return given_layout(v)
     dr = None
     # the payload scan is only needed when there are DECREASE_RESERVATION records of 4+ words
-    if table_cols is not None and n and any(ids.get((0x0010F005, k)) for k in range(4, 8)):
-        sel = table_cols["event"][:n] == 0x0010F005
+    if table_cols is not None and n and any(ids.get((K.EV_DECREASE_RESERVATION, k)) for k in range(4, 8)):
+        sel = table_cols["event"][:n] == K.EV_DECREASE_RESERVATION
         if sel.any():
             sel &= table_cols["n_extra"][:n] >= 4
             dr = (table_cols["d"][2, :n][sel], table_cols["d"][3, :n][sel])
@@ -678,11 +678,11 @@ def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None
         ids = _exact_ids(sc.words, sc.pos, sc.nrec, sc.path)
         _release(sc.mm, sc.size)
     dr = None
-    if (0x0010F005, 4) in ids:
+    if any(ids.get((K.EV_DECREASE_RESERVATION, k)) for k in range(4, 8)):
         dr = K.decrease_res_payloads(sc.words, sc.pos, sc.nrec)
         _release(sc.mm, sc.size)
     v = parse_version(xen_version)
-    guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(ids, dr)
+    guess = given_layout(v) if v else guess_layout(ids, dr)
     out = {"_guess": guess, "ids": ids, "cpus": np.array(sorted(cpus_seen)), "overflow": overflow,
            "lost": (lost_recs, lost_n), "span": (lo, hi)}
     if want_doms:

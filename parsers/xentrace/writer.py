@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CPU_CHANGE = 0x0001F003
-WRAP_BUFFER = 0x0001F002
-LOST_RECORDS = 0x0001F001
-CPU_CHANGE_HEADER = 0x2001F003
+from tracelens.parsers.xentrace.catalog import event_id
+
+CPU_CHANGE = event_id("TRACE_CPU_CHANGE")
+WRAP_BUFFER = event_id("TRACE_WRAP_BUFFER")
+LOST_RECORDS = event_id("LOST_RECORDS")
+CPU_CHANGE_HEADER = CPU_CHANGE | 2 << 28  # 2 payload words (pCPU, window size), no TSC
 
 
 def encode_records(event, n_extra, has_tsc, tsc, data) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracelens._jit import njit, numba, prange
+from tracelens._jit import njit, numba, pin_constants, prange
+from tracelens.analysis import records as R
+from tracelens.parsers.xentrace.catalog import SUBCLASS_ID_MASK
+
+# Event ids (tracelens.analysis.records takes them from the catalog by name), bound here so that numba compiles them
+# in as constants (pin_constants, at the end of the module, keeps its cache in step with them)
+EV_SCHED_SWITCH = R.SCHED_SWITCH
+EV_CONTINUE_RUNNING = R.CONTINUE_RUNNING
+EV_GRANT_MAP = R.MEM_GRANT_MAP
+EV_HYPERCALL_V2 = R.PV_HYPERCALL_V2
+EV_HYPERCALL_SUBCALL = R.PV_HYPERCALL_SUBCALL
+EV_IRQ_ASSIGN = R.HW_IRQ_ASSIGN_VECTOR
+EV_IRQ_HANDLED = R.HW_IRQ_HANDLED
+EV_RUNSTATE, RUNSTATE_MASK = R.RUNSTATE_CHANGE, R.RUNSTATE_MASK
+SCHED_MIN = R.SCHED_MIN
+TRC_GUEST = R.TRC_GUEST
 
 
 @njit(cache=True)
@@ -68,13 +83,14 @@ N_CAT = 10
 def _category_table():
     """Open-addressing table of the exact event ids the analysis reads: (ids u32, category u8, minimum n_extra u8).
     TRC_GUEST (a whole class) is tested separately."""
-    entries = [(0x00028007, CAT_SHUTDOWN, 3),
-                (0x00028010, CAT_SHUTDOWN, 3), (0x00028002, CAT_LIFE, 1), (0x00041001, CAT_LIFE, 1),
-                (0x00041002, CAT_LIFE, 1), (0x0010F001, CAT_GRANT, 1), (0x0010F002, CAT_GRANT, 1),
-                (0x0010F005, CAT_DECREASE, 4), (0x0020100D, CAT_HYPERCALL, 1), (0x0020200E, CAT_HYPERCALL, 1),
-                (0x00082012, CAT_HYPERCALL, 1), (0x00802004, CAT_IRQ, 1), (0x00802006, CAT_IRQ, 1),
-                (0x00802008, CAT_IRQ, 1), (0x0001F001, CAT_LOST, 0)]
-    entries += [(0x00021001 | old << 8 | new << 4, CAT_OFFLINE, 1)
+    entries = [(R.SCHED_SHUTDOWN, CAT_SHUTDOWN, 3), (R.SCHED_SHUTDOWN_CODE, CAT_SHUTDOWN, 3),
+               (R.SCHED_DOM_REM, CAT_LIFE, 1), (R.DOM0_DOM_ADD, CAT_LIFE, 1), (R.DOM0_DOM_REM, CAT_LIFE, 1),
+               (R.MEM_GRANT_MAP, CAT_GRANT, 1), (R.MEM_GRANT_UNMAP, CAT_GRANT, 1),
+               (R.MEM_DECREASE_RESERVATION, CAT_DECREASE, 4), (R.PV_HYPERCALL_V2, CAT_HYPERCALL, 1),
+               (R.PV_HYPERCALL_SUBCALL, CAT_HYPERCALL, 1), (R.HVM_VMMCALL, CAT_HYPERCALL, 1),
+               (R.HW_IRQ_CLEAR_VECTOR, CAT_IRQ, 1), (R.HW_IRQ_ASSIGN_VECTOR, CAT_IRQ, 1), (R.HW_IRQ_HANDLED, CAT_IRQ, 1),
+               (R.LOST_RECORDS, CAT_LOST, 0)]
+    entries += [(R.RUNSTATE_CHANGE | old << 8 | new << 4, CAT_OFFLINE, 1)
                 for old in range(4) for new in range(4) if old != new and 3 in (old, new)]
     ids = np.zeros(TABLE_SLOTS, np.uint32)
     cat = np.zeros(TABLE_SLOTS, np.uint8)
@@ -103,7 +119,7 @@ def classify(event, n_extra):
     e = np.asarray(event, np.uint64)
     j = (((e * np.uint64(HASH_MUL)) & np.uint64(0xFFFFFFFF)) >> np.uint64(HASH_SHIFT)).astype(np.int64)
     k = np.where((TABLE_IDS[j] == event) & (n_extra >= TABLE_NEED[j]), TABLE_CAT[j], 0)
-    k = np.where((k == 0) & ((e & np.uint64(0x0FFFF000)) == np.uint64(0x0800F000)), CAT_GUEST, k)
+    k = np.where((k == 0) & ((e & np.uint64(SUBCLASS_ID_MASK)) == np.uint64(TRC_GUEST)), CAT_GUEST, k)
     sel = np.flatnonzero(k)
     order = np.argsort(k[sel], kind="stable")
     rows = sel[order].astype(proto.dtype)
@@ -119,8 +135,8 @@ def _category(e, nx, ids, table_cat, need):
     checked at import), no branch."""
     j = np.int64(((np.uint64(e) * np.uint64(HASH_MUL)) & np.uint64(0xFFFFFFFF)) >> np.uint64(HASH_SHIFT))
     k = table_cat[j] if (ids[j] == e) & (nx >= need[j]) else np.uint8(0)
-    # TRC_GUEST: class 0x0800, sub-class mask 0xF (bits 12-27 = 0x800F)
-    return CAT_GUEST if (k == 0) & ((e & 0x0FFFF000) == 0x0800F000) else k
+    # TRC_GUEST: a whole subclass (class 0x0800, subclass nibble f)
+    return CAT_GUEST if (k == 0) & ((e & SUBCLASS_ID_MASK) == TRC_GUEST) else k
 
 
 @njit(cache=True, parallel=True)
@@ -228,13 +244,13 @@ def _run_off(e, nx, w1, w3):
     (offline)."""
     r = -1
     o = -1
-    if e == 0x0002800A:
+    if e == EV_SCHED_SWITCH:
         if nx >= 4:
             r = w3 & 0xFFFF
     elif nx >= 1:
-        if e == 0x00021002:
+        if e == EV_CONTINUE_RUNNING:
             r = w1 >> 16
-        elif (e & 0xFFFFFC0F) == 0x00021001:
+        elif (e & RUNSTATE_MASK) == EV_RUNSTATE and ((e >> 8) & 0xF) < 4:
             old = (e >> 8) & 3
             new = (e >> 4) & 3
             if new == 0:
@@ -249,7 +265,7 @@ def _next_run(i, n, domid, event, n_extra, d1, d3):
     """First row at or after i putting a vCPU of ``domid`` on a pCPU; -1 when none."""
     for j in range(i, n):
         e = event[j]
-        if (e >> 12) != 0x21 and e != 0x0002800A:
+        if (e & SUBCLASS_ID_MASK) != SCHED_MIN and e != EV_SCHED_SWITCH:
             continue
         r, o = _run_off(e, n_extra[j], np.int64(d1[j]), np.int64(d3[j]))
         if r == domid:
@@ -345,7 +361,7 @@ def _hypercall_key(i, event, n_extra, d1, d2, dom, dom_bits, dom_bit_off, tsc, s
     d = np.int64(dom[i]) if _is_valid(dom_bits, dom_bit_off, i) else np.int64(-1)
     ep = min(_epoch_cursor(d, tsc[i], slot, cursor, bstart, btsc), 0xFFF)
     e = event[i]
-    src = 0 if e == 0x0020100D else (1 if e == 0x0020200E else 2)
+    src = 0 if e == EV_HYPERCALL_V2 else (1 if e == EV_HYPERCALL_SUBCALL else 2)
     w1 = np.int64(d1[i])
     has = 0
     cmd = 0
@@ -516,7 +532,7 @@ def grant_rows(sel, event, tsc, d1, d1_bits, d1_off, dom, dom_bits, dom_off):
         mapper[q] = np.int32(dom[i]) if _is_valid(dom_bits, dom_off, i) else np.int32(-1)
         granter[q] = np.int32(np.int64(d1[i]) & 0xFFFF) if _is_valid(d1_bits, d1_off, i) else np.int32(0)
         t[q] = tsc[i]
-        is_map[q] = event[i] == 0x0010F001
+        is_map[q] = event[i] == EV_GRANT_MAP
     return mapper, granter, t, is_map
 
 
@@ -532,10 +548,10 @@ def irq_tallies(rows, event, d1):
     q0 = m  # the first row that is not an in-range IRQ_HANDLED: the second pass starts there (usually none)
     for q in range(m):
         i = rows[q]
-        if event[i] == 0x00802008 and d1[i] < 65536:
+        if event[i] == EV_IRQ_HANDLED and d1[i] < 65536:
             handled[d1[i]] += 1
         else:
-            if event[i] == 0x00802008:
+            if event[i] == EV_IRQ_HANDLED:
                 n_big += 1
             else:
                 n_vec += 1
@@ -548,13 +564,13 @@ def irq_tallies(rows, event, d1):
     v = 0
     for q in range(q0, m):
         i = rows[q]
-        if event[i] == 0x00802008:
+        if event[i] == EV_IRQ_HANDLED:
             if d1[i] >= 65536:
                 handled_big[b] = d1[i]
                 b += 1
         else:
             vec_d1[v] = d1[i]
-            vec_assign[v] = event[i] == 0x00802006
+            vec_assign[v] = event[i] == EV_IRQ_ASSIGN
             v += 1
     return handled, handled_big, vec_d1, vec_assign
 
@@ -569,12 +585,10 @@ def irq_tallies(rows, event, d1):
 #          are known.
 # A record's place in time order is (K, pCPU, position in its pCPU's stream), as in the decoder's merge.
 
+from tracelens.parsers.xentrace import _kernels as XK  # noqa: E402
 from tracelens.parsers.xentrace._kernels import (  # noqa: E402
     EV_LOST, UNKNOWN, _hash_add, _head_key, _header, _record_vcpu, _state_after, _window_reaching)
 
-EV_GRANT_MAP = 0x0010F001
-EV_GRANT_UNMAP = 0x0010F002
-EV_IRQ_HANDLED = 0x00802008
 ROW_WORDS = 7
 
 
@@ -823,7 +837,7 @@ def run_candidates(w, pos, vend, delta, wcpu, w_tsc0, w_key0, w_state0, q_dom, q
             hk = _head_key(w, p, kb)
             if has:
                 tsc = np.uint64(w[p + 1]) | (np.uint64(w[p + 2]) << np.uint64(32))
-            if (ev >> 12) == 0x21 or ev == 0x0002800A:
+            if (ev & SUBCLASS_ID_MASK) == SCHED_MIN or ev == EV_SCHED_SWITCH:
                 w1 = np.int64(w[body]) if n >= 1 else np.int64(0)
                 w3 = np.int64(w[body + 2]) if n >= 3 else np.int64(0)
                 r, _o = _run_off(ev, n, w1, w3)
@@ -862,7 +876,7 @@ def run_candidates(w, pos, vend, delta, wcpu, w_tsc0, w_key0, w_state0, q_dom, q
 @njit(cache=True, nogil=True, inline="always")
 def _hc_key(ev, n, w, body, d, ep):
     """The hypercall count key of :func:`_hypercall_key`, from a record's words."""
-    src = 0 if ev == 0x0020100D else (1 if ev == 0x0020200E else 2)
+    src = 0 if ev == EV_HYPERCALL_V2 else (1 if ev == EV_HYPERCALL_SUBCALL else 2)
     w1 = np.int64(w[body])
     has = 0
     cmd = 0
@@ -1032,3 +1046,7 @@ def fold_pairs(group, ngroups, maps, unmaps, late, m_maps, m_unmaps, first, last
                     ix[k, g, e] = i
                     ts[k, g, e] = t
     return c, ix, ts
+
+
+# the decoder's helpers that these kernels inline compile in the decoder's constants too
+pin_constants(globals(), vars(XK))

@@ -32,9 +32,12 @@ import numpy as np
 
 from tracelens.analysis import _kernels as K
 from tracelens.analysis import records as R
+from tracelens.parsers.xentrace.catalog import load_catalog
 
-SHUTDOWN_REASONS = {0: "poweroff", 1: "reboot", 2: "suspend", 3: "crash", 4: "watchdog", 5: "soft_reset"}
-KEXEC_REASONS = {3: "crash", 5: "soft_reset"}
+#: SHUTDOWN_* reason codes (public/sched.h), from the catalog's table
+SHUTDOWN_REASONS = load_catalog().tables["shutdown_reasons"]
+#: the reasons whose shutdown is followed by a new kernel in the same domain: the boundary kinds they give
+KEXEC_REASONS = {code: name for code, name in SHUTDOWN_REASONS.items() if name in ("crash", "soft_reset")}
 KINDS = ("soft_reset", "crash", "recreate", "user")
 
 

@@ -20,33 +20,32 @@ verdict is ``not covered`` (tracelens/analysis/safety.py).
 
 from __future__ import annotations
 
-CLASS_MASK = 0x0FFF0000
-SUBCLASS_MASK = 0x0000F000
+from tracelens.parsers.xentrace.catalog import CLASS_BITS as CLASS_MASK
+from tracelens.parsers.xentrace.catalog import SUBCLASS_BITS as SUBCLASS_MASK
+from tracelens.parsers.xentrace.catalog import load_catalog, subclass_id
 
-#: the trace classes of Xen's public trace.h (spec §3.2): name -> class id (class bits, subclass nibble f)
-CLASSES = {
-    "GEN": 0x0001F000, "SCHED": 0x0002F000, "DOM0OP": 0x0004F000, "HVM": 0x0008F000, "MEM": 0x0010F000,
-    "PV": 0x0020F000, "SHADOW": 0x0040F000, "HW": 0x0080F000, "GUEST": 0x0800F000,
-}
+#: the trace classes of Xen's public trace.h (spec §3.2), from the catalog's [[class]] table: name -> class id with
+#: every subclass bit set (what ``xentrace -e`` takes for the whole class)
+CLASSES = {name: value | SUBCLASS_MASK for _mask, value, name in load_catalog().classes}
 
-#: the subclasses the analysis reads (spec §3.3): name -> (id, what needs it)
-SUBCLASSES = {
-    "SCHED_MIN": (0x00021000, "runstate changes: where a kexec'd domain runs again, who wrote each record"),
-    "SCHED_VERBOSE": (0x00028000, "SCHED_SHUTDOWN (soft_reset and crash boundaries), SCHED_DOM_REM"),
-    "DOM0_DOMOPS": (0x00041000, "DOM0_DOM_ADD/REM: recreate boundaries"),
-    "MEM": (0x0010F000, "grant MAP/UNMAP (TL-GNT-*), DECREASE_RESERVATION (TL-BAL-001)"),
-    "HVM_HANDLER": (0x00082000, "VMMCALL: hypercalls of HVM and PVH guests"),
-    "PV_ENTRY": (0x00201000, "PV_HYPERCALL_V2: hypercalls of PV guests"),
-    "PV_SUBCALL": (0x00202000, "multicall entries"),
-    "HW_IRQ": (0x00802000, "IRQ vector assignments and deliveries"),
-    "GUEST": (0x0800F000, "TRC_GUEST tracepoints of instrumented guests (TL-GST-*)"),
-}
+#: the subclasses the analysis reads (spec §3.3; ids from the catalog's [[subclass]] table): name -> (id, what needs it)
+SUBCLASSES = {name: (subclass_id(name), why) for name, why in (
+    ("SCHED_MIN", "runstate changes: where a kexec'd domain runs again, who wrote each record"),
+    ("SCHED_VERBOSE", "SCHED_SHUTDOWN (soft_reset and crash boundaries), SCHED_DOM_REM"),
+    ("DOM0_DOMOPS", "DOM0_DOM_ADD/REM: recreate boundaries"),
+    ("MEM", "grant MAP/UNMAP (TL-GNT-*), DECREASE_RESERVATION (TL-BAL-001)"),
+    ("HVM_HANDLER", "VMMCALL: hypercalls of HVM and PVH guests"),
+    ("PV_ENTRY", "PV_HYPERCALL_V2: hypercalls of PV guests"),
+    ("PV_SUBCALL", "multicall entries"),
+    ("HW_IRQ", "IRQ vector assignments and deliveries"),
+    ("GUEST", "TRC_GUEST tracepoints of instrumented guests (TL-GST-*)"),
+)}
 
 #: the subclasses a ``safe`` verdict depends on
 VERDICT_NEEDS = ("SCHED_MIN", "SCHED_VERBOSE", "MEM")
 
 #: the words ``xentrace -e`` accepts (tools/xentrace/xentrace.c), plus the other class names
-MASK_WORDS = {"all": 0x0FFFF000, "gen": CLASSES["GEN"], "sched": CLASSES["SCHED"], "dom0op": CLASSES["DOM0OP"],
+MASK_WORDS = {"all": CLASS_MASK | SUBCLASS_MASK, "gen": CLASSES["GEN"], "sched": CLASSES["SCHED"], "dom0op": CLASSES["DOM0OP"],
               "hvm": CLASSES["HVM"], "mem": CLASSES["MEM"], "pv": CLASSES["PV"], "shadow": CLASSES["SHADOW"],
               "hw": CLASSES["HW"], "guest": CLASSES["GUEST"]}
 

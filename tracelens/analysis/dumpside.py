@@ -157,6 +157,7 @@ def _judge(out: dict) -> None:
 def dump_findings(ev: dict, analysis) -> list:
     """Findings TL-DMP-001..003 (docs/rules.md) from :func:`dump_evidence` and the analysis."""
     from tracelens.analysis.findings import _mk
+    from tracelens.analysis.ledgers import HYPERCALL_NUMBERS
 
     d, e = ev["domid"], ev["epoch"]
     if d is None:
@@ -185,7 +186,7 @@ def dump_findings(ev: dict, analysis) -> list:
                         "frames": [g["frame"] for g in gs][:MAX_LISTED], "dump": ev["path"]}))
     if b is not None and ev["pirqs"]:
         after = sum(h["count"] for h in analysis.hypercalls
-                    if h["domid"] == d and h["epoch"] == e + 1 and h["op"] == 33)
+                    if h["domid"] == d and h["epoch"] == e + 1 and h["op"] == HYPERCALL_NUMBERS["physdev_op"])
         for p in ev["pirqs"]:
             out.append(_mk("TL-DMP-002", d, e, f"pirq:{p['pirq']}", b.tsc, None, b.tsc,
                            f"the dumped kernel of d{d} mapped PIRQ {p['pirq']} (gsi {p['gsi']}, irq {p['irq']}); after "
@@ -204,13 +205,11 @@ def dump_findings(ev: dict, analysis) -> list:
 
 def attach(analysis, path, domid: int | None = None) -> None:
     """Add the dump's evidence and findings to ``analysis`` (in place): ``analysis.dump`` and more findings."""
-    from tracelens.analysis.findings import SEVERITY_ORDER
+    from tracelens.analysis.findings import sort_key
 
     try:
         ev = dump_evidence(path, analysis, domid)
     except FileNotFoundError:
         raise FormatError(path, None, "no such dump file") from None
     analysis.dump = ev
-    analysis.findings = sorted(analysis.findings + dump_findings(ev, analysis),
-                               key=lambda f: (SEVERITY_ORDER[f.severity], f.domid if f.domid is not None else -1,
-                                              f.epoch if f.epoch is not None else -1, f.rule, f.object))
+    analysis.findings = sorted(analysis.findings + dump_findings(ev, analysis), key=sort_key)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from tracelens.analysis.boundaries import Epochs
+if TYPE_CHECKING:  # the gate's policy reads the severities without loading the analysis
+    from tracelens.analysis.boundaries import Epochs
 
 RULES = {
     "TL-GNT-001": ("error", "grants still mapped by a backend at the kexec boundary"),
@@ -26,7 +28,9 @@ RULES = {
     "TL-DMP-002": ("warning", "the dumped kernel had PIRQs mapped that the next kernel must map again"),
     "TL-DMP-003": ("warning", "event channels pending and unmasked in the dump's shared_info"),
 }
-SEVERITY_ORDER = {"error": 0, "warning": 1, "note": 2}
+SEVERITIES = ("error", "warning", "note")
+#: rank of a severity: lower is worse (the findings' order; the gate blocks when rank(level) <= rank(fail_on))
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 @dataclass
@@ -54,6 +58,12 @@ class Finding:
 def fingerprint(rule: str, domid, epoch, obj: str) -> str:
     """Stable id of a finding: sha256 of its non-volatile fields, 16 hex digits."""
     return hashlib.sha256(f"{rule}|{domid}|{epoch}|{obj}".encode()).hexdigest()[:16]
+
+
+def sort_key(f: Finding) -> tuple:
+    """The order of the findings table: severity (worst first), domain, epoch (unknown ones first), rule, object."""
+    return (SEVERITY_RANK[f.severity], f.domid if f.domid is not None else -1, f.epoch if f.epoch is not None else -1,
+            f.rule, f.object)
 
 
 def _mk(rule, domid, epoch, obj, tsc, first, last, message, evidence) -> Finding:
@@ -177,6 +187,5 @@ def build_findings(ep: Epochs, grants, balloon: list[dict], guest, safety: list[
                            {"lost": s["lost"], "verdict": s["verdict"], "outstanding_visible": s["outstanding_grants"],
                             "possibly_unsafe": s.get("possibly_unsafe", {})}))
 
-    out.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.domid if f.domid is not None else -1,
-                            f.epoch if f.epoch is not None else -1, f.rule, f.object))
+    out.sort(key=sort_key)
     return out

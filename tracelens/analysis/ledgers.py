@@ -24,26 +24,14 @@ import numpy as np
 from tracelens.analysis import _kernels as K
 from tracelens.analysis import records as R
 from tracelens.analysis.boundaries import Epochs
+from tracelens.parsers.xentrace.catalog import SUBOP_TABLES, load_catalog
 
-HYPERCALL_NAMES = {1: "mmu_update", 2: "set_gdt", 3: "stack_switch", 4: "set_callbacks", 5: "fpu_taskswitch",
-                   6: "sched_op_compat", 7: "platform_op", 8: "set_debugreg", 9: "get_debugreg",
-                   10: "update_descriptor", 12: "memory_op", 13: "multicall", 14: "update_va_mapping",
-                   15: "set_timer_op", 16: "event_channel_op_compat", 17: "xen_version", 18: "console_io",
-                   19: "physdev_op_compat", 20: "grant_table_op", 21: "vm_assist", 22: "update_va_mapping_otherdomain",
-                   23: "iret", 24: "vcpu_op", 25: "set_segment_base", 26: "mmuext_op", 27: "xsm_op", 28: "nmi_op",
-                   29: "sched_op", 30: "callback_op", 31: "xenoprof_op", 32: "event_channel_op", 33: "physdev_op",
-                   34: "hvm_op", 35: "sysctl", 36: "domctl", 37: "kexec_op", 38: "tmem_op", 39: "argo_op",
-                   40: "xenpmu_op", 41: "dm_op", 42: "hypfs_op"}
-GNTTABOP_NAMES = {0: "map_grant_ref", 1: "unmap_grant_ref", 2: "setup_table", 3: "dump_table", 4: "transfer",
-                  5: "copy", 6: "query_size", 7: "unmap_and_replace", 8: "set_version", 9: "get_status_frames",
-                  10: "get_version", 11: "swap_grant_ref", 12: "cache_flush"}
-SCHEDOP_NAMES = {0: "yield", 1: "block", 2: "shutdown", 3: "poll", 4: "remote_shutdown", 5: "shutdown_code",
-                 6: "watchdog", 7: "pin_override"}
-VCPUOP_NAMES = {0: "initialise", 1: "up", 2: "down", 3: "is_up", 4: "get_runstate_info",
-                5: "register_runstate_memory_area", 10: "register_vcpu_info", 11: "send_nmi", 12: "get_physid",
-                13: "register_vcpu_time_memory_area", 14: "register_runstate_phys_area",
-                15: "register_vcpu_time_phys_area"}
-SUBOP_NAMES = {20: GNTTABOP_NAMES, 29: SCHEDOP_NAMES, 24: VCPUOP_NAMES}
+# hypercall and sub-command names: the catalog's tables (public/xen.h and the sub-op headers)
+_CATALOG = load_catalog()
+HYPERCALL_NAMES = _CATALOG.tables["hypercalls"]
+HYPERCALL_NUMBERS = {name: op for op, name in HYPERCALL_NAMES.items()}
+SUBOP_NAMES = {HYPERCALL_NUMBERS[call]: _CATALOG.tables[table] for call, table in SUBOP_TABLES.items()}
+MEMORY_OP = HYPERCALL_NUMBERS["memory_op"]  # balloon-up (increase_reservation, populate_physmap) shows only as these
 
 # TRC_GUEST convention (docs/guest-tracepoints.md)
 GT_HELLO, GT_GRANT_ACCESS, GT_END_ACCESS, GT_PIRQ_BIND, GT_PIRQ_UNBIND = 0x100, 0x101, 0x102, 0x103, 0x104
@@ -173,16 +161,20 @@ def grant_ledger_rows(out: GrantLedger, ep: Epochs, pairs, maps, unmaps, late, f
 
 
 # -- balloon -----------------------------------------------------------------------------------------------------
-def balloon_layout(rec: R.Records, xen_version: tuple[int, int] | None = None) -> str:
-    """"4.18" (d3 = domid, d4 = order) or "pre-4.18" (d3 = domid | order << 16, d4 stale): the given version, else
-    the decoder's layout guess, else the heuristic of spec §4.1 (a new-layout d4 is a small order, d3 a domid)."""
+def balloon_layout(rec: R.Records, xen_version: tuple[int, int] | None = None):
+    """The catalog's DECREASE_RESERVATION payload layout for the capture, as (label, layout): the label is the
+    layout's release condition, ">=4.18" (d3 = domid, d4 = order) or "<4.18" (d3 = domid | order << 16, d4 stale).
+    The release is the given one, else the decoder's layout guess, else the guess from the records' payloads
+    (catalog.guess_decrease_reservation, the decoder's rule 3)."""
+    from tracelens.parsers.xentrace.catalog import guess_decrease_reservation
+
     v = xen_version or rec.layout_version
-    if v is not None:
-        return "pre-4.18" if tuple(v) < (4, 18) else "4.18"
-    sel = rec.rows(K.CAT_DECREASE)
-    if sel.size and not bool(np.all((rec.word(4, sel) <= 18) & (rec.word(3, sel) < 0x7FF0))):
-        return "pre-4.18"
-    return "4.18"
+    if v is None:
+        sel = rec.rows(K.CAT_DECREASE)
+        if sel.size:
+            v = guess_decrease_reservation(rec.word(3, sel), rec.word(4, sel)).version
+    _name, layout = load_catalog().layout(R.MEM_DECREASE_RESERVATION, 4, tuple(v) if v else None)
+    return layout.xen, layout
 
 
 def _merge_ranges(start: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
@@ -198,22 +190,21 @@ def _merge_ranges(start: np.ndarray, end: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _decreases(rec: R.Records, xen_version=None):
-    """(layout, rows, gfn, target domid, order) of the DECREASE_RESERVATION records, in time order."""
-    layout = balloon_layout(rec, xen_version)
+    """(layout label, rows, gfn, target domid, order) of the DECREASE_RESERVATION records, in time order, read through
+    the catalog's layout of the release (:func:`balloon_layout`)."""
+    label, layout = balloon_layout(rec, xen_version)
     sel = rec.rows(K.CAT_DECREASE)
-    gfn = rec.word(1, sel) | (rec.word(2, sel) << 32)
-    if layout == "4.18":
-        domid, order = rec.word(3, sel) & 0xFFFF, rec.word(4, sel)
-    else:
-        domid, order = rec.word(3, sel) & 0xFFFF, rec.word(3, sel) >> 16
-    return layout, sel, gfn, domid, np.minimum(order, 62)
+    words = [rec.word(j, sel) for j in (1, 2, 3, 4)]
+    gfn = layout.column("gfn", words)
+    domid = layout.column("domid", words) & 0xFFFF
+    return label, sel, gfn, domid, np.minimum(layout.column("order", words), 62)
 
 
 def balloon_series(rec: R.Records, ep: Epochs, xen_version=None) -> dict:
     """Per DECREASE_RESERVATION record, in time order: ``tsc`` (u64 cycles), ``domid`` (the target, i64),
     ``epoch`` (of the target, i64) and ``pages`` (4 KiB pages it gave back, 2^order, i64): what timelines draw as
     pages ballooned out so far in each epoch. Summed per (domid, epoch) it gives the ledger's ``pages``."""
-    _layout, sel, _gfn, domid, order = _decreases(rec, xen_version)
+    _label, sel, _gfn, domid, order = _decreases(rec, xen_version)
     tsc = np.asarray(rec.tsc[sel], np.uint64)
     return {"tsc": tsc, "domid": np.asarray(domid, np.int64), "epoch": ep.of(domid, tsc).astype(np.int64),
             "pages": np.left_shift(np.int64(1), order.astype(np.int64))}
@@ -223,12 +214,12 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
     """One row per (target domain, epoch) with DECREASE_RESERVATION records: extents, pages (4 KiB), pages by order,
     merged gfn ranges [first, end), first/last TSC, and the memory_op hypercall count of that domain and epoch
     (the only trace of balloon-up)."""
-    layout, sel, gfn, domid, order = _decreases(rec, xen_version)
+    label, sel, gfn, domid, order = _decreases(rec, xen_version)
     tsc = rec.tsc[sel]
     epoch = ep.of(domid, tsc)
     memops: dict[tuple, int] = {}
     for h in hypercalls or ():
-        if h["op"] == 12 and h["domid"] is not None:
+        if h["op"] == MEMORY_OP and h["domid"] is not None:
             memops[(h["domid"], h["epoch"])] = memops.get((h["domid"], h["epoch"]), 0) + h["count"]
     rows = []
     if sel.size:
@@ -242,7 +233,7 @@ def balloon_ledger(rec: R.Records, ep: Epochs, xen_version=None, hypercalls: lis
             rows.append({"domid": d, "epoch": e, "extents": int(g.size), "pages": int(pages.sum()),
                          "extents_by_order": by_order, "gfn_ranges": _merge_ranges(gfn[g], gfn[g] + pages),
                          "first_tsc": int(tsc[g].min()), "last_tsc": int(tsc[g].max()),
-                         "memory_op_calls": memops.get((d, e), 0), "layout": layout})
+                         "memory_op_calls": memops.get((d, e), 0), "layout": label})
     return rows
 
 

@@ -12,26 +12,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# event ids used by the analysis (spec §2, §4)
-LOST_RECORDS = 0x0001F001
-RUNSTATE_MASK, RUNSTATE_BASE = 0xFFFFFC0F, 0x00021001  # 0x00021001 | old << 8 | new << 4
-CONTINUE_RUNNING = 0x00021002
-SCHED_DOM_REM = 0x00028002
-SCHED_SHUTDOWN = 0x00028007
-SCHED_SWITCH = 0x0002800A
-SCHED_SHUTDOWN_CODE = 0x00028010
-DOM0_DOM_ADD = 0x00041001
-DOM0_DOM_REM = 0x00041002
-HVM_VMMCALL = 0x00082012
-MEM_GRANT_MAP = 0x0010F001
-MEM_GRANT_UNMAP = 0x0010F002
-MEM_DECREASE_RESERVATION = 0x0010F005
-PV_HYPERCALL_V2 = 0x0020100D
-PV_HYPERCALL_SUBCALL = 0x0020200E
-HW_IRQ_CLEAR_VECTOR = 0x00802004
-HW_IRQ_ASSIGN_VECTOR = 0x00802006
-HW_IRQ_HANDLED = 0x00802008
-TRC_GUEST = 0x0800F000
+from tracelens.parsers.xentrace.catalog import event_id, family, subclass_id
+
+# the event ids the analysis reads (spec §2, §4), by their names in the catalog (catalog.toml, the one source)
+LOST_RECORDS = event_id("LOST_RECORDS")
+RUNSTATE_CHANGE, RUNSTATE_MASK = family("RUNSTATE_CHANGE")  # | old state << 8 | new state << 4
+CONTINUE_RUNNING = event_id("SCHED_CONTINUE_RUNNING")
+SCHED_DOM_REM = event_id("SCHED_DOM_REM")
+SCHED_SHUTDOWN = event_id("SCHED_SHUTDOWN")
+SCHED_SWITCH = event_id("SCHED_SWITCH")
+SCHED_SHUTDOWN_CODE = event_id("SCHED_SHUTDOWN_CODE")
+DOM0_DOM_ADD = event_id("DOM0_DOM_ADD")
+DOM0_DOM_REM = event_id("DOM0_DOM_REM")
+HVM_VMMCALL = event_id("HVM_VMMCALL")
+MEM_GRANT_MAP = event_id("MEM_PAGE_GRANT_MAP")
+MEM_GRANT_UNMAP = event_id("MEM_PAGE_GRANT_UNMAP")
+MEM_DECREASE_RESERVATION = event_id("MEM_DECREASE_RESERVATION")
+PV_HYPERCALL_V2 = event_id("PV_HYPERCALL_V2")
+PV_HYPERCALL_SUBCALL = event_id("PV_HYPERCALL_SUBCALL")
+HW_IRQ_CLEAR_VECTOR = event_id("HW_IRQ_CLEAR_VECTOR")
+HW_IRQ_ASSIGN_VECTOR = event_id("HW_IRQ_ASSIGN_VECTOR")
+HW_IRQ_HANDLED = event_id("HW_IRQ_HANDLED")
+SCHED_MIN = subclass_id("SCHED_MIN")  # the subclass of runstate changes and CONTINUE_RUNNING
+TRC_GUEST = subclass_id("GUEST")  # a whole subclass: every id whose class and subclass bits are these
 
 DOMID_IDLE = 0x7FFF
 NO_DOM = -1
@@ -271,7 +274,7 @@ def seen_domains(rec: Records) -> np.ndarray:
     if not ev.size:
         return np.empty(0, np.int64)
     nx = rec.n_extra
-    to_run = ((ev & 0x0FFFF00F) == RUNSTATE_BASE) & (((ev >> 4) & 0xF) == 0) & (nx >= 1)
+    to_run = ((ev & RUNSTATE_MASK) == RUNSTATE_CHANGE) & (((ev >> 4) & 0xF) == 0) & (nx >= 1)
     cont = (ev == CONTINUE_RUNNING) & (nx >= 1)
     lost = (ev == LOST_RECORDS) & (nx >= 2)
     a = np.flatnonzero(to_run | cont)

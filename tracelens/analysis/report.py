@@ -1,13 +1,10 @@
 """Renderings of one :class:`~tracelens.analysis.api.Analysis`: the JSON contract, rich text and Markdown.
 
-The JSON object is a documented contract (docs/analysis.md, ``schema_version`` 1). Its required members are:
-``schema_version``; ``capture`` {path, sha256, records, lost_records}; ``boundaries`` [{domid, epoch, kind, tsc}]
-(epoch N of a domain ends at its N-th boundary, counting from 0); ``grants`` [{mapper, granter, epoch, maps,
-unmaps, outstanding_at_boundary}] (one row per mapper, granter and epoch of the granter; outstanding_at_boundary is
-maps minus unmaps over the whole capture up to the boundary that ends the epoch, null when the epoch does not end in
-a boundary); ``balloon`` [{domid, epoch, extents, pages}]; ``findings`` [{rule, severity, domid, epoch, object, tsc,
-message, fingerprint}]. Rows carry further members (documented there); consumers must ignore members they do not
-know. TSCs are in cycles. Renderers never decide exit codes.
+The JSON object is a documented contract, written once in :data:`CONTRACT` (``schema_version`` 1): the table of
+docs/analysis.md is checked against it, ``tracelens.Report``'s polars frames and the Parquet datasets of
+``tracelens scan`` take their columns from it (:func:`row_columns`), and the tests check every analysis they make
+against it (:func:`check`). Consumers must ignore members they do not know. TSCs are in cycles. Renderers never
+decide exit codes.
 """
 
 from __future__ import annotations
@@ -19,6 +16,119 @@ from dataclasses import dataclass, field
 from tracelens import escape
 
 SCHEMA_VERSION = 1
+
+#: The JSON contract (``schema_version`` 1). An object is a dict of its members; an array of rows is a list holding
+#: one dict, the row's members; a leaf is the member's type: "i64", "u64" (TSC cycles, byte offsets: non-negative
+#: integers), "f64", "str", "bool", "json" (any JSON value: in frames and Parquet datasets, JSON text),
+#: "list_i64" and "list_str". Every leaf may be null. A member whose name ends in "?" appears in some rows only
+#: (``cmd_name`` of a hypercall row without a recorded command is absent, not null).
+CONTRACT: dict = {
+    "schema_version": "i64",
+    "tool": {"name": "str", "version": "str"},
+    "capture": {
+        "path": "str", "sha256": "str", "records": "i64", "lost_records": "i64",
+        "lost_intervals": [{"cpu": "i64", "first_tsc": "u64", "tsc": "u64", "count": "i64", "malformed?": "bool",
+                            "dom?": "i64", "offset?": "u64"}],
+        "malformed_lost_records": "i64", "first_tsc": "u64", "last_tsc": "u64", "layout": "str", "cpu_hz": "f64",
+    },
+    "coverage": {
+        "declared_mask": "str",
+        "classes": [{"class": "str", "id": "str", "records": "i64", "evidence": "str"}],
+        "subclasses": [{"subclass": "str", "id": "str", "records": "i64", "evidence": "str", "needed_by": "str"}],
+        "verdicts_need": "list_str", "uncovered": "list_str", "notes": "list_str",
+    },
+    "boundaries": [{"domid": "i64", "epoch": "i64", "kind": "str", "tsc": "u64", "evidence": "json"}],
+    "grants": [{"mapper": "i64", "granter": "i64", "epoch": "i64", "maps": "i64", "unmaps": "i64",
+                "late_unmaps": "i64", "outstanding_at_boundary": "i64", "outstanding_at_end": "i64",
+                "first_tsc": "u64", "last_tsc": "u64", "late_first_tsc": "u64", "late_last_tsc": "u64",
+                "other_mappers?": "i64"}],
+    "grant_mappers": [{"mapper": "i64", "epoch": "i64", "maps": "i64", "unmaps": "i64", "first_map_tsc": "u64",
+                       "outstanding_at_boundary": "i64", "outstanding_at_end": "i64", "granters": "list_i64"}],
+    "grant_records_unattributed": "i64",
+    "balloon": [{"domid": "i64", "epoch": "i64", "extents": "i64", "pages": "i64", "extents_by_order": "json",
+                 "gfn_ranges": "json", "first_tsc": "u64", "last_tsc": "u64", "memory_op_calls": "i64",
+                 "layout": "str"}],
+    "hypercalls": [{"domid": "i64", "epoch": "i64", "source": "str", "op": "i64", "op_name": "str", "cmd": "i64",
+                    "count": "i64", "cmd_name?": "str", "keys?": "i64"}],
+    "irq_vectors": [{"irq": "i64", "assigns": "i64", "clears": "i64", "last_vector": "i64",
+                     "assigned_at_end": "bool", "handled": "i64", "other_irqs?": "bool"}],
+    "guest": {
+        "instrumented": [{"domid": "i64", "epoch": "i64"}],
+        "grefs_open": [{"domid": "i64", "epoch": "i64", "tsc": "u64", "offset": "u64", "ref": "i64",
+                        "grantee": "i64", "frame": "u64"}],
+        "pirqs_open": [{"domid": "i64", "epoch": "i64", "tsc": "u64", "offset": "u64", "pirq": "i64", "irq": "i64",
+                        "kind": "i64", "gsi_or_vector": "i64", "port": "i64"}],
+        "events": [{"domid": "i64", "epoch": "i64", "event": "str", "count": "i64"}],
+    },
+    "safety": [{"domid": "i64", "epoch": "i64", "start_tsc": "u64", "end_tsc": "u64", "boundary_kind": "str",
+                "first_unsafe_tsc": "u64", "first_unsafe_kind": "str", "unsafe": "json", "outstanding_grants": "i64",
+                "lost": "json", "removed_at_end": "bool", "possibly_unsafe": "json", "not_covered": "list_str",
+                "verdict": "str"}],
+    "findings": [{"rule": "str", "severity": "str", "domid": "i64", "epoch": "i64", "object": "str", "tsc": "u64",
+                  "first_tsc": "u64", "last_tsc": "u64", "message": "str", "evidence": "json",
+                  "fingerprint": "str"}],
+    "dump": {
+        "path": "str", "kind": "str", "domid": "i64", "epoch": "i64", "assumption": "str",
+        "log_events": [{"seq": "u64", "ts_nsec": "u64", "event": "str", "category": "str", "text": "str"}],
+        "grants_in_use": [{"ref": "i64", "domid": "i64", "frame": "u64", "reading": "bool", "writing": "bool",
+                           "readonly": "bool"}],
+        "grants_granted": "i64", "grant_frames": "list_i64",
+        "pirqs": [{"pirq": "i64", "irq": "i64", "gsi": "i64", "ts_nsec": "u64"}],
+        "pending_ports": "list_i64", "notes": "list_str",
+        "readable": {"log": "bool", "grant_frames": "bool", "shared_info": "bool"},
+        "hypervisor": "str", "xen_signs": "list_str", "log_last_ts_nsec": "u64", "warnings": "list_str",
+    },
+}
+
+
+def _member(path: str):
+    node = CONTRACT
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def row_columns(member: str) -> dict[str, str]:
+    """The columns of a row member of the contract (``"grants"``, ``"guest.pirqs_open"``...) in order, with their
+    leaf types; nested members are "json" and optional ones lose their "?"."""
+    row = _member(member)[0]
+    return {k.rstrip("?"): (v if isinstance(v, str) else "json") for k, v in row.items()}
+
+
+_LEAF_OK = {
+    "i64": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "f64": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "u64": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "json": lambda v: True,
+    "list_i64": lambda v: isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+    "list_str": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+
+
+def check(obj, schema=None, where: str = "") -> list[str]:
+    """Where ``obj`` (the JSON contract as a Python object, or a member of it with its ``schema``) departs from
+    :data:`CONTRACT`: members missing, unknown or of the wrong type (an empty list when it conforms)."""
+    schema = CONTRACT if schema is None else schema
+    if obj is None:
+        return []
+    if isinstance(schema, str):
+        return [] if _LEAF_OK[schema](obj) else [f"{where or '.'}: {obj!r} is not {schema}"]
+    if isinstance(schema, list):
+        if not isinstance(obj, list):
+            return [f"{where}: not an array"]
+        return [p for i, row in enumerate(obj) for p in check(row, schema[0], f"{where}[{i}]")]
+    if not isinstance(obj, dict):
+        return [f"{where}: not an object"]
+    names = {k.rstrip("?"): k for k in schema}
+    out = [f"{where}.{k}: not in the contract" for k in obj if k not in names]
+    for name, key in names.items():
+        if name in obj:
+            out += check(obj[name], schema[key], f"{where}.{name}")
+        elif not key.endswith("?"):
+            out.append(f"{where}.{name}: missing")
+    return out
 
 
 def to_json_obj(a) -> dict:
@@ -56,6 +166,11 @@ def to_json_obj(a) -> dict:
 
 def to_json(a) -> str:
     return json.dumps(to_json_obj(a), indent=2) + "\n"
+
+
+#: the hypercalls the text, Markdown and HTML reports list (the JSON has them all)
+SHOWN_HYPERCALLS = ("memory_op", "grant_table_op", "sched_op", "event_channel_op", "physdev_op", "hvm_op", "domctl",
+                    "vcpu_op")
 
 
 def _dom(d) -> str:
@@ -343,7 +458,9 @@ def sections(a) -> list[Section]:
                          ", ".join(f"{x:#x}-{y - 1:#x}" for x, y in r["gfn_ranges"][:4])
                          + (" …" if len(r["gfn_ranges"]) > 4 else ""), str(r["memory_op_calls"])] for r in a.balloon],
                        row_ids=[f"balloon-{r['domid']}-{r['epoch']}" for r in a.balloon]))
-    interesting = {12, 20, 29, 32, 33, 34, 36, 24}
+    from tracelens.analysis.ledgers import HYPERCALL_NUMBERS
+
+    interesting = {HYPERCALL_NUMBERS[n] for n in SHOWN_HYPERCALLS}
     hc = sorted((h for h in a.hypercalls if h["op"] in interesting or h["source"] == "other"),
                 key=lambda h: -h["count"])
     out.append(Section("hypercalls", "Hypercalls (memory, grant, sched, event channel, physdev, hvm, domctl, vcpu)",

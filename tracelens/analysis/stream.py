@@ -736,17 +736,17 @@ def summary(path, *, xen_version: str | None = None, tolerance: str = "strict", 
             progress=None) -> dict:
     """What ``tracelens info`` shows, from pass 1 alone (no record kept but DECREASE_RESERVATION payloads for the
     layout guess; per-domain counts per thread, not per pCPU): bounded memory whatever the capture's size."""
-    from tracelens.parsers.xentrace.catalog import LayoutGuess, guess_layout, parse_version
+    from tracelens.parsers.xentrace.catalog import given_layout, guess_layout, parse_version
 
     sc, p1 = _pass1(path, tolerance, opts or StreamOptions(), progress, select=False, want_doms=True)
     from tracelens.parsers.xentrace.decode import _release
 
     _release(sc.mm, sc.size)
     dr = None
-    if (R.MEM_DECREASE_RESERVATION, 4) in p1.ids:
-        sel = (p1.rows["ev"] == R.MEM_DECREASE_RESERVATION) & (p1.rows["n"] == 4)
+    if any(p1.ids.get((R.MEM_DECREASE_RESERVATION, k)) for k in range(4, 8)):
+        sel = (p1.rows["ev"] == R.MEM_DECREASE_RESERVATION) & (p1.rows["n"] >= 4)
         rows = _sorted_rows({k: v[sel] for k, v in p1.rows.items()})
         dr = (rows["d"][:, 2], rows["d"][:, 3])
     v = parse_version(xen_version)
-    guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(p1.ids, dr)
+    guess = given_layout(v) if v else guess_layout(p1.ids, dr)
     return {"sc": sc, "p1": p1, "guess": guess}

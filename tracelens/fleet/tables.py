@@ -26,10 +26,13 @@ import tempfile
 
 import pyarrow as pa
 
+from tracelens.analysis.report import row_columns
+
 I64, STR, F64, BOOL = pa.int64(), pa.string(), pa.float64(), pa.bool_()
 PROVENANCE = [("capture", STR), ("sha256", STR)]
 
-#: table -> [(column, arrow type)]; the JSON members of each row, after the provenance columns
+#: table -> [(column, arrow type)]; the per-capture tables' columns are the JSON contract's members of each row
+#: (tracelens.analysis.report.CONTRACT) after the provenance columns
 SCHEMAS: dict[str, list[tuple[str, pa.DataType]]] = {
     "captures": [
         ("capture", STR), ("sha256", STR), ("size_bytes", I64), ("kind", STR), ("status", STR), ("error", STR),
@@ -39,29 +42,16 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("gate_status", STR), ("rules", pa.list_(STR)), ("elapsed_s", F64), ("worker", STR), ("scanned_at", STR),
         ("tool_version", STR),
     ],
-    "findings": PROVENANCE + [
-        ("rule", STR), ("severity", STR), ("domid", I64), ("epoch", I64), ("object", STR), ("tsc", I64),
-        ("first_tsc", I64), ("last_tsc", I64), ("message", STR), ("evidence", STR), ("fingerprint", STR),
-        ("level", STR), ("state", STR), ("blocking", BOOL),
-    ],
-    "boundaries": PROVENANCE + [("domid", I64), ("epoch", I64), ("kind", STR), ("tsc", I64), ("evidence", STR)],
-    "grants": PROVENANCE + [
-        ("mapper", I64), ("granter", I64), ("epoch", I64), ("maps", I64), ("unmaps", I64), ("late_unmaps", I64),
-        ("outstanding_at_boundary", I64), ("outstanding_at_end", I64), ("first_tsc", I64), ("last_tsc", I64),
-        ("late_first_tsc", I64), ("late_last_tsc", I64),
-    ],
-    "balloon": PROVENANCE + [
-        ("domid", I64), ("epoch", I64), ("extents", I64), ("pages", I64), ("extents_by_order", STR),
-        ("gfn_ranges", STR), ("first_tsc", I64), ("last_tsc", I64), ("memory_op_calls", I64), ("layout", STR),
-    ],
-    "safety": PROVENANCE + [
-        ("domid", I64), ("epoch", I64), ("start_tsc", I64), ("end_tsc", I64), ("boundary_kind", STR),
-        ("first_unsafe_tsc", I64), ("first_unsafe_kind", STR), ("unsafe", STR), ("outstanding_grants", I64),
-        ("lost", STR), ("removed_at_end", BOOL), ("possibly_unsafe", STR), ("not_covered", STR), ("verdict", STR),
-    ],
 }
 #: the per-capture tables (everything but ``captures``), from the JSON contract's members of the same name
 ROW_TABLES = ("findings", "boundaries", "grants", "balloon", "safety")
+#: the JSON contract's leaf types in a dataset: integers are int64 (TSCs are cycles below 2**63), nested members JSON
+_ARROW = {"i64": I64, "u64": I64, "str": STR, "json": STR, "bool": BOOL, "list_i64": STR, "list_str": STR}
+#: columns a table has besides the contract's members: the policy's verdict on each finding (docs/gate.md)
+_EXTRA = {"findings": [("level", STR), ("state", STR), ("blocking", BOOL)]}
+
+SCHEMAS.update({t: PROVENANCE + [(c, _ARROW[ty]) for c, ty in row_columns(t).items()] + _EXTRA.get(t, [])
+                for t in ROW_TABLES})
 TABLES = ("captures",) + ROW_TABLES
 TMP_DIR = ".tmp"
 

@@ -16,11 +16,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 
+from tracelens.analysis.findings import SEVERITIES, SEVERITY_RANK
 from tracelens.errors import PolicyError
 
-SEVERITIES = ("error", "warning", "note")
-#: rank of a severity: lower is worse; a finding blocks when rank(level) <= rank(fail_on)
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 RULE_LEVELS = SEVERITIES + ("off",)
 #: rules that describe the capture itself (records lost): they make the capture inconclusive, whatever the policy
 #: says, so they can be neither turned off nor allow-listed (the gate fails closed)
