@@ -502,8 +502,8 @@ def _feed_grants(gs: _GrantState, batch: dict, csr, cursors, series_limit: int) 
     first = (-(gs.base - n)) % gs.stride  # the first row of the batch whose global index is a multiple of stride
     pick = slice(first, None, gs.stride)
     part = {"tsc": batch["tsc"][pick].copy(), "mapper": mapper[pick].astype(np.int64),
-            "granter": granter[pick].astype(np.int64), "outstanding": after[pick],
-            "delta": np.where(is_map[pick], np.int8(1), np.int8(-1)), "granter_outstanding": after_g[pick]}
+            "granter": granter[pick].astype(np.int64), "outstanding": after[pick].copy(),
+            "delta": np.where(is_map[pick], np.int8(1), np.int8(-1)), "granter_outstanding": after_g[pick].copy()}
     gs.series.append(part)
     gs.series_n += part["tsc"].shape[0]
     while gs.series_n > series_limit:
