@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tracelens import synth
+import synth
 from tracelens.analysis.api import AnalysisConfig, analyze
 from tracelens.analysis.findings import RULES, fingerprint
 

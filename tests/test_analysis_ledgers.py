@@ -1,4 +1,4 @@
-"""Boundaries and ledgers against the simulator's truth (tracelens.synth) and, for the grant ledger kernel, against
+"""Boundaries and ledgers against the simulator's truth (tests/synth.py) and, for the grant ledger kernel, against
 the pure-Python reference in analysis_reference.py, on many generated captures."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import analysis_reference as ref
+import synth
 import tracelens
-from tracelens import synth
 from tracelens.analysis import ledgers as L
 from tracelens.analysis.boundaries import find_boundaries, parse_boundary
 from tracelens.analysis.records import columns, lost_intervals

@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+import synth
 import tracelens
-from tracelens import synth
 from tracelens.commands import analyze as cmd
 from tracelens.errors import FormatError, UsageError
 

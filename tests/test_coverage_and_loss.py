@@ -1,6 +1,6 @@
 """Issue 11, parts 2 and 3: findings kept under record loss with their uncertainty, coverage and the ``not covered``
 verdict, malformed LOST_RECORDS never silent, and the gate's minimum capture size. Captures come from the simulator
-(tracelens.synth, known truth) and from ../shared/samples/xentrace-real (skipped when absent)."""
+(tests/synth.py, known truth) and from ../shared/samples/xentrace-real (skipped when absent)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+import synth
 import tracelens
-from tracelens import synth
 from tracelens.analysis.api import AnalysisConfig, analyze, analyze_table
 from tracelens.analysis.coverage import coverage, parse_mask
 from tracelens.analysis.report import to_json_obj, to_markdown, to_text

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import synth
 import tracelens
-from tracelens import _jit, synth
+from tracelens import _jit
 from tracelens.analysis import _kernels as AK
 from tracelens.analysis.report import to_json_obj
 from tracelens.analysis.stream import StreamOptions, analyze_stream

@@ -50,7 +50,7 @@ def _generate(path: Path, size: int, seed: int) -> None:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """A folder tree: the samples, three simulator hosts, a damaged capture, a text file and a sub-folder."""
-    from tracelens.synth import random_scenario
+    from synth import random_scenario
 
     d = tmp_path_factory.mktemp("fleet-inputs")
     for p in sorted(SAMPLES.glob("*.xentrace")):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import synth
 import tracelens
-from tracelens import synth
 from tracelens.analysis.api import AnalysisConfig, analyze, analyze_table
 from tracelens.analysis.report import to_json_obj
 from tracelens.analysis.stream import StreamOptions, analyze_stream
