@@ -1,6 +1,7 @@
-"""The notebook API (tracelens/api.py): format detection, the lazy record scan and its pushdown, reports as
-frames, dumps. Expected values come from the sample README (sample-traces/README.md, docs/analysis.md) or from
-pyarrow computations over the decoder's own table, never from the API under test."""
+"""The notebook API (tracelens.open; tracelens/capture.py, pushdown.py, dump.py, report.py, batch.py, query.py):
+format detection, the lazy record scan and its pushdown, reports as frames, dumps. Expected values come from the
+sample README (sample-traces/README.md, docs/analysis.md) or from pyarrow computations over the decoder's own
+table, never from the API under test."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pyarrow.compute as pc
 import pytest
 
 import tracelens
-from tracelens.api import Capture, Dump, Report, plan_predicate
-from tracelens.errors import FormatError
+from tracelens.capture import Capture
+from tracelens.dump import Dump
+from tracelens.errors import FormatError, UsageError
+from tracelens.pushdown import plan_predicate
+from tracelens.report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample-traces"
@@ -272,5 +276,5 @@ def test_overview_of_the_samples(tmp_path, small_dump):
     assert all(by[n]["error"] is None for n in expected_rules)
     with pytest.raises(FormatError):
         tracelens.overview([PG, damaged])  # default policy: raise
-    with pytest.raises(tracelens.api.UsageError):
+    with pytest.raises(UsageError):
         tracelens.overview([PG], on_error="ignore")

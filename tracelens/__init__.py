@@ -6,9 +6,11 @@ tracelens`` is cheap.
 - :func:`read_xentrace` -- decode a xentrace capture into a time-ordered ``pyarrow.Table``
 - :func:`iter_xentrace` -- the same in bounded memory, as a stream of tables
 - :func:`xentrace_info` -- the summary ``tracelens info`` prints, without decoding records
-- :func:`open` -- a capture or a dump, detected from its bytes, as a notebook-friendly object (tracelens.api)
-- :func:`sql` -- a SQL query over captures and dumps (records, boundaries, grants, balloon, findings, dmesg)
-- :func:`overview` -- many captures into one table (one row each), with an explicit failure policy
+- :func:`open` -- a capture or a dump, detected from its bytes, as a notebook-friendly object
+  (:class:`~tracelens.capture.Capture`, :class:`~tracelens.dump.Dump`; analyses as :class:`~tracelens.report.Report`)
+- :func:`sql` -- a SQL query over captures and dumps (records, boundaries, grants, balloon, findings, dmesg;
+  tracelens.query)
+- :func:`overview` -- many captures into one table (one row each), with an explicit failure policy (tracelens.batch)
 - :func:`scan` -- many captures on Dask distributed into Parquet datasets, resumably (tracelens.fleet)
 - :func:`watch` -- follow a capture while xentrace writes it: events as each guest's kexec safety changes
   (tracelens.live)
@@ -40,7 +42,44 @@ def xentrace_info(path, **kwargs) -> dict:
     return summarize(path, **kwargs)
 
 
-_API = ("open", "sql", "overview", "Capture", "Dump", "Report")
+def open(path, *, xen_version: str | None = None, cpu_hz: float | None = None,  # noqa: A001 - the verb
+         tolerance: str = "strict", catalog_files=(), vmcoreinfo: bytes | str | None = None):
+    """Open a xentrace capture or a vmcore dump (the format is detected from the bytes, never the name): a
+    :class:`~tracelens.capture.Capture` or a :class:`~tracelens.dump.Dump`.
+
+    Capture options: ``xen_version`` (e.g. "4.17"; default: guessed from the records), ``cpu_hz`` (adds a
+    ``time_ns`` column), ``tolerance`` ("strict", "truncate" or "skip"), ``catalog_files`` (extra event
+    definitions, TOML). Dump option: ``vmcoreinfo`` (text replacing the dump's own VMCOREINFO).
+    A list of paths opens the files of a ``makedumpfile --split`` set, in any order, as one Dump.
+    Raises :class:`~tracelens.errors.FormatError` for anything else, UsageError for a ``cpu_hz`` that is not a
+    finite frequency above 0.
+    """
+    from tracelens.capture import Capture
+    from tracelens.commands import check_cpu_hz
+    from tracelens.detect import XENTRACE, sniff
+    from tracelens.dump import Dump
+    from tracelens.errors import FormatError
+
+    check_cpu_hz(cpu_hz)
+
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            for p in path:
+                if sniff(p) == XENTRACE:
+                    raise FormatError(p, 0, "a xentrace capture: a list of paths is read as the parts of one "
+                                      "makedumpfile --split dump set")
+            return Dump(path, vmcoreinfo=vmcoreinfo)
+        path = path[0]
+    kind = sniff(path)
+    if kind == XENTRACE:
+        return Capture(path, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
+                       catalog_files=tuple(catalog_files))
+    return Dump(path, vmcoreinfo=vmcoreinfo)
+
+
+#: public names and the module each lives in, imported on first use so that ``import tracelens`` stays cheap
+_LAZY = {"Capture": "tracelens.capture", "Dump": "tracelens.dump", "Report": "tracelens.report",
+         "overview": "tracelens.batch", "sql": "tracelens.query"}
 
 
 def scan(paths, outdir, config=None, **kwargs):
@@ -59,11 +98,11 @@ def watch(source="-", config=None, opts=None, **kwargs):
 
 
 def __getattr__(name):
-    # the notebook API (tracelens/api.py) loads on first use, so ``import tracelens`` stays cheap
-    if name in _API:
-        from tracelens import api
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'tracelens' has no attribute {name!r}")
 
 

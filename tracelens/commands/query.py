@@ -1,8 +1,8 @@
 """``tracelens query CAPTURE|DUMP... "SELECT ..."``: SQL over decoded captures, their analysis and dumps' logs.
 
-The command parses options, calls :func:`tracelens.api.sql` (polars' SQL engine over the tables ``records``,
+The command parses options, calls :func:`tracelens.query.sql` (polars' SQL engine over the tables ``records``,
 ``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``, ``irq_vectors``, ``safety``,
-``pirqs_open``, ``grefs_open``, ``findings``, ``dmesg``, ``xen_events``; see tracelens/api.py) and writes the
+``pirqs_open``, ``grefs_open``, ``findings``, ``dmesg``, ``xen_events``; see tracelens/query.py) and writes the
 result as a table, CSV, JSON or Parquet. ``--show-code`` prints the Python a notebook user would write.
 """
 
@@ -40,7 +40,7 @@ def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | N
     from tracelens.output import check_outputs
 
     check_outputs([("-o", output)], paths)
-    from tracelens.api import sql
+    from tracelens.query import sql
 
     config = None
     if xen_version or cpu_hz or tolerance != "strict":
