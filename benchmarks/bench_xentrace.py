@@ -596,15 +596,15 @@ elif mode == "decode-again":  # a second decode in the same process: memory the 
     t0 = time.perf_counter()
     t = d.read_xentrace(path, threads=threads)
     n = t.num_rows
-elif mode == "analyze-full":  # tracelens.analysis.api.analyze: decode, analysis and the file's SHA-256
-    from tracelens.analysis.api import analyze
+elif mode == "analyze-full":  # tracelens.analysis.analyze.analyze: decode, analysis and the file's SHA-256
+    from tracelens.analysis.analyze import analyze
     from tracelens._jit import set_threads
     set_threads(threads)
     t0 = time.perf_counter()
     n = analyze(path).records
 elif mode == "analyze":  # decode, then the whole analysis (what `tracelens analyze` computes before rendering)
     import tracelens.parsers.xentrace.decode as d
-    from tracelens.analysis.api import analyze_table
+    from tracelens.analysis.analyze import analyze_table
     t0 = time.perf_counter()
     t = d.read_xentrace(path, threads=threads)
     t1 = time.perf_counter()

@@ -13,7 +13,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS / "vmcore"))
 import vmcore_writers as vw  # noqa: E402
 
-from tracelens.analysis.api import AnalysisConfig, analyze  # noqa: E402
+from tracelens.analysis.analyze import AnalysisConfig, analyze  # noqa: E402
 from tracelens.commands import analyze as cmd  # noqa: E402
 
 SAMPLE = TESTS.parent / "sample-traces" / "crash-kdump.xentrace"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import synth
-from tracelens.analysis.api import AnalysisConfig, analyze
+from tracelens.analysis.analyze import AnalysisConfig, analyze
 from tracelens.analysis.findings import RULES, fingerprint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-traces"

@@ -11,7 +11,7 @@ import pytest
 
 import synth
 import tracelens
-from tracelens.analysis.api import AnalysisConfig, analyze, analyze_table
+from tracelens.analysis.analyze import AnalysisConfig, analyze, analyze_table
 from tracelens.analysis.coverage import coverage, parse_mask
 from tracelens.analysis.report import to_json_obj, to_markdown, to_text
 from tracelens.analysis.stream import StreamOptions, analyze_stream

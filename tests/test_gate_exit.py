@@ -99,12 +99,12 @@ def test_unknown_option_is_a_usage_error(tmp_path, capsys):
 
 
 def test_internal_error_is_70_with_a_short_message(tmp_path, capsys, monkeypatch):
-    import tracelens.analysis.api as api
+    import tracelens.analysis.analyze as analysis
 
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(api, "analyze", boom)
+    monkeypatch.setattr(analysis, "analyze", boom)
     code, _, err = invoke([sample(tmp_path, CLEAN)], capsys, monkeypatch)
     assert code == INTERNAL
     assert "internal error: RuntimeError: kaboom" in err and "Traceback" not in err

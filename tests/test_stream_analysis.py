@@ -10,7 +10,7 @@ import pytest
 
 import synth
 import tracelens
-from tracelens.analysis.api import AnalysisConfig, analyze, analyze_table
+from tracelens.analysis.analyze import AnalysisConfig, analyze, analyze_table
 from tracelens.analysis.report import to_json_obj
 from tracelens.analysis.stream import StreamOptions, analyze_stream
 from tracelens.errors import FormatError
@@ -251,7 +251,7 @@ def test_info_of_many_pcpus_stays_small(tmp_path):
                         np.array([True, True]), np.array([1000 + cpu, 1001 + cpu], np.uint64), data))
     path = tmp_path / "many.xentrace"
     _write_windows(path, windows)
-    child = ("import json, resource, sys, tracelens; from tracelens.analysis.api import analyze; "
+    child = ("import json, resource, sys, tracelens; from tracelens.analysis.analyze import analyze; "
              "i = tracelens.xentrace_info(sys.argv[1]); a = analyze(sys.argv[1]); "
              "print(json.dumps([len(i['pcpus']), i['records'], a.records, "
              "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]))")

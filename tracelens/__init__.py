@@ -83,8 +83,8 @@ _LAZY = {"Capture": "tracelens.capture", "Dump": "tracelens.dump", "Report": "tr
 
 
 def scan(paths, outdir, config=None, **kwargs):
-    """Analyse many captures into Parquet datasets under ``outdir`` (see tracelens.fleet.api.scan)."""
-    from tracelens.fleet.api import scan as _scan
+    """Analyse many captures into Parquet datasets under ``outdir`` (see tracelens.fleet.scan.scan)."""
+    from tracelens.fleet.scan import scan as _scan
 
     return _scan(paths, outdir, config, **kwargs)
 

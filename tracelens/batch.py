@@ -11,7 +11,7 @@ from tracelens.errors import FormatError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from tracelens.analysis.api import AnalysisConfig
+    from tracelens.analysis.analyze import AnalysisConfig
 
 _VERDICT_RANK = {"safe": 0, "inconclusive": 1, "unsafe": 2}
 ON_ERROR = ("raise", "record")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
     import pyarrow as pa
 
-    from tracelens.analysis.api import AnalysisConfig
+    from tracelens.analysis.analyze import AnalysisConfig
     from tracelens.report import Report
 
 
@@ -169,7 +169,7 @@ class Capture:
         """Boundaries, ledgers, kexec safety and findings (docs/analysis.md) as a :class:`Report`. Without a
         config, the capture's own options (xen_version, cpu_hz, tolerance) are used. Reports are cached per
         config."""
-        from tracelens.analysis.api import AnalysisConfig, analyze
+        from tracelens.analysis.analyze import AnalysisConfig, analyze
 
         if config is None:
             config = AnalysisConfig(xen_version=self.xen_version, cpu_hz=self.cpu_hz, tolerance=self.tolerance)

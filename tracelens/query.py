@@ -11,7 +11,7 @@ from tracelens.errors import UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from tracelens.analysis.api import AnalysisConfig
+    from tracelens.analysis.analyze import AnalysisConfig
 
 #: table names :func:`sql` and ``tracelens query`` know
 TABLES = ("records", "boundaries", "grants", "grant_mappers", "balloon", "hypercalls", "irq_vectors", "safety",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from tracelens.analysis.api import Analysis
+    from tracelens.analysis.analyze import Analysis
     from tracelens.capture import Capture
 
 
@@ -65,7 +65,7 @@ class Report:
     :class:`tracelens.display.FindingsFrame`, a polars DataFrame with a richer notebook display);
     ``grant_series`` (one row per grant MAP/UNMAP record: tsc, mapper, granter, outstanding after it, delta);
     nested members (evidence, unsafe, lost, gfn_ranges, extents_by_order) are JSON text. ``analysis`` is the
-    underlying :class:`tracelens.analysis.api.Analysis`; ``to_json()``, ``to_html()``... render it."""
+    underlying :class:`tracelens.analysis.analyze.Analysis`; ``to_json()``, ``to_html()``... render it."""
 
     def __init__(self, analysis: Analysis, capture: Capture | None = None):
         from tracelens.analysis.report import to_json_obj

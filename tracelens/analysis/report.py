@@ -1,4 +1,4 @@
-"""Renderings of one :class:`~tracelens.analysis.api.Analysis`: the JSON contract, rich text and Markdown.
+"""Renderings of one :class:`~tracelens.analysis.analyze.Analysis`: the JSON contract, rich text and Markdown.
 
 The JSON object is a documented contract (docs/analysis.md, ``schema_version`` 1). Its required members are:
 ``schema_version``; ``capture`` {path, sha256, records, lost_records}; ``boundaries`` [{domid, epoch, kind, tsc}]

@@ -1,8 +1,8 @@
 """The analysis of a capture as a stream: bounded memory, no record table (what ``tracelens analyze`` and
 ``tracelens gate`` run; docs/analysis.md, "How the analysis streams").
 
-The in-memory analysis (:func:`tracelens.analysis.api.analyze_table`) reads a decoded table; this module gives the
-same :class:`~tracelens.analysis.api.Analysis` while only ever holding a chunk of the file and what the analysis
+The in-memory analysis (:func:`tracelens.analysis.analyze.analyze_table`) reads a decoded table; this module gives the
+same :class:`~tracelens.analysis.analyze.Analysis` while only ever holding a chunk of the file and what the analysis
 keeps. Two passes over the capture's windows (spec ../shared/spec/xentrace.md §1-2), chunk by chunk, in file
 order, each chunk mapped in before and released after:
 
@@ -290,7 +290,7 @@ def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest: bool = F
     if digest:
         import threading
 
-        from tracelens.analysis.api import sha256_file
+        from tracelens.analysis.analyze import sha256_file
 
         stop = threading.Event()
         with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
@@ -670,7 +670,7 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     """Analyse the capture at ``path`` in bounded memory; the result equals
     ``analyze_table(read_xentrace(path))`` (see the module docstring). ``progress(done, total)`` is called as the
     passes advance; ``digest`` computes the file's SHA-256 on the way (``Analysis.sha256``)."""
-    from tracelens.analysis import api as A
+    from tracelens.analysis import analyze as A
     from tracelens.analysis.boundaries import find_boundaries
     from tracelens.parsers.xentrace import decode as D
     from tracelens.parsers.xentrace.catalog import parse_version

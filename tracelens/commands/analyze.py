@@ -1,6 +1,6 @@
 """``tracelens analyze``: boundaries, ledgers, kexec safety and findings of a xentrace capture.
 
-The command parses options, calls :func:`tracelens.analysis.api.analyze` and renders with
+The command parses options, calls :func:`tracelens.analysis.analyze.analyze` and renders with
 :mod:`tracelens.analysis.report`. ``--show-code`` prints the Python a notebook user would write.
 """
 
@@ -35,7 +35,7 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     from tracelens.output import check_outputs
 
     check_outputs([("-o", output)], [capture, vmcore])
-    from tracelens.analysis.api import AnalysisConfig, analyze
+    from tracelens.analysis.analyze import AnalysisConfig, analyze
     from tracelens.analysis.report import RENDERERS
 
     import os
@@ -77,7 +77,7 @@ def _code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore=None, vmcor
                       tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom, trace_mask=trace_mask)
     render = {"text": "to_text", "json": "to_json", "md": "to_markdown", "html": "to_html"}[fmt]
     return (
-        "from tracelens.analysis.api import AnalysisConfig, analyze\n"
+        "from tracelens.analysis.analyze import AnalysisConfig, analyze\n"
         f"from tracelens.analysis.report import {render}\n\n"
         f"a = analyze({capture!r}, AnalysisConfig({', '.join(cfg)}))\n"
         "for f in a.findings:\n"

@@ -44,7 +44,7 @@ def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | N
 
     config = None
     if xen_version or cpu_hz or tolerance != "strict":
-        from tracelens.analysis.api import AnalysisConfig
+        from tracelens.analysis.analyze import AnalysisConfig
 
         config = AnalysisConfig(xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance)
     df = sql(query, *paths, config=config, safe=not allow_files, timeout=timeout, max_rows=max_rows)
@@ -116,7 +116,7 @@ def code(paths, query, *, fmt="table", output=None, xen_version=None, cpu_hz=Non
     args += "".join(f", {k}={v!r}" for k, v in (("safe", False if allow_files else None), ("timeout", timeout),
                                                   ("max_rows", max_rows)) if v is not None)
     if cfg:
-        lines.insert(0, "from tracelens.analysis.api import AnalysisConfig")
+        lines.insert(0, "from tracelens.analysis.analyze import AnalysisConfig")
         lines.append(f"config = AnalysisConfig({', '.join(cfg)})")
         lines.append(f"df = tracelens.sql({query!r}, {args}, config=config)  # a polars DataFrame")
     else:

@@ -1,6 +1,6 @@
 """``tracelens scan``: many captures on Dask distributed into Parquet datasets (docs/fleet.md).
 
-Thin: it parses the options into a :class:`tracelens.fleet.api.ScanConfig`, calls :func:`tracelens.fleet.api.scan`
+Thin: it parses the options into a :class:`tracelens.fleet.scan.ScanConfig`, calls :func:`tracelens.fleet.scan.scan`
 with a progress bar on stderr and prints a one-line summary there. ``--show-code`` prints the Python equivalent.
 """
 
@@ -14,8 +14,8 @@ import typer
 
 def build_config(*, workers=None, scheduler=None, vmcore_map=None, on_error="record", policy=None, fail_on=None,
                  xen_version=None, tolerance="strict", retries=2):
-    from tracelens.analysis.api import AnalysisConfig
-    from tracelens.fleet.api import ScanConfig
+    from tracelens.analysis.analyze import AnalysisConfig
+    from tracelens.fleet.scan import ScanConfig
     from tracelens.fleet.cluster import ClusterOptions
 
     return ScanConfig(analysis=AnalysisConfig(xen_version=xen_version, tolerance=tolerance),
@@ -29,7 +29,7 @@ def run(paths: list[str], outdir: str, *, show_code: bool = False, quiet: bool =
     if show_code:
         print(_code(paths, outdir, options))
         return 0
-    from tracelens.fleet.api import scan
+    from tracelens.fleet.scan import scan
     from tracelens.progress import ScanProgress
 
     cfg = build_config(**options)
@@ -54,8 +54,8 @@ def _code(paths, outdir, options) -> str:
     args = [f"analysis=AnalysisConfig({', '.join(analysis)})", f"cluster=ClusterOptions({', '.join(cluster)})", *rest]
     return (
         "import tracelens\n"
-        "from tracelens.analysis.api import AnalysisConfig\n"
-        "from tracelens.fleet.api import ScanConfig\n"
+        "from tracelens.analysis.analyze import AnalysisConfig\n"
+        "from tracelens.fleet.scan import ScanConfig\n"
         "from tracelens.fleet.cluster import ClusterOptions\n\n"
         f"res = tracelens.scan({list(paths)!r}, {outdir!r}, ScanConfig({', '.join(args)}))\n"
         "print(res.summary())\n"

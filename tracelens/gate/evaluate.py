@@ -232,7 +232,7 @@ def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today:
                   vmcore_dom: int | None = None, trace_mask=None) -> CaptureResult:
     """Analyse one xentrace capture (strict decoding: any damage makes it unreadable), with the guest's dump when
     ``vmcore`` is given (its TL-DMP-* findings join the capture's), and evaluate the findings."""
-    from tracelens.analysis.api import AnalysisConfig, analyze
+    from tracelens.analysis.analyze import AnalysisConfig, analyze
 
     res = CaptureResult(path=path, vmcore=vmcore)
     try:

@@ -27,7 +27,7 @@ ON_ERROR = ("record", "raise")
 
 @dataclass
 class ScanConfig:
-    """``analysis``: options of every capture's analysis (tracelens.analysis.api.AnalysisConfig; its vmcore comes
+    """``analysis``: options of every capture's analysis (tracelens.analysis.analyze.AnalysisConfig; its vmcore comes
     from ``vmcore_map``); ``cluster``: where the tasks run; ``vmcore_map``: CSV ``capture,dump[,domid]`` (paths
     relative to the CSV's folder); ``on_error``: "record" or "raise"; ``policy``: a tracelens.toml whose ``[gate]``
     table judges the findings (columns ``level``, ``state``, ``blocking`` and the captures' ``gate_status``; default
@@ -200,7 +200,7 @@ def _size(path) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # scan
 def _task_options(config: ScanConfig, outdir: str):
-    from tracelens.analysis.api import AnalysisConfig
+    from tracelens.analysis.analyze import AnalysisConfig
     from tracelens.fleet.task import TaskOptions
     from tracelens.gate.baseline import load_baseline
     from tracelens.gate.policy import Policy, load_policy
