@@ -19,7 +19,7 @@ class Dump:
         many = isinstance(path, (list, tuple))
         #: every file of the dump: one, or the parts of a makedumpfile --split set
         self.paths = [os.fspath(p) for p in path] if many else [os.fspath(path)]
-        #: the format reader (tracelens.parsers.vmcore.dump.Dump) for everything not wrapped here
+        #: the format reader (tracelens.parsers.vmcore.dump.DumpReader) for everything not wrapped here
         self.raw = vmcore.open(self.paths if many else self.paths[0], vmcoreinfo=vmcoreinfo)
         #: the file (the first part, in pfn order, of a split set)
         self.path = self.raw.path

@@ -95,8 +95,9 @@ class PageBatch:
     errors: dict
 
 
-class Dump:
-    """Base class of the format readers. Subclasses fill the attributes in ``__init__`` and implement
+class DumpReader:
+    """Base class of the format readers (what tracelens.parsers.vmcore.open returns; the notebook-facing
+    :class:`tracelens.dump.Dump` wraps one). Subclasses fill the attributes in ``__init__`` and implement
     ``_index_batches`` and ``_lookup``."""
 
     #: read_phys may read runs of whole uncompressed pages stored back to back in one call (formats whose pages
