@@ -16,6 +16,7 @@ import tracelens
 from tracelens.capture import Capture
 from tracelens.dump import Dump
 from tracelens.errors import FormatError, UsageError
+from tracelens.options import DecodeOptions
 from tracelens.pushdown import plan_predicate
 from tracelens.report import Report
 
@@ -206,8 +207,8 @@ def test_guest_ledger_frames():
 
 
 def test_small_batches_keep_names_and_time():
-    cap = Capture(PG, batch_bytes=4096, cpu_hz=2e9)
-    t = tracelens.read_xentrace(PG, cpu_hz=2e9)
+    cap = Capture(PG, DecodeOptions(cpu_hz=2e9), batch_bytes=4096)
+    t = tracelens.read_xentrace(PG, DecodeOptions(cpu_hz=2e9))
     df = cap.records.collect()
     assert cap.scans[-1].batches >= 3
     assert df["name"].cast(pl.String).to_list() == t.column("name").cast("string").to_pylist()
@@ -239,16 +240,16 @@ def test_time_column_is_computed_only_when_asked(monkeypatch):
     asked = []
     real = decode.iter_batches
 
-    def spy(path, **kw):
-        asked.append(kw.get("cpu_hz"))
-        return real(path, **kw)
+    def spy(path, decode=None, **kw):
+        asked.append(decode.cpu_hz)
+        return real(path, decode, **kw)
 
     monkeypatch.setattr(decode, "iter_batches", spy)
-    cap = Capture(PG, cpu_hz=2e9)
+    cap = Capture(PG, DecodeOptions(cpu_hz=2e9))
     assert cap.records.select("tsc", "cpu").collect().columns == ["tsc", "cpu"]
     assert cap.records.filter(pl.col("time_ns") > 0).select("tsc").collect().height > 0
     assert cap.records.select("time_ns").collect()["time_ns"].to_list() == \
-        tracelens.read_xentrace(PG, cpu_hz=2e9).column("time_ns").to_pylist()
+        tracelens.read_xentrace(PG, DecodeOptions(cpu_hz=2e9)).column("time_ns").to_pylist()
     assert asked == [None, 2e9, 2e9]
 
 

@@ -88,7 +88,7 @@ def test_usage_errors(tmp_path, capsys):
     code, _, err = invoke(["--sarif", tmp_path / "no-such-dir" / "x.sarif", sample(tmp_path, CLEAN)], capsys)
     assert code == USAGE and "does not exist" in err
     code, _, err = invoke([], capsys)
-    assert code == USAGE and "at least one CAPTURE" in err
+    assert code == USAGE and "CAPTURE: give at least one capture" in err
     code, _, err = invoke(["--policy", tmp_path / "absent.toml", sample(tmp_path, CLEAN)], capsys)
     assert code == USAGE and "cannot read the policy file" in err
 

@@ -210,4 +210,4 @@ def test_library_open_checks_cpu_hz(small_capture):
 
     for bad in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(UsageError):
-            tracelens.open(small_capture, cpu_hz=bad)
+            tracelens.open(small_capture, tracelens.DecodeOptions(cpu_hz=bad))

@@ -29,7 +29,7 @@ def overview(paths, *, config: AnalysisConfig | None = None, on_error: str = "ra
     import polars as pl
 
     if on_error not in ON_ERROR:
-        raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+        raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}", "on_error")
     from tracelens import open
     from tracelens.capture import Capture
     from tracelens.errors import TracelensError
@@ -38,8 +38,7 @@ def overview(paths, *, config: AnalysisConfig | None = None, on_error: str = "ra
     for p in paths:
         path = os.fspath(p)
         try:
-            cap = open(path) if config is None else open(path, xen_version=config.xen_version, cpu_hz=config.cpu_hz,
-                                                         tolerance=config.tolerance)
+            cap = open(path, config.decode if config is not None else None)
             if not isinstance(cap, Capture):
                 cap.close()
                 raise FormatError(path, None, f"a {cap.format} dump, not a xentrace capture")

@@ -1,13 +1,30 @@
 """A vmcore dump opened for notebooks (:func:`tracelens.open`): :class:`Dump`, a thin layer over the format reader
-of tracelens.parsers.vmcore that returns polars frames. The kernel log's ``ts_nsec`` is nanoseconds since boot."""
+of tracelens.parsers.vmcore that returns polars frames; what the dump commands (``info``, ``dmesg``, ``pages``,
+``read``) call. The kernel log's ``ts_nsec`` is nanoseconds since boot."""
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
 
+from tracelens.errors import FormatError
+
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
+
+#: largest VMCOREINFO text read from a file (a real one is a few KiB)
+MAX_VMCOREINFO_BYTES = 1 << 20
+
+
+def read_vmcoreinfo(path) -> bytes:
+    """The VMCOREINFO text in the file ``path`` (KEY=VALUE lines, as ``makedumpfile -g`` writes them), to give
+    :func:`tracelens.open` as ``vmcoreinfo``; an unreadable file is a FormatError naming it."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_VMCOREINFO_BYTES)
+    except OSError as e:
+        raise FormatError(path, None, f"cannot read VMCOREINFO file: {e.strerror}") from None
 
 
 class Dump:
@@ -24,6 +41,7 @@ class Dump:
         #: the file (the first part, in pfn order, of a split set)
         self.path = self.raw.path
         self._info: dict | None = None
+        self._log = None
 
     @property
     def format(self) -> str:
@@ -40,11 +58,19 @@ class Dump:
         """The dump's VMCOREINFO (``.symbol(name)``, ``.table()``, ``.osrelease``...); empty when absent."""
         return self.raw.vmcoreinfo
 
+    def kernel_log(self):
+        """The kernel log (tracelens.parsers.vmcore.printk.KernelLog): ``render(style)`` gives the exact bytes
+        vmcore-dmesg ("vmcore-dmesg") or makedumpfile --dump-dmesg ("makedumpfile") print, ``table()`` the
+        records. Read on first use, then kept."""
+        if self._log is None:
+            self._log = self.raw.kernel_log()
+        return self._log
+
     def dmesg(self) -> pl.DataFrame:
         """The kernel log records (seq, ts_nsec in nanoseconds since boot, level, facility, caller, text...)."""
         import polars as pl
 
-        return pl.from_arrow(self.raw.dmesg())
+        return pl.from_arrow(self.kernel_log().table())
 
     def xen_events(self) -> pl.DataFrame:
         """The Xen-related kernel log records (PIRQ/GSI, grant table, balloon, event channels, shutdown, kexec)
@@ -53,7 +79,7 @@ class Dump:
 
         from tracelens.parsers.vmcore.xen import log_events
 
-        return pl.from_arrow(log_events(self.raw))
+        return pl.from_arrow(log_events(self.kernel_log().table()))
 
     @property
     def pages(self) -> pl.DataFrame:
@@ -61,6 +87,26 @@ class Dump:
         import polars as pl
 
         return pl.from_arrow(self.raw.pages())
+
+    def page_runs(self) -> list[dict]:
+        """Runs of consecutive pfns with the same state and compression (first_pfn, last_pfn, pages, state,
+        compression): the page index in a few rows."""
+        return self.raw.page_runs()
+
+    def write_pages(self, output) -> int:
+        """Stream the page index into the Parquet file ``output`` (atomically: a temporary file renamed at the
+        end); returns the pages written."""
+        import pyarrow.parquet as pq
+
+        from tracelens.output import atomic_output
+        from tracelens.parsers.vmcore.dump import _page_schema
+
+        n = 0
+        with atomic_output(os.fspath(output)) as tmp, pq.ParquetWriter(tmp, _page_schema()) as w:
+            for batch in self.raw.iter_page_index():
+                w.write_batch(batch)
+                n += batch.num_rows
+        return n
 
     def read_phys(self, addr: int, size: int, *, zero_excluded: bool = False) -> bytes:
         """Bytes at a physical address; PageUnavailable (a FormatError) for holes, excluded and lost pages."""

@@ -24,7 +24,7 @@ class ScanRequest:
     ``columns``: the projected columns (None: all); ``predicate``: the pushed-down filter (a polars ``Expr``) or
     None; ``n_rows``: the row limit; ``tsc_range``: the (low, high) TSC bounds inferred from the predicate (None
     when unbounded); ``batches``: the decoder batches read; ``batches_skipped``: those dropped because no row could
-    match the predicate's TSC bounds or pCPU terms; ``rows``: the rows yielded. polars pushes only elementwise
+    match the predicate's TSC bounds or pCPU terms; ``rows``: the rows yielded; ``layout``, ``damage``: below. polars pushes only elementwise
     filters into a scan (``tsc == tsc.max()`` is applied after it), so a per-batch filter is exact."""
 
     columns: list[str] | None
@@ -34,6 +34,10 @@ class ScanRequest:
     batches: int = 0
     batches_skipped: int = 0
     rows: int = 0
+    #: the decoder's Xen layout ({"label", "version", "reasons"}) and damage (byte ranges the tolerance skipped),
+    #: known once the first batch is decoded (they travel in the Arrow schema's metadata, which polars drops)
+    layout: dict | None = None
+    damage: list | None = None
 
 
 def _literal_int(node) -> int | None:

@@ -43,8 +43,7 @@ def sql_context(paths, *, tables: set[str] | None = None, config: AnalysisConfig
     caps: list[Capture] = []
     dumps: list[Dump] = []
     for p in paths:
-        obj = open(p) if config is None else open(p, xen_version=config.xen_version, cpu_hz=config.cpu_hz,
-                                                  tolerance=config.tolerance)
+        obj = open(p, config.decode if config is not None else None)
         (caps if isinstance(obj, Capture) else dumps).append(obj)
     if tables is None:  # everything the inputs can give
         tables = {t for t in TABLES if t not in _DUMP_TABLES} if caps else set()
@@ -151,9 +150,9 @@ def sql(query: str, *paths, config: AnalysisConfig | None = None, safe: bool = T
     if not paths:
         raise UsageError("sql() needs at least one capture or dump path")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise UsageError(f"timeout must be a number of seconds above 0, not {timeout}")
+        raise UsageError(f"timeout must be a number of seconds above 0, not {timeout}", "timeout")
     if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 0):
-        raise UsageError(f"max_rows must be an integer >= 0, not {max_rows!r}")
+        raise UsageError(f"max_rows must be an integer >= 0, not {max_rows!r}", "max_rows")
     if safe:
         check_safe_sql(query)
     names = _referenced(query)
@@ -181,5 +180,6 @@ def sql(query: str, *paths, config: AnalysisConfig | None = None, safe: bool = T
             plx.InvalidOperationError, plx.SchemaError) as e:
         raise UsageError(f"SQL: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if max_rows is not None and df.height > max_rows:
-        raise UsageError(f"SQL: the result has more than {max_rows:,} rows (max_rows): narrow the query or add LIMIT")
+        raise UsageError(f"SQL: the result has more than {max_rows:,} rows (max_rows): narrow the query or add LIMIT",
+                         "max_rows")
     return df

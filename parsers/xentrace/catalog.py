@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from tracelens.errors import UsageError
+from tracelens.errors import TracelensError, UsageError
 
 _FIELD_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<half>lo|hi))?(?:\[(?P<lo>\d+):(?P<hi>\d+)\])?$")
 
@@ -54,7 +54,7 @@ def parse_version(text: str | None) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*", str(text))
     if not m:
-        raise UsageError(f"--xen-version must look like 4.17 or 4.17.2, not {text!r}")
+        raise UsageError(f"xen_version must look like 4.17 or 4.17.2, not {text!r}", "xen_version")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -95,7 +95,10 @@ class Catalog:
         self.events: dict[int, Event] = {}
         self.classes: list[tuple[int, int, str]] = []
         self.tables: dict[str, dict[int, str]] = {}
-        self._load(data, "catalog.toml")
+        try:
+            self._load(data, "catalog.toml")
+        except UsageError as e:  # the shipped file: an installation problem, not the user's
+            raise _damaged_install(e) from None
         for where, d in extra:
             self._load(d, where)
 
@@ -177,9 +180,18 @@ class Catalog:
         return self.tables.get("hypercalls", {}).get(op, f"hypercall_{op}")
 
 
+def _damaged_install(reason) -> TracelensError:
+    """The error for a built-in catalog that cannot be read: tracelens itself is damaged (exit code 70)."""
+    where = resources.files(__package__).joinpath("catalog.toml")
+    return TracelensError(f"the built-in event catalog {where} is damaged ({reason}): reinstall tracelens")
+
+
 @lru_cache(maxsize=8)
 def _load_cached(paths: tuple[str, ...]) -> Catalog:
-    data = tomllib.loads(resources.files(__package__).joinpath("catalog.toml").read_text())
+    try:
+        data = tomllib.loads(resources.files(__package__).joinpath("catalog.toml").read_text("utf-8"))
+    except (OSError, ValueError) as e:  # missing, not UTF-8, not TOML
+        raise _damaged_install(e) from None
     extra = []
     for p in paths:
         from tracelens.detect import read_capped

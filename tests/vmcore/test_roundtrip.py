@@ -253,13 +253,14 @@ def test_pages_parquet_roundtrip(world, tmp_path):
     mem, k, vmci, notes = world
     p = tmp_path / "z.kdump"
     write_kdump(p, mem, notes, codec="zlib", excluded=EXCLUDED, vmcoreinfo=vmci)
-    from tracelens.commands.dump import _write_parquet
+    from tracelens.dump import Dump
 
-    with vmcore.open(p) as d:
-        _write_parquet(d, str(tmp_path / "pages.parquet"))
-        direct = d.pages()
+    with Dump(p) as d:
+        n = d.write_pages(tmp_path / "pages.parquet")
+        direct = d.raw.pages()
     back = pq.read_table(tmp_path / "pages.parquet")
-    assert back.num_rows == direct.num_rows == sum(b - a for a, b in RAM)
+    assert n == back.num_rows == direct.num_rows == sum(b - a for a, b in RAM)
+    assert back.equals(direct)
     assert back.column("pfn").to_pylist() == direct.column("pfn").to_pylist()
     assert back.column("state").to_pylist() == direct.column("state").to_pylist()
     assert [f.name for f in back.schema] == ["pfn", "offset", "size", "compression", "state"]

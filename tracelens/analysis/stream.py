@@ -684,14 +684,14 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
         def p_two(done, total):
             progress(total + done, 2 * total)
-    sc, p1 = _pass1(path, config.tolerance, opts, p_one, digest)
+    sc, p1 = _pass1(path, config.decode.tolerance, opts, p_one, digest)
     rows = _sorted_rows(p1.rows)
-    version = parse_version(config.xen_version)
+    version = parse_version(config.decode.xen_version)
     dr = None
     sel = (rows["ev"] == R.MEM_DECREASE_RESERVATION) & (rows["n"] >= 4)
     if sel.any():
         dr = (rows["d"][sel, 2], rows["d"][sel, 3])
-    guess = D._layout(config.xen_version, p1.ids) if version is not None else _guess(p1.ids, dr)
+    guess = D._layout(config.decode.xen_version, p1.ids) if version is not None else _guess(p1.ids, dr)
     meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
             "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
     rec = _records(rows, meta, p1)
@@ -732,11 +732,12 @@ def _guess(ids, dr):
     return guess_layout(ids, dr)
 
 
-def summary(path, *, xen_version: str | None = None, tolerance: str = "strict", opts: StreamOptions | None = None,
-            progress=None) -> dict:
+def first_pass(path, *, xen_version: str | None = None, tolerance: str = "strict", opts: StreamOptions | None = None,
+               progress=None) -> dict:
     """What ``tracelens info`` shows, from pass 1 alone (no record kept but DECREASE_RESERVATION payloads for the
     layout guess; per-domain counts per thread, not per pCPU): bounded memory whatever the capture's size."""
-    from tracelens.parsers.xentrace.catalog import LayoutGuess, guess_layout, parse_version
+    from tracelens.parsers.xentrace.catalog import guess_layout, parse_version
+    from tracelens.parsers.xentrace.decode import given_layout
 
     sc, p1 = _pass1(path, tolerance, opts or StreamOptions(), progress, select=False, want_doms=True)
     from tracelens.parsers.xentrace.decode import _release
@@ -748,5 +749,5 @@ def summary(path, *, xen_version: str | None = None, tolerance: str = "strict", 
         rows = _sorted_rows({k: v[sel] for k, v in p1.rows.items()})
         dr = (rows["d"][:, 2], rows["d"][:, 3])
     v = parse_version(xen_version)
-    guess = LayoutGuess(v, f"{v[0]}.{v[1]} (given)", ["--xen-version"]) if v else guess_layout(p1.ids, dr)
+    guess = given_layout(v) if v else guess_layout(p1.ids, dr)
     return {"sc": sc, "p1": p1, "guess": guess}
