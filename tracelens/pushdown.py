@@ -5,13 +5,15 @@ polars hands the reader registered with ``polars.io.plugins.register_io_source``
 limit and the filter as a polars ``Expr``. An ``Expr`` offers no public way to walk its operators, so
 :func:`plan_predicate` reads the expression's serialized form (``Expr.meta.serialize(format="json")``) for the two
 kinds of terms that allow skipping: simple comparisons of ``tsc`` with an integer and terms over ``cpu`` alone.
-Anything it does not recognise is left to the row filter, so skipping never changes a result; that a polars
-release still serializes those terms as expected is checked by the tests (tests/test_api.py) on the installed
-polars, which must show batches actually skipped.
+Anything it does not recognise is left to the row filter, so skipping never changes a result. That the installed
+polars still serializes those terms as expected is probed once per process (:func:`planner_works`: a warning, and
+no skipping, when it does not) and checked by the tests (tests/test_api.py requires batches actually skipped for
+every form the planner reads).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -95,14 +97,16 @@ def _tsc_bound(node) -> tuple[int | None, int | None] | None:
 def plan_predicate(predicate) -> tuple[tuple[int | None, int | None], list]:
     """Split a pushed-down predicate into what allows skipping whole batches: inclusive TSC bounds from its simple
     ``tsc`` comparisons, and its terms that involve only ``cpu`` (evaluated on the pCPUs present in a batch).
-    Terms it does not understand are left to the row filter, so skipping stays sound."""
-    import polars as pl
-
-    if predicate is None:
+    Terms it does not understand are left to the row filter, so skipping stays sound. With a polars that
+    serializes filters in another form (:func:`planner_works`), nothing is skipped."""
+    if predicate is None or not planner_works():
         return (None, None), []
-    try:
-        tree = json.loads(predicate.meta.serialize(format="json"))
-    except Exception:  # an expression polars cannot serialize: no batch skipping, the row filter still applies
+    return _plan(predicate)
+
+
+def _plan(predicate) -> tuple[tuple[int | None, int | None], list]:
+    tree = _tree(predicate)
+    if tree is None:
         return (None, None), []
     lo = hi = None
     cpu_terms = []
@@ -114,11 +118,54 @@ def plan_predicate(predicate) -> tuple[tuple[int | None, int | None], list]:
             if b[1] is not None:
                 hi = b[1] if hi is None else min(hi, b[1])
             continue
-        try:
-            expr = pl.Expr.deserialize(io.StringIO(json.dumps(c)), format="json")
-        except Exception:
-            continue
-        if set(expr.meta.root_names()) == {"cpu"}:
+        expr = _expr(c)
+        if expr is not None and set(expr.meta.root_names()) == {"cpu"}:
             cpu_terms.append(expr)
     return (lo, hi), cpu_terms
 
+
+def _tree(expr) -> dict | None:
+    """The serialized form of ``expr``; None for one polars cannot serialize (a Python function that cannot be
+    pickled): no skipping then, the row filter still applies."""
+    import polars.exceptions as plx
+
+    try:
+        return json.loads(expr.meta.serialize(format="json"))
+    except plx.PolarsError:
+        return None
+
+
+def _expr(node):
+    """The expression of one serialized conjunct, or None when polars cannot read it back."""
+    import polars as pl
+    import polars.exceptions as plx
+
+    try:
+        return pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json")
+    except plx.PolarsError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def planner_works() -> bool:
+    """Whether the installed polars serializes the filters the planner reads in the form it reads them (probed
+    once per process on known filters). When it does not, the records are still filtered exactly, only no batch
+    is skipped, and a RuntimeWarning says so once; the tests fail (tests/test_api.py requires skipped batches)."""
+    import warnings
+
+    import polars as pl
+
+    probes = [
+        (pl.col("tsc") > 5, (6, None), 0),
+        (pl.lit(9, dtype=pl.UInt64) >= pl.col("tsc"), (None, 9), 0),
+        (pl.col("tsc").is_between(1, 9, closed="right"), (2, 9), 0),
+        ((pl.col("tsc") == 4) & pl.col("cpu").is_in([1, 2]) & (pl.col("dom") == 0), (4, 4), 1),
+    ]
+    for expr, bounds, n_cpu in probes:
+        got_bounds, cpu_terms = _plan(expr)
+        if got_bounds != bounds or len(cpu_terms) != n_cpu:
+            warnings.warn(f"polars {pl.__version__} serializes filters in a form tracelens does not read: scans of "
+                          "Capture.records skip no batch (the results are the same, only slower)", RuntimeWarning,
+                          stacklevel=2)
+            return False
+    return True

@@ -11,23 +11,25 @@ Each option names the library parameter it fills (``Opt.param``, e.g. ``xen_vers
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 
-
-@dataclass(frozen=True)
 class Opt:
     """One option: ``param`` (the Python parameter and library field), ``names`` (``--xen-version``, ``-n``...),
     ``kind`` (str, int, float, or bool for a flag), ``default``, ``multiple`` (repeatable: a list), ``metavar``,
-    ``help``, and ``fast``: whether the console's fast path may parse it (else the full CLI must)."""
+    ``help``, and ``fast``: whether the console's fast path may parse it (else the full CLI must). A plain class,
+    not a dataclass: the fast paths import neither dataclasses nor inspect."""
 
-    param: str
-    names: tuple[str, ...]
-    help: str
-    kind: type = str
-    default: object = None
-    multiple: bool = False
-    metavar: str | None = None
-    fast: bool = False
+    __slots__ = ("param", "names", "help", "kind", "default", "multiple", "metavar", "fast")
+
+    def __init__(self, param: str, names: tuple[str, ...], help: str, kind: type = str, default=None,  # noqa: A002
+                 multiple: bool = False, metavar: str | None = None, fast: bool = False):
+        self.param, self.names, self.help, self.kind = param, tuple(names), help, kind
+        self.default, self.multiple, self.metavar, self.fast = default, multiple, metavar, fast
+
+    def but(self, **changes) -> Opt:
+        """A copy with ``changes`` (help, default, fast... for one command)."""
+        values = {k: getattr(self, k) for k in self.__slots__}
+        values.update(changes)
+        return Opt(**values)
 
     @property
     def flag(self) -> bool:
@@ -37,15 +39,17 @@ class Opt:
         """The ``typer.Option`` of this declaration (``override``: help or default for one command)."""
         import typer
 
-        o = replace(self, **override) if override else self
-        default = [] if o.multiple else (False if o.flag and o.default is None else o.default)
-        return typer.Option(default, *o.names, help=o.help, metavar=o.metavar)
+        o = self.but(**override) if override else self
+        return typer.Option(o.initial(), *o.names, help=o.help, metavar=o.metavar)
 
     def initial(self):
         """The value the parameter has when the option is not given."""
         if self.multiple:
             return []
         return False if self.flag and self.default is None else self.default
+
+    def __repr__(self) -> str:
+        return f"Opt({self.param!r}, {self.names!r})"
 
 
 def parse(decls: tuple[Opt, ...], args: list[str]) -> dict | None:
@@ -111,11 +115,11 @@ JSON = Opt("json_out", ("--json",), "Print one JSON object instead of a table.",
 # -- the commands the console's fast paths serve --------------------------------------------------------------------
 #: ``tracelens info PATH...``: the fast path serves one xentrace capture
 INFO = (
-    replace(JSON, fast=True),
-    replace(XEN_VERSION, fast=True),
-    replace(TOLERANCE, help="Captures: " + TOLERANCE.help, fast=True),
-    replace(CATALOG, fast=True),
-    replace(THREADS, fast=True),
+    JSON.but(fast=True),
+    XEN_VERSION.but(fast=True),
+    TOLERANCE.but(help="Captures: " + TOLERANCE.help, fast=True),
+    CATALOG.but(fast=True),
+    THREADS.but(fast=True),
     SHOW_CODE,
 )
 

@@ -121,8 +121,7 @@ def pages_code(path, *, output: str | None = None, json_out: bool = False) -> st
     c = Code()
     _open_code(c, path)
     if output:
-        c.add(f"n = dump.write_pages({output!r})  # the page index, streamed into Parquet",
-              f"print(f\"wrote {{n}} pages to {output}\")")
+        c.add(f"n = dump.write_pages({output!r})  # the page index, streamed into Parquet; n pages")
     elif json_out:
         c.use("json").add("runs = dump.page_runs()", "print(json.dumps(runs, indent=2, default=str))")
     else:
