@@ -414,7 +414,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("command,check,argv", CASES, ids=[" ".join(c[2][1:])[:60] for c in CASES])
+def _case_id(i, case) -> str:
+    return f"{i:02d}-{case[0]}" + "".join(f" {a}" for a in case[2][1:] if a.startswith("-"))[:70]
+
+
+@pytest.mark.parametrize("command,check,argv", CASES, ids=[_case_id(i, c) for i, c in enumerate(CASES)])
 def test_show_code_is_equivalent(command, check, argv, capsysbinary, tmp_path, spy, inputs, request):
     if command == "export":
         pytest.importorskip("perfetto", reason="tracelens export needs the perfetto package (pip install perfetto)")

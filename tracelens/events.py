@@ -71,7 +71,7 @@ class EventSelection:
             hits = {ev.id for ev in catalog.events.values()
                     if ev.name.upper() == pat or (pat.endswith("*") and ev.name.upper().startswith(pat[:-1]))}
             if not hits:
-                raise UsageError(f"events {e!r}: no such event id or name (see tracelens events --list)", "events")
+                raise UsageError(f"events {e!r}: no such event id or name in the event catalog", "events")
             out |= hits
         return sorted(out)
 
