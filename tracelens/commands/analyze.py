@@ -52,13 +52,11 @@ def code(capture, config, fmt: str = "text", output: str | None = None) -> str:
 def run(capture: str, config=None, *, fmt: str = "text", output: str | None = None, show_code: bool = False) -> int:
     """The command's body, callable without the CLI (``config``: an AnalysisConfig). Returns the exit code (0:
     analysis done)."""
-    import os
-
     from tracelens.analysis.analyze import analyze
     from tracelens.analysis.report import RENDERERS
     from tracelens.options import AnalysisConfig
     from tracelens.output import check_outputs
-    from tracelens.progress import byte_progress
+    from tracelens.progress import capture_progress
 
     config = config or AnalysisConfig()
     check_format(fmt)
@@ -66,11 +64,7 @@ def run(capture: str, config=None, *, fmt: str = "text", output: str | None = No
         sys.stdout.write(code(capture, config, fmt, output))
         return 0
     check_outputs([("-o", output)], [capture, config.vmcore, config.decode.catalog_files])
-    try:
-        big = os.path.getsize(capture) > (256 << 20)
-    except OSError:
-        big = False
-    with byte_progress("analysing (2 passes)", 0, enabled=None if big else False) as progress:
+    with capture_progress("analysing (2 passes)", capture) as progress:
         a = analyze(capture, config, progress=progress)
     if fmt == "text":  # as wide as the terminal it goes to (a file: tracelens.terminal.FILE_WIDTH)
         from tracelens.analysis.report import to_text

@@ -48,24 +48,13 @@ def _open_code(c, path, vmcoreinfo: str | None = None) -> None:
         c.add(f"dump = tracelens.open({c.value(path)})")
 
 
-def info_code(path, json_out: bool = False) -> str:
-    """The Python of ``tracelens info DUMP`` with these options."""
-    from tracelens.showcode import Code
-
-    c = Code().use("tracelens")
-    c.add(f"info = tracelens.info({c.value(path)})")
-    if json_out:
-        c.use("json").add("print(json.dumps(info, indent=2, default=str))")
-    else:
-        c.add("print(info)")
-    return c.text()
-
-
 def info(path, *, json_out: bool = False, show_code: bool = False) -> None:
     """Summarise a dump: format, compression, header version, page counts by state, VMCOREINFO essentials."""
     path = _one(path)
     if show_code:
-        sys.stdout.write(info_code(path, json_out))
+        from tracelens.commands.traceinfo import code
+
+        sys.stdout.write(code(path, json_out=json_out))
         return
     with _open(path) as dump:
         summary = dict(dump.info())

@@ -30,16 +30,10 @@ def run(capture: str, output: str, config=None, options=None, *, show_code: bool
     from tracelens.output import check_outputs
 
     check_outputs([("-o", output)], [capture, config.vmcore, config.decode.catalog_files])
-    import os
-
     from tracelens.perfetto_export import export
-    from tracelens.progress import byte_progress
+    from tracelens.progress import capture_progress
 
-    try:
-        big = os.path.getsize(capture) > (256 << 20)
-    except OSError:
-        big = False
-    with byte_progress("exporting (3 passes)", 0, enabled=None if big else False) as progress:
+    with capture_progress("exporting (3 passes)", capture) as progress:
         st = export(capture, output, config, options, progress=progress)
     print(f"tracelens: wrote {output}: {st.bytes:,} bytes, {st.packets:,} packets ({st.pcpu_slices:,} pCPU slices, "
           f"{st.counter_values:,} counter values, {st.instants:,} instants); timestamps "

@@ -16,14 +16,14 @@ def decode_from(**given):
     return decode_options(config().decode, **given)
 
 
-def code(path, decode, json_out: bool = False) -> str:
-    """The Python of ``tracelens info CAPTURE`` with these options."""
+def code(path, decode=None, json_out: bool = False) -> str:
+    """The Python of ``tracelens info PATH`` with these options (a capture, a dump or the parts of a split set)."""
     from tracelens.showcode import Code
 
     c = Code().use("tracelens")
     c.add(f"info = {c.call('tracelens.info', path, decode=decode)}")
     if json_out:
-        c.use("json").add("print(json.dumps(info, indent=2))")
+        c.use("json").add("print(json.dumps(info, indent=2, default=str))")
     else:
         c.add("print(info)")
     return c.text()
