@@ -10,7 +10,7 @@ grant, hypercall and IRQ traffic); a fraction of them (``--leaky``) have soft-re
 across them (TL-GNT-001 findings). Each measurement runs in a fresh process with a warm page cache (the captures
 were just written), so the comparison is of CPU work, not of the disk. The loop is what a user would write first::
 
-    for p in paths: analyze(p)          # tracelens.analysis.api.analyze, its default (all-core) numba threads
+    for p in paths: analyze(p)          # tracelens.analysis.analyze.analyze, its default (all-core) numba threads
 
 The loop is also timed with numba on one thread (what one scan worker does per task). ``scan`` times include
 starting the LocalCluster and its workers. Reported: seconds, captures/s, MB/s and the
@@ -37,7 +37,7 @@ from bench_xentrace import generate  # noqa: E402
 
 LOOP = r"""
 import json, sys, time
-from tracelens.analysis.api import analyze
+from tracelens.analysis.analyze import analyze
 paths = json.load(open(sys.argv[1]))
 t0 = time.perf_counter()
 findings = {}
@@ -51,7 +51,7 @@ LOOP_1 = "from tracelens._jit import set_threads; set_threads(1)\n" + LOOP
 SCAN = r"""
 import json, sys, time
 import tracelens
-from tracelens.fleet.api import ScanConfig
+from tracelens.fleet.scan import ScanConfig
 from tracelens.fleet.cluster import ClusterOptions
 if __name__ == "__main__":
     folder, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])

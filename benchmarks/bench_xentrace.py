@@ -557,6 +557,7 @@ def generate(path: Path, size: int, ncpu: int = 8, seed: int = 1, burst: float =
 
 CHILD = r"""
 import json, os, resource, sys, time
+from tracelens.options import DecodeOptions
 mode, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t0 = time.perf_counter()
 if mode == "read":
@@ -569,7 +570,7 @@ elif mode == "decode":
     from tracelens._jit import set_threads
     set_threads(threads)
     t0 = time.perf_counter()
-    t = d.read_xentrace(path, threads=threads)
+    t = d.read_xentrace(path, DecodeOptions(threads=threads))
     n = t.num_rows
 elif mode == "floor":  # what producing the table's bytes costs at best: populate that much fresh memory, memcpy into it
     import numpy as np
@@ -591,32 +592,30 @@ elif mode == "decode-again":  # a second decode in the same process: memory the 
     import tracelens.parsers.xentrace.decode as d
     from tracelens._jit import set_threads
     set_threads(threads)
-    t = d.read_xentrace(path, threads=threads)
+    t = d.read_xentrace(path, DecodeOptions(threads=threads))
     del t
     t0 = time.perf_counter()
-    t = d.read_xentrace(path, threads=threads)
+    t = d.read_xentrace(path, DecodeOptions(threads=threads))
     n = t.num_rows
-elif mode == "analyze-full":  # tracelens.analysis.api.analyze: decode, analysis and the file's SHA-256
-    from tracelens.analysis.api import analyze
+elif mode == "analyze-full":  # tracelens.analysis.analyze.analyze: decode, analysis and the file's SHA-256
+    from tracelens.analysis.analyze import analyze
     from tracelens._jit import set_threads
     set_threads(threads)
     t0 = time.perf_counter()
     n = analyze(path).records
 elif mode == "analyze":  # decode, then the whole analysis (what `tracelens analyze` computes before rendering)
     import tracelens.parsers.xentrace.decode as d
-    from tracelens.analysis.api import analyze_table
+    from tracelens.analysis.analyze import analyze_table
     t0 = time.perf_counter()
-    t = d.read_xentrace(path, threads=threads)
+    t = d.read_xentrace(path, DecodeOptions(threads=threads))
     t1 = time.perf_counter()
     a = analyze_table(t, path=path)
     n = t.num_rows
     print(json.dumps({"decode_seconds": t1 - t0, "analyze_seconds": time.perf_counter() - t1}))
 elif mode == "stream":  # exactly what `tracelens decode -o OUT.parquet` does
-    import tracelens.parsers.xentrace.decode as d
-    from tracelens.commands.trace import _write_overlapped
+    from tracelens.capture import Capture
     t0 = time.perf_counter()
-    n, _ = _write_overlapped(d.iter_batches(path, threads=threads, reuse_buffers=2, batch_bytes=64 << 20),
-                             "parquet", sys.argv[4])
+    n, _ = Capture(path, DecodeOptions(threads=threads)).write(sys.argv[4], batch_bytes=64 << 20)
 dt = time.perf_counter() - t0
 print(json.dumps({"seconds": dt, "n": n, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

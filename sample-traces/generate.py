@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerate the sample captures of this folder from tracelens.synth's scenarios (deterministic seeds), and the
-sample dump that goes with one of them (written with the test suite's dump writers, tests/vmcore/vmcore_writers.py).
+"""Regenerate the sample captures of this folder from the scenarios of the test suite's simulator (tests/synth.py;
+deterministic seeds), and the sample dump that goes with one of them (written with the test suite's dump writers,
+tests/vmcore/vmcore_writers.py).
 
     python sample-traces/generate.py            # (re)write every sample next to this script
     python sample-traces/generate.py --check    # exit 1 if a committed sample differs from what would be written
@@ -16,14 +17,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from tracelens.synth import SCENARIOS
-
 HERE = Path(__file__).resolve().parent
+# the simulator is a test oracle: it lives with the tests (beside tests/vmcore/vmcore_writers.py), not in the package
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from synth import SCENARIOS  # noqa: E402
+
 SUFFIX = ".xentrace"
 
 
 def build(name: str) -> bytes:
-    """The bytes of sample ``name`` (a key of tracelens.synth.SCENARIOS), with its default seed."""
+    """The bytes of sample ``name`` (a key of tests/synth.py's SCENARIOS), with its default seed."""
     return SCENARIOS[name]().to_bytes()
 
 

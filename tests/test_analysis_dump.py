@@ -14,8 +14,8 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS / "vmcore"))
 import vmcore_writers as vw  # noqa: E402
 
-from tracelens.analysis.api import AnalysisConfig, analyze  # noqa: E402
-from tracelens.commands import analyze as cmd  # noqa: E402
+from tracelens.analysis.analyze import AnalysisConfig, analyze  # noqa: E402
+from tracelens.cli import main  # noqa: E402
 
 SAMPLE = TESTS.parent / "sample-traces" / "crash-kdump.xentrace"
 GRANT_PFN, VMCI_PFN = 0x1C0, 0x1D0
@@ -81,7 +81,8 @@ def test_xl_dump_core_pending_ports_and_cli(tmp_path, capsys):
     core = tmp_path / "d1.core"
     vw.write_xc_core(core, mem, vcpus=((0xFFFFFFFF81000010, k.pgd_pa),), shared_info=_shared_info())
     out = tmp_path / "r.json"
-    assert cmd.run(str(SAMPLE), fmt="json", output=str(out), vmcore=str(core), vmcore_dom=1) == 0
+    assert main(["analyze", str(SAMPLE), "--format", "json", "-o", str(out), "--vmcore", str(core),
+                 "--vmcore-dom", "1"]) == 0
     doc = json.loads(out.read_text())
     from tracelens.analysis.report import check
 
@@ -93,7 +94,7 @@ def test_xl_dump_core_pending_ports_and_cli(tmp_path, capsys):
     # without VMCOREINFO the kernel log is out of reach: noted, not fatal, and no PIRQ finding
     assert ("TL-DMP-002", "pirq:16") not in rules
     assert any("kernel log" in n for n in doc["dump"]["notes"])
-    assert cmd.run(str(SAMPLE), fmt="md", vmcore=str(core), vmcore_dom=1) == 0
+    assert main(["analyze", str(SAMPLE), "--format", "md", "--vmcore", str(core), "--vmcore-dom", "1"]) == 0
     assert "## Dump (--vmcore)" in capsys.readouterr().out
 
 

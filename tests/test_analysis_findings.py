@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tracelens import synth
-from tracelens.analysis.api import AnalysisConfig, analyze
+import synth
+from tracelens.analysis.analyze import AnalysisConfig, analyze
 from tracelens.analysis.findings import RULES, fingerprint
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-traces"

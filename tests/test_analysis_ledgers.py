@@ -1,4 +1,4 @@
-"""Boundaries and ledgers against the simulator's truth (tracelens.synth) and, for the grant ledger kernel, against
+"""Boundaries and ledgers against the simulator's truth (tests/synth.py) and, for the grant ledger kernel, against
 the pure-Python reference in analysis_reference.py, on many generated captures."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import analysis_reference as ref
+import synth
 import tracelens
-from tracelens import synth
 from tracelens.analysis import ledgers as L
 from tracelens.analysis.boundaries import find_boundaries, parse_boundary
 from tracelens.analysis.records import columns, lost_intervals
@@ -181,8 +181,9 @@ def test_parse_boundary():
     for bad in ("3", "x@5", "3@", "3@abc", "70000@5", "3@-4"):
         with pytest.raises(UsageError):
             parse_boundary(bad)
-    with pytest.raises(UsageError, match="cpu-hz"):
+    with pytest.raises(UsageError, match="needs cpu_hz") as e:
         parse_boundary("1@5ms")
+    assert e.value.params == ("boundaries", "cpu_hz")  # the CLI shows them as --boundary and --cpu-hz
 
 
 def test_pre_418_balloon_layout_without_version_hint(tmp_path):

@@ -7,7 +7,7 @@ unless the mask they were recorded with is declared."""
 
 from __future__ import annotations
 
-from tracelens.analysis.api import AnalysisConfig, analyze
+from tracelens.analysis.analyze import AnalysisConfig, analyze
 
 
 def test_hvm_capture(real_xentrace_dir):

@@ -12,17 +12,19 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+import synth
 import tracelens
-from tracelens import synth
+from tracelens.cli import main
 from tracelens.commands import analyze as cmd
 from tracelens.errors import FormatError, UsageError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample-traces"
 
 
-def _json(path, tmp_path, *args, **kw) -> dict:
+def _json(path, tmp_path, *options) -> dict:
+    """``tracelens analyze PATH --format json -o FILE OPTIONS...``, the JSON it wrote."""
     out = tmp_path / "report.json"
-    assert cmd.run(str(path), fmt="json", output=str(out), *args, **kw) == 0
+    assert main(["analyze", str(path), "--format", "json", "-o", str(out), *options]) == 0
     return json.loads(out.read_text())
 
 
@@ -95,16 +97,17 @@ def test_options(tmp_path, capsys):
     path = SAMPLES / "clean-soft-reset.xentrace"
     sim = synth.scenario_clean_soft_reset()
     b0 = sim.truth.boundaries[0]["tsc"]
-    doc = _json(path, tmp_path, boundary=[f"1@{b0 - 10}", "3@0x10"])
+    doc = _json(path, tmp_path, "--boundary", f"1@{b0 - 10}", "--boundary", "3@0x10")
     assert [(b["domid"], b["epoch"], b["kind"]) for b in doc["boundaries"]] == [
         (1, 0, "user"), (1, 1, "soft_reset"), (3, 0, "user")]
-    doc = _json(path, tmp_path, boundary=["1@1ms"], cpu_hz=1e9)
+    doc = _json(path, tmp_path, "--boundary", "1@1ms", "--cpu-hz", "1e9")
     assert doc["boundaries"][0]["tsc"] == 1_000_000
     with pytest.raises(UsageError):
         cmd.run(str(path), fmt="sarif")
-    with pytest.raises(UsageError):
-        cmd.run(str(path), boundary=["1@1ms"])  # a time needs --cpu-hz
-    assert cmd.run(str(path), show_code=True, boundary=["1@5"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(path), "--boundary", "1@1ms"]) == 2  # a time needs --cpu-hz
+    assert "--boundary: '1@1ms' gives a time: it needs --cpu-hz" in capsys.readouterr().err
+    assert main(["analyze", str(path), "--show-code", "--boundary", "1@5"]) == 0
     code = capsys.readouterr().out
     assert "AnalysisConfig(boundaries=((1, 5),))" in code
     exec(compile(code, "<show-code>", "exec"), {})  # the printed Python runs

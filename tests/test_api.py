@@ -1,6 +1,7 @@
-"""The notebook API (tracelens/api.py): format detection, the lazy record scan and its pushdown, reports as
-frames, dumps. Expected values come from the sample README (sample-traces/README.md, docs/analysis.md) or from
-pyarrow computations over the decoder's own table, never from the API under test."""
+"""The notebook API (tracelens.open; tracelens/capture.py, pushdown.py, dump.py, report.py, batch.py, query.py):
+format detection, the lazy record scan and its pushdown, reports as frames, dumps. Expected values come from the
+sample README (sample-traces/README.md, docs/analysis.md) or from pyarrow computations over the decoder's own
+table, never from the API under test."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 import tracelens
-from tracelens.api import Capture, Dump, Report, plan_predicate
-from tracelens.errors import FormatError
+from tracelens.capture import Capture
+from tracelens.dump import Dump
+from tracelens.errors import FormatError, UsageError
+from tracelens.options import DecodeOptions
+from tracelens.pushdown import plan_predicate
+from tracelens.report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample-traces"
@@ -112,6 +118,75 @@ def test_batches_without_the_cpu_are_skipped():
     assert req.batches >= 3 and req.batches_skipped == req.batches
 
 
+def _skipping_cases(table):
+    """(filter, the same filter on the pyarrow table) for every form the planner reads."""
+    tsc = table.column("tsc")
+    first, last = min(tsc.to_pylist()), max(tsc.to_pylist())
+    t = pl.col("tsc")
+    ge, le = pc.greater_equal, pc.less_equal
+    return [
+        (t > last - 1000, lambda: pc.greater(tsc, last - 1000)),
+        (t >= last - 999, lambda: ge(tsc, last - 999)),
+        (t < first + 1000, lambda: pc.less(tsc, first + 1000)),
+        (t <= first + 999, lambda: le(tsc, first + 999)),
+        (t == first, lambda: pc.equal(tsc, first)),
+        (pl.lit(first + 999) >= t, lambda: le(tsc, first + 999)),
+        (t > pl.lit(last - 1000, dtype=pl.UInt64), lambda: pc.greater(tsc, last - 1000)),
+        (t.is_between(first, first + 1000), lambda: pc.and_(ge(tsc, first), le(tsc, first + 1000))),
+        (t.is_between(first, first + 1000, closed="none"),
+         lambda: pc.and_(pc.greater(tsc, first), pc.less(tsc, first + 1000))),
+        ((t >= last - 999) & (pl.col("dom") == 0) & (t <= last),
+         lambda: pc.and_(ge(tsc, last - 999), pc.equal(table.column("dom"), 0))),
+        (pl.col("cpu") == 7, lambda: pc.equal(table.column("cpu"), 7)),
+        (pl.col("cpu").is_in([7, 9]) & (t > 0), lambda: pc.is_in(table.column("cpu"), pa.array([7, 9], pa.uint16()))),
+    ]
+
+
+def test_every_form_the_planner_reads_skips_batches_on_the_installed_polars(table):
+    """A polars release that serializes filters in another form must fail here (the reader would silently stop
+    skipping batches otherwise)."""
+    from tracelens.pushdown import planner_works
+
+    assert planner_works()
+    for expr, expected in _skipping_cases(table):
+        cap = Capture(PG, batch_bytes=4096)
+        df = cap.records.filter(expr).collect()
+        req = cap.scans[-1]
+        assert req.batches >= 3 and req.batches_skipped >= 1, f"{expr}: no batch skipped"
+        want = table.filter(pc.fill_null(expected(), False))
+        assert df["offset"].to_list() == want.column("offset").to_pylist(), str(expr)
+
+
+def test_a_filter_polars_cannot_serialize_is_applied_without_skipping(table):
+    import threading
+
+    lock = threading.Lock()  # cannot be pickled: polars cannot serialize the expression
+    last = max(table.column("tsc").to_pylist())
+    udf = pl.col("tsc").map_elements(lambda v: bool(lock) and v > last - 1000, return_dtype=pl.Boolean)
+    assert plan_predicate(udf) == ((None, None), [])
+    cap = Capture(PG, batch_bytes=4096)  # the reader, as a scan of records would call it
+    frames = list(cap.iter_records(predicate=udf & (pl.col("tsc") > 0)))
+    assert cap.scans[-1].batches_skipped == 0 and cap.scans[-1].tsc_range == (None, None)
+    assert sum(f.height for f in frames) == table.filter(pc.greater(table.column("tsc"), last - 1000)).num_rows > 0
+
+
+def test_a_polars_that_serializes_filters_otherwise_warns_and_skips_nothing(table, monkeypatch):
+    from tracelens import pushdown
+
+    monkeypatch.setattr(pushdown, "_tree", lambda expr: {"SomethingNew": {}})
+    pushdown.planner_works.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="skip no batch"):
+            assert plan_predicate(pl.col("tsc") > 5) == ((None, None), [])
+        cap = Capture(PG, batch_bytes=4096)
+        last = max(table.column("tsc").to_pylist())
+        df = cap.records.filter(pl.col("tsc") > last - 1000).collect()
+        assert cap.scans[-1].batches_skipped == 0
+        assert df.height == table.filter(pc.greater(table.column("tsc"), last - 1000)).num_rows > 0
+    finally:
+        pushdown.planner_works.cache_clear()
+
+
 def test_row_limit_stops_decoding():
     cap = Capture(PG, batch_bytes=4096)
     df = cap.records.head(3).collect()
@@ -202,8 +277,8 @@ def test_guest_ledger_frames():
 
 
 def test_small_batches_keep_names_and_time():
-    cap = Capture(PG, batch_bytes=4096, cpu_hz=2e9)
-    t = tracelens.read_xentrace(PG, cpu_hz=2e9)
+    cap = Capture(PG, DecodeOptions(cpu_hz=2e9), batch_bytes=4096)
+    t = tracelens.read_xentrace(PG, DecodeOptions(cpu_hz=2e9))
     df = cap.records.collect()
     assert cap.scans[-1].batches >= 3
     assert df["name"].cast(pl.String).to_list() == t.column("name").cast("string").to_pylist()
@@ -235,16 +310,16 @@ def test_time_column_is_computed_only_when_asked(monkeypatch):
     asked = []
     real = decode.iter_batches
 
-    def spy(path, **kw):
-        asked.append(kw.get("cpu_hz"))
-        return real(path, **kw)
+    def spy(path, decode=None, **kw):
+        asked.append(decode.cpu_hz)
+        return real(path, decode, **kw)
 
     monkeypatch.setattr(decode, "iter_batches", spy)
-    cap = Capture(PG, cpu_hz=2e9)
+    cap = Capture(PG, DecodeOptions(cpu_hz=2e9))
     assert cap.records.select("tsc", "cpu").collect().columns == ["tsc", "cpu"]
     assert cap.records.filter(pl.col("time_ns") > 0).select("tsc").collect().height > 0
     assert cap.records.select("time_ns").collect()["time_ns"].to_list() == \
-        tracelens.read_xentrace(PG, cpu_hz=2e9).column("time_ns").to_pylist()
+        tracelens.read_xentrace(PG, DecodeOptions(cpu_hz=2e9)).column("time_ns").to_pylist()
     assert asked == [None, 2e9, 2e9]
 
 
@@ -272,5 +347,5 @@ def test_overview_of_the_samples(tmp_path, small_dump):
     assert all(by[n]["error"] is None for n in expected_rules)
     with pytest.raises(FormatError):
         tracelens.overview([PG, damaged])  # default policy: raise
-    with pytest.raises(tracelens.api.UsageError):
+    with pytest.raises(UsageError):
         tracelens.overview([PG], on_error="ignore")

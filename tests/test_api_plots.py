@@ -130,6 +130,6 @@ def test_missing_matplotlib_is_a_usage_error(cap, monkeypatch):
 
 
 def test_matplotlib_is_imported_only_by_plots():
-    code = "import sys, tracelens.api, tracelens.plots; print('matplotlib' in sys.modules)"
+    code = "import sys, tracelens.capture, tracelens.dump, tracelens.report, tracelens.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

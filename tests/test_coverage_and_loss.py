@@ -1,6 +1,6 @@
 """Issue 11, parts 2 and 3: findings kept under record loss with their uncertainty, coverage and the ``not covered``
 verdict, malformed LOST_RECORDS never silent, and the gate's minimum capture size. Captures come from the simulator
-(tracelens.synth, known truth) and from ../shared/samples/xentrace-real (skipped when absent)."""
+(tests/synth.py, known truth) and from ../shared/samples/xentrace-real (skipped when absent)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+import synth
 import tracelens
-from tracelens import synth
-from tracelens.analysis.api import AnalysisConfig, analyze, analyze_table
+from tracelens.analysis.analyze import analyze, analyze_table
 from tracelens.analysis.coverage import coverage, parse_mask
 from tracelens.analysis.report import to_json_obj, to_markdown, to_text
 from tracelens.analysis.stream import StreamOptions, analyze_stream
-from tracelens.commands.gate import run as gate
-from tracelens.errors import PolicyError, UsageError
+from tracelens.cli import main
+from tracelens.errors import PolicyError, UsageError, cli_message
+from tracelens.gate.evaluate import gate
 from tracelens.gate.policy import parse_policy
+from tracelens.options import AnalysisConfig, GateConfig
 
 TINY = StreamOptions(chunk_bytes=1)
 
@@ -31,8 +33,10 @@ def _both(path, config=None):
     return got
 
 
-def _gate(paths, tmp_path, *args, **kw):
-    return gate([str(p) for p in paths], quiet=True, env={}, today=None, **kw)
+def _gate(paths, tmp_path, policy=None, trace_mask=None) -> int:
+    """The exit code of the gate (tracelens.gate.evaluate.gate) on ``paths``."""
+    config = GateConfig(analysis=AnalysisConfig(trace_mask=trace_mask), policy=policy)
+    return gate([str(p) for p in paths], config).exit_code
 
 
 # -- losses before a boundary: the leak stays, with its uncertainty ----------------------------------------------
@@ -143,7 +147,7 @@ def test_malformed_lost_records_are_never_silent(payload, tmp_path):
     pol = tmp_path / "p.toml"
     pol.write_text("[gate]\nmax_lost_records = 4294967295\n")
     assert _gate([path], tmp_path, policy=str(pol)) == 3
-    info = tracelens.parsers.xentrace.decode.summarize(path)
+    info = tracelens.info(path)
     assert info["lost_records"]["malformed"] == 1 and info["lost_records"]["records"] == 1
 
 
@@ -219,8 +223,8 @@ def test_gate_outputs_show_coverage(tmp_path):
     synth._background(s, [0, 1], 30)
     s.finish().write(path)
     out = {k: tmp_path / f"o.{k}" for k in ("sarif", "xml", "jsonl")}
-    code = gate([str(path)], quiet=True, env={}, sarif=str(out["sarif"]), junit=str(out["xml"]),
-                json_out=str(out["jsonl"]))
+    code = main(["gate", str(path), "-q", "--sarif", str(out["sarif"]), "--junit", str(out["xml"]),
+                 "--json", str(out["jsonl"])])
     assert code == 3
     cap = [json.loads(x) for x in out["jsonl"].read_text().splitlines() if '"capture"' in x][0]
     assert cap["coverage"]["uncovered"] == ["MEM"] and any("not covered" in r for r in cap["inconclusive"])
@@ -256,5 +260,6 @@ def test_policy_and_flag_errors(tmp_path):
                  '[gate]\nmin_span_cycles = "long"\n'):
         with pytest.raises(PolicyError, match=r"tracelens.toml:2:"):
             parse_policy(text)
-    with pytest.raises(UsageError, match="--trace-mask"):
-        gate(["x.xentrace"], trace_mask="nonsense", quiet=True, env={})
+    with pytest.raises(UsageError, match="trace_mask") as e:
+        GateConfig(analysis=AnalysisConfig(trace_mask="nonsense"))
+    assert cli_message(e.value).startswith("--trace-mask: not a trace mask: 'nonsense'")

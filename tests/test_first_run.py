@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import synth
 import tracelens
-from tracelens import _jit, synth
+from tracelens import _jit
 from tracelens.analysis import _kernels as AK
 from tracelens.analysis.report import to_json_obj
 from tracelens.analysis.stream import StreamOptions, analyze_stream
@@ -40,7 +41,7 @@ def test_twins_are_plain_python():
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
 def test_interpreted_equals_compiled_on_samples(path):
     assert to_json_obj(_interpreted(analyze_stream, path)) == to_json_obj(analyze_stream(path))
-    assert _interpreted(decode.summarize, path) == decode.summarize(path)
+    assert _interpreted(decode.info, path) == decode.info(path)
     assert _interpreted(tracelens.read_xentrace, path).equals(tracelens.read_xentrace(path))
 
 

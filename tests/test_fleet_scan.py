@@ -28,7 +28,7 @@ distributed = pytest.importorskip("distributed", reason="dask distributed, the f
 
 from tracelens.cli import main as cli_main  # noqa: E402
 from tracelens.fleet import tables as T  # noqa: E402
-from tracelens.fleet.api import ScanConfig, scan  # noqa: E402
+from tracelens.fleet.scan import ScanConfig, scan  # noqa: E402
 from tracelens.fleet.cluster import ClusterOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def _generate(path: Path, size: int, seed: int) -> None:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """A folder tree: the samples, three simulator hosts, a damaged capture, a text file and a sub-folder."""
-    from tracelens.synth import random_scenario
+    from synth import random_scenario
 
     d = tmp_path_factory.mktemp("fleet-inputs")
     for p in sorted(SAMPLES.glob("*.xentrace")):
@@ -185,7 +185,7 @@ def test_local_cluster_equals_analyze(local_client, inputs, tmp_path):
 
 
 def test_on_error_raise_stops(local_client, inputs, tmp_path):
-    from tracelens.fleet.api import ScanFailed
+    from tracelens.fleet.scan import ScanFailed
 
     with pytest.raises(ScanFailed) as e:
         scan([inputs / "damaged.xentrace"], tmp_path / "o", ScanConfig(on_error="raise"), client=local_client)
@@ -356,7 +356,7 @@ def test_external_cluster_worker_killed_then_rerun(external_cluster, inputs, big
     assert r.returncode == 0, r.stderr
     n = len(_capture_files(inputs))
     assert f"{n - 1} capture(s) analysed, 1 error(s)" in r.stderr
-    from tracelens.fleet.api import ScanResult
+    from tracelens.fleet.scan import ScanResult
 
     _check_equal_to_analyze(ScanResult(outdir=str(out2)), _capture_files(inputs), tmp_path)
     r = subprocess.run([sys.executable, "-m", "tracelens", "scan", str(inputs), "-o", str(out2), "--scheduler",
@@ -433,7 +433,7 @@ def test_show_code_runs_the_same_scan(inputs, tmp_path, capsys, monkeypatch):
     code = capsys.readouterr().out
     assert "ClusterOptions(workers=0)" in code
     exec(compile(code, "<show-code>", "exec"), {})
-    from tracelens.fleet.api import ScanResult
+    from tracelens.fleet.scan import ScanResult
 
     a, b = ScanResult(outdir="cli"), ScanResult(outdir="code")
     for t in T.TABLES:

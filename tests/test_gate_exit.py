@@ -88,7 +88,7 @@ def test_usage_errors(tmp_path, capsys):
     code, _, err = invoke(["--sarif", tmp_path / "no-such-dir" / "x.sarif", sample(tmp_path, CLEAN)], capsys)
     assert code == USAGE and "does not exist" in err
     code, _, err = invoke([], capsys)
-    assert code == USAGE and "at least one CAPTURE" in err
+    assert code == USAGE and "CAPTURE: give at least one capture" in err
     code, _, err = invoke(["--policy", tmp_path / "absent.toml", sample(tmp_path, CLEAN)], capsys)
     assert code == USAGE and "cannot read the policy file" in err
 
@@ -99,12 +99,12 @@ def test_unknown_option_is_a_usage_error(tmp_path, capsys):
 
 
 def test_internal_error_is_70_with_a_short_message(tmp_path, capsys, monkeypatch):
-    import tracelens.analysis.api as api
+    import tracelens.analysis.analyze as analysis
 
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(api, "analyze", boom)
+    monkeypatch.setattr(analysis, "analyze", boom)
     code, _, err = invoke([sample(tmp_path, CLEAN)], capsys, monkeypatch)
     assert code == INTERNAL
     assert "internal error: RuntimeError: kaboom" in err and "Traceback" not in err

@@ -86,9 +86,18 @@ def test_policy_that_is_not_utf8(tmp_path, capsys):
     assert code == 2 and f"{pol}:3: not UTF-8" in err
 
 
-def test_other_tables_of_tracelens_toml_are_left_to_other_commands(tmp_path, capsys, monkeypatch):
+def test_the_other_tables_of_tracelens_toml_apply_and_unknown_ones_are_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "tracelens.toml").write_text("[analyze]\nxen_version = \"4.17\"\n\n[gate]\nfail_on = \"warning\"\n")
+    (tmp_path / "tracelens.toml").write_text("[analyze]\ntrace_mask = \"gen\"\n\n[decode]\nxen_version = \"latest\"\n")
+    code, _, err = invoke([sample(tmp_path, "crash-kdump.xentrace")], capsys)  # [decode] is read: a bad value
+    assert code == 2 and err == "tracelens: error: tracelens.toml:5: decode.xen_version must look like 4.17 or " \
+                                "4.17.2, not 'latest'\n"
+    (tmp_path / "tracelens.toml").write_text("[decode]\nxen_version = \"4.17\"\n\n[analyse]\nx = 1\n")
+    code, _, err = invoke([sample(tmp_path, "crash-kdump.xentrace")], capsys)
+    assert code == 2 and "tracelens.toml:4: unknown table [analyse]" in err
+    # [decode].tolerance does not loosen the gate (it decodes strictly); [gate] applies as before
+    (tmp_path / "tracelens.toml").write_text("[decode]\nxen_version = \"4.17\"\ntolerance = \"skip\"\n\n"
+                                             "[gate]\nfail_on = \"warning\"\n")
     # found without --policy, in the working directory; fail_on = warning makes TL-GNT-002 of crash-kdump block
     code, lines, _, _ = gate_json(tmp_path, capsys, [sample(tmp_path, "crash-kdump.xentrace")])
     assert code == 1

@@ -90,9 +90,9 @@ def test_damaged_captures_are_refused_by_the_strict_decoder(tmp_path, make):
 
     p = make(tmp_path)
     with pytest.raises(FormatError):
-        tracelens.read_xentrace(p, tolerance="strict")
+        tracelens.read_xentrace(p, tracelens.DecodeOptions(tolerance="strict"))
     # and the damage is real: a lenient decoder still reads part of it
-    assert tracelens.read_xentrace(p, tolerance="truncate").num_rows > 0
+    assert tracelens.read_xentrace(p, tracelens.DecodeOptions(tolerance="truncate")).num_rows > 0
 
 
 def test_window_walk_covers_the_sample():

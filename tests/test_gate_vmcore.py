@@ -75,6 +75,6 @@ def test_vmcore_usage(tmp_path, capsys):
     dump = guest_dump(tmp_path / "d1.vmcore")
     code, _, err = invoke(["--vmcore", dump, sample(tmp_path, CLEAN), sample(tmp_path, "crash-kdump.xentrace")],
                           capsys)
-    assert code == 2 and "--vmcore goes with one CAPTURE" in err
+    assert code == 2 and "--vmcore goes with one capture" in err
     code, _, err = invoke(["--vmcore-dom", "1", sample(tmp_path, CLEAN)], capsys)
     assert code == 2 and "--vmcore-dom needs --vmcore" in err

@@ -86,7 +86,7 @@ def test_memory_error_while_reading_a_dump_names_it(tmp_path, capsys, monkeypatc
     def no_memory(self):
         raise MemoryError
 
-    monkeypatch.setattr(dump_mod.Dump, "page_counts", no_memory)
+    monkeypatch.setattr(dump_mod.DumpReader, "page_counts", no_memory)
     assert cli.main(["info", str(p)]) == 3
     err = capsys.readouterr().err
     assert err == f"tracelens: error: {p}: out of memory while reading it (a damaged size field, or an input too large for this machine): input unreadable\n"
@@ -210,4 +210,4 @@ def test_library_open_checks_cpu_hz(small_capture):
 
     for bad in (0, -1.0, float("inf"), float("nan")):
         with pytest.raises(UsageError):
-            tracelens.open(small_capture, cpu_hz=bad)
+            tracelens.open(small_capture, tracelens.DecodeOptions(cpu_hz=bad))

@@ -140,7 +140,7 @@ def test_gate_refuses_a_step_summary_that_is_an_input(tmp_path, cap, capsys):
     before = digest(cap)
     env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(cap)}
     with pytest.raises(UsageError, match="GITHUB_STEP_SUMMARY .* refusing"):
-        gate.run([str(cap)], env=env, quiet=True)
+        gate.run([str(cap)], env=env, outputs=gate.GateOutputs(quiet=True))
     assert digest(cap) == before
 
 
@@ -292,14 +292,14 @@ def test_sigterm_removes_the_part_file_and_kills_the_process(tmp_path, existing)
 CLI_WRITER = """
 import sys, time
 from pathlib import Path
-import tracelens.commands.trace as trace
+import tracelens.capture as capture
 
 def slow(batches, fmt, tmp):
     Path(tmp).write_bytes(b"x" * 100000)
     print(tmp, flush=True)
     time.sleep(60)
 
-trace._write_overlapped = slow
+capture.write_batches = slow
 from tracelens.cli import main
 sys.exit(main(sys.argv[1:]))
 """

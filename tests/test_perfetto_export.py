@@ -16,8 +16,9 @@ pytest.importorskip("perfetto", reason="the perfetto package is not installed (p
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace, TrackEvent  # noqa: E402
 
 import tracelens  # noqa: E402
-from tracelens.analysis.api import AnalysisConfig, analyze  # noqa: E402
+from tracelens.analysis.analyze import analyze  # noqa: E402
 from tracelens.cli import main  # noqa: E402
+from tracelens.options import AnalysisConfig, DecodeOptions  # noqa: E402
 from tracelens.perfetto_export import ExportOptions, export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,8 +143,8 @@ def exported(tmp_path_factory):
     out = {}
     for cap in sorted(SAMPLES.glob("*.xentrace")):
         p = d / f"{cap.stem}.pftrace"
-        export(str(cap), str(p), AnalysisConfig(cpu_hz=HZ))
-        out[cap.stem] = (cap, Read(p), analyze(str(cap), AnalysisConfig(cpu_hz=HZ)))
+        export(str(cap), str(p), AnalysisConfig(decode=DecodeOptions(cpu_hz=HZ)))
+        out[cap.stem] = (cap, Read(p), analyze(str(cap), AnalysisConfig(decode=DecodeOptions(cpu_hz=HZ))))
     return out
 
 
@@ -208,14 +209,14 @@ def test_cycles_without_cpu_hz(tmp_path):
 
 def test_batches_do_not_change_the_trace(tmp_path):
     """The pCPU pass reads the capture in batches: tiny batches (many edges) give the same bytes as one."""
-    from tracelens import synth
+    import synth
 
     sim = synth.random_scenario(5, steps=2000)
     cap = tmp_path / "r.xentrace"
     sim.write(cap)
     one, many = tmp_path / "one.pftrace", tmp_path / "many.pftrace"
-    export(str(cap), str(one), AnalysisConfig(cpu_hz=HZ), ExportOptions(batch_bytes=1 << 30))
-    st = export(str(cap), str(many), AnalysisConfig(cpu_hz=HZ), ExportOptions(batch_bytes=4096))
+    export(str(cap), str(one), AnalysisConfig(decode=DecodeOptions(cpu_hz=HZ)), ExportOptions(batch_bytes=1 << 30))
+    st = export(str(cap), str(many), AnalysisConfig(decode=DecodeOptions(cpu_hz=HZ)), ExportOptions(batch_bytes=4096))
     assert one.read_bytes() == many.read_bytes() and st.pcpu_slices > 50
     a = analyze(str(cap))
     assert exported_runs(Read(many)) == reference_runs(cap, a.first_tsc, a.last_tsc)
@@ -225,7 +226,7 @@ def test_batches_do_not_change_the_trace(tmp_path):
 def test_real_capture(tmp_path):
     cap = REAL / "hvm-credit2-8cpu.bin"
     out = tmp_path / "real.pftrace"
-    export(str(cap), str(out), AnalysisConfig(cpu_hz=HZ))
+    export(str(cap), str(out), AnalysisConfig(decode=DecodeOptions(cpu_hz=HZ)))
     r = Read(out)
     a = analyze(str(cap))
     runs = exported_runs(r)

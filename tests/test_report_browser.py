@@ -87,7 +87,7 @@ def _first_screen(browser, page: Path, name: str) -> dict:
 @pytest.mark.parametrize("capture", SAMPLES, ids=lambda p: p.stem)
 def test_sample_first_screen(browser, tmp_path, capture):
     lay = _first_screen(browser, _report(tmp_path, capture), capture.stem)
-    from tracelens.analysis.api import analyze
+    from tracelens.analysis.analyze import analyze
 
     a = analyze(str(capture))
     assert lay["findingCount"] == len(a.findings)  # every finding is a row (none folded on the samples)

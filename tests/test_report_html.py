@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tracelens.analysis import report as R
-from tracelens.analysis.api import AnalysisConfig, analyze
+from tracelens.analysis.analyze import analyze
+from tracelens.options import AnalysisConfig, DecodeOptions
 from tracelens.analysis.report_html import ROWS_SHOWN, _table_section, to_html
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +20,8 @@ SAMPLES = ROOT / "sample-traces"
 SHARED = ROOT.parent / "shared" / "samples" / "vmcore"
 
 
-def _html(name, **cfg) -> str:
-    return to_html(analyze(str(SAMPLES / f"{name}.xentrace"), AnalysisConfig(**cfg)))
+def _html(name, **decode) -> str:
+    return to_html(analyze(str(SAMPLES / f"{name}.xentrace"), AnalysisConfig(decode=DecodeOptions(**decode))))
 
 
 def _charts(html: str) -> dict[str, str]:

@@ -65,8 +65,7 @@ def test_info_dump(capsysbinary, tmp_path, dump):
     code = _cli(capsysbinary, ["info", dump, "--show-code"]).decode()
     ns, _ = _exec(capsysbinary, code, tmp_path)
     expected = json.loads(_cli(capsysbinary, ["info", dump, "--json"]))
-    expected.pop("detected")
-    assert json.loads(json.dumps(ns["summary"], default=str)) == expected
+    assert json.loads(json.dumps(ns["info"], default=str)) == expected
 
 
 def test_decode(capsysbinary, tmp_path):
@@ -111,7 +110,7 @@ def test_pages(capsysbinary, tmp_path, dump):
     code = _cli(capsysbinary, ["pages", dump, "--show-code"]).decode()
     ns, _ = _exec(capsysbinary, code, tmp_path)
     runs = json.loads(_cli(capsysbinary, ["pages", dump, "--json"]))
-    assert ns["pages"].num_rows == sum(r["pages"] for r in runs) == 0x100
+    assert ns["pages"].height == sum(r["pages"] for r in runs) == 0x100
 
 
 def test_read(capsysbinary, tmp_path, dump):

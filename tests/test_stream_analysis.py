@@ -8,12 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import synth
 import tracelens
-from tracelens import synth
-from tracelens.analysis.api import AnalysisConfig, analyze, analyze_table
+from tracelens.analysis.analyze import AnalysisConfig, analyze, analyze_table
 from tracelens.analysis.report import to_json_obj
 from tracelens.analysis.stream import StreamOptions, analyze_stream
 from tracelens.errors import FormatError
+from tracelens.options import DecodeOptions
 from tracelens.parsers.xentrace.writer import CPU_CHANGE_HEADER, encode_records
 
 TINY = StreamOptions(chunk_bytes=1)  # one window per chunk
@@ -21,7 +22,7 @@ TINY = StreamOptions(chunk_bytes=1)  # one window per chunk
 
 def _reference(path, config=None):
     config = config or AnalysisConfig()
-    table = tracelens.read_xentrace(path, xen_version=config.xen_version, tolerance=config.tolerance)
+    table = tracelens.read_xentrace(path, config.decode)
     return analyze_table(table, config, path=str(path))
 
 
@@ -62,7 +63,7 @@ def test_pre_418_balloon_layout(tmp_path):
     got = analyze_stream(path, opts=TINY)
     assert {r["layout"] for r in got.balloon} == {"<4.18"}
     _same(_reference(path), got)
-    cfg = AnalysisConfig(xen_version="4.17")
+    cfg = AnalysisConfig(decode=DecodeOptions(xen_version="4.17"))
     _same(_reference(path, cfg), analyze_stream(path, cfg, opts=TINY))
 
 
@@ -137,7 +138,7 @@ def test_damaged_capture_with_tolerance(tolerance, tmp_path):
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2: len(blob) // 2 + 4] = b"\xff\xff\xff\xff"  # a damaged header or record
     path.write_bytes(bytes(blob[: len(blob) - 6]))
-    cfg = AnalysisConfig(tolerance=tolerance)
+    cfg = AnalysisConfig(decode=DecodeOptions(tolerance=tolerance))
     _same(_reference(path, cfg), analyze_stream(path, cfg, opts=TINY))
     with pytest.raises(FormatError):
         analyze_stream(path)
@@ -251,8 +252,8 @@ def test_info_of_many_pcpus_stays_small(tmp_path):
                         np.array([True, True]), np.array([1000 + cpu, 1001 + cpu], np.uint64), data))
     path = tmp_path / "many.xentrace"
     _write_windows(path, windows)
-    child = ("import json, resource, sys, tracelens; from tracelens.analysis.api import analyze; "
-             "i = tracelens.xentrace_info(sys.argv[1]); a = analyze(sys.argv[1]); "
+    child = ("import json, resource, sys, tracelens; from tracelens.analysis.analyze import analyze; "
+             "i = tracelens.info(sys.argv[1]); a = analyze(sys.argv[1]); "
              "print(json.dumps([len(i['pcpus']), i['records'], a.records, "
              "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]))")
     # the second run is measured: the first may compile kernels (a fresh checkout), and compiling takes memory

@@ -1,4 +1,4 @@
-"""tracelens.synth (the scenario simulator) and the committed sample captures.
+"""tests/synth.py (the scenario simulator) and the committed sample captures.
 
 Oracles: the simulator's truth (kept while it emits, independently of the decoder), hand-written facts from the
 spec (§4.3 soft-reset sequence, §4.4 hypercall encodings, §4.1 balloon layouts), and the committed bytes of
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import synth
 import tracelens
-from tracelens import synth
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample-traces"

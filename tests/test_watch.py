@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracelens import synth
-from tracelens.analysis.api import AnalysisConfig, analyze
+import synth
+from tracelens.analysis.analyze import analyze
 from tracelens.analysis.report import to_json_obj
 from tracelens.errors import FormatError
 from tracelens.live import Engine, WatchOptions, watch
+from tracelens.options import AnalysisConfig, DecodeOptions
 
 SAMPLES = sorted((Path(__file__).parent.parent / "sample-traces").glob("*.xentrace"))
 REAL = Path(__file__).parent.parent.parent / "shared" / "samples" / "xentrace-real"
@@ -125,7 +126,7 @@ def test_damaged_ends_equal_analyze(tolerance, cut, tmp_path):
     data = (src + b"\x01\x02\x03")[:at]
     path = tmp_path / "cut.xentrace"
     path.write_bytes(data)
-    config = AnalysisConfig(tolerance=tolerance)
+    config = AnalysisConfig(decode=DecodeOptions(tolerance=tolerance))
     ref = _reference(path, config)
     _eng, got = _engine_final(data, np.random.default_rng(0), str(path), config=config)
     assert got == ref
@@ -147,7 +148,7 @@ def test_damage_in_the_middle_equal_analyze(tmp_path):
         _engine_final(bytes(src), np.random.default_rng(0), str(path))
     assert got_err.value.offset == ref_err.value.offset
     for tol in ("skip", "truncate"):
-        config = AnalysisConfig(tolerance=tol)
+        config = AnalysisConfig(decode=DecodeOptions(tolerance=tol))
         _eng, got = _engine_final(bytes(src), np.random.default_rng(1), str(path), config=config)
         assert got == _reference(path, config)
 

@@ -18,6 +18,7 @@ import pytest
 
 from tracelens.cli import main
 from tracelens.errors import FormatError, UsageError
+from tracelens.options import DecodeOptions
 from tracelens.parsers.xentrace import iter_batches, read_xentrace
 from tracelens.parsers.xentrace.catalog import format_fields, hypercall_args, load_catalog
 from tracelens.parsers.xentrace.writer import CPU_CHANGE, CaptureWriter
@@ -130,7 +131,7 @@ def test_time_ns_column(tmp_path):
     w.record(0, 0x00028004, [1, 0], tsc=3_000_000_000)
     p = tmp_path / "t.bin"
     w.write(p)
-    t = read_xentrace(p, cpu_hz=2_000_000_000)
+    t = read_xentrace(p, DecodeOptions(cpu_hz=2_000_000_000))
     assert t["time_ns"].to_pylist() == [0, 1_500_000_000]
 
 
@@ -168,13 +169,13 @@ def test_layout_guess_from_capture(tmp_path):
     w.record(0, 0x0010F005, [0x11, 0, 7, 0xDEADBEEF])
     w.write(p)
     assert json.loads(read_xentrace(p).schema.metadata[b"tracelens.layout"])["label"] == "<4.18"
-    from tracelens.parsers.xentrace.decode import summarize
+    from tracelens.parsers.xentrace.decode import info
 
-    assert summarize(p)["xen_layout"]["label"] == "<4.18"  # the info path reads the payloads with its own kernel
+    assert info(p)["xen_layout"]["label"] == "<4.18"  # the info path reads the payloads with its own kernel
     w = CaptureWriter()
     w.record(0, 0x0010F005, [0x10, 0, 3, 9])  # 4.18+: domid in d3, order in d4
     w.write(p)
-    assert summarize(p)["xen_layout"]["label"] == ">=4.18"
+    assert info(p)["xen_layout"]["label"] == ">=4.18"
 
 
 def test_user_catalog_overrides(tmp_path):
@@ -184,7 +185,7 @@ def test_user_catalog_overrides(tmp_path):
     w.record(0, 0x0800F001, [12, 0, 0xABC])
     p = tmp_path / "g.bin"
     w.write(p)
-    t = read_xentrace(p, catalog_files=[f])
+    t = read_xentrace(p, DecodeOptions(catalog_files=[f]))
     assert t["name"].to_pylist()[-1] == "GUEST_GRANT_GRANTED"
     assert read_xentrace(p)["name"].to_pylist()[-1] == "GUEST_0x001"
     assert format_fields(load_catalog([f]), 0x0800F001, [12, 0, 0xABC], None) == "ref=12 domid=0 frame=0xabc"
@@ -260,11 +261,11 @@ def test_tolerance_truncate_and_skip(tmp_path, capsys):
     p = tmp_path / "g.bin"
     p.write_bytes(data)
     whole = read_xentrace(tmp_path / "good.bin")
-    trunc = read_xentrace(p, tolerance="truncate")
+    trunc = read_xentrace(p, DecodeOptions(tolerance="truncate"))
     assert trunc.num_rows > 0 and max(trunc["offset"].to_pylist()) < offset
     dmg = json.loads(trunc.schema.metadata[b"tracelens.damage"])
     assert dmg[0]["offset"] == offset and dmg[0]["length"] == len(data) - offset
-    skip = read_xentrace(p, tolerance="skip")
+    skip = read_xentrace(p, DecodeOptions(tolerance="skip"))
     dmg = json.loads(skip.schema.metadata[b"tracelens.damage"])
     assert dmg[0]["offset"] == offset
     lost = set(range(dmg[0]["offset"], dmg[0]["offset"] + dmg[0]["length"]))
@@ -275,7 +276,7 @@ def test_tolerance_truncate_and_skip(tmp_path, capsys):
     assert rc == 0
     assert f"skipped {dmg[0]['length']} bytes at byte {offset}" in capsys.readouterr().err
     with pytest.raises(UsageError):
-        read_xentrace(p, tolerance="lenient")
+        read_xentrace(p, DecodeOptions(tolerance="lenient"))
 
 
 def test_hostile_window_size_does_not_allocate(tmp_path):
@@ -335,8 +336,8 @@ def test_column_projection(tmp_path):
     w = _every_record_type(8)
     p = tmp_path / "c.bin"
     w.write(p)
-    whole = read_xentrace(p, cpu_hz=1e9)
-    part = read_xentrace(p, columns=["tsc", "d3", "dom", "time_ns"], cpu_hz=1e9)
+    whole = read_xentrace(p, DecodeOptions(cpu_hz=1e9))
+    part = read_xentrace(p, DecodeOptions(cpu_hz=1e9), columns=["tsc", "d3", "dom", "time_ns"])
     assert part.column_names == ["tsc", "d3", "dom", "time_ns"]
     for c in part.column_names:
         assert part[c].equals(whole[c])

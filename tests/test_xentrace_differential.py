@@ -9,7 +9,7 @@ Oracles, in order of independence:
   keep their file order);
 * hand-computed byte offsets for damaged files.
 
-Covered entry points: read_xentrace (strict, truncate, skip; cpu_hz; thread counts), iter_batches, summarize.
+Covered entry points: read_xentrace (strict, truncate, skip; cpu_hz; thread counts), iter_batches, info.
 The real captures are in test_xentrace_real.py.
 """
 from __future__ import annotations
@@ -153,11 +153,12 @@ def test_reference_decoder_equals_writer_truth(seed):
 
 
 # -- the fast decoder --------------------------------------------------------------------------------------------
-def read_fast(path, **kw):
+def read_fast(path, columns=None, **decode):
     # imported here so the reference tests above run even if the fast decoder is broken; these tests then fail
+    from tracelens.options import DecodeOptions
     from tracelens.parsers.xentrace import read_xentrace
 
-    return read_xentrace(path, **kw)
+    return read_xentrace(path, DecodeOptions(**decode), columns=columns)
 
 
 def columns_of(table) -> dict[str, list]:
@@ -417,9 +418,10 @@ def _compare_tolerant(blob: bytes, path, tolerance: str, summary: bool = False):
     assert diff is None, f"{tolerance}: {diff}"
     assert ref.merged_ranges(damage_of(table)) == ref.merged_ranges(parsed.skipped)
     if summary:
-        from tracelens.parsers.xentrace.decode import summarize
+        from tracelens.options import DecodeOptions
+        from tracelens.parsers.xentrace.decode import info
 
-        s = summarize(path, tolerance=tolerance)
+        s = info(path, DecodeOptions(tolerance=tolerance))
         problems = ref.summary_mismatches(expected, s, windows=len(parsed.windows))
         assert not problems, f"{tolerance}: {problems}"
         damage = [(d["offset"], d["offset"] + d["length"]) for d in s["damage"]]
@@ -459,12 +461,13 @@ def test_fast_tolerant_decode_of_an_intact_capture_reports_no_damage(tmp_path):
 
 
 # -- bounded-memory batches, thread counts and a large capture with many ties ------------------------------------
-def read_batches(path, **kw) -> dict[str, list]:
+def read_batches(path, batch_bytes=128 << 20, columns=None, **decode) -> dict[str, list]:
     import pyarrow as pa
 
+    from tracelens.options import DecodeOptions
     from tracelens.parsers.xentrace.decode import iter_batches
 
-    tables = list(iter_batches(path, **kw))
+    tables = list(iter_batches(path, DecodeOptions(**decode), batch_bytes=batch_bytes, columns=columns))
     if not tables:
         return {c: [] for c in ref.COLUMNS}
     return columns_of(pa.concat_tables(tables))
@@ -516,13 +519,13 @@ def test_fast_large_capture_with_ties_on_one_and_all_threads_and_in_batches(tmp_
     assert diff is None, f"batches: {diff}"
 
 
-# -- summarize (tracelens info): counts without a table ----------------------------------------------------------
+# -- info (tracelens info): counts without a table ----------------------------------------------------------
 def check_summary(path):
-    from tracelens.parsers.xentrace.decode import summarize
+    from tracelens.parsers.xentrace.decode import info
 
     parsed = ref.parse_file(path.read_bytes())
     cols = ref.order_and_attribute(ref.streams_by_cpu(parsed.records))
-    problems = ref.summary_mismatches(cols, summarize(path), windows=len(parsed.windows))
+    problems = ref.summary_mismatches(cols, info(path), windows=len(parsed.windows))
     assert not problems, problems
 
 
@@ -581,7 +584,7 @@ def test_fast_decoder_equals_reference_on_edge_cases(name, tmp_path):
 
 
 def test_fast_summary_domain_counts_keep_all_16_bits_of_the_domid(tmp_path):
-    from tracelens.parsers.xentrace.decode import summarize
+    from tracelens.parsers.xentrace.decode import info
 
     w = CaptureWriter()
     w.record(0, 0x00021101, (0x80010000,), tsc=1)  # runnable->running d0x8001 v0
@@ -594,7 +597,7 @@ def test_fast_summary_domain_counts_keep_all_16_bits_of_the_domid(tmp_path):
     w.write(path)
     # rows: CPU_CHANGE (unknown), runstate into running (d0x8001, the vCPU it starts), marker d0x8001, LOST d0xFFFF,
     # marker d0xFFFF, runstate out of running d0xFFFF, marker (unknown)
-    assert summarize(path)["records_per_domain"] == {"unknown": 2, 0x8001: 2, 0xFFFF: 3}
+    assert info(path)["records_per_domain"] == {"unknown": 2, 0x8001: 2, 0xFFFF: 3}
 
 
 def _guest_flood(path, cpus=(0,)):
@@ -614,7 +617,7 @@ def _guest_flood(path, cpus=(0,)):
 
 
 def test_fast_many_distinct_ids_do_not_lose_names_or_counts(tmp_path):
-    from tracelens.parsers.xentrace.decode import summarize
+    from tracelens.parsers.xentrace.decode import info
 
     small = tmp_path / "small.xt"
     w = CaptureWriter()
@@ -630,7 +633,7 @@ def test_fast_many_distinct_ids_do_not_lose_names_or_counts(tmp_path):
     t = read_fast(flood)
     assert ref.first_difference(columns_of(t), expected) is None  # the columns themselves are right
     names = {n for e, n in zip(t.column("event").to_pylist(), t.column("name").to_pylist()) if e == 0x00082013}
-    s = summarize(flood)
+    s = info(flood)
     assert (names, sum(s["records_per_event"].values())) == ({hlt_name}, len(expected["cpu"]))
 
 

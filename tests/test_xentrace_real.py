@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 import xentrace_reference as ref
+from tracelens.options import DecodeOptions
 
 CPU_CHANGE, WRAP, LOST = 0x0001F003, 0x0001F002, 0x0001F001
 HVM_VMENTRY, HVM_VMEXIT64, HVM_VMMCALL = 0x00081001, 0x00081102, 0x00082012
@@ -228,7 +229,7 @@ def test_fast_batches_and_one_thread_equal_reference(capture):
 
     _, path = capture
     _, expected = reference(path)
-    t = read_xentrace(path, threads=1)
+    t = read_xentrace(path, DecodeOptions(threads=1))
     diff = ref.first_difference({c: t.column(c).to_pylist() for c in ref.COLUMNS}, expected)
     assert diff is None, f"threads=1: {diff}"
     t = pa.concat_tables(list(iter_batches(path, batch_bytes=64 << 10)))
@@ -237,11 +238,11 @@ def test_fast_batches_and_one_thread_equal_reference(capture):
 
 
 def test_fast_summary_equals_reference_counts(capture):
-    from tracelens.parsers.xentrace.decode import summarize
+    from tracelens.parsers.xentrace.decode import info
 
     _, path = capture
     parsed, expected = reference(path)
-    problems = ref.summary_mismatches(expected, summarize(path), windows=len(parsed.windows))
+    problems = ref.summary_mismatches(expected, info(path), windows=len(parsed.windows))
     assert not problems, problems
 
 
@@ -275,7 +276,7 @@ def test_fast_xen_version_changes_names_not_records(capture, xen_version):
 
     _, path = capture
     _, expected = reference(path)
-    t = read_xentrace(path, xen_version=xen_version)
+    t = read_xentrace(path, DecodeOptions(xen_version=xen_version))
     diff = ref.first_difference({c: t.column(c).to_pylist() for c in ref.COLUMNS}, expected)
     assert diff is None, f"xen_version={xen_version}: {diff}"
 

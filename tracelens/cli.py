@@ -8,7 +8,7 @@ choke point, and turned into a one-line message and the documented exit code (se
 from __future__ import annotations
 
 import sys
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -20,6 +20,7 @@ from tracelens.commands import query as _query_cmds
 from tracelens.commands import scan as _scan_cmds
 from tracelens.commands import trace as _trace_cmds
 from tracelens.commands import watch as _watch_cmds
+from tracelens.commands.declarations import INFO, declared
 
 app = typer.Typer(
     name="tracelens",
@@ -64,10 +65,12 @@ def _options(
 @app.command()
 def info(
     paths: List[str] = typer.Argument(..., metavar="PATH", help="A xentrace capture or a vmcore dump (the format is detected from its bytes), or every file of a makedumpfile --split dump set (in any order)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
-    xen_version: str = typer.Option(None, "--xen-version", help="Xen release that wrote a capture, e.g. 4.17 (default: guessed)."),
-    show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
-    tolerance: str = typer.Option("strict", "--tolerance", help="captures: strict, truncate or skip (see tracelens decode --help)."),
+    json_out: bool = declared(INFO, "json_out").typer(),
+    xen_version: Optional[str] = declared(INFO, "xen_version").typer(),
+    tolerance: Optional[str] = declared(INFO, "tolerance").typer(),
+    catalog: List[str] = declared(INFO, "catalog_files").typer(),
+    threads: Optional[int] = declared(INFO, "threads").typer(),
+    show_code: bool = declared(INFO, "show_code").typer(),
 ):
     """Summarise a capture or a dump: size, CPUs, record or page counts, time span, layout."""
     from tracelens.detect import XENTRACE, sniff
@@ -75,16 +78,19 @@ def info(
     if len(paths) == 1:
         kind = sniff(paths[0])
         if kind == XENTRACE:
-            _trace_cmds.info(paths[0], json_out=json_out, xen_version=xen_version, show_code=show_code, tolerance=tolerance)
+            from tracelens.commands.traceinfo import decode_from
+
+            decode = decode_from(xen_version=xen_version, tolerance=tolerance, catalog_files=catalog, threads=threads)
+            _trace_cmds.info(paths[0], decode, json_out=json_out, show_code=show_code)
         else:
-            _dump_cmds.info(paths[0], kind=kind, json_out=json_out, show_code=show_code)
+            _dump_cmds.info(paths[0], json_out=json_out, show_code=show_code)
         return
     from tracelens.errors import FormatError
 
     for p in paths:  # several files are the parts of one split dump set: no capture among them
         if sniff(p) == XENTRACE:
             raise FormatError(p, 0, "a xentrace capture: several files are read as the parts of one makedumpfile --split dump set")
-    _dump_cmds.info(paths, kind="kdump", json_out=json_out, show_code=show_code)
+    _dump_cmds.info(paths, json_out=json_out, show_code=show_code)
 
 
 _trace_cmds.register(app)

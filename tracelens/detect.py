@@ -8,7 +8,7 @@ import struct
 from tracelens.errors import FormatError
 
 XENTRACE = "xentrace"
-#: every dump format family is reported by tracelens.parsers.vmcore.sniff(); these are the names it returns
+#: every dump format family is reported by tracelens.parsers.vmcore.dump_kind(); these are the names it returns
 DUMP_KINDS = ("elf-vmcore", "kdump", "flattened", "xc_core")
 
 #: the first word of every capture: the decoder's CPU_CHANGE_HEADER (parsers/xentrace/_kernels.py, from the catalog),
@@ -68,9 +68,9 @@ def read_head(path, what: str, size: int = 4096) -> bytes:
 def _kind(head: bytes) -> str | None:
     if len(head) >= 4 and struct.unpack_from("<I", head)[0] == _CPU_CHANGE_HEADER:
         return XENTRACE
-    from tracelens.parsers.vmcore import sniff as sniff_dump
+    from tracelens.parsers.vmcore import dump_kind
 
-    return sniff_dump(head)
+    return dump_kind(head)
 
 
 def sniff(path) -> str:

@@ -32,9 +32,15 @@ class TracelensError(Exception):
 
 
 class UsageError(TracelensError):
-    """Bad arguments or options."""
+    """Bad arguments or options. ``params`` are the library parameters the message names (``xen_version``), the one
+    to blame first (``param``); the command line shows each as its option instead (:func:`cli_message`)."""
 
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *params: str):
+        self.params = tuple(p for p in params if p)
+        self.param = self.params[0] if self.params else None
+        super().__init__(message)
 
 
 class PolicyError(TracelensError):
@@ -57,13 +63,31 @@ class FormatError(TracelensError):
 
 
 class IncompleteCaptureError(FormatError):
-    """A capture that could not be read completely (truncated, or damage beyond the tolerance)."""
+    """A xentrace capture that could not be read completely under the damage tolerance asked for: truncated, or
+    damaged (``tolerance="truncate"`` keeps what comes before the damage, ``"skip"`` resynchronises after it)."""
 
 
-class InconclusiveError(TracelensError):
-    """An analysis whose conclusion depends on data the capture does not have (e.g. lost records)."""
+#: library parameter -> command-line option, where the option is not the parameter's name with dashes
+_OPTIONS = {"catalog_files": "--catalog", "boundaries": "--boundary", "json_out": "--json", "tsc_from": "--from",
+            "tsc_to": "--to", "classes": "--class", "events": "--event", "doms": "--dom", "cpus": "--cpu",
+            "batch_bytes": "--batch-mb", "output": "-o", "outdir": "-o", "paths": "PATH", "captures": "CAPTURE",
+            "fmt": "--format", "style": "--format"}
 
-    exit_code = EXIT_INPUT
+
+def option_name(param: str) -> str:
+    """The command-line option of library parameter ``param`` (``xen_version`` -> ``--xen-version``)."""
+    return _OPTIONS.get(param) or "--" + param.replace("_", "-")
+
+
+def cli_message(e: BaseException) -> str:
+    """The message of ``e`` as the command line shows it: the library parameters a UsageError names become the
+    options the user typed (``xen_version must ...`` -> ``--xen-version must ...``)."""
+    import re
+
+    text = str(e)
+    for param in getattr(e, "params", ()):
+        text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", option_name(param), text)
+    return text
 
 
 def run_guarded(fn) -> int:
@@ -77,7 +101,7 @@ def run_guarded(fn) -> int:
     try:
         rc = fn()
     except TracelensError as e:
-        print(f"tracelens: error: {terminal(e)}", file=sys.stderr)
+        print(f"tracelens: error: {terminal(cli_message(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("tracelens: interrupted", file=sys.stderr)

@@ -232,14 +232,14 @@ class Engine:
 
     def __init__(self, config=None, opts: WatchOptions | None = None, name: str = "<stdin>",
                  stream_opts: S.StreamOptions | None = None):
-        from tracelens.analysis import api as A
+        from tracelens.analysis import analyze as A
         from tracelens.parsers.xentrace.decode import TOLERANCES
 
         self.config = config or A.AnalysisConfig()
-        if self.config.tolerance not in TOLERANCES:
+        if self.config.decode.tolerance not in TOLERANCES:
             from tracelens.errors import UsageError
 
-            raise UsageError(f"tolerance must be one of {', '.join(TOLERANCES)}, not {self.config.tolerance!r}")
+            raise UsageError(f"tolerance must be one of {', '.join(TOLERANCES)}, not {self.config.decode.tolerance!r}")
         self.opts = opts or WatchOptions()
         self.sopts = stream_opts or S.StreamOptions()
         self.name = name
@@ -347,7 +347,7 @@ class Engine:
             # damage at words[spos] (spos is 0 here: the walk stops at the first bad header)
             msg = D._message(status, words, spos, len(self.buf))
             off = self.base + 4 * spos
-            if final and waiting and self.config.tolerance == "truncate":
+            if final and waiting and self.config.decode.tolerance == "truncate":
                 self._damage(off, self.size - off, msg)
                 self.stopped = True
                 return nw_total
@@ -363,9 +363,9 @@ class Engine:
         stray = len(self.buf) - 4 * n
         if stray:
             off = self.base + 4 * n
-            if self.config.tolerance == "strict":
+            if self.config.decode.tolerance == "strict":
                 self._error(off, f"file ends with {stray} stray byte(s) after the last record: truncated capture")
-            if self.config.tolerance == "skip":
+            if self.config.decode.tolerance == "skip":
                 self._damage(off, stray, "stray bytes after the last record: truncated capture")
             else:
                 self._damage(off, stray, f"file ends with {stray} stray byte(s) after the last record: truncated "
@@ -383,7 +383,7 @@ class Engine:
                           f"input starts with {what}")
 
     def _bad(self, off: int, msg: str):
-        tol = self.config.tolerance
+        tol = self.config.decode.tolerance
         if tol == "strict":
             self._error(off, msg)
         if tol == "truncate":
@@ -439,7 +439,7 @@ class Engine:
         stop = False
         badw = np.flatnonzero(bad >= 0)
         if badw.size:
-            tol = self.config.tolerance
+            tol = self.config.decode.tolerance
             b0 = int(badw[0])
             msg = D._message(XK.E_RECORD_CROSSES_WINDOW, words, int(bad[b0]), 4 * words.shape[0])
             off = 4 * (base_w + int(bad[b0]))
@@ -647,12 +647,12 @@ class Engine:
         from tracelens.parsers.xentrace import decode as D
         from tracelens.parsers.xentrace.catalog import parse_version
 
-        version = parse_version(self.config.xen_version)
+        version = parse_version(self.config.decode.xen_version)
         dr = None
         sel = (rows["ev"] == R.MEM_DECREASE_RESERVATION) & (rows["n"] >= 4)
         if sel.any():
             dr = (rows["d"][sel, 2], rows["d"][sel, 3])
-        guess = D._layout(self.config.xen_version, self.ids) if version is not None else S._guess(self.ids, dr)
+        guess = D._layout(self.config.decode.xen_version, self.ids) if version is not None else S._guess(self.ids, dr)
         for d in self.damage:
             if d.length is None and self.ended:
                 d.length = self.size - d.offset
@@ -733,7 +733,7 @@ class Engine:
     def view(self, speculative: bool = False, final: bool = False):
         """The Analysis of what has been committed; ``speculative``: of a copy with everything that arrived
         committed (the state itself is left as it is); ``final``: commit everything (the input ended)."""
-        from tracelens.analysis import api as A
+        from tracelens.analysis import analyze as A
         from tracelens.analysis import ledgers as L
         from tracelens.analysis.boundaries import find_boundaries
 
@@ -759,7 +759,7 @@ class Engine:
         hc = S._hypercalls(hk, hcnt, fk, fcnt, int(c.dropped.sum()), self.sopts.top)
         from tracelens.parsers.xentrace.catalog import parse_version
 
-        balloon = L.balloon_ledger(rec, ep, xen_version=parse_version(self.config.xen_version), hypercalls=hc)
+        balloon = L.balloon_ledger(rec, ep, xen_version=parse_version(self.config.decode.xen_version), hypercalls=hc)
         guest = L.guest_ledger(rec, ep)
         lost = R.lost_intervals(rec)
         sel = self.sel
@@ -915,7 +915,7 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
     input is open (a FIFO's open waits for its writer)."""
     from tracelens.analysis.report import to_json_obj
 
-    from tracelens.analysis.api import AnalysisConfig
+    from tracelens.options import AnalysisConfig
 
     opts = opts or WatchOptions()
     config = config or AnalysisConfig()
@@ -933,8 +933,8 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
     differ = _Differ()
 
     def event(typ, d, at):
-        if config.cpu_hz and isinstance(d.get("tsc"), int):
-            d = dict(d, time_s=round((d["tsc"] - eng._p1().first_tsc) / config.cpu_hz, 9))
+        if config.decode.cpu_hz and isinstance(d.get("tsc"), int):
+            d = dict(d, time_s=round((d["tsc"] - eng._p1().first_tsc) / config.decode.cpu_hz, 9))
         return Event(typ, d, at)
 
     t0 = time.monotonic()
@@ -987,7 +987,7 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
         recomputed = False
         if (eng.late or eng.late_windows) and src.follow:
             # windows came after later records had been committed: the file is whole now, analyse it again
-            from tracelens.analysis.api import analyze
+            from tracelens.analysis.analyze import analyze
 
             a = analyze(src.name, config)
             recomputed = True
@@ -1002,6 +1002,22 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
     finally:
         jit.__exit__(None, None, None)
         src.close()
+
+
+def gate_verdict(end: Event, name: str, config=None):
+    """The gate's verdict (a tracelens.gate.evaluate.CaptureResult; ``exit_code``) on the ``end`` event of a watch,
+    under ``config`` (a GateConfig: policy, fail_on; ``tracelens watch --gate``). Windows that arrived after later
+    records had been analysed make it inconclusive: the live analysis may differ from the finished capture's."""
+    from tracelens.gate.evaluate import judge, resolve_policy
+    from tracelens.options import GateConfig
+
+    _path, policy, fail_on = resolve_policy(config or GateConfig())
+    res = judge(end.data["analysis"], name, policy, fail_on)
+    w = end.data["watch"]
+    if w["late_records"] or w["late_windows"]:
+        res.inconclusive.append(f"{w['late_windows']} window(s) arrived after later records had been analysed: the "
+                                "live analysis may differ from the finished capture's")
+    return res
 
 
 def _status(eng: Engine, rate: float, differ: _Differ) -> dict:

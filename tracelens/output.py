@@ -58,7 +58,7 @@ def _flat(paths) -> list[str]:
 def check_outputs(outputs: Iterable[tuple[str, object]], inputs: Iterable) -> None:
     """Raise :class:`UsageError` when an output path resolves to an input file.
 
-    ``outputs``: (option name, path or None) pairs, e.g. ``[("-o", output)]``. ``inputs``: the paths the command
+    ``outputs``: (option or parameter name, path or None) pairs, e.g. ``[("-o", output)]``. ``inputs``: the paths the command
     reads (None and nested lists, e.g. the parts of a split dump, are fine). Resolving follows symlinks on both
     sides, and a hard link is the same file (same device and inode). Outputs that do not exist yet cannot be an
     input and pass."""
@@ -86,7 +86,8 @@ def check_outputs(outputs: Iterable[tuple[str, object]], inputs: Iterable) -> No
             how = "resolves (through a symlink) to"
         else:
             how = "is a hard link to"
-        raise UsageError(f"{option} {out} {how} the input {hit}: refusing to overwrite an input")
+        params = () if option.startswith("-") or option.isupper() else (option,)  # a library parameter name
+        raise UsageError(f"{option} {out} {how} the input {hit}: refusing to overwrite an input", *params)
 
 
 # -- part files --------------------------------------------------------------------------------------------------

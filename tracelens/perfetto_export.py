@@ -187,17 +187,23 @@ class _Writer:
         self.stats.packets += 1
 
 
+def check_config(config) -> None:
+    """An AnalysisConfig export can follow: a dump's log lines need the TSC frequency (nanoseconds on both sides)."""
+    if config.vmcore and not config.decode.cpu_hz:
+        raise UsageError("vmcore needs cpu_hz: the dump's kernel log counts nanoseconds and the capture TSC cycles; "
+                         "give the TSC frequency (xl info, or the guest's boot log)", "vmcore", "cpu_hz")
+
+
 def export(path, out, config=None, options: ExportOptions | None = None, progress=None) -> ExportStats:
-    """Analyse the capture at ``path`` (``config``: an :class:`~tracelens.analysis.api.AnalysisConfig`; its
-    ``cpu_hz`` sets the clock, its ``vmcore`` adds the dump's log lines) and write the Perfetto trace to ``out``
+    """Analyse the capture at ``path`` (``config``: an :class:`~tracelens.options.AnalysisConfig`; its
+    ``decode.cpu_hz`` sets the clock, its ``vmcore`` adds the dump's log lines) and write the Perfetto trace to ``out``
     atomically. Returns what was written. ``progress(done, total)`` follows the three passes."""
-    from tracelens.analysis.api import AnalysisConfig, analyze
+    from tracelens.analysis.analyze import AnalysisConfig, analyze
     from tracelens.output import atomic_output
 
     config = config or AnalysisConfig()
     options = options or ExportOptions()
-    if config.vmcore and not config.cpu_hz:
-        raise UsageError("--vmcore needs --cpu-hz: the dump's log counts nanoseconds, the capture TSC cycles")
+    check_config(config)
     P, Builder = _protos()
     size = max(_size(path), 1)
     passes = 3 if options.pcpus else 2
@@ -206,7 +212,7 @@ def export(path, out, config=None, options: ExportOptions | None = None, progres
                 if progress is not None else None)
     pcpu_progress = (lambda d, t: progress(2 * size + size * d // max(t, 1), passes * size)) \
         if progress is not None else None
-    stats = ExportStats(time_unit="ns" if config.cpu_hz else "tsc_cycles_as_ns")
+    stats = ExportStats(time_unit="ns" if config.decode.cpu_hz else "tsc_cycles_as_ns")
     with atomic_output(out) as tmp:
         with open(tmp, "wb") as f:
             w = _Writer(f, P, Builder, stats)
@@ -415,8 +421,8 @@ def _write(w: _Writer, a, path, config, options: ExportOptions, progress) -> Non
     attrs = {"tracelens.time_unit": w.stats.time_unit, "tracelens.capture": str(a.path),
              "tracelens.sha256": str(a.sha256), "tracelens.first_tsc": int(a.first_tsc),
              "tracelens.last_tsc": int(a.last_tsc)}
-    if config.cpu_hz:
-        attrs["tracelens.cpu_hz"] = int(config.cpu_hz)
+    if config.decode.cpu_hz:
+        attrs["tracelens.cpu_hz"] = int(config.decode.cpu_hz)
     for k, v in attrs.items():
         at = p.trace_attributes.attribute.add()
         at.key = k
@@ -429,7 +435,7 @@ def _write(w: _Writer, a, path, config, options: ExportOptions, progress) -> Non
     unit = "ns" if tb.cpu_hz else "TSC cycles written as ns (no --cpu-hz)"
     w.event(tb.ns(tb.t0), ROOT, TE.TYPE_SLICE_BEGIN, f"capture: timestamps are {unit}",
             {"capture": str(a.path), "first_tsc": tb.t0, "last_tsc": tb.t1,
-             "cpu_hz": config.cpu_hz or "not given", "records": a.records})
+             "cpu_hz": config.decode.cpu_hz or "not given", "records": a.records})
     events = _analysis_events(a, tb, P)
     nxt = [next(events, None)]
 
@@ -456,6 +462,8 @@ def _write(w: _Writer, a, path, config, options: ExportOptions, progress) -> Non
 def _pcpu_runs(w: _Writer, a, path, config, options: ExportOptions, tb, progress):
     """(ns, track, kind, name) of the pCPU slices in time order: a pass over the records in batches; a slice per run
     of one (non-idle) vCPU on a pCPU."""
+    from dataclasses import replace
+
     from tracelens.analysis.records import DOMID_IDLE, vcpu_name
     from tracelens.parsers.xentrace.decode import iter_batches
 
@@ -464,8 +472,8 @@ def _pcpu_runs(w: _Writer, a, path, config, options: ExportOptions, tb, progress
     known: set[int] = set()
     t_first = tb.t0
     names: dict[int, str] = {}
-    for table in iter_batches(path, batch_bytes=options.batch_bytes, xen_version=config.xen_version,
-                              tolerance=config.tolerance, columns=["cpu", "tsc", "dom", "vcpu"], progress=progress):
+    for table in iter_batches(path, replace(config.decode, cpu_hz=None), batch_bytes=options.batch_bytes,
+                              columns=["cpu", "tsc", "dom", "vcpu"], progress=progress):
         cpu = table.column("cpu").to_numpy().astype(np.int64)
         tsc = np.maximum(table.column("tsc").to_numpy(), np.uint64(t_first))
         dom = table.column("dom")

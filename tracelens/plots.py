@@ -101,7 +101,8 @@ def _name(path) -> str:
 
 
 def _report_of(obj, config=None):
-    from tracelens.api import Capture, Report
+    from tracelens.capture import Capture
+    from tracelens.report import Report
 
     if isinstance(obj, Report):
         return obj
@@ -267,7 +268,7 @@ def outstanding_grants(report, *, cpu_hz: float | None = None) -> Plot:
 def _records(source, columns):
     import polars as pl
 
-    from tracelens.api import Capture
+    from tracelens.capture import Capture
 
     if isinstance(source, Capture):
         return source.records.select(columns).collect()

@@ -24,6 +24,20 @@ def byte_progress(description: str, total: int, enabled: bool | None = None):
         yield lambda done, tot: bar.update(task, completed=done, total=tot)
 
 
+#: captures at least this large get a bar while they are analysed (smaller ones are done before it would show)
+BIG_CAPTURE = 256 << 20
+
+
+def capture_progress(description: str, path):
+    """:func:`byte_progress` for work on the capture at ``path``: a bar only for a capture of BIG_CAPTURE bytes or
+    more (and only where byte_progress would show one)."""
+    try:
+        big = os.path.getsize(path) >= BIG_CAPTURE
+    except (OSError, TypeError, ValueError):
+        big = False
+    return byte_progress(description, 0, enabled=None if big else False)
+
+
 class ScanProgress:
     """The bar of ``tracelens scan`` on stderr: captures done of the total, failed and already-done counts,
     captures/s and MB/s; the Dask dashboard's address above it when one runs. A no-op when not ``enabled``

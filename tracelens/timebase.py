@@ -1,7 +1,7 @@
 """The time axis of every report, plot and export: TSC cycles of the capture, shown from the capture's start.
 
 A capture's clock is the TSC (cycles; spec ../shared/spec/xentrace.md §2). With a TSC frequency (``--cpu-hz``,
-``AnalysisConfig(cpu_hz=...)``) a moment is shown in seconds from the capture's first TSC (``+12.5 ms``); without
+``DecodeOptions(cpu_hz=...)``) a moment is shown in seconds from the capture's first TSC (``+12.5 ms``); without
 one, in cycles from it (``+1.25 Mcyc``): raw 14-digit TSCs are kept for tooltips and tables, never for axes.
 :class:`TimeBase` holds that choice once, so the HTML timeline, the matplotlib plots and the Perfetto export agree.
 """
@@ -37,7 +37,7 @@ class TimeBase:
 
     @classmethod
     def of(cls, analysis) -> TimeBase:
-        """The time base of an :class:`~tracelens.analysis.api.Analysis` (its span and ``cpu_hz``)."""
+        """The time base of an :class:`~tracelens.analysis.analyze.Analysis` (its span and ``cpu_hz``)."""
         t0 = int(analysis.first_tsc)
         return cls(t0, max(int(analysis.last_tsc), t0 + 1), getattr(analysis, "cpu_hz", None))
 

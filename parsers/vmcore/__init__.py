@@ -2,8 +2,8 @@
 
 The format facts live in shared/spec/vmcore.md; each module names the section it mirrors. Entry points:
 
-* ``sniff(head)``: the dump kind from a file's first 4096 bytes (never from its name);
-* ``open(path)``: a ``Dump`` object (``dump.Dump``): ``info()``, ``pages()`` (the page index), ``notes_table()``,
+* ``dump_kind(head)``: the dump kind from a file's first 4096 bytes (never from its name);
+* ``open(path)``: a format reader (``dump.DumpReader``): ``info()``, ``pages()`` (the page index), ``notes_table()``,
   ``vmcoreinfo``, ``prstatus()``, ``read_phys()``, ``read_virt()``, ``dmesg()`` / ``kernel_log()``.
 """
 
@@ -14,12 +14,12 @@ import os
 from tracelens.errors import FormatError
 
 from . import constants as C
-from .dump import CodecMissing, Dump, PageUnavailable
+from .dump import CodecMissing, DumpReader, PageUnavailable
 
-__all__ = ["sniff", "open", "Dump", "PageUnavailable", "CodecMissing"]
+__all__ = ["dump_kind", "open", "DumpReader", "PageUnavailable", "CodecMissing"]
 
 
-def sniff(head: bytes) -> str | None:
+def dump_kind(head: bytes) -> str | None:
     """``"elf-vmcore"``, ``"kdump"``, ``"flattened"``, ``"xc_core"`` or None, from the first bytes of a file."""
     if head[:8] in (C.KDUMP_SIGNATURE, C.DISKDUMP_SIGNATURE):
         return "kdump"
@@ -42,7 +42,7 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 - the module's verb
+def open(path, *, vmcoreinfo: bytes | str | None = None) -> DumpReader:  # noqa: A001 - the module's verb
     """Open a dump of any supported format (detected from its bytes). ``vmcoreinfo`` replaces the dump's own
     VMCOREINFO (a text with KEY=VALUE lines) for dumps that lack one or carry a wrong one. A list of paths opens
     the parts of a ``makedumpfile --split`` set as one dump, in any order (a list of one path is that file alone);
@@ -56,7 +56,7 @@ def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 
 
     path = os.fspath(path)
     head = read_head(path, "a dump")
-    kind = sniff(head)
+    kind = dump_kind(head)
     if kind == "kdump":
         from .kdump import KdumpDump
         from .source import FileSource
@@ -83,7 +83,7 @@ def open(path, *, vmcoreinfo: bytes | str | None = None) -> Dump:  # noqa: A001 
                       "not a known dump format (ELF vmcore, kdump-compressed, makedumpfile flattened, xl dump-core)")
 
 
-def _open_split_set(paths: list[str], vmcoreinfo) -> Dump:
+def _open_split_set(paths: list[str], vmcoreinfo) -> DumpReader:
     """Open every part, then check that together they are one --split set (kdump.check_split_set)."""
     from .kdump import KdumpDump, KdumpSplitSet
 
@@ -91,7 +91,7 @@ def _open_split_set(paths: list[str], vmcoreinfo) -> Dump:
         from tracelens.errors import UsageError
 
         raise UsageError("no dump files given")
-    parts: list[Dump] = []
+    parts: list[DumpReader] = []
     try:
         for p in paths:
             d = open(p, vmcoreinfo=vmcoreinfo)

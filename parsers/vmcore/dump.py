@@ -95,8 +95,9 @@ class PageBatch:
     errors: dict
 
 
-class Dump:
-    """Base class of the format readers. Subclasses fill the attributes in ``__init__`` and implement
+class DumpReader:
+    """Base class of the format readers (what tracelens.parsers.vmcore.open returns; the notebook-facing
+    :class:`tracelens.dump.Dump` wraps one). Subclasses fill the attributes in ``__init__`` and implement
     ``_index_batches`` and ``_lookup``."""
 
     #: read_phys may read runs of whole uncompressed pages stored back to back in one call (formats whose pages
@@ -183,6 +184,30 @@ class Dump:
         for b in self._index_batches():
             counts += np.bincount(b.state, minlength=len(C.PAGE_STATES))[: len(C.PAGE_STATES)]
         return {name: int(counts[i]) for i, name in enumerate(C.PAGE_STATES)}
+
+    def page_runs(self) -> list[dict]:
+        """The page index as runs of consecutive pfns with the same state and compression: first_pfn, last_pfn,
+        pages, state, compression (``tracelens pages``); a few rows where the index has millions."""
+        import numpy as np
+
+        runs: list[dict] = []
+        for b in self._index_batches():
+            if not len(b):
+                continue
+            pfn = b.pfn.astype(np.int64)
+            brk = np.flatnonzero((np.diff(pfn) != 1) | (np.diff(b.state) != 0) | (np.diff(b.compression) != 0)) + 1
+            starts = np.concatenate([[0], brk])
+            ends = np.concatenate([brk, [len(pfn)]])
+            for s, e in zip(starts.tolist(), ends.tolist()):
+                st, cp = C.PAGE_STATES[b.state[s]], C.COMPRESSION_NAMES[b.compression[s]]
+                last = runs[-1] if runs else None
+                if last and last["last_pfn"] + 1 == pfn[s] and last["state"] == st and last["compression"] == cp:
+                    last["last_pfn"] = int(pfn[e - 1])
+                    last["pages"] += e - s
+                else:
+                    runs.append({"first_pfn": int(pfn[s]), "last_pfn": int(pfn[e - 1]), "pages": e - s, "state": st,
+                                 "compression": cp})
+        return runs
 
     # -- physical reads -------------------------------------------------------------------------------------
     def _unavailable(self, pfn: int, state: str, offset=None, detail: str = "") -> PageUnavailable:

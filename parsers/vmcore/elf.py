@@ -22,7 +22,7 @@ from tracelens.errors import FormatError
 
 from . import constants as C
 from . import structs as S
-from .dump import INDEX_BATCH, Dump, IndexBatch
+from .dump import INDEX_BATCH, DumpReader, IndexBatch
 from .notes import MAX_NOTE_BYTES, MAX_NOTES, parse_notes
 
 #: largest note area accepted, all PT_NOTE segments together (notes.MAX_NOTE_BYTES)
@@ -78,7 +78,7 @@ def read_section_headers(source, eh: dict) -> list[dict]:
     return out
 
 
-class ElfDump(Dump):
+class ElfDump(DumpReader):
     kind = "elf-vmcore"
 
     def __init__(self, source, **kw):

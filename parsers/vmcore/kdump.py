@@ -21,7 +21,7 @@ from tracelens.errors import FormatError
 
 from . import constants as C
 from . import structs as S
-from .dump import INDEX_BATCH, Dump, IndexBatch
+from .dump import INDEX_BATCH, DumpReader, IndexBatch
 from .notes import parse_notes
 
 #: pfns per prefix-count block (crash's BITMAP_SECT_LEN)
@@ -73,7 +73,7 @@ def _sub_header_error(source, block_size: int, member: str, message: str):
     return S.member_error(source, S.KDUMP_SUB_HEADER, block_size, member, message)
 
 
-class KdumpDump(Dump):
+class KdumpDump(DumpReader):
     kind = "kdump"
 
     def __init__(self, source, **kw):
@@ -96,7 +96,7 @@ class KdumpDump(Dump):
         else:  # old RH diskdump: status 1 = incomplete, 8 = compressed (zlib)
             self.complete = not (h["status"] & 1) and source.complete
             self.compression = "zlib" if h["status"] & 8 else "none"
-        self._raw_runs = self.compression == "none"  # see Dump.read_phys: compressed pages are read one by one
+        self._raw_runs = self.compression == "none"  # see DumpReader.read_phys: compressed pages are read one by one
         self._read_sub_header(h)
         max_mapnr = h["max_mapnr_64"] if h.get("max_mapnr_64") else h["max_mapnr"]
         self.max_mapnr = max_mapnr
@@ -432,7 +432,7 @@ def check_split_set(parts: list[KdumpDump]) -> None:
                           f"[{expect:#x}, {ref.max_mapnr:#x}) is missing; give every file of the --split set")
 
 
-class KdumpSplitSet(Dump):
+class KdumpSplitSet(DumpReader):
     """A ``makedumpfile --split`` set: N kdump-compressed files with split = 1, each holding the descriptors and
     data of its own [start_pfn, end_pfn) (spec §2.7). Reads dispatch by pfn; notes and VMCOREINFO come from the
     first part; the page index is the parts' indexes in pfn order."""

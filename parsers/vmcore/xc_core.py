@@ -23,7 +23,7 @@ from tracelens.errors import FormatError
 
 from . import constants as C
 from . import structs as S
-from .dump import INDEX_BATCH, Dump, IndexBatch
+from .dump import INDEX_BATCH, DumpReader, IndexBatch
 from .elf import parse_ehdr, read_section_headers
 from .notes import parse_notes
 from .vmcoreinfo import VmcoreInfo
@@ -31,7 +31,7 @@ from .vmcoreinfo import VmcoreInfo
 MAX_SECTION_NAMES = 1 << 20
 
 
-class XcCoreDump(Dump):
+class XcCoreDump(DumpReader):
     kind = "xc_core"
 
     def __init__(self, source, **kw):

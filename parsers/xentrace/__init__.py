@@ -1,14 +1,14 @@
 """Xen ``xentrace`` captures: decoder, event catalog and writer (spec ../shared/spec/xentrace.md).
 
 ``read_xentrace(path)`` returns one time-ordered ``pyarrow.Table``; ``iter_batches`` streams it in bounded memory;
-``summarize`` counts without decoding. The heavy modules load on first use.
+``info`` counts without decoding; each takes a tracelens.options.DecodeOptions. The heavy modules load on first use.
 """
 
 from __future__ import annotations
 
 
 def __getattr__(name):
-    if name in ("read_xentrace", "iter_batches", "summarize", "scan", "Damage", "COLUMNS", "TOLERANCES"):
+    if name in ("read_xentrace", "iter_batches", "info", "scan", "Damage", "COLUMNS", "TOLERANCES"):
         from tracelens.parsers.xentrace import decode
 
         return getattr(decode, name)
@@ -23,4 +23,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["read_xentrace", "iter_batches", "summarize", "load_catalog", "CaptureWriter"]
+__all__ = ["read_xentrace", "iter_batches", "info", "load_catalog", "CaptureWriter"]

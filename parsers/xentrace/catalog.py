@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from tracelens.errors import UsageError
+from tracelens.errors import TracelensError, UsageError
 
 _FIELD_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<half>lo|hi))?(?:\[(?P<lo>\d+):(?P<hi>\d+)\])?$")
 
@@ -72,7 +72,7 @@ def parse_version(text: str | None) -> tuple[int, int] | None:
         return None
     m = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.\d+)?\s*", str(text))
     if not m:
-        raise UsageError(f"--xen-version must look like 4.17 or 4.17.2, not {text!r}")
+        raise UsageError(f"xen_version must look like 4.17 or 4.17.2, not {text!r}", "xen_version")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -127,7 +127,10 @@ class Catalog:
         self.subclasses: dict[str, int] = {}  # name -> class and subclass bits
         self.families: dict[str, tuple[int, int]] = {}  # name -> (value, mask): id & mask == value
         self.tables: dict[str, dict[int, str]] = {}
-        self._load(data, "catalog.toml")
+        try:
+            self._load(data, "catalog.toml")
+        except UsageError as e:  # the shipped file: an installation problem, not the user's
+            raise _damaged_install(e) from None
         for where, d in extra:
             self._load(d, where)
 
@@ -212,9 +215,18 @@ class Catalog:
         return self.tables.get("hypercalls", {}).get(op, f"hypercall_{op}")
 
 
+def _damaged_install(reason) -> TracelensError:
+    """The error for a built-in catalog that cannot be read: tracelens itself is damaged (exit code 70)."""
+    where = resources.files(__package__).joinpath("catalog.toml")
+    return TracelensError(f"the built-in event catalog {where} is damaged ({reason}): reinstall tracelens")
+
+
 @lru_cache(maxsize=8)
 def _load_cached(paths: tuple[str, ...]) -> Catalog:
-    data = tomllib.loads(resources.files(__package__).joinpath("catalog.toml").read_text())
+    try:
+        data = tomllib.loads(resources.files(__package__).joinpath("catalog.toml").read_text("utf-8"))
+    except (OSError, ValueError) as e:  # missing, not UTF-8, not TOML
+        raise _damaged_install(e) from None
     extra = []
     for p in paths:
         from tracelens.detect import read_capped
@@ -290,8 +302,8 @@ class LayoutGuess:
 
 
 def given_layout(version: tuple[int, int]) -> LayoutGuess:
-    """The layouts of a Xen version the caller named (no guess)."""
-    return LayoutGuess(version, f"{version[0]}.{version[1]} (given)", ["--xen-version"])
+    """The layouts of a Xen version the caller named (DecodeOptions.xen_version), instead of a guess."""
+    return LayoutGuess(version, f"{version[0]}.{version[1]} (given)", ["given as xen_version"])
 
 
 def guess_decrease_reservation(d3, d4) -> LayoutGuess:

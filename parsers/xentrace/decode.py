@@ -1,10 +1,10 @@
 """Decode xentrace captures into Arrow tables (spec ../shared/spec/xentrace.md §1-2, §2.7).
 
 Public entry points: :func:`read_xentrace` (whole capture, one in-memory table), :func:`iter_batches` (bounded
-memory: tables of consecutive time ranges, for captures larger than memory) and :func:`summarize` (counts for
-``tracelens info`` without materialising any record). All three memory-map the file and share the numba passes in
+memory: tables of consecutive time ranges, for captures larger than memory) and :func:`info` (counts for
+``tracelens info`` without materialising any record); each takes a :class:`tracelens.options.DecodeOptions`. All three memory-map the file and share the numba passes in
 ``_kernels.py``; this module is the single place where kernel status codes become :class:`FormatError` messages
-and where the damage tolerance is applied.
+(:class:`IncompleteCaptureError` for damage the tolerance does not cover) and where the tolerance is applied.
 
 Columns (units: ``tsc`` in TSC cycles, ``time_ns`` in nanoseconds = tsc * 1e9 / cpu_hz, ``offset`` in bytes):
 ``cpu`` u16, ``tsc`` u64, ``has_tsc`` bool, ``event`` u32 (28-bit id), ``n_extra`` u8, ``d1``..``d7`` u32 (null
@@ -22,13 +22,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from tracelens.errors import FormatError, UsageError
+from tracelens.errors import FormatError, IncompleteCaptureError, UsageError
 from tracelens.parsers.xentrace import _kernels as K
+from tracelens.options import TOLERANCES, DecodeOptions, check_choice
 from tracelens.parsers.xentrace.catalog import LayoutGuess, given_layout, guess_layout, load_catalog, parse_version
 
 MAX_CPU = 4096  # Xen's NR_CPUS limit; a CPU_CHANGE naming a higher pCPU is corrupt
 MAX_WINDOW_BYTES = 65535 * 4096  # t_info.tbuf_size is a u16 page count: no window can exceed that ring
-TOLERANCES = ("strict", "truncate", "skip")
 COLUMNS = ("cpu", "tsc", "has_tsc", "event", "n_extra", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "offset", "dom", "vcpu", "name")
 FALLBACK_NAME = "UNKNOWN"
 MAX_DISTINCT_IDS = 1_000_000  # a real capture has a few hundred (event id, word count) pairs
@@ -168,8 +168,7 @@ def scan(path, tolerance: str = "strict", populate: bool | None = None, count: b
     the whole file at once (default: when it is at most POPULATE_LIMIT bytes). ``count=False`` skips the counting
     pass of a populated, undamaged walk (``nrec`` is None, ``vend`` the window ends): the per-pCPU pass counts the
     records then, and its caller raises :class:`_Recount` if it finds a damaged one."""
-    if tolerance not in TOLERANCES:
-        raise UsageError(f"--tolerance must be one of {', '.join(TOLERANCES)}, not {tolerance!r}")
+    check_choice(tolerance, TOLERANCES, "tolerance")
     if populate is None:
         try:
             populate = os.path.getsize(path) <= POPULATE_LIMIT
@@ -226,7 +225,7 @@ def scan(path, tolerance: str = "strict", populate: bool | None = None, count: b
     if problems:
         off, msg, win = min(problems)
         if tolerance == "strict":
-            raise FormatError(path, off, msg)
+            raise IncompleteCaptureError(path, off, msg)
         # truncate: keep everything before the first damage
         keep = win + 1 if win < len(pos) and bad[win] >= 0 else win
         pos, end, cpu, nrec, bad = pos[:keep], end[:keep], cpu[:keep], nrec[:keep], bad[:keep]
@@ -503,21 +502,19 @@ def _layout(version_text, ids, table_cols=None, n=0) -> LayoutGuess:
     return guess_layout(ids, dr)
 
 
-def read_xentrace(path, *, xen_version: str | None = None, cpu_hz: float | None = None, tolerance: str = "strict",
-                  catalog_files=(), threads: int | None = None, columns=None):
+def read_xentrace(path, decode: DecodeOptions | None = None, *, columns=None):
     """Decode a whole capture into one time-ordered ``pyarrow.Table`` (columns: see the module docstring).
 
     The table's schema metadata carries ``tracelens.layout`` (the Xen layout used and why) and ``tracelens.damage``
     (byte ranges not decoded under a non-strict ``tolerance``). ``columns`` limits the table to those columns.
     """
-    from tracelens._jit import set_threads
+    from tracelens._jit import DECODE_KERNELS, first_run, set_threads
 
-    from tracelens._jit import DECODE_KERNELS, first_run
-
-    set_threads(threads)
-    catalog = load_catalog(catalog_files)
+    d = decode or DecodeOptions()
+    set_threads(d.threads)
+    catalog = load_catalog(d.catalog_files)
     with first_run(_size(path), kernels=DECODE_KERNELS):
-        return _read_xentrace(path, xen_version, cpu_hz, tolerance, catalog, columns)
+        return _read_xentrace(path, d.xen_version, d.cpu_hz, d.tolerance, catalog, columns)
 
 
 def _size(path) -> int:
@@ -559,8 +556,7 @@ def _rename(cols, n, old_names, new_names, catalog, version):
     return out
 
 
-def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None = None, cpu_hz: float | None = None,
-                 tolerance: str = "strict", catalog_files=(), threads: int | None = None,
+def iter_batches(path, decode: DecodeOptions | None = None, *, batch_bytes: int = 128 << 20,
                  progress: Progress | None = None, reuse_buffers: int = 0, columns=None) -> Iterator:
     """Decode a capture in bounded memory: yields time-ordered tables whose concatenation equals
     :func:`read_xentrace`'s table. Windows are taken ``batch_bytes`` at a time in file order; records that a later
@@ -569,10 +565,11 @@ def iter_batches(path, *, batch_bytes: int = 128 << 20, xen_version: str | None 
     overwritten N batches later: only for consumers that copy it before then, like the Parquet writer)."""
     from tracelens._jit import DECODE_KERNELS, first_run, set_threads
 
-    set_threads(threads)
-    catalog = load_catalog(catalog_files)
+    d = decode or DecodeOptions()
+    set_threads(d.threads)
+    catalog = load_catalog(d.catalog_files)
     with first_run(_size(path), kernels=DECODE_KERNELS):
-        yield from _iter_batches(path, batch_bytes, xen_version, cpu_hz, tolerance, catalog, progress,
+        yield from _iter_batches(path, batch_bytes, d.xen_version, d.cpu_hz, d.tolerance, catalog, progress,
                                  reuse_buffers, columns)
 
 
@@ -580,7 +577,7 @@ def _iter_batches(path, batch_bytes, xen_version, cpu_hz, tolerance, catalog, pr
     sc = scan(path, tolerance, populate=False)
     # a first look at every record fixes, before the first batch, the layout guess and one name dictionary
     # shared by all batches (an Arrow IPC file cannot change a dictionary between batches)
-    first = summarize_scan(sc, want_doms=False, xen_version=xen_version)
+    first = count_pass(sc, want_doms=False, xen_version=xen_version)
     guess = first["_guess"]
     version = guess.version
     names_fixed = _name_table(first["ids"], catalog, version)
@@ -638,8 +635,8 @@ def _iter_batches(path, batch_bytes, xen_version, cpu_hz, tolerance, catalog, pr
             break
 
 
-def summarize_scan(sc: _Scan, *, want_doms: bool = True, xen_version: str | None = None) -> dict:
-    """Counts for ``tracelens info``: every record is visited, none is materialised. Works through the file in
+def count_pass(sc: _Scan, *, want_doms: bool = True, xen_version: str | None = None) -> dict:
+    """Record ids, pCPUs, lost records and TSC span: every record is visited, none is materialised. Works through the file in
     chunks of windows, carrying each pCPU's state, so resident memory does not grow with the capture."""
     carry = _Carry()
     ids: dict[tuple[int, int], int] = {}
@@ -696,20 +693,18 @@ def _coverage(ids) -> dict:
     return coverage(ids)
 
 
-def summarize(path, *, xen_version: str | None = None, tolerance: str = "strict", catalog_files=(),
-              threads: int | None = None, progress: Progress | None = None) -> dict:
+def info(path, decode: DecodeOptions | None = None, *, progress: Progress | None = None) -> dict:
     """Everything ``tracelens info`` shows, from one streamed pass over every record (no table is built; the file
     is mapped a chunk at a time, so resident memory does not grow with the capture). The pass is the first of the
     streamed analysis (tracelens/analysis/stream.py)."""
-    from tracelens._jit import set_threads
-    from tracelens.analysis.stream import summary
+    from tracelens._jit import INFO_KERNELS, first_run, set_threads
+    from tracelens.analysis.stream import first_pass
 
-    from tracelens._jit import INFO_KERNELS, first_run
-
-    set_threads(threads)
-    catalog = load_catalog(catalog_files)
+    d = decode or DecodeOptions()
+    set_threads(d.threads)
+    catalog = load_catalog(d.catalog_files)
     with first_run(_size(path), kernels=INFO_KERNELS):
-        r = summary(path, xen_version=xen_version, tolerance=tolerance, progress=progress)
+        r = first_pass(path, xen_version=d.xen_version, tolerance=d.tolerance, progress=progress)
     sc, p1 = r["sc"], r["p1"]
     s = {"_guess": r["guess"], "ids": p1.ids, "cpus": p1.cpus, "lost": p1.lost,
          "span": (p1.min_tsc, p1.last_tsc if p1.min_tsc is not None else None), "dom_counts": p1.dom_counts}

@@ -70,7 +70,7 @@ def test_elf_roundtrip(world, tmp_path):
     mem, k, vmci, notes = world
     p = tmp_path / "a.elf"
     write_elf(p, mem, notes, ktext=(0x200000, k.ktext_va(0x200000), 0x100000))
-    assert vmcore.sniff(p.read_bytes()[:4096]) == "elf-vmcore"
+    assert vmcore.dump_kind(p.read_bytes()[:4096]) == "elf-vmcore"
     with vmcore.open(p) as d:
         assert d.kind == "elf-vmcore"
         _check_memory(d, mem)
@@ -147,7 +147,7 @@ def test_kdump_roundtrip_each_codec(world, tmp_path, codec):
     mem, k, vmci, notes = world
     p = tmp_path / f"{codec}.kdump"
     lay = write_kdump(p, mem, notes, codec=codec, excluded=EXCLUDED, vmcoreinfo=vmci)
-    assert vmcore.sniff(p.read_bytes()[:4096]) == "kdump"
+    assert vmcore.dump_kind(p.read_bytes()[:4096]) == "kdump"
     with vmcore.open(p) as d:
         assert d.compression == codec
         _check_memory(d, mem, excluded=EXCLUDED)
@@ -222,7 +222,7 @@ def test_flattened_roundtrip(world, tmp_path, payload):
         excluded = frozenset()
     flat = tmp_path / "flat"
     write_flattened(flat, inner.read_bytes(), chunk=3000, shuffle=True, overlap=True)
-    assert vmcore.sniff(flat.read_bytes()[:4096]) == "flattened"
+    assert vmcore.dump_kind(flat.read_bytes()[:4096]) == "flattened"
     with vmcore.open(flat) as d:
         assert d.source.kind == "flattened" and d.complete
         assert d.source.records > 10
@@ -253,13 +253,14 @@ def test_pages_parquet_roundtrip(world, tmp_path):
     mem, k, vmci, notes = world
     p = tmp_path / "z.kdump"
     write_kdump(p, mem, notes, codec="zlib", excluded=EXCLUDED, vmcoreinfo=vmci)
-    from tracelens.commands.dump import _write_parquet
+    from tracelens.dump import Dump
 
-    with vmcore.open(p) as d:
-        _write_parquet(d, str(tmp_path / "pages.parquet"))
-        direct = d.pages()
+    with Dump(p) as d:
+        n = d.write_pages(tmp_path / "pages.parquet")
+        direct = d.raw.pages()
     back = pq.read_table(tmp_path / "pages.parquet")
-    assert back.num_rows == direct.num_rows == sum(b - a for a, b in RAM)
+    assert n == back.num_rows == direct.num_rows == sum(b - a for a, b in RAM)
+    assert back.equals(direct)
     assert back.column("pfn").to_pylist() == direct.column("pfn").to_pylist()
     assert back.column("state").to_pylist() == direct.column("state").to_pylist()
     assert [f.name for f in back.schema] == ["pfn", "offset", "size", "compression", "state"]

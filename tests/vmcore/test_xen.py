@@ -85,7 +85,7 @@ def test_xc_core_roundtrip(guest, tmp_path, hvm):
     mem, k = guest
     p = tmp_path / "guest.core"
     write_xc_core(p, mem, hvm=hvm, vcpus=((0xFFFFFFFF81000010, k.pgd_pa), (0xFFFFFFFF81000020, k.pgd_pa)), shared_info=_shared_info())
-    assert vmcore.sniff(p.read_bytes()[:4096]) == "xc_core"
+    assert vmcore.dump_kind(p.read_bytes()[:4096]) == "xc_core"
     with vmcore.open(p) as d:
         assert d.kind == "xc_core" and d.guest_type == ("HVM" if hvm else "PV")
         assert d.header["xen_version"] == "4.17.3-pre"

@@ -200,13 +200,14 @@ def parse_boundary(text: str, cpu_hz: float | None = None) -> tuple[int, int]:
     except ValueError:
         domid = -1
     if not sep or not 0 <= domid < 0x7FF0:
-        raise UsageError(f"--boundary must look like DOMID@TSC (e.g. 1@123456789), not {text!r}")
+        raise UsageError(f"boundaries: {text!r} does not look like DOMID@TSC (e.g. 1@123456789)", "boundaries")
     at = at.strip()
     units = (("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0))
     for suffix, scale in units:
         if at.endswith(suffix) and not at.lower().startswith("0x"):
             if not cpu_hz:
-                raise UsageError(f"--boundary {text!r} gives a time: it needs --cpu-hz to convert it to TSC cycles")
+                raise UsageError(f"boundaries: {text!r} gives a time: it needs cpu_hz to convert it to TSC cycles",
+                                 "boundaries", "cpu_hz")
             try:
                 return domid, int(round(float(at[: -len(suffix)]) * scale * float(cpu_hz)))
             except ValueError:
@@ -214,7 +215,7 @@ def parse_boundary(text: str, cpu_hz: float | None = None) -> tuple[int, int]:
     try:
         tsc = int(at, 0)
     except ValueError:
-        raise UsageError(f"--boundary {text!r}: {at!r} is neither a TSC nor a time like 1.5ms") from None
+        raise UsageError(f"boundaries: {text!r}: {at!r} is neither a TSC nor a time like 1.5ms", "boundaries") from None
     if tsc < 0:
-        raise UsageError(f"--boundary {text!r}: the TSC must not be negative")
+        raise UsageError(f"boundaries: {text!r}: the TSC must not be negative", "boundaries")
     return domid, tsc

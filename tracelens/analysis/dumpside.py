@@ -60,7 +60,7 @@ _HYPERVISOR = re.compile(r"^Hypervisor detected: (?P<name>\S+)")
 
 
 def dump_evidence(path, analysis, domid: int | None = None) -> dict:
-    """Read the dump at ``path`` and correlate it with ``analysis`` (a tracelens.analysis.api.Analysis). Returns a
+    """Read the dump at ``path`` and correlate it with ``analysis`` (a tracelens.analysis.analyze.Analysis). Returns a
     dict: path, kind, domid, epoch, assumption, log_events, grants_in_use, grants_granted, pirqs, pending_ports,
     notes (what could not be read and why), ``readable`` ({log, grant_frames, shared_info}: false when that part
     could not be read, so its empty lists mean "unknown", not "none"), ``hypervisor`` (what the kernel log says it

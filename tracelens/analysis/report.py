@@ -1,4 +1,4 @@
-"""Renderings of one :class:`~tracelens.analysis.api.Analysis`: the JSON contract, rich text and Markdown.
+"""Renderings of one :class:`~tracelens.analysis.analyze.Analysis`: the JSON contract, rich text and Markdown.
 
 The JSON object is a documented contract, written once in :data:`CONTRACT` (``schema_version`` 1): the table of
 docs/analysis.md is checked against it, ``tracelens.Report``'s polars frames and the Parquet datasets of

@@ -80,7 +80,7 @@ svg.timeline{width:100%;height:auto;display:block;border:1px solid #ddd;backgrou
 
 
 def to_html(a) -> str:
-    """The report page of an :class:`~tracelens.analysis.api.Analysis` (a str; see the module docstring)."""
+    """The report page of an :class:`~tracelens.analysis.analyze.Analysis` (a str; see the module docstring)."""
     tb = TimeBase.of(a)
     secs = R.sections(a)
     charts, placed = _timeline(a, tb)

@@ -1,8 +1,8 @@
 """The analysis of a capture as a stream: bounded memory, no record table (what ``tracelens analyze`` and
 ``tracelens gate`` run; docs/analysis.md, "How the analysis streams").
 
-The in-memory analysis (:func:`tracelens.analysis.api.analyze_table`) reads a decoded table; this module gives the
-same :class:`~tracelens.analysis.api.Analysis` while only ever holding a chunk of the file and what the analysis
+The in-memory analysis (:func:`tracelens.analysis.analyze.analyze_table`) reads a decoded table; this module gives the
+same :class:`~tracelens.analysis.analyze.Analysis` while only ever holding a chunk of the file and what the analysis
 keeps. Two passes over the capture's windows (spec ../shared/spec/xentrace.md §1-2), chunk by chunk, in file
 order, each chunk mapped in before and released after:
 
@@ -290,7 +290,7 @@ def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest: bool = F
     if digest:
         import threading
 
-        from tracelens.analysis.api import sha256_file
+        from tracelens.analysis.analyze import sha256_file
 
         stop = threading.Event()
         with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
@@ -670,7 +670,7 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     """Analyse the capture at ``path`` in bounded memory; the result equals
     ``analyze_table(read_xentrace(path))`` (see the module docstring). ``progress(done, total)`` is called as the
     passes advance; ``digest`` computes the file's SHA-256 on the way (``Analysis.sha256``)."""
-    from tracelens.analysis import api as A
+    from tracelens.analysis import analyze as A
     from tracelens.analysis.boundaries import find_boundaries
     from tracelens.parsers.xentrace import decode as D
     from tracelens.parsers.xentrace.catalog import parse_version
@@ -684,14 +684,14 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
         def p_two(done, total):
             progress(total + done, 2 * total)
-    sc, p1 = _pass1(path, config.tolerance, opts, p_one, digest)
+    sc, p1 = _pass1(path, config.decode.tolerance, opts, p_one, digest)
     rows = _sorted_rows(p1.rows)
-    version = parse_version(config.xen_version)
+    version = parse_version(config.decode.xen_version)
     dr = None
     sel = (rows["ev"] == R.MEM_DECREASE_RESERVATION) & (rows["n"] >= 4)
     if sel.any():
         dr = (rows["d"][sel, 2], rows["d"][sel, 3])
-    guess = D._layout(config.xen_version, p1.ids) if version is not None else _guess(p1.ids, dr)
+    guess = D._layout(config.decode.xen_version, p1.ids) if version is not None else _guess(p1.ids, dr)
     meta = {"tracelens.layout": {"label": guess.label, "version": guess.version, "reasons": guess.reasons},
             "tracelens.damage": [d.to_dict() for d in sc.damage], "tracelens.source": sc.path}
     rec = _records(rows, meta, p1)
@@ -732,8 +732,8 @@ def _guess(ids, dr):
     return guess_layout(ids, dr)
 
 
-def summary(path, *, xen_version: str | None = None, tolerance: str = "strict", opts: StreamOptions | None = None,
-            progress=None) -> dict:
+def first_pass(path, *, xen_version: str | None = None, tolerance: str = "strict", opts: StreamOptions | None = None,
+               progress=None) -> dict:
     """What ``tracelens info`` shows, from pass 1 alone (no record kept but DECREASE_RESERVATION payloads for the
     layout guess; per-domain counts per thread, not per pCPU): bounded memory whatever the capture's size."""
     from tracelens.parsers.xentrace.catalog import given_layout, guess_layout, parse_version

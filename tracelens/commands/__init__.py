@@ -1,56 +1,43 @@
-"""CLI command groups. Each module exposes ``register(app)`` and imports heavy libraries only inside commands."""
+"""CLI command groups. Each module exposes ``register(app)`` and imports heavy libraries only inside commands.
+
+A command parses its arguments into the options objects of tracelens.options (taking what the options leave open
+from ./tracelens.toml, tracelens.config), calls the library with them and renders; ``--show-code`` prints the same
+call built from the same objects (tracelens.showcode). The options themselves are declared once in
+tracelens.commands.declarations.
+"""
+
+from __future__ import annotations
 
 
-def config_args(**options) -> list[str]:
-    """``name=value`` arguments of an ``AnalysisConfig(...)`` for ``--show-code``: options that are None, empty or
-    at their default (tolerance "strict") are left out, so the printed code stays minimal."""
-    out = []
-    for name, value in options.items():
-        if value is None or value == () or value == [] or (name == "tolerance" and value == "strict"):
-            continue
-        out.append(f"{name}={tuple(value) if isinstance(value, list) else value!r}")
-    return out
+def config():
+    """The options of ./tracelens.toml (the defaults when there is none): what a command's options start from."""
+    from tracelens.config import load_config
+
+    return load_config()
 
 
-# -- option checks: typer callbacks that raise tracelens.errors.UsageError (exit 2, one line naming the option) ----
-def check_cpu_hz(value):
-    """--cpu-hz: a finite TSC frequency above 0 Hz (0 divided by zero, nan and inf failed inside the decoder)."""
-    import math
+def decode_options(base, **given):
+    """``base`` (a DecodeOptions, usually the config's) with the options given on the command line on top (None or
+    an empty list: not given)."""
+    from dataclasses import replace
 
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items() if v is not None and v != []}
+    return replace(base, **given) if given else base
+
+
+def analysis_config(base, decode, **given):
+    """``base`` (an AnalysisConfig, usually the config's) with ``decode`` and the options given on top."""
+    from dataclasses import replace
+
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items() if v is not None and v != []}
+    return replace(base, decode=decode, **given)
+
+
+def check_at_least(value, name: str, low: int, high: int | None = None):
+    """A command-line number that no library parameter checks (``--batch-mb``): UsageError outside [low, high]."""
     from tracelens.errors import UsageError
 
-    if value is not None and (not math.isfinite(value) or value <= 0 or value > 1e12):
-        raise UsageError(f"--cpu-hz must be a TSC frequency in Hz between 1 and 1e12, not {value}")
+    if value is not None and (value < low or (high is not None and value > high)):
+        more = f" and at most {high}" if high is not None else ""
+        raise UsageError(f"{name} must be at least {low}{more}, not {value}")
     return value
-
-
-def _at_least(name: str, low: int, high: int | None = None):
-    def check(value):
-        from tracelens.errors import UsageError
-
-        if value is None:
-            return value
-        if value < low or (high is not None and value > high):
-            more = f" and at most {high}" if high is not None else ""
-            raise UsageError(f"{name} must be at least {low}{more}, not {value}")
-        return value
-
-    return check
-
-
-check_limit = _at_least("--limit", 0)
-check_batch_mb = _at_least("--batch-mb", 1, 1 << 16)
-check_threads = _at_least("--threads", 1, 4096)
-
-
-def trace_mask_option(text):
-    """--trace-mask: the xentrace -e mask the captures were recorded with (None when not given)."""
-    if text is None:
-        return None
-    from tracelens.analysis.coverage import parse_mask
-    from tracelens.errors import UsageError
-
-    try:
-        return parse_mask(text)
-    except ValueError as e:
-        raise UsageError(f"--trace-mask: {e}") from None

@@ -1,7 +1,8 @@
 """``tracelens analyze``: boundaries, ledgers, kexec safety and findings of a xentrace capture.
 
-The command parses options, calls :func:`tracelens.analysis.api.analyze` and renders with
-:mod:`tracelens.analysis.report`. ``--show-code`` prints the Python a notebook user would write.
+The command parses its options into a :class:`tracelens.options.AnalysisConfig` (decode options nested inside),
+calls :func:`tracelens.analysis.analyze.analyze` and renders with :mod:`tracelens.analysis.report`. ``--show-code``
+prints the same call with the same config.
 """
 
 from __future__ import annotations
@@ -11,46 +12,61 @@ from typing import List, Optional
 
 import typer
 
-from tracelens.commands import check_cpu_hz, trace_mask_option
+from tracelens.commands import declarations as D
 
 FORMATS = ("text", "json", "md", "html")
+#: the renderer of each --format, in tracelens.analysis.report
+RENDER = {"text": "to_text", "json": "to_json", "md": "to_markdown", "html": "to_html"}
 
 
-def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary: list[str] | tuple = (),
-        cpu_hz: float | None = None, xen_version: str | None = None, tolerance: str = "strict",
-        show_code: bool = False, vmcore: str | None = None, vmcore_dom: int | None = None,
-        trace_mask: str | None = None) -> int:
-    """The command's body, callable without the CLI. Returns the exit code (0: analysis done)."""
+def check_format(fmt: str) -> str:
     from tracelens.errors import UsageError
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    from tracelens.analysis.boundaries import parse_boundary
+    return fmt
 
-    user = [parse_boundary(b, cpu_hz) for b in boundary]
-    mask = trace_mask_option(trace_mask)
-    if show_code:
-        print(_code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore, vmcore_dom, mask))
-        return 0
-    from tracelens.output import check_outputs
 
-    check_outputs([("-o", output)], [capture, vmcore])
-    from tracelens.analysis.api import AnalysisConfig, analyze
+def code(capture, config, fmt: str = "text", output: str | None = None) -> str:
+    """The Python of ``tracelens analyze`` with this config."""
+    from tracelens.showcode import Code
+
+    render = RENDER[check_format(fmt)]
+    c = Code().use("tracelens.analysis.analyze", "analyze").use("tracelens.analysis.report", render)
+    c.add(f"a = {c.call('analyze', capture, config=config)}  # a.boundaries, a.grants, a.safety, a.findings...")
+    if fmt == "text":  # rich tables as wide as the terminal they go to
+        c.use("tracelens.terminal", "text_width")
+        if output:
+            c.add(f"text = {render}(a, width=text_width())")
+        else:
+            c.use("sys").add(f"text = {render}(a, width=text_width(sys.stdout))")
+    else:
+        c.add(f"text = {render}(a)")
+    if output:
+        c.add(f"with open({output!r}, 'w', encoding='utf-8') as f:", "    f.write(text)")
+    else:
+        c.add("print(text, end='')")
+    return c.text()
+
+
+def run(capture: str, config=None, *, fmt: str = "text", output: str | None = None, show_code: bool = False) -> int:
+    """The command's body, callable without the CLI (``config``: an AnalysisConfig). Returns the exit code (0:
+    analysis done)."""
+    from tracelens.analysis.analyze import analyze
     from tracelens.analysis.report import RENDERERS
+    from tracelens.options import AnalysisConfig
+    from tracelens.output import check_outputs
+    from tracelens.progress import capture_progress
 
-    import os
-
-    from tracelens.progress import byte_progress
-
-    try:
-        big = os.path.getsize(capture) > (256 << 20)
-    except OSError:
-        big = False
-    with byte_progress("analysing (2 passes)", 0, enabled=None if big else False) as progress:
-        a = analyze(capture, AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz,
-                                            tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom,
-                                            trace_mask=mask), progress=progress)
-    if fmt == "text":
+    config = config or AnalysisConfig()
+    check_format(fmt)
+    if show_code:
+        sys.stdout.write(code(capture, config, fmt, output))
+        return 0
+    check_outputs([("-o", output)], [capture, config.vmcore, config.decode.catalog_files])
+    with capture_progress("analysing (2 passes)", capture) as progress:
+        a = analyze(capture, config, progress=progress)
+    if fmt == "text":  # as wide as the terminal it goes to (a file: tracelens.terminal.FILE_WIDTH)
         from tracelens.analysis.report import to_text
         from tracelens.terminal import text_width
 
@@ -70,22 +86,6 @@ def run(capture: str, *, fmt: str = "text", output: str | None = None, boundary:
     return 0
 
 
-def _code(capture, user, cpu_hz, xen_version, tolerance, fmt, vmcore=None, vmcore_dom=None, trace_mask=None) -> str:
-    from tracelens.commands import config_args
-
-    cfg = config_args(boundaries=tuple(user) if user else None, xen_version=xen_version, cpu_hz=cpu_hz,
-                      tolerance=tolerance, vmcore=vmcore, vmcore_dom=vmcore_dom, trace_mask=trace_mask)
-    render = {"text": "to_text", "json": "to_json", "md": "to_markdown", "html": "to_html"}[fmt]
-    return (
-        "from tracelens.analysis.api import AnalysisConfig, analyze\n"
-        f"from tracelens.analysis.report import {render}\n\n"
-        f"a = analyze({capture!r}, AnalysisConfig({', '.join(cfg)}))\n"
-        "for f in a.findings:\n"
-        "    print(f.rule, f.severity, f.domid, f.epoch, f.object, f.message)\n"
-        f"print({render}(a))"
-    )
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def analyze(
@@ -94,23 +94,29 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report to FILE (atomically)"),
         boundary: List[str] = typer.Option([], "--boundary", help="add a boundary: DOMID@TSC, or DOMID@1.5ms with "
                                                                     "--cpu-hz; repeatable"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: reports show seconds from the capture's start (and --boundary takes times)", callback=check_cpu_hz),
-        xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the capture "
-                                                                              "(default: guessed)"),
-        tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
-        show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
-        trace_mask: Optional[str] = typer.Option(None, "--trace-mask", metavar="MASK",
-                                                 help="the event mask the capture was recorded with (xentrace -e: "
-                                                      "0x0010f000, or words such as sched,mem,all): zero records of "
-                                                      "a declared class are evidence"),
+        cpu_hz: Optional[float] = D.CPU_HZ.typer(help="TSC frequency in Hz: reports show seconds from the capture's "
+                                                      "start (and --boundary takes times)" + D.CONFIG_NOTE + "."),
+        xen_version: Optional[str] = D.XEN_VERSION.typer(),
+        tolerance: Optional[str] = D.TOLERANCE.typer(),
+        catalog: List[str] = D.CATALOG.typer(),
+        threads: Optional[int] = D.THREADS.typer(),
+        show_code: bool = D.SHOW_CODE.typer(),
+        trace_mask: Optional[str] = D.TRACE_MASK.typer(),
         vmcore: Optional[str] = typer.Option(None, "--vmcore", help="the guest's dump (kdump, ELF vmcore or xl "
                                                                     "dump-core): adds its Xen evidence"),
         vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", help="the domid the dump belongs to "
                                                                             "(default: inferred, see docs/analysis.md)"),
     ):
         """Kexec boundaries, grant/balloon/hypercall ledgers, kexec safety and findings (see docs/analysis.md)."""
-        code = run(capture, fmt=fmt, output=output, boundary=boundary, cpu_hz=cpu_hz, xen_version=xen_version,
-                   tolerance=tolerance, show_code=show_code, vmcore=vmcore, vmcore_dom=vmcore_dom,
-                   trace_mask=trace_mask)
-        if code:
-            raise typer.Exit(code)
+        from tracelens.analysis.boundaries import parse_boundary
+        from tracelens.commands import analysis_config, config, decode_options
+
+        cfg = config()
+        decode = decode_options(cfg.decode, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
+                                catalog_files=catalog, threads=threads)
+        boundaries = [parse_boundary(b, decode.cpu_hz) for b in boundary]
+        analysis = analysis_config(cfg.analysis, decode, boundaries=boundaries, trace_mask=trace_mask, vmcore=vmcore,
+                                   vmcore_dom=vmcore_dom)
+        code_ = run(capture, analysis, fmt=fmt, output=output, show_code=show_code)
+        if code_:
+            raise typer.Exit(code_)

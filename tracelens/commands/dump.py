@@ -1,21 +1,21 @@
 """CLI commands for crash dumps: ``info`` (called by the shared info command), ``dmesg``, ``pages``, ``read``.
 
-Commands only parse, call ``tracelens.parsers.vmcore`` and render (rich tables for people, ``--json`` for
-programs). ``--show-code`` prints the Python a notebook user would write instead. Heavy modules are imported
+Commands only parse, call :class:`tracelens.dump.Dump` and render (rich tables for people, ``--json`` for
+programs). ``--show-code`` prints the same calls (``*_code``, from the same arguments). Heavy modules are imported
 inside the commands so that ``tracelens --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import List
+from typing import List, Optional
 
 import typer
 
+from tracelens.commands.declarations import DMESG, SHOW_CODE, declared
 from tracelens.commands.dumpfiles import one as _one  # typer-free helpers, shared with tracelens.console
 from tracelens.commands.dumpfiles import open_dump as _open
 
-_CODE_OPEN = "from tracelens.parsers import vmcore\n\ndump = vmcore.open({path!r})\n"
 DUMP_HELP = "A vmcore dump (ELF, kdump-compressed, flattened, xl dump-core), or every file of a makedumpfile --split set (in any order)."
 
 
@@ -38,14 +38,26 @@ def _print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def info(path, *, kind: str | None = None, json_out: bool = False, show_code: bool = False) -> None:
+def _open_code(c, path, vmcoreinfo: str | None = None) -> None:
+    """``dump = tracelens.open(...)`` in ``c`` (a tracelens.showcode.Code)."""
+    c.use("tracelens")
+    if vmcoreinfo:
+        c.use("tracelens.dump", "read_vmcoreinfo")
+        c.add(f"dump = tracelens.open({c.value(path)}, vmcoreinfo=read_vmcoreinfo({vmcoreinfo!r}))")
+    else:
+        c.add(f"dump = tracelens.open({c.value(path)})")
+
+
+def info(path, *, json_out: bool = False, show_code: bool = False) -> None:
     """Summarise a dump: format, compression, header version, page counts by state, VMCOREINFO essentials."""
+    path = _one(path)
     if show_code:
-        sys.stdout.write(_CODE_OPEN.format(path=_one(path)) + "summary = dump.info()\nprint(summary)\n")
+        from tracelens.commands.traceinfo import code
+
+        sys.stdout.write(code(path, json_out=json_out))
         return
-    with _open(_one(path)) as dump:
-        summary = dump.info()
-    summary["detected"] = kind
+    with _open(path) as dump:
+        summary = dict(dump.info())
     if json_out:
         _print_json(summary)
         return
@@ -70,15 +82,70 @@ def info(path, *, kind: str | None = None, json_out: bool = False, show_code: bo
     Console().print(t)
 
 
+def dmesg_code(path, *, style: str = "vmcore-dmesg", vmcoreinfo: str | None = None, json_out: bool = False,
+               xen_events: bool = False) -> str:
+    """The Python of ``tracelens dmesg`` with these options."""
+    from tracelens.showcode import Code
+
+    c = Code()
+    _open_code(c, path, vmcoreinfo)
+    if xen_events:
+        c.add("events = dump.xen_events()  # a polars DataFrame: seq, ts_nsec, event, category, pirq, irq, gsi...")
+        if json_out:
+            c.use("json").add("for row in events.to_dicts():", "    print(json.dumps(row))")
+        else:
+            c.use("polars").add("with polars.Config(tbl_rows=-1, tbl_cols=-1):", "    print(events)")
+    elif json_out:
+        c.use("json").add("for row in dump.kernel_log().table().to_pylist():  # seq, ts_nsec, level, facility, "
+                          "caller, text...", "    print(json.dumps(row))")
+    else:
+        c.use("sys").add(f"sys.stdout.buffer.write(dump.kernel_log().render({style!r}))")
+    return c.text()
+
+
+def pages_code(path, *, output: str | None = None, json_out: bool = False) -> str:
+    """The Python of ``tracelens pages`` with these options."""
+    from tracelens.showcode import Code
+
+    c = Code()
+    _open_code(c, path)
+    if output:
+        c.add(f"n = dump.write_pages({output!r})  # the page index, streamed into Parquet; n pages")
+    elif json_out:
+        c.use("json").add("runs = dump.page_runs()", "print(json.dumps(runs, indent=2, default=str))")
+    else:
+        c.add("runs = dump.page_runs()  # first_pfn, last_pfn, pages, state, compression", "print(runs)",
+              "pages = dump.pages  # the whole page index as a polars DataFrame")
+    return c.text()
+
+
+def read_code(path, addr: int, size: int, *, virtual: bool = False, zero_excluded: bool = False, raw: bool = False,
+              hex_out: bool = False) -> str:
+    """The Python of ``tracelens read`` with these options."""
+    from tracelens.showcode import Code
+
+    c = Code()
+    _open_code(c, path)
+    fn = "read_virt" if virtual else "read_phys"
+    c.add(f"data = dump.{fn}(0x{addr:x}, {size}" + (", zero_excluded=True" if zero_excluded else "") + ")")
+    if raw:
+        c.use("sys").add("sys.stdout.buffer.write(data)")
+    elif hex_out:
+        c.add("print(data.hex())")
+    else:
+        c.add("print(data)")
+    return c.text()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def dmesg(
         paths: List[str] = typer.Argument(..., metavar="DUMP", help=DUMP_HELP),
-        json_out: bool = typer.Option(False, "--json", help="One JSON object per record instead of text."),
-        style: str = typer.Option("vmcore-dmesg", "--format", help="Text layout: vmcore-dmesg (default) or makedumpfile (--dump-dmesg)."),
-        vmcoreinfo: str = typer.Option(None, "--vmcoreinfo", help="Use this VMCOREINFO text instead of the dump's."),
-        xen_events: bool = typer.Option(False, "--xen", help="Only the Xen-related events (PIRQ/GSI, grant table, balloon, event channels, shutdown, kexec)."),
-        show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+        json_out: bool = declared(DMESG, "json_out").typer(),
+        style: str = declared(DMESG, "style").typer(),
+        vmcoreinfo: Optional[str] = declared(DMESG, "vmcoreinfo").typer(),
+        xen_events: bool = declared(DMESG, "xen_events").typer(),
+        show_code: bool = declared(DMESG, "show_code").typer(),
     ):
         """Print the kernel log saved in a dump, exactly as vmcore-dmesg (or makedumpfile --dump-dmesg) does."""
         from tracelens.errors import UsageError
@@ -88,14 +155,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--format must be one of {', '.join(STYLES)}")
         path = _one(paths)
         if show_code:
-            code = _CODE_OPEN.format(path=path)
-            if xen_events:
-                code += "from tracelens.parsers.vmcore import xen\n\nevents = xen.log_events(dump)  # pyarrow Table\n"
-            elif json_out:
-                code += "log = dump.dmesg()  # pyarrow Table: seq, ts_nsec, level, facility, caller, text, ...\n"
-            else:
-                code += f"text = dump.kernel_log().render({style!r})\nprint(text.decode(), end='')\n"
-            sys.stdout.write(code)
+            sys.stdout.write(dmesg_code(path, style=style, vmcoreinfo=vmcoreinfo, json_out=json_out,
+                                        xen_events=xen_events))
             return
         if not (xen_events or json_out):
             from tracelens.commands.dumpfiles import print_log
@@ -103,31 +164,25 @@ def register(app: typer.Typer) -> None:
             print_log(path, vmcoreinfo, style)
             return
         with _open(path, vmcoreinfo) as dump:
-            log = dump.kernel_log()
-        if xen_events:
-            _print_xen_events(log.table(), json_out)
-            return
-        if json_out:
-            import json
+            if xen_events:
+                _print_xen_events(dump.xen_events(), json_out)
+                return
+            rows = dump.kernel_log().table().to_pylist()
+        import json
 
-            out = sys.stdout
-            for row in log.table().to_pylist():
-                out.write(json.dumps(row) + "\n")
+        sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
 
     @app.command()
     def pages(
         paths: List[str] = typer.Argument(..., metavar="DUMP", help=DUMP_HELP),
-        output: str = typer.Option(None, "-o", "--output", help="Write the page index to this Parquet file."),
+        output: Optional[str] = typer.Option(None, "-o", "--output", help="Write the page index to this Parquet file."),
         json_out: bool = typer.Option(False, "--json", help="Print runs of pages as JSON."),
-        show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+        show_code: bool = SHOW_CODE.typer(),
     ):
         """The page index: pfn, file offset, stored size, compression, state (present/zero/excluded/lost/invalid)."""
         path = _one(paths)
         if show_code:
-            code = _CODE_OPEN.format(path=path) + "pages = dump.pages()  # pyarrow Table\n"
-            if output:
-                code += f"import pyarrow.parquet as pq\npq.write_table(pages, {output!r})\n"
-            sys.stdout.write(code)
+            sys.stdout.write(pages_code(path, output=output, json_out=json_out))
             return
         if output:
             from tracelens.output import check_outputs
@@ -135,11 +190,10 @@ def register(app: typer.Typer) -> None:
             check_outputs([("-o", output)], [path])
         with _open(path) as dump:
             if output:
-                _write_parquet(dump, output)
-                counts = dump.page_counts()
-                sys.stderr.write(f"{path}: {sum(counts.values()):,} pages -> {output}\n")
+                n = dump.write_pages(output)
+                sys.stderr.write(f"{_label(path)}: {n:,} pages -> {output}\n")
                 return
-            runs = _runs(dump)
+            runs = dump.page_runs()
         if json_out:
             _print_json(runs)
             return
@@ -164,7 +218,7 @@ def register(app: typer.Typer) -> None:
         hex_out: bool = typer.Option(False, "--hex", help="One line of hex digits."),
         virtual: bool = typer.Option(False, "--virtual", help="ADDRESS is a kernel virtual address."),
         zero_excluded: bool = typer.Option(False, "--zero-excluded", help="Read excluded (filtered) pages as zeros."),
-        show_code: bool = typer.Option(False, "--show-code", help="Print the equivalent Python and exit."),
+        show_code: bool = SHOW_CODE.typer(),
     ):
         """Bytes at a physical (or, with --virtual, kernel virtual) address, like crash's rd."""
         from tracelens.errors import UsageError
@@ -176,13 +230,13 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--raw and --hex exclude each other")
         if size < 0 or size > (1 << 30):
             raise UsageError("LENGTH must be between 0 and 1 GiB")
-        fn = "read_virt" if virtual else "read_phys"
         if show_code:
-            ze = ", zero_excluded=True" if zero_excluded else ""
-            sys.stdout.write(_CODE_OPEN.format(path=path) + f"data = dump.{fn}(0x{addr:x}, {size}{ze})\n")
+            sys.stdout.write(read_code(path, addr, size, virtual=virtual, zero_excluded=zero_excluded, raw=raw,
+                                       hex_out=hex_out))
             return
         with _open(path) as dump:
-            data = getattr(dump, fn)(addr, size, zero_excluded=zero_excluded)
+            read_at = dump.read_virt if virtual else dump.read_phys
+            data = read_at(addr, size, zero_excluded=zero_excluded)
         if raw:
             sys.stdout.flush()
             sys.stdout.buffer.write(data)
@@ -216,26 +270,25 @@ def _is_int(text: str) -> bool:
     return True
 
 
-def _print_xen_events(records, json_out: bool) -> None:
+def _print_xen_events(events, json_out: bool) -> None:
+    """The rows of Dump.xen_events() (a polars DataFrame): JSON Lines, or a table for people."""
     import json
 
-    from tracelens.parsers.vmcore import xen
-
-    events = xen.log_events(records)
+    rows = events.to_dicts()
     if json_out:
-        for row in events.to_pylist():
-            sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
         return
     from rich.console import Console
     from rich.table import Table
 
     from tracelens.escape import rich as esc
 
-    t = Table(title=f"Xen events ({events.num_rows})")
+    t = Table(title=f"Xen events ({len(rows)})")
     for col in ("time", "event", "category", "pirq", "irq", "gsi", "detail"):
         t.add_column(col)
-    for r in events.to_pylist():  # kernel-log text: escaped as dmesg escapes it, and never markup
-        t.add_row(f"{r['ts_nsec'] / 1e9:.6f}", esc(r["event"]), esc(r["category"]), *(("" if r[c] is None else str(r[c])) for c in ("pirq", "irq", "gsi")),
+    for r in rows:  # kernel-log text: escaped as dmesg escapes it, and never markup
+        t.add_row(f"{r['ts_nsec'] / 1e9:.6f}", esc(r["event"]), esc(r["category"]),
+                  *(("" if r[c] is None else str(r[c])) for c in ("pirq", "irq", "gsi")),
                   esc(r["detail"] or (r["text"] if r["event"] == "panic" else "")))
     Console().print(t)
 
@@ -248,39 +301,3 @@ def _hexdump(addr: int, data: bytes) -> str:
         text = "".join(chr(c) if 0x20 <= c < 0x7F else "." for c in chunk)
         lines.append(f"{addr + i:016x}:  {words:<33}  {text}")
     return "\n".join(lines) + ("\n" if lines else "")
-
-
-def _runs(dump) -> list[dict]:
-    """Contiguous runs of pfns with the same state and compression."""
-    import numpy as np
-
-    from tracelens.parsers.vmcore import constants as C
-
-    runs: list[dict] = []
-    for b in dump._index_batches():
-        if not len(b):
-            continue
-        pfn = b.pfn.astype(np.int64)
-        brk = np.flatnonzero((np.diff(pfn) != 1) | (np.diff(b.state) != 0) | (np.diff(b.compression) != 0)) + 1
-        starts = np.concatenate([[0], brk])
-        ends = np.concatenate([brk, [len(pfn)]])
-        for s, e in zip(starts.tolist(), ends.tolist()):
-            st, cp = C.PAGE_STATES[b.state[s]], C.COMPRESSION_NAMES[b.compression[s]]
-            if runs and runs[-1]["last_pfn"] + 1 == pfn[s] and runs[-1]["state"] == st and runs[-1]["compression"] == cp:
-                runs[-1]["last_pfn"] = int(pfn[e - 1])
-                runs[-1]["pages"] += e - s
-            else:
-                runs.append({"first_pfn": int(pfn[s]), "last_pfn": int(pfn[e - 1]), "pages": e - s, "state": st, "compression": cp})
-    return runs
-
-
-def _write_parquet(dump, output: str) -> None:
-    """Stream the page index into ``output`` atomically (temp file in the same folder, then rename)."""
-    import pyarrow.parquet as pq
-
-    from tracelens.output import atomic_output
-    from tracelens.parsers.vmcore.dump import _page_schema
-
-    with atomic_output(output) as tmp, pq.ParquetWriter(tmp, _page_schema()) as w:
-        for batch in dump.iter_page_index():
-            w.write_batch(batch)

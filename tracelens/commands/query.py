@@ -1,8 +1,8 @@
 """``tracelens query CAPTURE|DUMP... "SELECT ..."``: SQL over decoded captures, their analysis and dumps' logs.
 
-The command parses options, calls :func:`tracelens.api.sql` (polars' SQL engine over the tables ``records``,
+The command parses options, calls :func:`tracelens.query.sql` (polars' SQL engine over the tables ``records``,
 ``boundaries``, ``grants``, ``grant_mappers``, ``balloon``, ``hypercalls``, ``irq_vectors``, ``safety``,
-``pirqs_open``, ``grefs_open``, ``findings``, ``dmesg``, ``xen_events``; see tracelens/api.py) and writes the
+``pirqs_open``, ``grefs_open``, ``findings``, ``dmesg``, ``xen_events``; see tracelens/query.py) and writes the
 result as a table, CSV, JSON or Parquet. ``--show-code`` prints the Python a notebook user would write.
 """
 
@@ -13,16 +13,16 @@ from typing import List, Optional
 
 import typer
 
-from tracelens.commands import check_cpu_hz, check_limit
+from tracelens.commands import declarations as D
 
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | None = None,
-        xen_version: str | None = None, cpu_hz: float | None = None, tolerance: str = "strict",
+def run(paths: list[str], query: str, config=None, *, fmt: str | None = None, output: str | None = None,
         show_code: bool = False, allow_files: bool = False, timeout: float | None = None,
         max_rows: int | None = None) -> int:
-    """The command's body, callable without the CLI. Returns the exit code (0: the query ran)."""
+    """The command's body, callable without the CLI (``config``: the AnalysisConfig of the captures, None: the
+    defaults). Returns the exit code (0: the query ran)."""
     from tracelens.errors import UsageError
 
     if fmt is None:
@@ -34,19 +34,14 @@ def run(paths: list[str], query: str, *, fmt: str | None = None, output: str | N
     if not paths:
         raise UsageError("query needs at least one CAPTURE or DUMP before the SQL text")
     if show_code:
-        print(code(paths, query, fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
-                   allow_files=allow_files, timeout=timeout, max_rows=max_rows))
+        sys.stdout.write(code(paths, query, config, fmt=fmt, output=output, allow_files=allow_files,
+                              timeout=timeout, max_rows=max_rows))
         return 0
     from tracelens.output import check_outputs
 
-    check_outputs([("-o", output)], paths)
-    from tracelens.api import sql
+    check_outputs([("-o", output)], [paths, config.decode.catalog_files if config is not None else None])
+    from tracelens.query import sql
 
-    config = None
-    if xen_version or cpu_hz or tolerance != "strict":
-        from tracelens.analysis.api import AnalysisConfig
-
-        config = AnalysisConfig(xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance)
     df = sql(query, *paths, config=config, safe=not allow_files, timeout=timeout, max_rows=max_rows)
     if output:
         from tracelens.output import atomic_output
@@ -105,32 +100,26 @@ def _write(df, fmt: str, path: str) -> None:
         f.write(text)
 
 
-def code(paths, query, *, fmt="table", output=None, xen_version=None, cpu_hz=None, tolerance="strict",
-         allow_files=False, timeout=None, max_rows=None) -> str:
-    """The Python equivalent of one ``tracelens query`` invocation."""
-    lines = ["import tracelens", ""]
-    from tracelens.commands import config_args
+def code(paths, query, config=None, *, fmt="table", output=None, allow_files=False, timeout=None,
+         max_rows=None) -> str:
+    """The Python equivalent of one ``tracelens query`` invocation, with the same AnalysisConfig."""
+    from tracelens.showcode import Code
 
-    cfg = config_args(xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance)
-    args = ", ".join(repr(p) for p in paths)
-    args += "".join(f", {k}={v!r}" for k, v in (("safe", False if allow_files else None), ("timeout", timeout),
-                                                  ("max_rows", max_rows)) if v is not None)
-    if cfg:
-        lines.insert(0, "from tracelens.analysis.api import AnalysisConfig")
-        lines.append(f"config = AnalysisConfig({', '.join(cfg)})")
-        lines.append(f"df = tracelens.sql({query!r}, {args}, config=config)  # a polars DataFrame")
-    else:
-        lines.append(f"df = tracelens.sql({query!r}, {args})  # a polars DataFrame")
+    c = Code().use("tracelens")
+    call = c.call("tracelens.sql", query, *paths, config=config, safe=False if allow_files else None,
+                  timeout=timeout, max_rows=max_rows)
+    c.add(f"df = {call}  # a polars DataFrame")
     if output:
         write = {"parquet": "write_parquet", "json": "write_json", "csv": "write_csv", "table": "write_csv"}[fmt]
-        lines.append(f"df.{write}({output!r})")
+        c.add(f"df.{write}({output!r})")
     elif fmt == "csv":
-        lines.append("print(df.write_csv(), end='')")
+        c.add("print(df.write_csv(), end='')")
     elif fmt == "json":
-        lines.append("print(df.write_json())")
+        c.add("print(df.write_json())")
     else:
-        lines.append("print(df)")
-    return "\n".join(lines)
+        c.use("polars").add("with polars.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200, "
+                            "tbl_width_chars=200):", "    print(df)")
+    return c.text()
 
 
 def register(app: typer.Typer) -> None:
@@ -142,16 +131,18 @@ def register(app: typer.Typer) -> None:
                                                                         "or parquet (needs -o); default with -o: "
                                                                         "from the file name"),
         output: Optional[str] = typer.Option(None, "-o", "--output", help="write the result to FILE (atomically)"),
-        xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that wrote the captures "
-                                                                              "(default: guessed)"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: adds time_ns to records", callback=check_cpu_hz),
-        tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
+        xen_version: Optional[str] = D.XEN_VERSION.typer(),
+        cpu_hz: Optional[float] = D.CPU_HZ.typer(help="TSC frequency in Hz: adds time_ns to records"
+                                                 + D.CONFIG_NOTE + "."),
+        tolerance: Optional[str] = D.TOLERANCE.typer(),
+        catalog: List[str] = D.CATALOG.typer(),
+        threads: Optional[int] = D.THREADS.typer(),
+        trace_mask: Optional[str] = D.TRACE_MASK.typer(),
         allow_files: bool = typer.Option(False, "--allow-files", help="let the query read files and URLs (read_csv, "
                                                                        "read_parquet, ...); off: only the tables above"),
         timeout: Optional[float] = typer.Option(None, "--timeout", help="cancel the query after this many seconds"),
-        max_rows: Optional[int] = typer.Option(None, "--max-rows", help="refuse a result of more rows",
-                                               callback=check_limit),
-        show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
+        max_rows: Optional[int] = typer.Option(None, "--max-rows", help="refuse a result of more rows"),
+        show_code: bool = D.SHOW_CODE.typer(),
     ):
         """SQL over captures and dumps (polars SQL). Tables: records, boundaries, grants, grant_mappers, balloon,
         hypercalls, irq_vectors, safety, pirqs_open, grefs_open, findings (with a `capture` column), dmesg and
@@ -163,8 +154,13 @@ def register(app: typer.Typer) -> None:
 
         if len(items) < 2:
             raise UsageError("query needs CAPTURE|DUMP... and then the SQL text")
-        code_ = run(items[:-1], items[-1], fmt=fmt, output=output, xen_version=xen_version, cpu_hz=cpu_hz,
-                    tolerance=tolerance, show_code=show_code, allow_files=allow_files, timeout=timeout,
-                    max_rows=max_rows)
+        from tracelens.commands import analysis_config, config, decode_options
+
+        cfg = config()
+        decode = decode_options(cfg.decode, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
+                                catalog_files=catalog, threads=threads)
+        analysis = analysis_config(cfg.analysis, decode, trace_mask=trace_mask)
+        code_ = run(items[:-1], items[-1], analysis, fmt=fmt, output=output, show_code=show_code,
+                    allow_files=allow_files, timeout=timeout, max_rows=max_rows)
         if code_:
             raise typer.Exit(code_)

@@ -8,6 +8,27 @@ import json
 import sys
 
 
+def decode_from(**given):
+    """The DecodeOptions of ``tracelens info``: ./tracelens.toml's [decode] with the options given on top (the typer
+    command and the console's fast path both build them here)."""
+    from tracelens.commands import config, decode_options
+
+    return decode_options(config().decode, **given)
+
+
+def code(path, decode=None, json_out: bool = False) -> str:
+    """The Python of ``tracelens info PATH`` with these options (a capture, a dump or the parts of a split set)."""
+    from tracelens.showcode import Code
+
+    c = Code().use("tracelens")
+    c.add(f"info = {c.call('tracelens.info', path, decode=decode)}")
+    if json_out:
+        c.use("json").add("print(json.dumps(info, indent=2, default=str))")
+    else:
+        c.add("print(info)")
+    return c.text()
+
+
 def _warn_damage(damage) -> None:
     from tracelens.escape import terminal
 
@@ -16,15 +37,17 @@ def _warn_damage(damage) -> None:
         print(f"tracelens: warning: skipped {length} bytes at byte {off}: {terminal(reason)}", file=sys.stderr)
 
 
-def info(path: str, *, json_out: bool = False, xen_version: str | None = None, show_code: bool = False,
-         tolerance: str = "strict") -> None:
-    if show_code:
-        print(f"import tracelens\n\ninfo = tracelens.xentrace_info({path!r}"
-              + (f", xen_version={xen_version!r}" if xen_version else "") + ")\nprint(info)")
-        return
-    from tracelens.parsers.xentrace.decode import summarize
+def info(path: str, decode=None, *, json_out: bool = False, show_code: bool = False) -> None:
+    """``tracelens info CAPTURE``: the counts of tracelens.info(path, decode), as tables or JSON."""
+    from tracelens.options import DecodeOptions
 
-    s = summarize(path, xen_version=xen_version, tolerance=tolerance)
+    decode = decode or DecodeOptions()
+    if show_code:
+        sys.stdout.write(code(path, decode, json_out))
+        return
+    from tracelens.parsers.xentrace.decode import info as capture_info
+
+    s = capture_info(path, decode)
     if json_out:
         print(json.dumps(s, indent=2))
         return

@@ -1,6 +1,7 @@
 """``tracelens watch``: follow a capture while xentrace writes it and print each guest's kexec-safety changes as they
-happen (tracelens.watch; docs/watch.md). The command parses options, runs :func:`tracelens.watch.watch` and
-renders its events as text lines or JSON lines."""
+happen (tracelens.live; docs/watch.md). The command parses its options into an AnalysisConfig, a WatchOptions and
+(--gate) a GateConfig, runs :func:`tracelens.live.watch` and renders its events as text lines or JSON lines;
+``--show-code`` prints the same call with the same objects."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from tracelens.commands import check_cpu_hz, config_args, trace_mask_option
+from tracelens.commands import declarations as D
 
 
 def _dom(d) -> str:
@@ -59,52 +60,23 @@ def _status_line(d: dict) -> str:
             + (f"; {out}" if out else ""))
 
 
-def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = None, gate: bool = False,
-        policy: str | None = None, fail_on: str | None = None, cpu_hz: float | None = None,
-        xen_version: str | None = None, tolerance: str = "strict", boundary: list[str] | tuple = (),
-        trace_mask: str | None = None, show_code: bool = False, out=None, err=None, stop=None,
-        on_open=None) -> int:
-    """The command's body, callable without the CLI. Returns the exit code (docs/exit-codes.md; with ``gate``,
-    the gate's)."""
-    from tracelens.analysis.boundaries import parse_boundary
-    from tracelens.errors import UsageError
+def run(capture: str, config=None, opts=None, *, json_lines: bool = False, gate=None, show_code: bool = False,
+        out=None, err=None, stop=None, on_open=None) -> int:
+    """The command's body, callable without the CLI: watch ``capture`` with ``config`` (an AnalysisConfig) and
+    ``opts`` (a tracelens.live.WatchOptions); ``gate``: a GateConfig to judge the end by (None: no gate). Returns
+    the exit code (docs/exit-codes.md; with ``gate``, the gate's)."""
+    from tracelens.live import WatchOptions, gate_verdict, watch
+    from tracelens.options import AnalysisConfig
 
     out = out or sys.stdout
     err = err or sys.stderr
-    if idle_exit is not None and idle_exit < 0:
-        raise UsageError(f"--idle-exit must be 0 or more seconds, not {idle_exit}")
-    if gate and tolerance != "strict":
-        raise UsageError("--gate reads strictly (a damaged capture is never a pass): drop --tolerance")
-    if (policy or fail_on) and not gate:
-        raise UsageError("--policy and --fail-on go with --gate")
-    user = [parse_boundary(b, cpu_hz) for b in boundary]
-    mask = trace_mask_option(trace_mask)
+    config = config or AnalysisConfig()
+    opts = opts or WatchOptions()
     if show_code:
-        out.write(_code(capture, user, cpu_hz, xen_version, tolerance, mask, idle_exit) + "\n")
+        out.write(code(capture, config, opts, gate))
         return 0
-    pol = None
-    if gate:
-        import os
-
-        from tracelens.commands.gate import DEFAULT_FAIL_ON, DEFAULT_POLICY
-        from tracelens.gate.policy import SEVERITIES, Policy, load_policy
-
-        if fail_on is not None and fail_on not in SEVERITIES:
-            raise UsageError(f"--fail-on must be one of {', '.join(SEVERITIES)}, not {fail_on!r}")
-        if policy is None and os.path.isfile(DEFAULT_POLICY):
-            policy = DEFAULT_POLICY
-        pol = load_policy(policy) if policy else Policy()
-        fail_on = fail_on or pol.fail_on or DEFAULT_FAIL_ON
-        if mask is None:
-            mask = pol.trace_mask
-    from tracelens.analysis.api import AnalysisConfig
-    from tracelens.live import WatchOptions, watch
-
-    config = AnalysisConfig(boundaries=tuple(user), xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
-                            trace_mask=mask)
     tty = hasattr(err, "isatty") and err.isatty()
-    opts = WatchOptions(idle_exit=idle_exit, status_every=2.0 if (json_lines or tty) else None)
-    text = _Text(out, cpu_hz)
+    text = _Text(out, config.decode.cpu_hz)
     final = None
     status_shown = False
     for ev in watch(capture, config, opts, stop=stop, on_open=on_open):
@@ -132,22 +104,16 @@ def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = Non
         err.write("\r\x1b[K")
     a = final.data["analysis"]
     w = final.data["watch"]
-    code = 0
+    code_ = 0
     gate_line = None
-    if gate:
-        from tracelens.gate.evaluate import judge
-
-        res = judge(a, capture if capture != "-" else "<stdin>", pol, fail_on)
-        if w["late_records"] or w["late_windows"]:
-            res.inconclusive.append(f"{w['late_windows']} window(s) arrived after later records had been "
-                                    "analysed: the live analysis may differ from the finished capture's")
-        code = res.exit_code
-        gate_line = {0: "pass", 1: "fail", 3: "inconclusive"}.get(code, str(code))
+    if gate is not None:
+        code_ = gate_verdict(final, capture if capture != "-" else "<stdin>", gate).exit_code
+        gate_line = {0: "pass", 1: "fail", 3: "inconclusive"}.get(code_, str(code_))
     if json_lines:
         end = {"type": "end", "summary": final.data["summary"], "findings": final.data["findings"],
                "watch": w, "at": round(final.at, 3)}
-        if gate:
-            end["gate"] = {"status": gate_line, "exit_code": code}
+        if gate is not None:
+            end["gate"] = {"status": gate_line, "exit_code": code_}
         out.write(json.dumps(end) + "\n")
     else:
         from tracelens.analysis.report import to_text
@@ -158,26 +124,31 @@ def run(capture: str, *, json_lines: bool = False, idle_exit: float | None = Non
             out.write(f"note: {w['late_windows']} window(s) arrived after later records had been analysed; "
                       "the summary below may differ from `tracelens analyze` of the finished capture\n")
         out.write(to_text(a, width=text_width(out)))
-        if gate:
-            out.write(f"gate: {gate_line} (exit {code})\n")
+        if gate is not None:
+            out.write(f"gate: {gate_line} (exit {code_})\n")
     out.flush()
-    return code
+    return code_
 
 
-def _code(capture, user, cpu_hz, xen_version, tolerance, mask, idle_exit) -> str:
-    cfg = config_args(boundaries=tuple(user) if user else None, xen_version=xen_version, cpu_hz=cpu_hz,
-                      tolerance=tolerance, trace_mask=mask)
-    opts = f"WatchOptions(idle_exit={idle_exit!r})" if idle_exit is not None else "WatchOptions()"
-    return (
-        "from tracelens.analysis.api import AnalysisConfig\n"
-        "from tracelens.live import WatchOptions, watch\n\n"
-        f"for ev in watch({capture!r}, AnalysisConfig({', '.join(cfg)}), {opts}):\n"
-        "    if ev.type == 'end':\n"
-        "        for f in ev.data['findings']:\n"
-        "            print(f['rule'], f['severity'], f['domid'], f['epoch'], f['object'], f['message'])\n"
-        "    elif ev.type != 'status':\n"
-        "        print(ev.type, ev.data)"
-    )
+def code(capture, config, opts, gate=None) -> str:
+    """The Python of ``tracelens watch`` with the same AnalysisConfig, WatchOptions and (--gate) GateConfig."""
+    from tracelens.showcode import Code
+
+    c = Code().use("tracelens.live", "watch")
+    c.add(f"for ev in {c.call('watch', capture, config=config, opts=opts)}:",
+          "    if ev.type == 'end':  # the last event: the final analysis",
+          "        break",
+          "    if ev.type != 'status':",
+          "        print(ev.type, ev.data)",
+          "findings = ev.data['findings']",
+          "for f in findings:",
+          "    print(f['rule'], f['severity'], f['domid'], f['epoch'], f['object'], f['message'])")
+    if gate is not None:
+        c.use("tracelens.live", "gate_verdict")
+        name = capture if capture != "-" else "<stdin>"
+        c.add(f"result = gate_verdict(ev, {name!r}, {c.value(gate)})",
+              "print('exit code', result.exit_code)  # 0 pass, 1 findings, 3 inconclusive")
+    return c.text()
 
 
 def register(app: typer.Typer) -> None:
@@ -194,20 +165,40 @@ def register(app: typer.Typer) -> None:
                                                         "3 inconclusive)"),
         policy: Optional[str] = typer.Option(None, "--policy", help="gate policy file (default ./tracelens.toml)"),
         fail_on: Optional[str] = typer.Option(None, "--fail-on", help="with --gate: error, warning or note"),
-        cpu_hz: Optional[float] = typer.Option(None, "--cpu-hz", help="TSC frequency in Hz: times in seconds",
-                                               callback=check_cpu_hz),
-        xen_version: Optional[str] = typer.Option(None, "--xen-version", help="Xen release that writes the capture "
-                                                                              "(default: guessed)"),
-        tolerance: str = typer.Option("strict", "--tolerance", help="strict, truncate or skip (as for decode)"),
+        cpu_hz: Optional[float] = D.CPU_HZ.typer(help="TSC frequency in Hz: times in seconds" + D.CONFIG_NOTE + "."),
+        xen_version: Optional[str] = D.XEN_VERSION.typer(),
+        tolerance: Optional[str] = D.TOLERANCE.typer(),
+        catalog: List[str] = D.CATALOG.typer(),
+        threads: Optional[int] = D.THREADS.typer(),
         boundary: List[str] = typer.Option([], "--boundary", help="add a boundary: DOMID@TSC; repeatable"),
-        trace_mask: Optional[str] = typer.Option(None, "--trace-mask", metavar="MASK",
-                                                 help="the xentrace -e mask in use (see tracelens analyze --help)"),
-        show_code: bool = typer.Option(False, "--show-code", help="print the equivalent Python and exit"),
+        trace_mask: Optional[str] = D.TRACE_MASK.typer(),
+        show_code: bool = D.SHOW_CODE.typer(),
     ):
         """Follow a capture while xentrace writes it: boundaries, the moment each guest stops being safe to kexec,
         findings and losses as they happen; the final summary at the end (see docs/watch.md)."""
         import signal
+        from dataclasses import replace
 
+        from tracelens.analysis.boundaries import parse_boundary
+        from tracelens.commands import analysis_config, decode_options
+        from tracelens.config import load_config
+        from tracelens.errors import UsageError
+        from tracelens.live import WatchOptions
+
+        if idle_exit is not None and idle_exit < 0:
+            raise UsageError(f"--idle-exit must be 0 or more seconds, not {idle_exit}")
+        if (policy or fail_on) and not gate:
+            raise UsageError("--policy and --fail-on go with --gate")
+        if gate and tolerance not in (None, "strict"):
+            raise UsageError("--gate reads strictly (a damaged capture is never a pass): drop --tolerance")
+        cfg = load_config(policy)
+        base = cfg.gate.analysis if gate else cfg.analysis  # the gate: strict, and gate.trace_mask first
+        decode = decode_options(base.decode, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
+                                catalog_files=catalog, threads=threads)
+        config = analysis_config(base, decode, boundaries=[parse_boundary(b, decode.cpu_hz) for b in boundary],
+                                 trace_mask=trace_mask)
+        gate_config = replace(cfg.gate, analysis=config, fail_on=fail_on) if gate else None
+        opts = WatchOptions(idle_exit=idle_exit, status_every=2.0 if (json_lines or sys.stderr.isatty()) else None)
         stopping = []
         opened = []
 
@@ -218,10 +209,8 @@ def register(app: typer.Typer) -> None:
 
         old = signal.signal(signal.SIGINT, on_sigint)
         try:
-            code = run(capture, json_lines=json_lines, idle_exit=idle_exit, gate=gate, policy=policy,
-                       fail_on=fail_on, cpu_hz=cpu_hz, xen_version=xen_version, tolerance=tolerance,
-                       boundary=boundary, trace_mask=trace_mask, show_code=show_code, stop=lambda: bool(stopping),
-                       on_open=lambda: opened.append(True))
+            code = run(capture, config, opts, json_lines=json_lines, gate=gate_config, show_code=show_code,
+                       stop=lambda: bool(stopping), on_open=lambda: opened.append(True))
         finally:
             signal.signal(signal.SIGINT, old)
         if code:

@@ -1,2 +1,2 @@
 """Fleets of captures: ``tracelens scan`` on Dask distributed (docs/fleet.md). The entry point is
-:func:`tracelens.fleet.api.scan` (also ``tracelens.scan``)."""
+:func:`tracelens.fleet.scan.scan` (also ``tracelens.scan``)."""

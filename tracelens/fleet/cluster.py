@@ -35,6 +35,20 @@ class ClusterOptions:
     retries: int = 2
     dashboard_address: str | None = "127.0.0.1:8787"
 
+    def __post_init__(self):
+        _check(self)
+
+
+def _check(opts: ClusterOptions) -> None:
+    if opts.workers is not None and opts.scheduler:
+        raise UsageError("give workers (a local cluster) or scheduler (an existing one), not both", "workers",
+                         "scheduler")
+    if opts.workers is not None and (isinstance(opts.workers, bool) or not isinstance(opts.workers, int)
+                                     or opts.workers < 0):
+        raise UsageError(f"workers must be 0 or more, not {opts.workers!r}", "workers")
+    if isinstance(opts.retries, bool) or not isinstance(opts.retries, int) or opts.retries < 0:
+        raise UsageError(f"retries must be 0 or more, not {opts.retries!r}", "retries")
+
 
 class InProcess:
     """The runner of ``workers=0``: no cluster."""
@@ -46,7 +60,8 @@ def _require_distributed():
     try:
         import distributed  # noqa: F401
     except ImportError:
-        raise UsageError("--workers/--scheduler need Dask distributed: pip install 'tracelens[fleet]'") from None
+        raise UsageError("workers and scheduler need Dask distributed: pip install 'tracelens[fleet]'", "workers",
+                         "scheduler") from None
 
 
 def dashboard_link(client) -> str | None:
@@ -66,10 +81,7 @@ def connect(opts: ClusterOptions, client=None):
     if client is not None:
         yield client
         return
-    if opts.workers is not None and opts.scheduler:
-        raise UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both")
-    if opts.workers is not None and opts.workers < 0:
-        raise UsageError(f"--workers must be 0 or more, not {opts.workers}")
+    _check(opts)  # the fields may have changed since it was made
     if opts.workers == 0:
         yield InProcess()
         return

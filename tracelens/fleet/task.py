@@ -1,7 +1,7 @@
 """One task of a scan: analyse one capture on a worker, write its parts, return its ``captures`` row.
 
 This is the only code that runs on the workers. It reads the capture from the shared file system, analyses it as
-``tracelens analyze`` does (tracelens.analysis.api.analyze: streaming, bounded memory), writes the rows of every
+``tracelens analyze`` does (tracelens.analysis.analyze.analyze: streaming, bounded memory), writes the rows of every
 table to OUTDIR (tracelens.fleet.tables) and returns the small ``captures`` row: the scheduler sees paths and these
 rows, never tables. The ``captures`` part is written last, so a row there means the other parts are complete.
 """
@@ -63,7 +63,7 @@ def base_row(path: str, **kw) -> dict:
 
 
 def _sha256(path: str) -> str | None:
-    from tracelens.analysis.api import sha256_file
+    from tracelens.analysis.analyze import sha256_file
 
     try:
         return sha256_file(path)
@@ -117,7 +117,7 @@ def analyse_one(item: tuple, opts: TaskOptions) -> dict:
     from dataclasses import replace
 
     from tracelens import _jit
-    from tracelens.analysis.api import AnalysisConfig, analyze
+    from tracelens.analysis.analyze import AnalysisConfig, analyze
     from tracelens.analysis.report import to_json_obj
     from tracelens.errors import TracelensError
     from tracelens.gate.evaluate import evaluate_findings, inconclusive_reasons

@@ -24,8 +24,14 @@ import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
-from tracelens.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK, EXIT_USAGE, FormatError
+from tracelens.errors import EXIT_FINDINGS, EXIT_INPUT, EXIT_OK, EXIT_USAGE, FormatError, UsageError
 from tracelens.gate.policy import SEVERITY_RANK, UNSUPPRESSIBLE_PREFIX, Policy
+from tracelens.options import AnalysisConfig, GateConfig
+
+#: the policy file the gate reads when GateConfig.policy is not given, if it exists
+DEFAULT_POLICY = "tracelens.toml"
+#: the lowest severity that fails when neither GateConfig.fail_on nor the policy says
+DEFAULT_FAIL_ON = "error"
 
 #: worst first: a usage or policy error, then a capture the gate could not read completely, then findings
 EXIT_PRECEDENCE = (EXIT_USAGE, EXIT_INPUT, EXIT_FINDINGS, EXIT_OK)
@@ -149,6 +155,10 @@ class GateResult:
     expired: list = field(default_factory=list)  # [AllowEntry] past their date
     unused_allow: list = field(default_factory=list)  # [AllowEntry] in force that matched no finding (stale?)
     unused_baseline: list = field(default_factory=list)  # accepted entries seen in no capture (fixed, or gone)
+    #: write_baseline: the fingerprints written (None: not asked, or refused), and the captures that could not be
+    #: read completely when it was refused (a baseline must not accept what the gate could not see)
+    baseline_written: int | None = None
+    baseline_refused: list = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -228,21 +238,25 @@ def inconclusive_reasons(findings, lost_records: int, policy: Policy, analysis=N
 
 
 def check_capture(path: str, policy: Policy, fail_on: str, baseline=None, today: date | None = None,
-                  xen_version: str | None = None, vmcore: str | None = None,
-                  vmcore_dom: int | None = None, trace_mask=None) -> CaptureResult:
+                  analysis: AnalysisConfig | None = None) -> CaptureResult:
     """Analyse one xentrace capture (strict decoding: any damage makes it unreadable), with the guest's dump when
-    ``vmcore`` is given (its TL-DMP-* findings join the capture's), and evaluate the findings."""
-    from tracelens.analysis.api import AnalysisConfig, analyze
+    ``analysis.vmcore`` is given (its TL-DMP-* findings join the capture's), and evaluate the findings. The trace
+    mask is ``analysis.trace_mask``, else the policy's ``gate.trace_mask``."""
+    from dataclasses import replace
 
+    from tracelens.analysis.analyze import analyze
+
+    analysis = analysis or AnalysisConfig()
+    vmcore = analysis.vmcore
     res = CaptureResult(path=path, vmcore=vmcore)
     try:
         res.size = os.path.getsize(path)
     except OSError:
         pass
     try:
-        mask = trace_mask if trace_mask is not None else policy.trace_mask
-        a = analyze(path, AnalysisConfig(xen_version=xen_version, tolerance="strict", vmcore=vmcore,
-                                         vmcore_dom=vmcore_dom, trace_mask=mask))
+        if analysis.trace_mask is None and policy.trace_mask is not None:
+            analysis = replace(analysis, trace_mask=policy.trace_mask)
+        a = analyze(path, analysis)
     except FormatError as e:  # IncompleteCaptureError included: truncated, corrupt, not a capture; or the dump
         res.error = str(e)
         return res
@@ -285,16 +299,15 @@ def _check_item(item, *args) -> CaptureResult:
     return check_capture(item[1], *args)
 
 
-def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: str | None = None,
-             vmcore_dom: int | None = None, today: date | None = None, xen_version: str | None = None,
-             trace_mask=None, cluster=None) -> GateResult:
-    """Check every capture and evaluate the policy. ``vmcore`` (the guest's dump) goes with the only capture. Never
-    raises for a damaged input: that input's result is ``unreadable``. ``cluster`` (a
+def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, analysis: AnalysisConfig | None = None,
+             today: date | None = None, cluster=None) -> GateResult:
+    """Check every capture and evaluate the policy. ``analysis.vmcore`` (the guest's dump) goes with the only
+    capture. Never raises for a damaged input: that input's result is ``unreadable``. ``cluster`` (a
     tracelens.fleet.cluster.ClusterOptions): check the captures on Dask workers, one task each, as ``tracelens
     scan`` does; a capture whose workers kept dying is ``unreadable`` (the gate fails closed)."""
     today = today or today_utc()
-    args = (policy, fail_on, baseline, today, xen_version, os.fspath(vmcore) if vmcore else None, vmcore_dom,
-            trace_mask)
+    analysis = analysis or AnalysisConfig()
+    args = (policy, fail_on, baseline, today, analysis)
     paths = [os.fspath(p) for p in captures]
     if cluster is None:
         results = [check_capture(p, *args) for p in paths]
@@ -304,7 +317,7 @@ def run_gate(captures, policy: Policy, fail_on: str, baseline=None, *, vmcore: s
         results = [None] * len(paths)
 
         def lost(item, message):
-            results[item[0]] = CaptureResult(path=item[1], vmcore=args[5], error=message)
+            results[item[0]] = CaptureResult(path=item[1], vmcore=analysis.vmcore, error=message)
 
         with connect(cluster) as client:
             run_tasks(client, _check_item, list(enumerate(paths)), args, on_lost=lost,
@@ -347,3 +360,56 @@ def baseline_entries(result: GateResult) -> list[dict]:
             out.append({"fingerprint": f.fingerprint, "rule": f.rule, "domid": f.domid, "epoch": f.epoch,
                         "object": f.object, "capture": r.path})
     return out
+
+
+def resolve_policy(config: GateConfig) -> tuple[str | None, Policy, str]:
+    """(policy file, Policy, fail_on) of a GateConfig: ``config.policy``, else ./tracelens.toml when it exists, else
+    the defaults; fail_on is ``config.fail_on``, else the policy's, else "error"."""
+    from tracelens.gate.policy import load_policy
+
+    path = config.policy
+    if path is None and os.path.isfile(DEFAULT_POLICY):
+        path = DEFAULT_POLICY
+    policy = load_policy(path) if path else Policy()
+    return path, policy, config.fail_on or policy.fail_on or DEFAULT_FAIL_ON
+
+
+def gate(captures, config: GateConfig | None = None, *, today: date | None = None) -> GateResult:
+    """``tracelens gate`` as a function: check ``captures`` under ``config`` (a GateConfig: policy file, fail_on,
+    baseline or write_baseline, the analysis options, a cluster) and return the :class:`GateResult`, whose
+    ``exit_code`` is the gate's verdict. The policy is ``config.policy``, else ./tracelens.toml when it exists,
+    else the defaults; fail_on is ``config.fail_on``, else the policy's, else "error"; the baseline is
+    ``config.baseline``, else the policy's ``gate.baseline``. With ``config.write_baseline`` the current findings
+    are accepted: their fingerprints are written there (atomically) and the result is judged against them, unless a
+    capture could not be read completely (``baseline_refused`` names them and nothing is written)."""
+    import json
+
+    from tracelens.gate.baseline import baseline_document, load_baseline, parse_baseline, write_baseline
+    from tracelens.output import check_outputs
+
+    config = config or GateConfig()
+    captures = [os.fspath(p) for p in captures]
+    if not captures:
+        raise UsageError("captures: give at least one capture", "captures")
+    if config.analysis.vmcore and len(captures) != 1:
+        raise UsageError(f"vmcore goes with one capture (the run the dump was taken in), not {len(captures)}",
+                         "vmcore")
+    policy_path, policy, fail_on = resolve_policy(config)
+    baseline_path = None if config.write_baseline else (config.baseline or policy.baseline)
+    check_outputs([("write_baseline", config.write_baseline)],
+                  [captures, config.analysis.vmcore, policy_path, config.analysis.decode.catalog_files])
+    baseline = load_baseline(baseline_path) if baseline_path else None
+    result = run_gate(captures, policy, fail_on, baseline, analysis=config.analysis, today=today,
+                      cluster=config.cluster)
+    if config.write_baseline:
+        incomplete = [c.path for c in result.captures if c.error is not None or c.inconclusive]
+        if incomplete:
+            result.baseline_refused = incomplete
+        else:
+            entries = baseline_entries(result)
+            write_baseline(config.write_baseline, entries)
+            # judged against what was just written: everything accepted, so only the policy and damage remain
+            doc = baseline_document(entries)
+            result = rebaseline(result, parse_baseline(json.dumps(doc), config.write_baseline))
+            result.baseline_written = len(doc["accepted"])
+    return result

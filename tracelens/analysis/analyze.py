@@ -1,5 +1,6 @@
 """The analysis entry point: :func:`analyze` a capture into one :class:`Analysis` (what ``tracelens analyze``
-renders). Config is an :class:`AnalysisConfig` rather than a keyword list."""
+renders). Its options are one :class:`tracelens.options.AnalysisConfig` (decode options nested inside) rather
+than a keyword list."""
 
 from __future__ import annotations
 
@@ -15,27 +16,9 @@ from tracelens.analysis import ledgers as L
 from tracelens.analysis import records as R
 from tracelens.analysis import safety as S
 from tracelens.analysis.boundaries import Epochs, find_boundaries
+from tracelens.options import AnalysisConfig
 
-
-@dataclass
-class AnalysisConfig:
-    """``boundaries``: extra (domid, tsc) boundaries; ``xen_version``: e.g. "4.17" (layouts, balloon packing);
-    ``cpu_hz``: adds nanosecond times to the decoded table; ``tolerance``: the decoder's damage tolerance;
-    ``trace_mask``: the event mask the capture was recorded with (``xentrace -e``; a number or its words), so that
-    zero records of a declared class count as evidence (tracelens.analysis.coverage)."""
-
-    boundaries: tuple = ()
-    xen_version: str | None = None
-    cpu_hz: float | None = None
-    tolerance: str = "strict"
-    vmcore: str | None = None
-    vmcore_dom: int | None = None
-    trace_mask: int | str | None = None  # the mask the capture was recorded with (xentrace -e), when known
-
-    def declared_mask(self) -> int | None:
-        from tracelens.analysis.coverage import parse_mask
-
-        return None if self.trace_mask is None else parse_mask(self.trace_mask)
+__all__ = ["Analysis", "AnalysisConfig", "analyze", "analyze_table"]
 
 
 @dataclass
@@ -58,7 +41,7 @@ class Analysis:
     dump: dict | None = None  # evidence from --vmcore (tracelens.analysis.dumpside)
     coverage: dict = field(default_factory=dict)  # tracelens.analysis.coverage.coverage
     lost_info: dict | None = None  # records.lost_details, parallel to ``lost``
-    cpu_hz: float | None = None  # the TSC frequency given (AnalysisConfig.cpu_hz): reports show seconds with it
+    cpu_hz: float | None = None  # the TSC frequency given (DecodeOptions.cpu_hz): reports show seconds with it
     balloon_series: dict | None = None  # per DECREASE_RESERVATION record: tsc, domid, pages (ledgers.balloon_series)
 
     @property
@@ -75,7 +58,7 @@ def analyze_table(table, config: AnalysisConfig | None = None, path: str | None 
     ep = find_boundaries(rec, user=list(config.boundaries))
     grants = L.grant_ledger(rec, ep)
     hc = L.hypercall_counts(rec, ep)
-    balloon = L.balloon_ledger(rec, ep, xen_version=parse_version(config.xen_version), hypercalls=hc)
+    balloon = L.balloon_ledger(rec, ep, xen_version=parse_version(config.decode.xen_version), hypercalls=hc)
     guest = L.guest_ledger(rec, ep)
     lost = R.lost_intervals(rec)
     return finish(rec, ep, grants, balloon, hc, guest, lost, R.event_counts(rec), R.seen_domains(rec), config,
@@ -93,10 +76,10 @@ def finish(rec, ep, grants, balloon, hc, guest, lost, event_counts, seen, config
 
     safety = S.kexec_safety(rec, ep, grants, balloon, lost, guest, hc, coverage=cov, lost_info=info, seen=seen)
     findings = F.build_findings(ep, grants, balloon, guest, safety, lost, info, cov)
-    bseries = L.balloon_series(rec, ep, xen_version=parse_version(config.xen_version))
+    bseries = L.balloon_series(rec, ep, xen_version=parse_version(config.decode.xen_version))
     return Analysis(epochs=ep, grants=grants, balloon=balloon, hypercalls=hc, guest=guest, safety=safety,
                     findings=findings, lost=lost, layout=rec.meta.get("tracelens.layout") or {}, coverage=cov,
-                    lost_info=info, cpu_hz=config.cpu_hz, balloon_series=bseries, **kw)
+                    lost_info=info, cpu_hz=config.decode.cpu_hz, balloon_series=bseries, **kw)
 
 
 def _size(path) -> int:
@@ -122,11 +105,12 @@ def sha256_file(path, stop: threading.Event | None = None) -> str | None:
 def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analysis:
     """Analyse the capture at ``path`` as a stream, in bounded memory (tracelens.analysis.stream): the result
     equals :func:`analyze_table` of the decoded table. ``progress(done, total)`` follows the passes."""
+    from tracelens._jit import ANALYZE_KERNELS, first_run, set_threads
     from tracelens.analysis.stream import analyze_stream
 
-    from tracelens._jit import ANALYZE_KERNELS, first_run
-
     config = config or AnalysisConfig()
+    set_threads(config.decode.threads)
+    config.decode.catalog()  # the analysis reads ids, not names; a catalog file it is given must still be valid
     # the file's SHA-256 is computed by the first pass, from the pages it maps anyway, on a thread beside the kernel
     with first_run(_size(path), kernels=ANALYZE_KERNELS):
         a = analyze_stream(path, config, progress=progress, digest=True)

@@ -27,7 +27,7 @@ ON_ERROR = ("record", "raise")
 
 @dataclass
 class ScanConfig:
-    """``analysis``: options of every capture's analysis (tracelens.analysis.api.AnalysisConfig; its vmcore comes
+    """``analysis``: options of every capture's analysis (tracelens.options.AnalysisConfig; its vmcore comes
     from ``vmcore_map``); ``cluster``: where the tasks run; ``vmcore_map``: CSV ``capture,dump[,domid]`` (paths
     relative to the CSV's folder); ``on_error``: "record" or "raise"; ``policy``: a tracelens.toml whose ``[gate]``
     table judges the findings (columns ``level``, ``state``, ``blocking`` and the captures' ``gate_status``; default
@@ -39,6 +39,13 @@ class ScanConfig:
     on_error: str = "record"
     policy: str | None = None
     fail_on: str | None = None
+
+    def __post_init__(self):
+        from tracelens.options import SEVERITIES, check_choice
+
+        check_choice(self.on_error, ON_ERROR, "on_error")
+        if self.fail_on is not None:
+            check_choice(self.fail_on, SEVERITIES, "fail_on")
 
 
 class ScanFailed(TracelensError):
@@ -113,7 +120,7 @@ def read_vmcore_map(path: str) -> dict[str, tuple[str, int | None]]:
     try:
         f = open(path, newline="", encoding="utf-8")
     except OSError as e:
-        raise UsageError(f"--vmcore-map {path}: {e.strerror}") from None
+        raise UsageError(f"vmcore_map {path}: {e.strerror}", "vmcore_map") from None
     with f:
         for n, row in enumerate(csv.reader(f), 1):
             row = [c.strip() for c in row]
@@ -200,7 +207,7 @@ def _size(path) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # scan
 def _task_options(config: ScanConfig, outdir: str):
-    from tracelens.analysis.api import AnalysisConfig
+    from tracelens.analysis.analyze import AnalysisConfig
     from tracelens.fleet.task import TaskOptions
     from tracelens.gate.baseline import load_baseline
     from tracelens.gate.policy import Policy, load_policy
@@ -224,14 +231,14 @@ def scan(paths, outdir, config: ScanConfig | None = None, *, client=None, progre
     dashboard)``, ``update(row)`` and ``stop()`` (tracelens.fleet.progress.ScanProgress draws a bar)."""
     config = config or ScanConfig()
     if config.on_error not in ON_ERROR:
-        raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, not {config.on_error!r}")
+        raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, not {config.on_error!r}", "on_error")
     outdir = os.fspath(outdir)
     if os.path.exists(outdir) and not os.path.isdir(outdir):
-        raise UsageError(f"-o {outdir}: exists and is not a directory")
+        raise UsageError(f"outdir {outdir}: exists and is not a directory", "outdir")
     paths = [os.fspath(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     vmap = read_vmcore_map(config.vmcore_map) if config.vmcore_map else {}
     if not paths and not vmap:
-        raise UsageError("give at least one PATH (a capture or a directory of captures)")
+        raise UsageError("paths: give at least one capture or folder of captures", "paths")
     opts = _task_options(config, outdir)
     items, skipped = collect_inputs(paths, outdir, vmap)
     try:
