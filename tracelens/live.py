@@ -310,6 +310,8 @@ class Engine:
                 self.started = True
             if nbytes < 12 and not final and self.skipping is None:
                 return nw_total
+            if not final and self.skipping is None and self._head_incomplete():
+                return nw_total  # the first window is not whole yet: no copy of what has come so far
             # a copy (the bytearray grows and shrinks under it); it becomes the windows' own storage
             words = np.frombuffer(bytes(self.buf[:nbytes]), np.uint32) if nbytes else np.zeros(0, np.uint32)
             n = words.shape[0]
@@ -357,6 +359,20 @@ class Engine:
             self.skipping = (off, msg)
             self.skip_first = True
             del words
+
+    def _head_incomplete(self) -> bool:
+        """The buffer starts with a plausible CPU_CHANGE header whose window has not all arrived (a big window coming
+        in small reads is then not copied again at every read)."""
+        from tracelens.parsers.xentrace import _kernels as XK
+        from tracelens.parsers.xentrace import decode as D
+
+        b = self.buf
+        if int.from_bytes(b[0:4], "little") != XK.CPU_CHANGE_HEADER:
+            return False
+        cpu, size = int.from_bytes(b[4:8], "little"), int.from_bytes(b[8:12], "little")
+        if cpu >= D.MAX_CPU or size % 4 or size > D.MAX_WINDOW_BYTES:
+            return False  # damage: the walk reports it
+        return 12 + size > len(b)
 
     def _tail(self, words, n):
         """The end of the input with whole windows only: stray bytes after the last record are damage."""
