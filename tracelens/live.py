@@ -228,18 +228,13 @@ _GFIELDS = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", n
 
 class Engine:
     """The incremental analysis (module docstring). ``feed(bytes)``; ``view()`` the Analysis so far;
-    ``finish()`` the final one."""
+    ``view(final=True)`` the final one."""
 
     def __init__(self, config=None, opts: WatchOptions | None = None, name: str = "<stdin>",
                  stream_opts: S.StreamOptions | None = None):
         from tracelens.analysis import analyze as A
-        from tracelens.parsers.xentrace.decode import TOLERANCES
 
-        self.config = config or A.AnalysisConfig()
-        if self.config.decode.tolerance not in TOLERANCES:
-            from tracelens.errors import UsageError
-
-            raise UsageError(f"tolerance must be one of {', '.join(TOLERANCES)}, not {self.config.decode.tolerance!r}")
+        self.config = config or A.AnalysisConfig()  # DecodeOptions checked its tolerance
         self.opts = opts or WatchOptions()
         self.sopts = stream_opts or S.StreamOptions()
         self.name = name
@@ -255,6 +250,7 @@ class Engine:
         self.skip_first = False
         self.stopped = False  # truncate: damage met, the rest is not analysed
         self.ended = False
+        self._epochs_memo = None
         self.started = False
         self.cpus: set = set()
         self.last_seen = np.zeros(self.sel.ncpu, np.int64)  # bytes received when each pCPU last sent a window
@@ -333,9 +329,8 @@ class Engine:
                 del words
                 self._consume(4 * done)
                 nw_total += pos.size
-                if self._windows(wcopy, pos, end, cpu.astype(np.int64), final and status == XK.OK and
-                                 done == n and len(self.buf) == 0):
-                    return nw_total
+                if self._windows(wcopy, pos, end, cpu.astype(np.int64)):
+                    return nw_total  # truncate: damage met
                 continue
             if status == XK.OK:  # nothing there yet
                 if final:
@@ -444,7 +439,7 @@ class Engine:
 
     # -- arrival: pass 1 and resume candidates ----------------------------------------------------------------
 
-    def _windows(self, words, pos, end, cpu, last) -> bool:
+    def _windows(self, words, pos, end, cpu) -> bool:
         """Pass 1 over whole windows that arrived; returns True when truncation stopped the analysis."""
         from tracelens.parsers.xentrace import _kernels as XK
         from tracelens.parsers.xentrace import decode as D
@@ -508,15 +503,7 @@ class Engine:
         from tracelens.parsers.xentrace import decode as D
 
         sel = self.sel
-        if sel.hoverflow.any():
-            batch = D._exact_ids(words, pos, nwin, self.name)
-        else:
-            batch = {}
-            for t in range(sel.hkeys.shape[0]):
-                used = sel.hkeys[t] != 0xFFFFFFFF
-                for k, c in zip(sel.hkeys[t][used].tolist(), sel.hcounts[t][used].tolist()):
-                    key = (k & 0x0FFFFFFF, k >> 28)
-                    batch[key] = batch.get(key, 0) + c
+        batch = D._exact_ids(words, pos, nwin, self.name) if sel.hoverflow.any() else sel.table_ids()
         for key, c in batch.items():
             self.ids[key] = self.ids.get(key, 0) + c
         if len(self.ids) > D.MAX_DISTINCT_IDS:
@@ -659,6 +646,18 @@ class Engine:
                 rec = S._records(rows, meta, p1)
         return rows, rec
 
+    def _epochs(self, limit: int):
+        """(Records, Epochs) below K ``limit``; a view right after a commit at the same watermark reuses the
+        commit's (building the table and finding the boundaries is the costly part of both)."""
+        from tracelens.analysis.boundaries import find_boundaries
+
+        key = (limit, self.rows()["ev"].size, self.cand["found"].tobytes(), self.cand["key"].tobytes(),
+               len(self.damage), int(self.sel.st_stats[:, 0].sum()), self.ended)
+        if self._epochs_memo is None or self._epochs_memo[0] != key:
+            _rows, rec = self._rec(limit)
+            self._epochs_memo = (key, rec, find_boundaries(rec, user=list(self.config.boundaries)))
+        return self._epochs_memo[1], self._epochs_memo[2]
+
     def _meta(self, rows) -> dict:
         from tracelens.parsers.xentrace import decode as D
         from tracelens.parsers.xentrace.catalog import parse_version
@@ -689,15 +688,13 @@ class Engine:
         """Commit, in ``c``, every retained window whose records all lie below K ``limit``, and feed the grant
         rows below the frontier to the ledger."""
         from tracelens.analysis import _kernels as K
-        from tracelens.analysis.boundaries import find_boundaries
 
         lim = np.uint64(min(limit, int(INF)))
         todo = [(b, np.flatnonzero(b.open & (b.end_key < lim) if limit < int(INF) else b.open))
                 for b in c.retained]
         todo = [(b, o) for b, o in todo if o.size]
         if todo:
-            _rows, rec = self._rec(limit)
-            ep = find_boundaries(rec, user=list(self.config.boundaries))
+            _rec, ep = self._epochs(limit)
             csr = ep.csr()
             key = (csr[0].tobytes(), csr[1].tobytes(), csr[2].tobytes())
             if key != c.csr_key:  # new boundaries: epochs widen, cursors start again (_epoch_cursor self-corrects)
@@ -751,7 +748,6 @@ class Engine:
         committed (the state itself is left as it is); ``final``: commit everything (the input ended)."""
         from tracelens.analysis import analyze as A
         from tracelens.analysis import ledgers as L
-        from tracelens.analysis.boundaries import find_boundaries
 
         if final:
             self.ended = True
@@ -766,8 +762,7 @@ class Engine:
             c = self.c
             limit = self.watermark()
         self._commit(c, limit)
-        _rows, rec = self._rec(c.w if not (final or speculative) else int(INF))
-        ep = find_boundaries(rec, user=list(self.config.boundaries))
+        rec, ep = self._epochs(c.w if not (final or speculative) else int(INF))
         _widen(c.gs, 1 + max((ep.count(d) for d in ep.by_dom), default=0))
         grants = S._grant_ledger(c.gs, ep, self.sopts.top)
         hk, hcnt = _tables(c.hc)
@@ -779,11 +774,7 @@ class Engine:
         guest = L.guest_ledger(rec, ep)
         lost = R.lost_intervals(rec)
         sel = self.sel
-        big: dict[int, int] = {}
-        for t in range(sel.big[0].shape[0]):
-            used = sel.big[1][t]
-            for k, cnt in zip(sel.big[0][t][used].tolist(), sel.big[2][t][used].tolist()):
-                big[k] = big.get(k, 0) + cnt
+        big = sel.big_irqs()
         p1 = self._p1()
         seen = np.flatnonzero(sel.dom_seen.any(axis=0))
         a = A.finish(rec, ep, grants, balloon, hc, guest, lost, dict(self.ids), seen, self.config,
@@ -805,18 +796,6 @@ class Engine:
         out.retained = [copy.copy(b) for b in c.retained]
         for b in out.retained:
             b.open = b.open.copy()
-        return out
-
-    def outstanding(self) -> dict:
-        """(mapper, granter) -> grants mapped now, from the committed grant ledger."""
-        gs = self.c.gs
-        if not gs.keys:
-            return {}
-        bal = gs.arrays["balance"][: len(gs.keys)]
-        out = {}
-        for k, v in zip(gs.keys, bal.tolist()):
-            if v > 0 and k // 0x10000 >= 0:
-                out[(k // 0x10000, k & 0xFFFF)] = v
         return out
 
 
@@ -862,7 +841,7 @@ class _Differ:
         self.current: dict = {}  # guest -> (epoch, verdict) of its latest epoch in the last view
         self.outstanding: dict = {}  # (mapper, granter) -> grants mapped at the end of the last view
 
-    def diff(self, a, final: bool = False) -> list[tuple[str, dict]]:
+    def diff(self, a) -> list[tuple[str, dict]]:
         from tracelens.analysis.safety import lost_dict
 
         out = []
@@ -999,7 +978,6 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
                 last_status = now
                 yield Event("status", _status(eng, rate, differ), now - t0)
         a = eng.view(final=True)
-        a.sha256 = eng.sha.hexdigest()
         recomputed = False
         if (eng.late or eng.late_windows) and src.follow:
             # windows came after later records had been committed: the file is whole now, analyse it again
@@ -1007,7 +985,7 @@ def watch(source="-", config=None, opts: WatchOptions | None = None, *, stop=Non
 
             a = analyze(src.name, config)
             recomputed = True
-        for typ, d in differ.diff(a, final=True):
+        for typ, d in differ.diff(a):
             yield event(typ, d, time.monotonic() - t0)
         obj = to_json_obj(a)
         yield Event("end", {"findings": obj["findings"], "summary": obj, "analysis": a,
@@ -1030,7 +1008,7 @@ def gate_verdict(end: Event, name: str, config=None):
     _path, policy, fail_on = resolve_policy(config or GateConfig())
     res = judge(end.data["analysis"], name, policy, fail_on)
     w = end.data["watch"]
-    if w["late_records"] or w["late_windows"]:
+    if not w["exact"]:  # (a followed file was analysed again at the end: exact)
         res.inconclusive.append(f"{w['late_windows']} window(s) arrived after later records had been analysed: the "
                                 "live analysis may differ from the finished capture's")
     return res
@@ -1043,8 +1021,9 @@ def _status(eng: Engine, rate: float, differ: _Differ) -> dict:
     backends = [{"mapper": m, "granter": g, "outstanding": n} for (m, g), n in sorted(out.items())]
     unsafe = sorted({(d, e) for d, e, _k in differ.unsafe})
     guests = {"safe": 0, "unsafe": 0, "inconclusive": 0}
+    unsafe_set = set(unsafe)
     for d, (e, verdict) in differ.current.items():  # each guest's running kernel, in the kexec_is_safe sense
-        key = "unsafe" if (d, e) in set(unsafe) else ("inconclusive" if verdict in ("inconclusive", "not covered")
+        key = "unsafe" if (d, e) in unsafe_set else ("inconclusive" if verdict in ("inconclusive", "not covered")
                                                        else "safe")
         guests[key] += 1
     return {"bytes": eng.size, "records": eng._p1().records, "records_per_s": round(rate),

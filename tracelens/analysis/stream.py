@@ -189,6 +189,21 @@ class _Select:
         self.windows.append(wa)
         return w_bad
 
+    def table_ids(self) -> dict:
+        """(event id, n_extra) -> records, from the per-thread tables (exact unless ``hoverflow``)."""
+        from tracelens.parsers.xentrace.decode import _id_counts
+
+        return _id_counts(self.hkeys, self.hcounts)
+
+    def big_irqs(self) -> dict:
+        """IRQ_HANDLED per irq past 65535, summed over the per-thread tables."""
+        big: dict[int, int] = {}
+        for t in range(self.big[0].shape[0]):
+            used = self.big[1][t]
+            for k, c in zip(self.big[0][t][used].tolist(), self.big[2][t][used].tolist()):
+                big[k] = big.get(k, 0) + c
+        return big
+
     def finish(self, sc) -> _Pass1:
         wa = [np.concatenate([x[i] for x in self.windows]) if self.windows else np.zeros(0, np.int64)
               for i in range(5)]
@@ -201,19 +216,10 @@ class _Select:
             ids = _exact_ids(sc.words, sc.pos, sc.nrec, sc.path)
             _release(sc.mm, sc.size)
         else:
-            ids = {}
-            for t in range(self.hkeys.shape[0]):
-                used = self.hkeys[t] != 0xFFFFFFFF
-                for k, c in zip(self.hkeys[t][used].tolist(), self.hcounts[t][used].tolist()):
-                    key = (k & 0x0FFFFFFF, k >> 28)
-                    ids[key] = ids.get(key, 0) + c
+            ids = self.table_ids()
         st = self.st_stats
         timed = st[:, 5] > 0
-        big: dict[int, int] = {}
-        for t in range(self.big[0].shape[0]):
-            used = self.big[1][t]
-            for k, c in zip(self.big[0][t][used].tolist(), self.big[2][t][used].tolist()):
-                big[k] = big.get(k, 0) + c
+        big = self.big_irqs()
         return _Pass1(wa[0].astype(np.uint64), wa[1].astype(np.uint64), wa[2], wa[3], self.st_key.copy(),
                       int(st[:, 0].sum()), int(self.st_first[timed].min()) if timed.any() else 0,
                       int(st[:, 4].max()), ids, self.handled, rows,

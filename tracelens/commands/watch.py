@@ -107,8 +107,8 @@ def run(capture: str, config=None, opts=None, *, json_lines: bool = False, gate=
     code_ = 0
     gate_line = None
     if gate is not None:
-        code_ = gate_verdict(final, capture if capture != "-" else "<stdin>", gate).exit_code
-        gate_line = {0: "pass", 1: "fail", 3: "inconclusive"}.get(code_, str(code_))
+        verdict = gate_verdict(final, capture if capture != "-" else "<stdin>", gate)
+        code_, gate_line = verdict.exit_code, verdict.status
     if json_lines:
         end = {"type": "end", "summary": final.data["summary"], "findings": final.data["findings"],
                "watch": w, "at": round(final.at, 3)}
