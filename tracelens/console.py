@@ -98,5 +98,31 @@ def main(argv: list[str] | None = None) -> int:
     return cli_main(args)
 
 
+def leave(code: int | None) -> None:
+    """End the process with ``code`` the way the console script does: non-daemon threads are joined, atexit
+    handlers run (temporary files, Dask clusters, logging) and stdout/stderr are flushed, as at a normal exit; then
+    the process exits without the interpreter's teardown. That teardown unloads some 600 modules and runs LLVM's
+    destructors (numba loads LLVM) and took 0.10-0.15 s after every command here, with nothing left to do (output
+    files are written atomically and closed before a command returns)."""
+    import atexit
+    import os
+    import threading
+
+    code = int(code or 0)
+    try:
+        for t in threading.enumerate():
+            if t is not threading.main_thread() and not t.daemon:
+                t.join()
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+                pass
+    except BaseException:  # pragma: no cover - whatever went wrong, exit as Python would
+        sys.exit(code)
+    os._exit(code)
+
+
 def run() -> None:  # pragma: no cover - the console script
-    sys.exit(main())
+    leave(main())

@@ -108,6 +108,10 @@ def register(app: typer.Typer) -> None:
                                                                             "(default: inferred, see docs/analysis.md)"),
     ):
         """Kexec boundaries, grant/balloon/hypercall ledgers, kexec safety and findings (see docs/analysis.md)."""
+        if not show_code:  # its SHA-256 on a spare core while numba loads (tracelens.digest)
+            from tracelens.digest import prefetch
+
+            prefetch(capture)
         from tracelens.analysis.boundaries import parse_boundary
         from tracelens.commands import analysis_config, config, decode_options
 

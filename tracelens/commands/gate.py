@@ -162,6 +162,10 @@ def register(app: typer.Typer) -> None:
     ):
         """Pass or fail CI on kexec-safety findings: exit 0 pass, 1 findings at or above --fail-on, 2 bad usage or
         policy, 3 a capture unreadable or inconclusive (see docs/gate.md)."""
+        if captures and not show_code and workers is None and not scheduler:
+            from tracelens.digest import prefetch
+
+            prefetch(captures[0])  # its SHA-256 on a spare core while numba loads (tracelens.digest)
         from dataclasses import replace
 
         from tracelens.commands import analysis_config, decode_options
