@@ -1,7 +1,8 @@
 """The ``tracelens`` console entry point (``[project.scripts]`` and ``python -m tracelens``).
 
-Most commands go to the typer application in tracelens.cli. Two are served here first, without importing typer,
-click or pydantic (most of the start-up time of the full CLI): ``tracelens dmesg DUMP... [--format F]
+Most commands go to the typer application in tracelens.cli. Three are served here first, without importing typer,
+click or pydantic (most of the start-up time of the full CLI): ``tracelens analyze CAPTURE`` with any of its
+options but ``--show-code`` (the main job: typer's start-up was a tenth of a second of it); ``tracelens dmesg DUMP... [--format F]
 [--vmcoreinfo FILE]``, the command people run next to ``makedumpfile --dump-dmesg``, on the standard library and
 the dump readers alone (no rich, numpy or pyarrow either); and ``tracelens info CAPTURE [--json] [--xen-version V]
 [--tolerance T] [--catalog F] [--threads N]`` for a xentrace capture, whose target is a whole 1 GiB capture in
@@ -45,6 +46,33 @@ def info_fast_args(args: list[str]) -> dict | None:
         return None
     out["path"] = out.pop("args")[0]
     return out
+
+
+def analyze_fast_args(args: list[str]) -> dict | None:
+    """The options of ``tracelens analyze CAPTURE`` when the fast path can serve them: the parameters of
+    tracelens.commands.declarations.ANALYZE and "capture"; None when the full CLI must parse them (--show-code,
+    --help, anything unknown, a missing or unconvertible value, not exactly one capture)."""
+    from tracelens.commands.declarations import ANALYZE, parse
+
+    out = parse(ANALYZE, args)
+    if out is None or len(out["args"]) != 1:
+        return None
+    out["capture"] = out.pop("args")[0]
+    return out
+
+
+def _analyze(args: dict) -> int:
+    """``tracelens analyze`` without typer (whose start-up, pydantic included, is a tenth of a second): the
+    command's own body (tracelens.commands.analyze.from_options), its errors as the full CLI reports them."""
+    from tracelens.errors import run_guarded
+
+    def run():
+        from tracelens.commands.analyze import from_options
+
+        opts = dict(args)
+        return from_options(opts.pop("capture"), **opts)
+
+    return run_guarded(run)
 
 
 def _info(args: dict) -> int | None:
@@ -93,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             rc = _info(fast)
             if rc is not None:
                 return rc
+    if args and args[0] == "analyze":
+        fast = analyze_fast_args(args[1:])
+        if fast is not None:
+            return _analyze(fast)
     from tracelens.cli import main as cli_main
 
     return cli_main(args)

@@ -511,6 +511,7 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
     csr = ep.csr()
     slot = K._dom_slots(csr[0])
     cursors = (slot, np.zeros(csr[0].shape[0], np.int64), np.zeros(csr[0].shape[0], np.int64))
+    scratch = np.zeros((nth, max(1, csr[0].shape[0])), np.int64)  # each thread's epoch cursors in pass 2's kernel
     n_ep = 1 + max((ep.count(d) for d in ep.by_dom), default=0)
     gs = _GrantState(n_ep)
     size = 1 << 17
@@ -535,7 +536,7 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
             g_start[:] = 0
         K.stream_grants_hypercalls(sc.words, sc.pos[a:b], sc.vend[a:b], np.arange(a, b, dtype=np.int64),
                                    cidx[a:b].astype(np.int64), p1.w_tsc0, p1.w_key0, p1.w_state0, g_start[:-1],
-                                   csr[0], csr[1], csr[2], K.TABLE_IDS,
+                                   csr[1], csr[2], slot, scratch, K.TABLE_IDS,
                                    K.TABLE_CAT if want_hc else _no_hypercalls(K), K.TABLE_NEED,
                                    g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"],
                                    *hc, *fold, limit, dropped)

@@ -136,6 +136,28 @@ DMESG = (
 )
 
 
+#: ``tracelens analyze CAPTURE``: the fast path serves everything but --show-code
+ANALYZE = (
+    Opt("fmt", ("--format", "-f"), "text, json, md or html (self-contained, with timelines)", default="text",
+        fast=True),
+    Opt("output", ("-o", "--output"), "write the report to FILE (atomically)", fast=True),
+    Opt("boundary", ("--boundary",), "add a boundary: DOMID@TSC, or DOMID@1.5ms with --cpu-hz; repeatable",
+        multiple=True, fast=True),
+    CPU_HZ.but(help="TSC frequency in Hz: reports show seconds from the capture's start (and --boundary takes "
+                    "times)" + CONFIG_NOTE + ".", fast=True),
+    XEN_VERSION.but(fast=True),
+    TOLERANCE.but(fast=True),
+    CATALOG.but(fast=True),
+    THREADS.but(fast=True),
+    SHOW_CODE,
+    TRACE_MASK.but(fast=True),
+    Opt("vmcore", ("--vmcore",), "the guest's dump (kdump, ELF vmcore or xl dump-core): adds its Xen evidence",
+        fast=True),
+    Opt("vmcore_dom", ("--vmcore-dom",), "the domid the dump belongs to (default: inferred, see docs/analysis.md)",
+        kind=int, fast=True),
+)
+
+
 def declared(decls: tuple[Opt, ...], param: str) -> Opt:
     """The declaration of ``param`` in ``decls``."""
     return next(d for d in decls if d.param == param)
