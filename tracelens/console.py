@@ -1,8 +1,9 @@
 """The ``tracelens`` console entry point (``[project.scripts]`` and ``python -m tracelens``).
 
-Most commands go to the typer application in tracelens.cli. Three are served here first, without importing typer,
-click or pydantic (most of the start-up time of the full CLI): ``tracelens analyze CAPTURE`` with any of its
-options but ``--show-code`` (the main job: typer's start-up was a tenth of a second of it); ``tracelens dmesg DUMP... [--format F]
+Most commands go to the typer application in tracelens.cli. Four are served here first, without importing typer,
+click or pydantic (most of the start-up time of the full CLI): the main job, ``tracelens analyze CAPTURE`` and
+``tracelens gate CAPTURE...`` with any of their options but ``--show-code`` (typer's start-up was a tenth of a
+second of it); ``tracelens dmesg DUMP... [--format F]
 [--vmcoreinfo FILE]``, the command people run next to ``makedumpfile --dump-dmesg``, on the standard library and
 the dump readers alone (no rich, numpy or pyarrow either); and ``tracelens info CAPTURE [--json] [--xen-version V]
 [--tolerance T] [--catalog F] [--threads N]`` for a xentrace capture, whose target is a whole 1 GiB capture in
@@ -48,29 +49,36 @@ def info_fast_args(args: list[str]) -> dict | None:
     return out
 
 
-def analyze_fast_args(args: list[str]) -> dict | None:
-    """The options of ``tracelens analyze CAPTURE`` when the fast path can serve them: the parameters of
-    tracelens.commands.declarations.ANALYZE and "capture"; None when the full CLI must parse them (--show-code,
-    --help, anything unknown, a missing or unconvertible value, not exactly one capture)."""
-    from tracelens.commands.declarations import ANALYZE, parse
+def main_job_fast_args(command: str, args: list[str]) -> dict | None:
+    """The options of ``tracelens analyze CAPTURE`` or ``tracelens gate CAPTURE...`` when the fast path can serve
+    them: the parameters of tracelens.commands.declarations.ANALYZE or GATE, and "capture" (analyze: exactly one)
+    or "captures" (gate: one or more); None when the full CLI must parse them (--show-code, --help, anything
+    unknown, a missing or unconvertible value, no capture)."""
+    from tracelens.commands.declarations import ANALYZE, GATE, parse
 
-    out = parse(ANALYZE, args)
-    if out is None or len(out["args"]) != 1:
+    out = parse(ANALYZE if command == "analyze" else GATE, args)
+    if out is None or not out["args"] or (command == "analyze" and len(out["args"]) != 1):
         return None
-    out["capture"] = out.pop("args")[0]
+    positional = out.pop("args")
+    if command == "analyze":
+        out["capture"] = positional[0]
+    else:
+        out["captures"] = positional
     return out
 
 
-def _analyze(args: dict) -> int:
-    """``tracelens analyze`` without typer (whose start-up, pydantic included, is a tenth of a second): the
-    command's own body (tracelens.commands.analyze.from_options), its errors as the full CLI reports them."""
+def _main_job(command: str, args: dict) -> int:
+    """``tracelens analyze`` or ``gate`` without typer (whose start-up, pydantic included, is a tenth of a second
+    of the main job): the command's own body (``from_options`` of tracelens.commands.analyze or .gate), its errors
+    as the full CLI reports them."""
     from tracelens.errors import run_guarded
 
     def run():
-        from tracelens.commands.analyze import from_options
+        import importlib
 
         opts = dict(args)
-        return from_options(opts.pop("capture"), **opts)
+        first = opts.pop("capture" if command == "analyze" else "captures")
+        return importlib.import_module(f"tracelens.commands.{command}").from_options(first, **opts)
 
     return run_guarded(run)
 
@@ -121,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             rc = _info(fast)
             if rc is not None:
                 return rc
-    if args and args[0] == "analyze":
-        fast = analyze_fast_args(args[1:])
+    if args and args[0] in ("analyze", "gate"):
+        fast = main_job_fast_args(args[0], args[1:])
         if fast is not None:
-            return _analyze(fast)
+            return _main_job(args[0], fast)
     from tracelens.cli import main as cli_main
 
     return cli_main(args)
