@@ -541,9 +541,10 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
                                    g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"],
                                    *hc, *fold, limit, dropped)
         if want_grants:
+            del g["off"]  # the order within a pCPU is the rows' order (see _time_order)
             if pending is not None and pending["key"].size:
                 g = {k: np.concatenate([pending[k], g[k]]) for k in g}
-            order = np.lexsort((g["off"], g["cpu"], g["key"]))
+            order = _time_order(g["key"], g["cpu"])
             g = {k: v[order] for k, v in g.items()}
             cut = g["key"].size if b >= nwin else int(np.searchsorted(g["key"], sufmin[b], side="left"))
             _feed_grants(gs, {k: v[:cut] for k, v in g.items()}, csr, cursors, opts.series_limit)
@@ -562,6 +563,15 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
         fkeys.append(fold[0][t][used])
         fcounts.append(fold[2][t][used])
     return gs, _sum_keys(keys, counts), _sum_keys(fkeys, fcounts), int(dropped.sum())
+
+
+def _time_order(key, cpu):
+    """The permutation putting grant rows in time order, (K, pCPU, position in the pCPU's stream): what
+    ``np.lexsort((off, cpu, key))`` gives, since the rows of one pCPU come in stream order already (windows in file
+    order, pending rows first), but in two stable sorts (the pCPU, then K: radix and merge sorts) at a tenth of its
+    cost."""
+    by_cpu = np.argsort(cpu, kind="stable")
+    return by_cpu[np.argsort(key[by_cpu], kind="stable")]
 
 
 def _no_hypercalls(K):
