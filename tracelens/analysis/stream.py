@@ -85,9 +85,11 @@ _ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu"
                ("n", np.uint8), ("has", np.uint8), ("dom", np.int64), ("vcpu", np.int64))
 
 
-def _alloc_rows(n: int) -> dict:
-    out = {name: np.zeros(n, dt) for name, dt in _ROW_FIELDS}
-    out["d"] = np.zeros((n, 7), np.uint32)
+def _alloc_rows(n: int, zero: bool = True) -> dict:
+    """Columns for ``n`` rare records; ``zero=False`` for a kernel that writes every field of the rows it keeps."""
+    new = np.zeros if zero else np.empty
+    out = {name: new(n, dt) for name, dt in _ROW_FIELDS}
+    out["d"] = new((n, 7), np.uint32)
     return out
 
 
@@ -164,7 +166,7 @@ class _Select:
         while True:
             cap_start = np.zeros(ncpu + 1, np.int64)
             np.cumsum(room, out=cap_start[1:])
-            rows = _alloc_rows(int(cap_start[-1]))
+            rows = _alloc_rows(int(cap_start[-1]), zero=False)  # stream_select writes every field of a row
             count = np.zeros(ncpu, np.int64)
             self.c_handled[:] = 0
             K.stream_select(words, pos, vend, np.arange(nw, dtype=np.int64), order, cpu_start, self.st_tsc,
