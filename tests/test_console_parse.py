@@ -1,4 +1,4 @@
-"""The console's fast paths parse ``tracelens info`` and ``tracelens dmesg`` from the declarations their typer
+"""The console's fast paths parse ``tracelens info``, ``dmesg`` and ``analyze`` from the declarations their typer
 commands are built from (tracelens.commands.declarations): for every option of both commands, and in every
 spelling (``--opt value``, ``--opt=value``, repeated, before and after the paths), the fast parser gives what
 click gives, or leaves the arguments to click; it never parses them differently."""
@@ -12,12 +12,20 @@ import typer.main
 
 from tracelens import console
 from tracelens.cli import app
-from tracelens.commands.declarations import DMESG, INFO, parse
+from tracelens.commands.declarations import ANALYZE, DMESG, GATE, INFO, parse
 
-COMMANDS = {"info": INFO, "dmesg": DMESG}
+COMMANDS = {"info": INFO, "dmesg": DMESG, "analyze": ANALYZE, "gate": GATE}
 #: a value for each value option (and one click cannot convert, where the option has a type)
 VALUES = {"xen_version": ["4.17", "--json"], "tolerance": ["truncate", "x"], "catalog_files": ["a.toml", "b.toml"],
-          "threads": ["2", "two"], "style": ["makedumpfile", "vmcore-dmesg"], "vmcoreinfo": ["v.txt", "-"]}
+          "threads": ["2", "two"], "style": ["makedumpfile", "vmcore-dmesg"], "vmcoreinfo": ["v.txt", "-"],
+          "fmt": ["json", "html"], "output": ["r.json", "-"], "boundary": ["1@100", "2@1.5ms"],
+          "cpu_hz": ["2.5e9", "fast"], "trace_mask": ["0x0010f000", "sched,mem"], "vmcore": ["d.kdump", "-x"],
+          "vmcore_dom": ["3", "three"], "policy": ["p.toml", "-"], "fail_on": ["warning", "bogus"],
+          "baseline": ["b.json", "b2"], "write_baseline": ["w.json", "w2"], "sarif": ["s.sarif", "s2"],
+          "junit": ["j.xml", "j2"], "json_out": ["f.jsonl", "f2"], "workers": ["2", "two"],
+          "scheduler": ["tcp://h:8786", "x"]}
+#: the typer parameter of each command's positional arguments
+POSITIONAL = {"info": "paths", "dmesg": "paths", "analyze": "capture", "gate": "captures"}
 
 
 def _click(name):
@@ -76,7 +84,9 @@ def _spellings(name):
 @pytest.mark.parametrize("name", COMMANDS)
 def test_the_fast_parser_agrees_with_click_for_every_option(name):
     served = 0
-    serves = {"info": console.info_fast_args, "dmesg": console.dmesg_fast_args}[name]
+    serves = {"info": console.info_fast_args, "dmesg": console.dmesg_fast_args,
+              "analyze": lambda a: console.main_job_fast_args("analyze", a),
+              "gate": lambda a: console.main_job_fast_args("gate", a)}[name]
     for args in _spellings(name):
         if serves(args) is None:
             continue  # left to click: always allowed
@@ -84,7 +94,8 @@ def test_the_fast_parser_agrees_with_click_for_every_option(name):
         served += 1
         ref = _click_parse(name, args)
         assert ref is not None, f"{args}: the fast path accepts what click refuses"
-        positional = ref.pop("paths")
+        positional = ref.pop(POSITIONAL[name])
+        positional = [positional] if isinstance(positional, str) else positional
         typer_names = {"catalog": "catalog_files"}
         ref = {typer_names.get(k, k): (list(v) if isinstance(v, (list, tuple)) else v) for k, v in ref.items()}
         assert fast.pop("args") == list(positional), args
@@ -102,3 +113,17 @@ def test_what_the_fast_paths_serve():
                                                                       "vmcoreinfo": None}
     for argv in (["d", "--json"], ["d", "--xen"], ["d", "--format", "nope"], ["d", "--show-code"]):
         assert console.dmesg_fast_args(argv) is None, argv
+    assert console.main_job_fast_args("analyze", ["c", "-f", "json", "-o", "r", "--boundary", "1@5", "--boundary=2@6",
+                                      "--vmcore-dom", "3"]) == {
+        "fmt": "json", "output": "r", "boundary": ["1@5", "2@6"], "cpu_hz": None, "xen_version": None,
+        "tolerance": None, "catalog_files": [], "threads": None, "show_code": False, "trace_mask": None,
+        "vmcore": None, "vmcore_dom": 3, "capture": "c"}
+    for argv in (["c", "--show-code"], ["c", "d"], ["c", "--cpu-hz", "x"], ["--format", "json"], ["c", "--help"]):
+        assert console.main_job_fast_args("analyze", argv) is None, argv
+    assert console.main_job_fast_args("gate", ["a", "b", "-q", "--fail-on", "warning", "--json=o.jsonl"]) == {
+        "vmcore": None, "vmcore_dom": None, "policy": None, "fail_on": "warning", "baseline": None,
+        "write_baseline": None, "sarif": None, "junit": None, "json_out": "o.jsonl", "xen_version": None,
+        "catalog_files": [], "threads": None, "trace_mask": None, "workers": None, "scheduler": None,
+        "quiet": True, "show_code": False, "captures": ["a", "b"]}
+    for argv in (["c", "--show-code"], [], ["-q"], ["c", "--workers", "two"], ["c", "--quiet=1"]):
+        assert console.main_job_fast_args("gate", argv) is None, argv

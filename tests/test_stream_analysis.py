@@ -264,3 +264,33 @@ def test_info_of_many_pcpus_stays_small(tmp_path):
     assert (ncpu, records, analysed) == (4096, 3 * 4096, 3 * 4096)
     assert rss_mib < 1024, rss_mib  # the issue's bound (it was 2.6 GB); about 180 MiB warm here, 740 in a fresh CI clone
     assert analyze_stream(path).records == _reference(path).records
+
+
+def test_time_order_is_lexsort_of_key_cpu_offset():
+    """Pass 2 orders grant rows with two stable sorts instead of lexsort((off, cpu, key)); the rows of one pCPU come
+    in stream order (windows in file order), with K ties across pCPUs (and within one) on purpose."""
+    from tracelens.analysis.stream import _time_order
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        ncpu = int(rng.integers(1, 6))
+        windows = []
+        off = 0
+        for _w in range(int(rng.integers(1, 40))):
+            c = int(rng.integers(0, ncpu))
+            n = int(rng.integers(0, 30))
+            windows.append((c, off + 4 * np.arange(n)))
+            off += 4 * n + 8
+        # K per pCPU: non-decreasing along its stream, from a tiny range so that ties are everywhere
+        key = {c: 0 for c in range(ncpu)}
+        rows_key, rows_cpu, rows_off = [], [], []
+        for c, offs in windows:
+            for o in offs.tolist():
+                key[c] += int(rng.integers(0, 2))
+                rows_key.append(key[c])
+                rows_cpu.append(c)
+                rows_off.append(o)
+        k = np.array(rows_key, np.uint64)
+        cpu = np.array(rows_cpu, np.int64)
+        offs = np.array(rows_off, np.int64)
+        assert np.array_equal(_time_order(k, cpu), np.lexsort((offs, cpu, k)))

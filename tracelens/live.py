@@ -709,9 +709,11 @@ class Engine:
                 np.cumsum(b.grants[o], out=g_start[1:])
                 m = int(g_start[-1])
                 g = {name: np.empty(m, dt) for name, dt in _GFIELDS}
+                scratch = np.zeros((c.hc[0].shape[0], max(1, csr[0].shape[0])), np.int64)  # per-thread cursors
                 K.stream_grants_hypercalls(b.words, b.pos[o], b.vend[o], np.arange(o.size, dtype=np.int64),
-                                           b.cpu[o], b.tsc0[o], b.key0[o], b.state0[o], g_start[:-1], csr[0],
-                                           csr[1], csr[2], K.TABLE_IDS, K.TABLE_CAT, K.TABLE_NEED, g["key"],
+                                           b.cpu[o], b.tsc0[o], b.key0[o], b.state0[o], g_start[:-1], csr[1],
+                                           csr[2], c.cursors[0], scratch, K.TABLE_IDS, K.TABLE_CAT, K.TABLE_NEED,
+                                           g["key"],
                                            g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"], *c.hc,
                                            *c.fold, self.limit, c.dropped)
                 g["off"] += 4 * b.base

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracelens._jit import njit, numba, pin_constants, prange
+from tracelens._jit import njit, njit_norc, numba, pin_constants, prange
 from tracelens.analysis import records as R
 from tracelens.parsers.xentrace.catalog import SUBCLASS_ID_MASK
 
@@ -601,7 +601,7 @@ def _attribution(ev, n, w, body, state):
     return np.int64(d), np.int64(v)
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit_norc(cache=True, parallel=True, nogil=True)
 def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key, st_state, st_first, st_stats,
                   w_tsc0, w_key0, w_state0, w_grants, w_nrec, w_bad, ids, table_cat, need, cap_start, o_key, o_tsc,
                   o_off, o_cpu, o_ev, o_n, o_has, o_d, o_dom, o_vcpu, o_count, handled, hkeys, hcounts, hoverflow,
@@ -814,7 +814,7 @@ def first_run_after(w, pos, vend, win_cpu_idx, cpu_order, cpu_start, w_tsc0, w_k
                 break
 
 
-@njit(cache=True, nogil=True)
+@njit_norc(cache=True, nogil=True)
 def run_candidates(w, pos, vend, delta, wcpu, w_tsc0, w_key0, w_state0, q_dom, q_key, q_cpu, q_off, q_incl, b_found,
                    b_key, b_cpu, b_off, b_tsc, b_has, b_dom, b_vcpu, b_ev, b_n, b_d):
     """:func:`first_run_after` for windows that arrive one batch at a time (``tracelens watch``): for each query
@@ -909,25 +909,29 @@ def _hc_add(keys, used, cnt, nkeys, t, k, limit):
     return True
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_key0, w_state0, g_start, bdom, bstart,
-                             btsc, ids, table_cat, need, g_key, g_tsc, g_cpu, g_off, g_mapper, g_granter, g_map,
-                             hc_keys, hc_used, hc_cnt, hc_n, fold_keys, fold_used, fold_cnt, fold_n, limit, dropped):
+@njit_norc(cache=True, parallel=True, nogil=True)
+def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_key0, w_state0, g_start, bstart, btsc,
+                             slot, cursors, ids, table_cat, need, g_key, g_tsc, g_cpu, g_off, g_mapper, g_granter,
+                             g_map, hc_keys, hc_used, hc_cnt, hc_n, fold_keys, fold_used, fold_cnt, fold_n, limit,
+                             dropped):
     """Pass 2 over one chunk of windows, in parallel over windows (each starts from its state of pass 1).
 
     Grant MAP/UNMAP records are written to rows ``g_start[wi]`` on (K, TSC, pCPU index, byte offset, mapper -- the
     running domain, -1 when unknown --, granter d1 & 0xffff, MAP or not); the caller merges them into time order.
     Hypercall records are counted per thread under the key of :func:`_hypercall_key` (epochs from the boundaries
     in CSR form). A thread's table holds at most ``limit`` keys: the counts of further keys go to a second table
-    keyed by (domain, epoch) alone, and past that to ``dropped`` (only captures with random payloads get there)."""
-    slot = _dom_slots(bdom)
+    keyed by (domain, epoch) alone, and past that to ``dropped`` (only captures with random payloads get there).
+    ``slot`` is :func:`_dom_slots` of the boundaries' domains; ``cursors[thread]`` is scratch for a window's epoch
+    cursors (one per boundary domain)."""
     for wi in prange(pos.shape[0]):
         t = numba.get_thread_id()
         g = win_global[wi]
         tsc = w_tsc0[g]
         key = w_key0[g]
         state = np.int64(w_state0[g])
-        cursor = np.zeros(bdom.shape[0], np.int64)
+        cursor = cursors[t]
+        for j in range(cursor.shape[0]):
+            cursor[j] = 0
         o = g_start[wi]
         p = pos[wi]
         e = vend[wi]
@@ -960,7 +964,7 @@ def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_ke
             p = body + n
 
 
-@njit(cache=True)
+@njit_norc(cache=True, nogil=True)
 def grant_ledger_step(pair, granter, mapper, tsc, is_map, base, maps, unmaps, late, first, last, late_first,
                       late_last, m_maps, m_unmaps, m_first_map, first_t, last_t, late_first_t, late_last_t,
                       m_first_map_t, balance, cur, carried, slot, gcur, mcur, bstart, btsc, after, g_total, after_g):

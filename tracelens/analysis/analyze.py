@@ -105,15 +105,22 @@ def sha256_file(path, stop: threading.Event | None = None) -> str | None:
 def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analysis:
     """Analyse the capture at ``path`` as a stream, in bounded memory (tracelens.analysis.stream): the result
     equals :func:`analyze_table` of the decoded table. ``progress(done, total)`` follows the passes."""
-    from tracelens._jit import ANALYZE_KERNELS, first_run, set_threads
-    from tracelens.analysis.stream import analyze_stream
+    from tracelens.digest import take
 
-    config = config or AnalysisConfig()
-    set_threads(config.decode.threads)
-    config.decode.catalog()  # the analysis reads ids, not names; a catalog file it is given must still be valid
-    # the file's SHA-256 is computed by the first pass, from the pages it maps anyway, on a thread beside the kernel
+    # the file's SHA-256, on a thread of its own from now on (or since the command started it: tracelens.digest)
+    digest = take(path)
+    try:
+        from tracelens._jit import ANALYZE_KERNELS, first_run, set_threads
+        from tracelens.analysis.stream import analyze_stream
+
+        config = config or AnalysisConfig()
+        set_threads(config.decode.threads)
+        config.decode.catalog()  # the analysis reads ids, not names; a catalog file it is given must still be valid
+    except BaseException:
+        digest.cancel()
+        raise
     with first_run(_size(path), kernels=ANALYZE_KERNELS):
-        a = analyze_stream(path, config, progress=progress, digest=True)
+        a = analyze_stream(path, config, progress=progress, digest=digest)
     if config.vmcore:
         from tracelens.analysis.dumpside import attach
 

@@ -85,9 +85,11 @@ _ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu"
                ("n", np.uint8), ("has", np.uint8), ("dom", np.int64), ("vcpu", np.int64))
 
 
-def _alloc_rows(n: int) -> dict:
-    out = {name: np.zeros(n, dt) for name, dt in _ROW_FIELDS}
-    out["d"] = np.zeros((n, 7), np.uint32)
+def _alloc_rows(n: int, zero: bool = True) -> dict:
+    """Columns for ``n`` rare records; ``zero=False`` for a kernel that writes every field of the rows it keeps."""
+    new = np.zeros if zero else np.empty
+    out = {name: new(n, dt) for name, dt in _ROW_FIELDS}
+    out["d"] = new((n, 7), np.uint32)
     return out
 
 
@@ -164,7 +166,7 @@ class _Select:
         while True:
             cap_start = np.zeros(ncpu + 1, np.int64)
             np.cumsum(room, out=cap_start[1:])
-            rows = _alloc_rows(int(cap_start[-1]))
+            rows = _alloc_rows(int(cap_start[-1]), zero=False)  # stream_select writes every field of a row
             count = np.zeros(ncpu, np.int64)
             self.c_handled[:] = 0
             K.stream_select(words, pos, vend, np.arange(nw, dtype=np.int64), order, cpu_start, self.st_tsc,
@@ -230,13 +232,9 @@ class _Select:
                       bad_lost=int(st[:, 6].sum()), seen=np.flatnonzero(self.dom_seen.any(axis=0)))
 
 
-def _pass1_fast(path, opts: StreamOptions, progress, digest: bool = False, **select):
+def _pass1_fast(path, opts: StreamOptions, progress, **select):
     """Pass 1 walking the windows as it goes (one mapping of each chunk): for undamaged captures. Raises
-    :class:`_Damaged` at the first sign of damage. With ``digest``, the file's SHA-256 is computed from each mapped
-    chunk on a thread while the kernel walks it (both release the GIL): the pages are read once."""
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
-
+    :class:`_Damaged` at the first sign of damage."""
     from tracelens.parsers.xentrace import _kernels as XK
     from tracelens.parsers.xentrace import decode as D
 
@@ -248,67 +246,51 @@ def _pass1_fast(path, opts: StreamOptions, progress, digest: bool = False, **sel
     step = max(1, opts.chunk_bytes // 4)
     parts = []
     p = 0
-    h = hashlib.sha256() if digest else None
-    with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
-        while p < nwords:
-            D._populate(mm, p * 4, p * 4 + opts.chunk_bytes + (1 << 20))
-            r = XK.walk_windows(w, p, nwords, D.MAX_CPU, D.MAX_WINDOW_BYTES, False, p + step)
-            pos, end, cpu, status, nxt = r[0], r[1], r[2].astype(np.int64), r[6], r[8]
-            if status != XK.OK or not pos.size:
-                raise _Damaged
-            stop = int(end[-1]) * 4
-            D._populate(mm, p * 4 + opts.chunk_bytes + (1 << 20), stop)
-            view = memoryview(mm)[p * 4: stop] if h is not None else None
-            hashing = pool.submit(h.update, view) if h is not None else None
-            try:
-                bad = sel.chunk(w, pos, end, cpu)
-            finally:
-                if hashing is not None:
-                    hashing.result()
-                    view.release()
-            if (bad >= 0).any():
-                raise _Damaged
-            D._release(mm, stop)
-            parts.append((pos, end, cpu))
-            p = nxt
-            if progress is not None:
-                progress(p * 4, size)
+    while p < nwords:
+        D._populate(mm, p * 4, p * 4 + opts.chunk_bytes + (1 << 20))
+        r = XK.walk_windows(w, p, nwords, D.MAX_CPU, D.MAX_WINDOW_BYTES, False, p + step)
+        pos, end, cpu, status, nxt = r[0], r[1], r[2].astype(np.int64), r[6], r[8]
+        if status != XK.OK or not pos.size:
+            raise _Damaged
+        stop = int(end[-1]) * 4
+        D._populate(mm, p * 4 + opts.chunk_bytes + (1 << 20), stop)
+        bad = sel.chunk(w, pos, end, cpu)
+        if (bad >= 0).any():
+            raise _Damaged
+        D._release(mm, stop)
+        parts.append((pos, end, cpu))
+        p = nxt
+        if progress is not None:
+            progress(p * 4, size)
     pos, end, cpu = (np.concatenate([x[i] for x in parts]) for i in range(3))
     sc = D._Scan(path, size, mm, w, pos, end, cpu, None, end, [], False)
-    p1 = sel.finish(sc)
-    p1.sha256 = h.hexdigest() if h is not None else None
-    return sc, p1
+    return sc, sel.finish(sc)
 
 
-def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest: bool = False, **select):
-    """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance (and
-    their digest computed on a thread meanwhile)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest=None, **select):
+    """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance.
+    ``digest``: a running :class:`tracelens.digest.Digest` of the file, or True to start one; its SHA-256 goes to
+    ``sha256`` (None when the file analysed is not the one hashed, e.g. it grew meanwhile)."""
     from tracelens.parsers.xentrace import decode as D
 
-    if tolerance not in D.TOLERANCES:
-        D.scan(path, tolerance)  # the usage error
+    if digest is True:
+        from tracelens.digest import Digest
+
+        digest = Digest(path)
     try:
-        return _pass1_fast(path, opts, progress, digest, **select)
-    except _Damaged:
-        pass
+        if tolerance not in D.TOLERANCES:
+            D.scan(path, tolerance)  # the usage error
+        try:
+            sc, p1 = _pass1_fast(path, opts, progress, **select)
+        except _Damaged:
+            sc, p1 = _pass1_scanned(path, tolerance, opts, progress, **select)
+    except BaseException:
+        if digest:
+            digest.cancel()  # an error is reported at once, not after hashing the rest of a big file
+        raise
     if digest:
-        import threading
-
-        from tracelens.analysis.analyze import sha256_file
-
-        stop = threading.Event()
-        with ThreadPoolExecutor(1, thread_name_prefix="tracelens-sha256") as pool:
-            hashing = pool.submit(sha256_file, path, stop)
-            try:
-                sc, p1 = _pass1_scanned(path, tolerance, opts, progress, **select)
-            except BaseException:
-                stop.set()  # an error is reported at once, not after hashing the rest of a big file
-                raise
-            p1.sha256 = hashing.result()
-        return sc, p1
-    return _pass1_scanned(path, tolerance, opts, progress, **select)
+        p1.sha256 = digest.result(sc.size)
+    return sc, p1
 
 
 def _pass1_scanned(path, tolerance: str, opts: StreamOptions, progress, **select):
@@ -531,6 +513,7 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
     csr = ep.csr()
     slot = K._dom_slots(csr[0])
     cursors = (slot, np.zeros(csr[0].shape[0], np.int64), np.zeros(csr[0].shape[0], np.int64))
+    scratch = np.zeros((nth, max(1, csr[0].shape[0])), np.int64)  # each thread's epoch cursors in pass 2's kernel
     n_ep = 1 + max((ep.count(d) for d in ep.by_dom), default=0)
     gs = _GrantState(n_ep)
     size = 1 << 17
@@ -555,14 +538,15 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
             g_start[:] = 0
         K.stream_grants_hypercalls(sc.words, sc.pos[a:b], sc.vend[a:b], np.arange(a, b, dtype=np.int64),
                                    cidx[a:b].astype(np.int64), p1.w_tsc0, p1.w_key0, p1.w_state0, g_start[:-1],
-                                   csr[0], csr[1], csr[2], K.TABLE_IDS,
+                                   csr[1], csr[2], slot, scratch, K.TABLE_IDS,
                                    K.TABLE_CAT if want_hc else _no_hypercalls(K), K.TABLE_NEED,
                                    g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"],
                                    *hc, *fold, limit, dropped)
         if want_grants:
+            del g["off"]  # the order within a pCPU is the rows' order (see _time_order)
             if pending is not None and pending["key"].size:
                 g = {k: np.concatenate([pending[k], g[k]]) for k in g}
-            order = np.lexsort((g["off"], g["cpu"], g["key"]))
+            order = _time_order(g["key"], g["cpu"])
             g = {k: v[order] for k, v in g.items()}
             cut = g["key"].size if b >= nwin else int(np.searchsorted(g["key"], sufmin[b], side="left"))
             _feed_grants(gs, {k: v[:cut] for k, v in g.items()}, csr, cursors, opts.series_limit)
@@ -581,6 +565,15 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
         fkeys.append(fold[0][t][used])
         fcounts.append(fold[2][t][used])
     return gs, _sum_keys(keys, counts), _sum_keys(fkeys, fcounts), int(dropped.sum())
+
+
+def _time_order(key, cpu):
+    """The permutation putting grant rows in time order, (K, pCPU, position in the pCPU's stream): what
+    ``np.lexsort((off, cpu, key))`` gives, since the rows of one pCPU come in stream order already (windows in file
+    order, pending rows first), but in two stable sorts (the pCPU, then K: radix and merge sorts) at a tenth of its
+    cost."""
+    by_cpu = np.argsort(cpu, kind="stable")
+    return by_cpu[np.argsort(key[by_cpu], kind="stable")]
 
 
 def _no_hypercalls(K):
@@ -672,10 +665,11 @@ def _hypercalls(keys, counts, fkeys, fcounts, dropped, top: int) -> list[dict]:
     return rows
 
 
-def analyze_stream(path, config=None, opts: StreamOptions | None = None, progress=None, digest: bool = False):
+def analyze_stream(path, config=None, opts: StreamOptions | None = None, progress=None, digest=False):
     """Analyse the capture at ``path`` in bounded memory; the result equals
     ``analyze_table(read_xentrace(path))`` (see the module docstring). ``progress(done, total)`` is called as the
-    passes advance; ``digest`` computes the file's SHA-256 on the way (``Analysis.sha256``)."""
+    passes advance; ``digest`` (True, or a running :class:`tracelens.digest.Digest` of the file) gives
+    ``Analysis.sha256``."""
     from tracelens.analysis import analyze as A
     from tracelens.analysis.boundaries import find_boundaries
     from tracelens.parsers.xentrace import decode as D

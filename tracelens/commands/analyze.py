@@ -8,11 +8,12 @@ prints the same call with the same config.
 from __future__ import annotations
 
 import sys
-from typing import List, Optional
-
-import typer
+from typing import TYPE_CHECKING, List, Optional
 
 from tracelens.commands import declarations as D
+
+if TYPE_CHECKING:
+    import typer
 
 FORMATS = ("text", "json", "md", "html")
 #: the renderer of each --format, in tracelens.analysis.report
@@ -86,37 +87,51 @@ def run(capture: str, config=None, *, fmt: str = "text", output: str | None = No
     return 0
 
 
+def from_options(capture: str, *, fmt: str = "text", output: str | None = None, boundary=(), cpu_hz=None,
+                 xen_version=None, tolerance=None, catalog_files=(), threads=None, show_code: bool = False,
+                 trace_mask=None, vmcore=None, vmcore_dom=None) -> int:
+    """The command from its options (tracelens.commands.declarations.ANALYZE), with ./tracelens.toml under them:
+    what the typer command and the console's fast path (tracelens.console) both run. Returns the exit code."""
+    if not show_code:  # its SHA-256 on a spare core while numba loads (tracelens.digest)
+        from tracelens.digest import prefetch
+
+        prefetch(capture)
+    from tracelens.analysis.boundaries import parse_boundary
+    from tracelens.commands import analysis_config, config, decode_options
+
+    cfg = config()
+    decode = decode_options(cfg.decode, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
+                            catalog_files=list(catalog_files), threads=threads)
+    boundaries = [parse_boundary(b, decode.cpu_hz) for b in boundary]
+    analysis = analysis_config(cfg.analysis, decode, boundaries=boundaries, trace_mask=trace_mask, vmcore=vmcore,
+                               vmcore_dom=vmcore_dom)
+    return run(capture, analysis, fmt=fmt, output=output, show_code=show_code)
+
+
 def register(app: typer.Typer) -> None:
+    import typer
+
+    A = {d.param: d for d in D.ANALYZE}
+
     @app.command()
     def analyze(
         capture: str = typer.Argument(..., help="A xentrace capture."),
-        fmt: str = typer.Option("text", "--format", "-f", help="text, json, md or html (self-contained, with timelines)"),
-        output: Optional[str] = typer.Option(None, "-o", "--output", help="write the report to FILE (atomically)"),
-        boundary: List[str] = typer.Option([], "--boundary", help="add a boundary: DOMID@TSC, or DOMID@1.5ms with "
-                                                                    "--cpu-hz; repeatable"),
-        cpu_hz: Optional[float] = D.CPU_HZ.typer(help="TSC frequency in Hz: reports show seconds from the capture's "
-                                                      "start (and --boundary takes times)" + D.CONFIG_NOTE + "."),
-        xen_version: Optional[str] = D.XEN_VERSION.typer(),
-        tolerance: Optional[str] = D.TOLERANCE.typer(),
-        catalog: List[str] = D.CATALOG.typer(),
-        threads: Optional[int] = D.THREADS.typer(),
-        show_code: bool = D.SHOW_CODE.typer(),
-        trace_mask: Optional[str] = D.TRACE_MASK.typer(),
-        vmcore: Optional[str] = typer.Option(None, "--vmcore", help="the guest's dump (kdump, ELF vmcore or xl "
-                                                                    "dump-core): adds its Xen evidence"),
-        vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", help="the domid the dump belongs to "
-                                                                            "(default: inferred, see docs/analysis.md)"),
+        fmt: str = A["fmt"].typer(),
+        output: Optional[str] = A["output"].typer(),
+        boundary: List[str] = A["boundary"].typer(),
+        cpu_hz: Optional[float] = A["cpu_hz"].typer(),
+        xen_version: Optional[str] = A["xen_version"].typer(),
+        tolerance: Optional[str] = A["tolerance"].typer(),
+        catalog: List[str] = A["catalog_files"].typer(),
+        threads: Optional[int] = A["threads"].typer(),
+        show_code: bool = A["show_code"].typer(),
+        trace_mask: Optional[str] = A["trace_mask"].typer(),
+        vmcore: Optional[str] = A["vmcore"].typer(),
+        vmcore_dom: Optional[int] = A["vmcore_dom"].typer(),
     ):
         """Kexec boundaries, grant/balloon/hypercall ledgers, kexec safety and findings (see docs/analysis.md)."""
-        from tracelens.analysis.boundaries import parse_boundary
-        from tracelens.commands import analysis_config, config, decode_options
-
-        cfg = config()
-        decode = decode_options(cfg.decode, xen_version=xen_version, cpu_hz=cpu_hz, tolerance=tolerance,
-                                catalog_files=catalog, threads=threads)
-        boundaries = [parse_boundary(b, decode.cpu_hz) for b in boundary]
-        analysis = analysis_config(cfg.analysis, decode, boundaries=boundaries, trace_mask=trace_mask, vmcore=vmcore,
-                                   vmcore_dom=vmcore_dom)
-        code_ = run(capture, analysis, fmt=fmt, output=output, show_code=show_code)
+        code_ = from_options(capture, fmt=fmt, output=output, boundary=boundary, cpu_hz=cpu_hz,
+                             xen_version=xen_version, tolerance=tolerance, catalog_files=catalog, threads=threads,
+                             show_code=show_code, trace_mask=trace_mask, vmcore=vmcore, vmcore_dom=vmcore_dom)
         if code_:
             raise typer.Exit(code_)

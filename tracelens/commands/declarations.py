@@ -136,6 +136,59 @@ DMESG = (
 )
 
 
+#: ``tracelens analyze CAPTURE``: the fast path serves everything but --show-code
+ANALYZE = (
+    Opt("fmt", ("--format", "-f"), "text, json, md or html (self-contained, with timelines)", default="text",
+        fast=True),
+    Opt("output", ("-o", "--output"), "write the report to FILE (atomically)", fast=True),
+    Opt("boundary", ("--boundary",), "add a boundary: DOMID@TSC, or DOMID@1.5ms with --cpu-hz; repeatable",
+        multiple=True, fast=True),
+    CPU_HZ.but(help="TSC frequency in Hz: reports show seconds from the capture's start (and --boundary takes "
+                    "times)" + CONFIG_NOTE + ".", fast=True),
+    XEN_VERSION.but(fast=True),
+    TOLERANCE.but(fast=True),
+    CATALOG.but(fast=True),
+    THREADS.but(fast=True),
+    SHOW_CODE,
+    TRACE_MASK.but(fast=True),
+    Opt("vmcore", ("--vmcore",), "the guest's dump (kdump, ELF vmcore or xl dump-core): adds its Xen evidence",
+        fast=True),
+    Opt("vmcore_dom", ("--vmcore-dom",), "the domid the dump belongs to (default: inferred, see docs/analysis.md)",
+        kind=int, fast=True),
+)
+
+
+#: ``tracelens gate CAPTURE...``: the fast path serves everything but --show-code
+GATE = (
+    Opt("vmcore", ("--vmcore",), "the guest's dump from the run of the (one) CAPTURE: adds TL-DMP-* findings",
+        metavar="DUMP", fast=True),
+    Opt("vmcore_dom", ("--vmcore-dom",), "the domain the dump belongs to (default: inferred, see docs/analysis.md)",
+        kind=int, metavar="DOMID", fast=True),
+    Opt("policy", ("--policy",), "policy file, a tracelens.toml whose [decode] and [analyze] apply too (default: "
+        "./tracelens.toml if present; see docs/gate.md)", metavar="FILE", fast=True),
+    Opt("fail_on", ("--fail-on",), "error, warning or note: the lowest severity that fails (default: the "
+        "policy's, else error)", metavar="SEVERITY", fast=True),
+    Opt("baseline", ("--baseline",), "accepted fingerprints: only new findings fail (overrides gate.baseline)",
+        metavar="FILE", fast=True),
+    Opt("write_baseline", ("--write-baseline",), "accept the current findings: write their fingerprints to FILE, "
+        "then gate against it", metavar="FILE", fast=True),
+    Opt("sarif", ("--sarif",), "write SARIF 2.1.0 to FILE (GitHub code scanning)", metavar="FILE", fast=True),
+    Opt("junit", ("--junit",), "write JUnit XML to FILE", metavar="FILE", fast=True),
+    Opt("json_out", ("--json",), "write JSON Lines to FILE (one finding a line)", metavar="FILE", fast=True),
+    XEN_VERSION.but(fast=True),
+    CATALOG.but(fast=True),
+    THREADS.but(fast=True),
+    TRACE_MASK.but(help=TRACE_MASK.help.replace("(default: [analyze] of ./tracelens.toml)",
+                                                "(default: gate.trace_mask, else analyze.trace_mask)"), fast=True),
+    Opt("workers", ("--workers",), "check the captures on a local Dask cluster of N worker processes (as "
+        "tracelens scan; needs tracelens[fleet])", kind=int, metavar="N", fast=True),
+    Opt("scheduler", ("--scheduler",), "check them on an existing Dask cluster, e.g. tcp://HOST:8786",
+        metavar="ADDRESS", fast=True),
+    Opt("quiet", ("-q", "--quiet"), "no summary on stdout", kind=bool, fast=True),
+    SHOW_CODE,
+)
+
+
 def declared(decls: tuple[Opt, ...], param: str) -> Opt:
     """The declaration of ``param`` in ``decls``."""
     return next(d for d in decls if d.param == param)

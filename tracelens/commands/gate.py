@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import List, Optional
-
-import typer
+from typing import TYPE_CHECKING, List, Optional
 
 from tracelens.commands import declarations as D
+
+if TYPE_CHECKING:
+    import typer
 
 
 def _check_output_dir(path: str | None, option: str) -> None:
@@ -120,70 +121,74 @@ def code(captures, config, outputs: GateOutputs | None = None) -> str:
     return c.text()
 
 
+def from_options(captures, *, vmcore=None, vmcore_dom=None, policy=None, fail_on=None, baseline=None,
+                 write_baseline=None, sarif=None, junit=None, json_out=None, xen_version=None, catalog_files=(),
+                 threads=None, trace_mask=None, workers=None, scheduler=None, quiet: bool = False,
+                 show_code: bool = False) -> int:
+    """The command from its options (tracelens.commands.declarations.GATE), the policy's settings under them: what
+    the typer command and the console's fast path (tracelens.console) both run. Returns the exit code."""
+    captures = list(captures or [])
+    if captures and not show_code and workers is None and not scheduler:
+        from tracelens.digest import prefetch
+
+        prefetch(captures[0])  # its SHA-256 on a spare core while numba loads (tracelens.digest)
+    from dataclasses import replace
+
+    from tracelens.commands import analysis_config, decode_options
+    from tracelens.config import load_config
+    from tracelens.fleet.cluster import ClusterOptions
+
+    cfg = load_config(policy)
+    base = cfg.gate
+    decode = decode_options(base.analysis.decode, xen_version=xen_version, catalog_files=list(catalog_files),
+                            threads=threads)
+    analysis = analysis_config(base.analysis, decode, trace_mask=trace_mask, vmcore=vmcore, vmcore_dom=vmcore_dom)
+    cluster = None
+    if workers is not None or scheduler:
+        cluster = ClusterOptions(workers=workers, scheduler=scheduler)
+        if workers is not None and workers < 1:
+            from tracelens.errors import UsageError
+
+            raise UsageError(f"--workers must be 1 or more, not {workers}")
+    config = replace(base, analysis=analysis, fail_on=fail_on, baseline=baseline, write_baseline=write_baseline,
+                     cluster=cluster)
+    outputs = GateOutputs(sarif=sarif, junit=junit, json=json_out, quiet=quiet)
+    return run(captures, config, outputs, show_code=show_code)
+
+
 def register(app: typer.Typer) -> None:
+    import typer
+
+    G = {d.param: d for d in D.GATE}
+
     @app.command()
     def gate(
         captures: List[str] = typer.Argument(None, metavar="CAPTURE", help="xentrace captures; one result each"),
-        vmcore: Optional[str] = typer.Option(None, "--vmcore", metavar="DUMP",
-                                             help="the guest's dump from the run of the (one) CAPTURE: adds TL-DMP-* "
-                                                  "findings"),
-        vmcore_dom: Optional[int] = typer.Option(None, "--vmcore-dom", metavar="DOMID",
-                                                 help="the domain the dump belongs to (default: inferred, see "
-                                                      "docs/analysis.md)"),
-        policy: Optional[str] = typer.Option(None, "--policy", metavar="FILE",
-                                             help="policy file, a tracelens.toml whose [decode] and [analyze] apply "
-                                                  "too (default: ./tracelens.toml if present; see docs/gate.md)"),
-        fail_on: Optional[str] = typer.Option(None, "--fail-on", metavar="SEVERITY",
-                                              help="error, warning or note: the lowest severity that fails (default: "
-                                                   "the policy's, else error)"),
-        baseline: Optional[str] = typer.Option(None, "--baseline", metavar="FILE",
-                                               help="accepted fingerprints: only new findings fail (overrides "
-                                                    "gate.baseline)"),
-        write_baseline: Optional[str] = typer.Option(None, "--write-baseline", metavar="FILE",
-                                                     help="accept the current findings: write their fingerprints to "
-                                                          "FILE, then gate against it"),
-        sarif: Optional[str] = typer.Option(None, "--sarif", metavar="FILE",
-                                            help="write SARIF 2.1.0 to FILE (GitHub code scanning)"),
-        junit: Optional[str] = typer.Option(None, "--junit", metavar="FILE", help="write JUnit XML to FILE"),
-        json_out: Optional[str] = typer.Option(None, "--json", metavar="FILE",
-                                               help="write JSON Lines to FILE (one finding a line)"),
-        xen_version: Optional[str] = D.XEN_VERSION.typer(),
-        catalog: List[str] = D.CATALOG.typer(),
-        threads: Optional[int] = D.THREADS.typer(),
-        trace_mask: Optional[str] = D.TRACE_MASK.typer(help=D.TRACE_MASK.help.replace(
-            "(default: [analyze] of ./tracelens.toml)", "(default: gate.trace_mask, else analyze.trace_mask)")),
-        workers: Optional[int] = typer.Option(None, "--workers", metavar="N",
-                                              help="check the captures on a local Dask cluster of N worker "
-                                                   "processes (as tracelens scan; needs tracelens[fleet])"),
-        scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
-                                                help="check them on an existing Dask cluster, e.g. tcp://HOST:8786"),
-        quiet: bool = typer.Option(False, "-q", "--quiet", help="no summary on stdout"),
-        show_code: bool = D.SHOW_CODE.typer(),
+        vmcore: Optional[str] = G["vmcore"].typer(),
+        vmcore_dom: Optional[int] = G["vmcore_dom"].typer(),
+        policy: Optional[str] = G["policy"].typer(),
+        fail_on: Optional[str] = G["fail_on"].typer(),
+        baseline: Optional[str] = G["baseline"].typer(),
+        write_baseline: Optional[str] = G["write_baseline"].typer(),
+        sarif: Optional[str] = G["sarif"].typer(),
+        junit: Optional[str] = G["junit"].typer(),
+        json_out: Optional[str] = G["json_out"].typer(),
+        xen_version: Optional[str] = G["xen_version"].typer(),
+        catalog: List[str] = G["catalog_files"].typer(),
+        threads: Optional[int] = G["threads"].typer(),
+        trace_mask: Optional[str] = G["trace_mask"].typer(),
+        workers: Optional[int] = G["workers"].typer(),
+        scheduler: Optional[str] = G["scheduler"].typer(),
+        quiet: bool = G["quiet"].typer(),
+        show_code: bool = G["show_code"].typer(),
     ):
         """Pass or fail CI on kexec-safety findings: exit 0 pass, 1 findings at or above --fail-on, 2 bad usage or
         policy, 3 a capture unreadable or inconclusive (see docs/gate.md)."""
-        from dataclasses import replace
-
-        from tracelens.commands import analysis_config, decode_options
-        from tracelens.config import load_config
-        from tracelens.fleet.cluster import ClusterOptions
-
-        cfg = load_config(policy)
-        base = cfg.gate
-        decode = decode_options(base.analysis.decode, xen_version=xen_version, catalog_files=catalog,
-                                threads=threads)
-        analysis = analysis_config(base.analysis, decode, trace_mask=trace_mask, vmcore=vmcore, vmcore_dom=vmcore_dom)
-        cluster = None
-        if workers is not None or scheduler:
-            cluster = ClusterOptions(workers=workers, scheduler=scheduler)
-            if workers is not None and workers < 1:
-                from tracelens.errors import UsageError
-
-                raise UsageError(f"--workers must be 1 or more, not {workers}")
-        config = replace(base, analysis=analysis, fail_on=fail_on, baseline=baseline, write_baseline=write_baseline,
-                         cluster=cluster)
-        outputs = GateOutputs(sarif=sarif, junit=junit, json=json_out, quiet=quiet)
-        code = run(list(captures or []), config, outputs, show_code=show_code)
+        code = from_options(captures, vmcore=vmcore, vmcore_dom=vmcore_dom, policy=policy, fail_on=fail_on,
+                            baseline=baseline, write_baseline=write_baseline, sarif=sarif, junit=junit,
+                            json_out=json_out, xen_version=xen_version, catalog_files=catalog, threads=threads,
+                            trace_mask=trace_mask, workers=workers, scheduler=scheduler, quiet=quiet,
+                            show_code=show_code)
         if code:
             # SystemExit, not typer.Exit: with standalone_mode=False click turns typer.Exit into a return value,
             # which tracelens.cli.main does not pass on (yet); SystemExit reaches main's handler either way
