@@ -131,6 +131,7 @@ class _Select:
         self.hkeys = np.full((nth, 8192), 0xFFFFFFFF, np.uint32)
         self.hcounts = np.zeros((nth, 8192), np.int64)
         self.hoverflow = np.zeros(nth, np.bool_)
+        self.hcat = np.zeros((nth, 8192), np.int64)  # each key's kind (stream_select), beside hkeys
         self.parts: list[dict] = []
         self.windows: list[tuple] = []  # per chunk: (w_tsc0, w_key0, w_state0, w_grants, w_nrec)
         # tracelens info keeps only DECREASE_RESERVATION records (for the layout guess)
@@ -173,7 +174,7 @@ class _Select:
                             self.st_key, self.st_state, self.st_first, self.st_stats, *wa[:4], wa[4], w_bad,
                             K.TABLE_IDS, self.table_cat, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"],
                             rows["off"], rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"],
-                            rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow,
+                            rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow, self.hcat,
                             self.dom_counts, self.want_doms, self.dom_seen, *self.big)
             if (count <= room).all():
                 break
