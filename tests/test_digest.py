@@ -132,3 +132,26 @@ def test_digest_thread_is_a_daemon(tmp_path):
     assert d._thread.daemon  # an unfinished digest never holds the process open
     d.result()
     assert not any(t.name == "tracelens-sha256" and t.is_alive() for t in threading.enumerate() if t is d._thread)
+
+
+def test_the_hashing_thread_runs_at_a_lower_priority(tmp_path):
+    """Linux: the thread lowers its own nice value (the analysis' threads win a core over it)."""
+    if not hasattr(os, "getpriority") or not sys.platform.startswith("linux"):
+        pytest.skip("per-thread priorities are a Linux feature")
+    seen = []
+    orig = digest._lower_priority
+
+    def spy():
+        orig()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"x" * 10)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    digest._lower_priority = spy
+    try:
+        assert digest.Digest(p).result() == _sha(b"x" * 10)
+    finally:
+        digest._lower_priority = orig
+    assert seen == [min(19, base + digest.NICE)]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the process (its main thread) keeps its priority

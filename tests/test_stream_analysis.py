@@ -294,3 +294,31 @@ def test_time_order_is_lexsort_of_key_cpu_offset():
         cpu = np.array(rows_cpu, np.int64)
         offs = np.array(rows_off, np.int64)
         assert np.array_equal(_time_order(k, cpu), np.lexsort((offs, cpu, k)))
+
+
+def test_more_event_ids_than_pass_1s_table(tmp_path):
+    """Past 8,192 distinct (event, n_extra) keys on a thread, pass 1's id table is full: each further record's kind
+    (category, whether it moves the pCPU's state) is worked out on the spot and the ids are counted exactly in a
+    separate walk. Grants, runstate changes and a shutdown among 20,000 records of random ids, on one pCPU."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    ev = rng.integers(0x00100000, 0x0FFFFFFF, n).astype(np.uint32) & np.uint32(0x0FFF0FFF)
+    ev[(ev >> 16) == 0x0001] |= np.uint32(0x00020000)  # no random id may fall in the GEN class (CPU_CHANGE, LOST)
+    nx = rng.integers(0, 8, n)
+    special = rng.choice(n, 3_000, replace=False)
+    kinds = rng.integers(0, 3, special.size)
+    ev[special] = np.where(kinds == 0, 0x00021101, np.where(kinds == 1, 0x0010F001, 0x0010F002))  # runnable->running
+    nx[special] = 1
+    ht = rng.random(n) < 0.7
+    tsc = 1_000 + np.cumsum(rng.integers(1, 40, n)).astype(np.uint64)
+    data = rng.integers(0, 1 << 32, (n, 7), dtype=np.uint64).astype(np.uint32)
+    data[special, 0] = np.where(kinds == 0, rng.integers(0, 4, special.size) << 16, rng.integers(1, 4, special.size))
+    windows = [(0, ev[a:a + 500], nx[a:a + 500], ht[a:a + 500], tsc[a:a + 500], data[a:a + 500])
+               for a in range(0, n, 500)]
+    path = tmp_path / "ids.xentrace"
+    _write_windows(path, windows)
+    assert len({(int(e), int(x)) for e, x in zip(ev, nx)}) > 8192
+    ref = _reference(path)
+    assert ref.grants.rows
+    _same(ref, analyze_stream(path))
+    _same(ref, analyze_stream(path, opts=TINY))

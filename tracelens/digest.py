@@ -1,10 +1,12 @@
 """The SHA-256 of a capture, computed on a thread of its own from the moment the command knows the path.
 
 Reports name the capture they judge by its SHA-256 (``capture.sha256`` in JSON, ``hashes`` in SARIF, the gate's
-JSON lines and JUnit properties). Hashing a GiB takes about 0.9 s of one core here (OpenSSL, through hashlib, which
+JSON lines and JUnit properties). Hashing a GiB takes about 0.8 s of one core here (OpenSSL, through hashlib, which
 releases the GIL while it hashes). The analysis' first moments are single-threaded (importing numba, loading the
 kernels), so a command that starts the digest before them (``prefetch``) gets most of it done on the core that
-would otherwise wait; the analysis then picks the running digest up (``take``) instead of hashing again.
+would otherwise wait; the analysis then picks the running digest up (``take``) instead of hashing again, and takes
+its result last. The hashing thread runs at a lower priority (``NICE``), so the analysis' own threads win a core
+whenever both want one.
 
 The file is read with ``pread`` into one reused buffer: no mapping, so the digest adds a fixed 16 MiB to the
 process' resident memory whatever the capture's size. Only regular files are hashed (a FIFO or a device gives no
@@ -37,6 +39,7 @@ class Digest:
         self._thread.start()
 
     def _run(self) -> None:
+        _lower_priority()
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except (OSError, ValueError, TypeError):
@@ -77,6 +80,21 @@ class Digest:
     def cancel(self) -> None:
         """Stop hashing (an error is reported at once, not after hashing the rest of a big file)."""
         self._stop.set()
+
+
+NICE = 10  # how much lower the hashing thread's priority is than the process's
+
+
+def _lower_priority() -> None:
+    """Give the calling thread a lower scheduling priority (Linux: a thread's own nice value), so that the
+    analysis' threads win a core over the hash whenever both want it; the hash then runs in the moments a core is
+    free (the start-up, the single-threaded steps between passes) and the analysis waits for it only at the end.
+    Alone on a core it runs at full speed, whatever its nice value."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + NICE))
+    except (AttributeError, OSError):  # not Linux, or not allowed: the same digest, at the usual priority
+        pass
 
 
 _started: dict[str, Digest] = {}

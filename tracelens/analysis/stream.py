@@ -76,7 +76,7 @@ class _Pass1:
     dom_counts: np.ndarray | None = None
     handled_big: dict = field(default_factory=dict)  # IRQ_HANDLED of irqs past 65535, per irq
     handled_other: int = 0  # ... of the irqs past IRQ_LIMIT distinct ones
-    sha256: str | None = None
+    digest: object = None  # the running tracelens.digest.Digest of the file, if any (its result is taken last)
     bad_lost: int = 0  # malformed LOST_RECORDS markers (fewer than 4 words, or a count of 0)
     seen: np.ndarray | None = None  # domids some record made current on a pCPU (records.seen_domains)
 
@@ -131,6 +131,7 @@ class _Select:
         self.hkeys = np.full((nth, 8192), 0xFFFFFFFF, np.uint32)
         self.hcounts = np.zeros((nth, 8192), np.int64)
         self.hoverflow = np.zeros(nth, np.bool_)
+        self.hcat = np.zeros((nth, 8192), np.int64)  # each key's kind (stream_select), beside hkeys
         self.parts: list[dict] = []
         self.windows: list[tuple] = []  # per chunk: (w_tsc0, w_key0, w_state0, w_grants, w_nrec)
         # tracelens info keeps only DECREASE_RESERVATION records (for the layout guess)
@@ -173,7 +174,7 @@ class _Select:
                             self.st_key, self.st_state, self.st_first, self.st_stats, *wa[:4], wa[4], w_bad,
                             K.TABLE_IDS, self.table_cat, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"],
                             rows["off"], rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"],
-                            rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow,
+                            rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow, self.hcat,
                             self.dom_counts, self.want_doms, self.dom_seen, *self.big)
             if (count <= room).all():
                 break
@@ -269,8 +270,8 @@ def _pass1_fast(path, opts: StreamOptions, progress, **select):
 
 def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest=None, **select):
     """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance.
-    ``digest``: a running :class:`tracelens.digest.Digest` of the file, or True to start one; its SHA-256 goes to
-    ``sha256`` (None when the file analysed is not the one hashed, e.g. it grew meanwhile)."""
+    ``digest``: a running :class:`tracelens.digest.Digest` of the file, or True to start one; it is handed on in
+    ``digest`` (cancelled if the pass fails), for the caller to take its result as late as it can."""
     from tracelens.parsers.xentrace import decode as D
 
     if digest is True:
@@ -288,8 +289,7 @@ def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest=None, **s
         if digest:
             digest.cancel()  # an error is reported at once, not after hashing the rest of a big file
         raise
-    if digest:
-        p1.sha256 = digest.result(sc.size)
+    p1.digest = digest or None
     return sc, p1
 
 
@@ -671,9 +671,6 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     passes advance; ``digest`` (True, or a running :class:`tracelens.digest.Digest` of the file) gives
     ``Analysis.sha256``."""
     from tracelens.analysis import analyze as A
-    from tracelens.analysis.boundaries import find_boundaries
-    from tracelens.parsers.xentrace import decode as D
-    from tracelens.parsers.xentrace.catalog import parse_version
 
     config = config or A.AnalysisConfig()
     opts = opts or StreamOptions()
@@ -685,6 +682,24 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
         def p_two(done, total):
             progress(total + done, 2 * total)
     sc, p1 = _pass1(path, config.decode.tolerance, opts, p_one, digest)
+    try:
+        a = _analyze_passes(path, config, opts, p_two, sc, p1)
+    except BaseException:
+        if p1.digest is not None:
+            p1.digest.cancel()
+        raise
+    # the digest, last: it has had the start-up, and every moment a core was free since (tracelens.digest)
+    a.sha256 = p1.digest.result(sc.size) if p1.digest is not None else None
+    return a
+
+
+def _analyze_passes(path, config, opts: StreamOptions, p_two, sc, p1: _Pass1):
+    """Everything after pass 1: boundaries, pass 2, ledgers and the Analysis."""
+    from tracelens.analysis import analyze as A
+    from tracelens.analysis.boundaries import find_boundaries
+    from tracelens.parsers.xentrace import decode as D
+    from tracelens.parsers.xentrace.catalog import parse_version
+
     rows = _sorted_rows(p1.rows)
     version = parse_version(config.decode.xen_version)
     dr = None
@@ -720,7 +735,6 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
     a = A.finish(rec, ep, grants, balloon, hc, guest, lost, p1.ids, p1.seen, config, path=os.fspath(path),
                  records=p1.records, vectors=L.vector_ledger(rec, p1.handled, p1.handled_big, p1.handled_other),
                  first_tsc=p1.first_tsc, last_tsc=p1.last_tsc)
-    a.sha256 = p1.sha256
     return a
 
 

@@ -40,7 +40,8 @@ class Opt:
         import typer
 
         o = self.but(**override) if override else self
-        return typer.Option(o.initial(), *o.names, help=o.help, metavar=o.metavar)
+        # typer renders help as rich markup, where "[decode]" would be a style tag and vanish: escape brackets
+        return typer.Option(o.initial(), *o.names, help=o.help.replace("[", "\\["), metavar=o.metavar)
 
     def initial(self):
         """The value the parameter has when the option is not given."""
