@@ -593,8 +593,13 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
 def _time_order(key, cpu):
     """The permutation putting grant rows in time order, (K, pCPU, position in the pCPU's stream): what
     ``np.lexsort((off, cpu, key))`` gives, since the rows of one pCPU come in stream order already (windows in file
-    order, pending rows first), but in two stable sorts (the pCPU, then K: radix and merge sorts) at a tenth of its
-    cost."""
+    order, pending rows first): one stable sort by K when no K is shared by two pCPUs (the usual case), else two
+    (the pCPU, then K); a tenth of lexsort's cost or less."""
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    tie = np.flatnonzero(k[1:] == k[:-1])
+    if not tie.size or np.array_equal(cpu[order[tie]], cpu[order[tie + 1]]):
+        return order  # no K shared across pCPUs: K and the rows' order decide alone
     by_cpu = np.argsort(cpu, kind="stable")
     return by_cpu[np.argsort(key[by_cpu], kind="stable")]
 
