@@ -652,8 +652,9 @@ READ = "import sys, numpy as np; np.fromfile(sys.argv[1], dtype=np.uint8)"
 
 def main_job(args, work: Path) -> None:
     """The main job, whole processes: `tracelens analyze`, `gate` and `info` of 1, 2 and 4 GiB captures against
-    `xenalyze --summary` (given with --xenalyze) and a plain read of the file (numpy.fromfile), alternated, medians
-    of --repeat runs; a capture with random payloads; cold and warm starts."""
+    `xenalyze --summary` (given with --xenalyze) and a plain read of the file (numpy.fromfile), alternated (in an
+    order that rotates each round), medians of --repeat runs; a capture with random payloads; cold and warm
+    starts."""
     tl = [sys.executable, "-m", "tracelens"]
     out = work / "out.json"
     cmds = {
@@ -675,9 +676,12 @@ def main_job(args, work: Path) -> None:
         for name, mk in cmds.items():  # warm the page cache and numba's cache
             timed(mk(cap), ok=ok)
         runs = {name: [] for name in cmds}
-        for _ in range(args.repeat):
-            for name, mk in cmds.items():
-                runs[name].append(timed(mk(cap), ok=ok))
+        names = list(cmds)
+        for r in range(args.repeat):
+            # the order rotates each round: on this VM a command run right after the 1 GiB numpy read (or any big
+            # free) is 0.1-0.2 s slower, so no command may always follow the same one
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(timed(cmds[name](cap), ok=ok))
         med = {name: {k: statistics.median(r[k] for r in rs) for k in ("wall", "cpu")} for name, rs in runs.items()}
         for name, rs in runs.items():
             med[name]["rss"] = max(r["rss"] for r in rs)
