@@ -131,7 +131,8 @@ def test_digest_thread_is_a_daemon(tmp_path):
     d = digest.Digest(p)
     assert d._thread.daemon  # an unfinished digest never holds the process open
     d.result()
-    assert not any(t.name == "tracelens-sha256" and t.is_alive() for t in threading.enumerate() if t is d._thread)
+    d._thread.join(10)
+    assert not d._thread.is_alive()  # and it ends once the digest is done
 
 
 def test_the_hashing_thread_runs_at_a_lower_priority(tmp_path):
@@ -155,3 +156,23 @@ def test_the_hashing_thread_runs_at_a_lower_priority(tmp_path):
         digest._lower_priority = orig
     assert seen == [min(19, base + digest.NICE)]
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the process (its main thread) keeps its priority
+
+
+def test_sha256_file_and_cancel_on_error(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"abc" * 1000)
+    assert digest.sha256_file(p) == _sha(b"abc" * 1000)
+    assert digest.sha256_file(tmp_path) is None and digest.sha256_file(tmp_path / "missing") is None
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(64 * digest.CHUNK)
+    d = digest.Digest(big)
+    with pytest.raises(ZeroDivisionError):
+        with d:
+            1 / 0  # noqa: B018  # a failing analysis: the hashing stops at once
+    d._thread.join(10)
+    assert not d._thread.is_alive() and d.result() is None
+    ok = digest.Digest(p)
+    with ok:
+        pass
+    assert ok.result() == _sha(b"abc" * 1000)

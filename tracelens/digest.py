@@ -26,8 +26,45 @@ import threading
 CHUNK = 16 << 20  # bytes per read; hashing one takes ~14 ms, so waiting for the GIL between reads (up to 5 ms) costs little
 
 
+def _hash(path, stop: threading.Event | None = None) -> tuple[int | None, str | None]:
+    """(size, hex SHA-256) of the regular file at ``path``, read with ``pread`` into one reused buffer; (size,
+    None) when ``stop`` is set first or the file shrinks meanwhile, (None, None) when it is no regular file or cannot
+    be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError, TypeError):
+        return None, None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device: nothing to hash (and no read that could block)
+            return None, None
+        size = st.st_size
+        h = hashlib.sha256()
+        buf = memoryview(bytearray(min(CHUNK, max(size, 1))))
+        off = 0
+        while off < size:
+            if stop is not None and stop.is_set():
+                return size, None
+            n = os.preadv(fd, [buf[: min(len(buf), size - off)]], off)
+            if n <= 0:  # the file shrank: no digest of a size it no longer has
+                return size, None
+            h.update(buf[:n])
+            off += n
+        return size, h.hexdigest()
+    except OSError:
+        return None, None
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path) -> str | None:
+    """Hex SHA-256 of the regular file at ``path``, here and now; None when it is no regular file or unreadable."""
+    return _hash(os.fspath(path))[1]
+
+
 class Digest:
-    """SHA-256 of the file at ``path``, on a daemon thread started at creation."""
+    """SHA-256 of the file at ``path``, on a daemon thread started at creation. As a context manager it cancels
+    the hashing when the block fails (an error is reported at once, not after hashing the rest of a big file)."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
@@ -41,33 +78,17 @@ class Digest:
     def _run(self) -> None:
         _lower_priority()
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-        except (OSError, ValueError, TypeError):
-            self._ready.set()
-            return
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return
-            size = st.st_size
-            self.size = size
-            h = hashlib.sha256()
-            buf = memoryview(bytearray(min(CHUNK, max(size, 1))))
-            off = 0
-            while off < size:
-                if self._stop.is_set():
-                    return
-                n = os.preadv(fd, [buf[: min(len(buf), size - off)]], off)
-                if n <= 0:  # the file shrank: no digest of a size it no longer has
-                    return
-                h.update(buf[:n])
-                off += n
-            self._hex = h.hexdigest()
-        except OSError:
-            pass
+            self.size, self._hex = _hash(self.path, self._stop)
         finally:
-            os.close(fd)
             self._ready.set()
+
+    def __enter__(self) -> Digest:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> bool:
+        if exc_type is not None:
+            self.cancel()
+        return False
 
     def result(self, size: int | None = None) -> str | None:
         """The hex digest (waiting for it), or None: not a regular file, unreadable, cancelled, or (with ``size``)

@@ -213,21 +213,22 @@ def _state_after(ev, n, w, body, state):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _hash_add(keys, counts, ev):
-    """Count ``ev`` in an open-addressing table; returns False when the table is full."""
-    mask = keys.shape[0] - 1
+def _hash_count(keys, counts, row, ev):
+    """Count ``ev`` in row ``row`` of an open-addressing table (``keys`` 2-D, empty slots 0xFFFFFFFF; indexing the
+    row in place, not through a view). Returns (its slot, whether it was new there); slot -1 when the row is full."""
+    mask = keys.shape[1] - 1
     h = (ev * 2654435761) & mask
-    for _ in range(keys.shape[0]):
-        k = keys[h]
+    for _ in range(keys.shape[1]):
+        k = keys[row, h]
         if k == ev:
-            counts[h] += 1
-            return True
+            counts[row, h] += 1
+            return h, False
         if k == 0xFFFFFFFF:
-            keys[h] = ev
-            counts[h] = 1
-            return True
+            keys[row, h] = ev
+            counts[row, h] = 1
+            return h, True
         h = (h + 1) & mask
-    return False
+    return -1, False
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -294,7 +295,7 @@ def stream_pass(w, pos, vend, cpu_order, cpu_start, in_tsc, in_key, in_state, do
                 if want_doms:
                     a_dom, a_vcpu, a_known = _record_vcpu(ev, n, w, body, state)
                     dom_counts[k, a_dom if a_known else 65536] += 1
-                if not _hash_add(hkeys[k], hcounts[k], ev | (n << 28)):
+                if _hash_count(hkeys, hcounts, k, ev | (n << 28))[0] < 0:
                     overflow[k] = True
                 state = _state_after(ev, n, w, body, state)
                 p += 1 + n + 2 * has

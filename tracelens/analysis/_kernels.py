@@ -587,7 +587,7 @@ def irq_tallies(rows, event, d1):
 
 from tracelens.parsers.xentrace import _kernels as XK  # noqa: E402
 from tracelens.parsers.xentrace._kernels import (  # noqa: E402
-    EV_LOST, UNKNOWN, _head_key, _header, _record_vcpu, _state_after, _window_reaching)
+    EV_LOST, UNKNOWN, _hash_count, _head_key, _header, _record_vcpu, _state_after, _window_reaching)
 
 ROW_WORDS = 7
 
@@ -642,7 +642,6 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
     of the key in that slot, plus STATE_FLAG when the record can move the pCPU's state (:func:`_state_after`),
     computed when the key first enters the table (15 % of the kernel's time against a second probe per record)."""
     ncpu = cpu_start.shape[0] - 1
-    hmask = hkeys.shape[1] - 1
     for k in prange(ncpu):
         j0 = cpu_start[k]
         j1 = cpu_start[k + 1]
@@ -698,25 +697,15 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                         lost_n += np.uint64(w[body])
                     if n < 4 or w[body] == 0:
                         bad_lost += 1
-                hk = ev | (n << 28)
-                hh = (hk * 2654435761) & hmask
-                c = -1
-                for _ in range(hmask + 1):  # _hash_add, on the 2-D tables, giving the key's slot
-                    kk = hkeys[tid, hh]
-                    if kk == hk:
-                        hcounts[tid, hh] += 1
-                        c = hcat[tid, hh]
-                        break
-                    if kk == 0xFFFFFFFF:
-                        hkeys[tid, hh] = hk
-                        hcounts[tid, hh] = 1
-                        c = _kind(ev, n, ids, table_cat, need)
-                        hcat[tid, hh] = c
-                        break
-                    hh = (hh + 1) & hmask
-                if c < 0:  # the table is full (random payloads)
+                slot, new = _hash_count(hkeys, hcounts, tid, ev | (n << 28))
+                if slot < 0:  # the table is full (random event ids)
                     hoverflow[tid] = True
                     c = _kind(ev, n, ids, table_cat, need)
+                elif new:
+                    c = _kind(ev, n, ids, table_cat, need)
+                    hcat[tid, slot] = c
+                else:
+                    c = hcat[tid, slot]
                 moves = c & STATE_FLAG
                 c = c & (STATE_FLAG - 1)
                 if want_doms:

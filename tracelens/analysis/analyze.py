@@ -4,9 +4,7 @@ than a keyword list."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,38 +87,22 @@ def _size(path) -> int:
         return 0
 
 
-def sha256_file(path, stop: threading.Event | None = None) -> str | None:
-    """Hex SHA-256 of the file; None when ``stop`` is set before the end (checked every MiB)."""
-    from tracelens.detect import open_input
-
-    h = hashlib.sha256()
-    with os.fdopen(open_input(path, "a xentrace capture"), "rb") as f:  # a FIFO would block this thread for ever
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            if stop is not None and stop.is_set():
-                return None
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analysis:
     """Analyse the capture at ``path`` as a stream, in bounded memory (tracelens.analysis.stream): the result
     equals :func:`analyze_table` of the decoded table. ``progress(done, total)`` follows the passes."""
     from tracelens.digest import take
 
-    # the file's SHA-256, on a thread of its own from now on (or since the command started it: tracelens.digest)
-    digest = take(path)
-    try:
+    # the file's SHA-256, on a thread of its own from now on (or since the command started it: tracelens.digest),
+    # before the imports below, which load numba
+    with take(path) as digest:
         from tracelens._jit import ANALYZE_KERNELS, first_run, set_threads
         from tracelens.analysis.stream import analyze_stream
 
         config = config or AnalysisConfig()
         set_threads(config.decode.threads)
         config.decode.catalog()  # the analysis reads ids, not names; a catalog file it is given must still be valid
-    except BaseException:
-        digest.cancel()
-        raise
-    with first_run(_size(path), kernels=ANALYZE_KERNELS):
-        a = analyze_stream(path, config, progress=progress, digest=digest)
+        with first_run(_size(path), kernels=ANALYZE_KERNELS):
+            a = analyze_stream(path, config, progress=progress, digest=digest)
     if config.vmcore:
         from tracelens.analysis.dumpside import attach
 

@@ -30,6 +30,7 @@ small enough that state crosses many chunk edges).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -76,7 +77,6 @@ class _Pass1:
     dom_counts: np.ndarray | None = None
     handled_big: dict = field(default_factory=dict)  # IRQ_HANDLED of irqs past 65535, per irq
     handled_other: int = 0  # ... of the irqs past IRQ_LIMIT distinct ones
-    digest: object = None  # the running tracelens.digest.Digest of the file, if any (its result is taken last)
     bad_lost: int = 0  # malformed LOST_RECORDS markers (fewer than 4 words, or a count of 0)
     seen: np.ndarray | None = None  # domids some record made current on a pCPU (records.seen_domains)
 
@@ -268,29 +268,16 @@ def _pass1_fast(path, opts: StreamOptions, progress, **select):
     return sc, sel.finish(sc)
 
 
-def _pass1(path, tolerance: str, opts: StreamOptions, progress, digest=None, **select):
-    """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance.
-    ``digest``: a running :class:`tracelens.digest.Digest` of the file, or True to start one; it is handed on in
-    ``digest`` (cancelled if the pass fails), for the caller to take its result as late as it can."""
+def _pass1(path, tolerance: str, opts: StreamOptions, progress, **select):
+    """(the capture's windows, pass 1's results). Damaged captures are scanned first, with the tolerance."""
     from tracelens.parsers.xentrace import decode as D
 
-    if digest is True:
-        from tracelens.digest import Digest
-
-        digest = Digest(path)
+    if tolerance not in D.TOLERANCES:
+        D.scan(path, tolerance)  # the usage error
     try:
-        if tolerance not in D.TOLERANCES:
-            D.scan(path, tolerance)  # the usage error
-        try:
-            sc, p1 = _pass1_fast(path, opts, progress, **select)
-        except _Damaged:
-            sc, p1 = _pass1_scanned(path, tolerance, opts, progress, **select)
-    except BaseException:
-        if digest:
-            digest.cancel()  # an error is reported at once, not after hashing the rest of a big file
-        raise
-    p1.digest = digest or None
-    return sc, p1
+        return _pass1_fast(path, opts, progress, **select)
+    except _Damaged:
+        return _pass1_scanned(path, tolerance, opts, progress, **select)
 
 
 def _pass1_scanned(path, tolerance: str, opts: StreamOptions, progress, **select):
@@ -709,15 +696,15 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
         def p_two(done, total):
             progress(total + done, 2 * total)
-    sc, p1 = _pass1(path, config.decode.tolerance, opts, p_one, digest)
-    try:
+    if digest is True:
+        from tracelens.digest import Digest
+
+        digest = Digest(path)
+    with digest or contextlib.nullcontext():  # a failure cancels the hashing
+        sc, p1 = _pass1(path, config.decode.tolerance, opts, p_one)
         a = _analyze_passes(path, config, opts, p_two, sc, p1)
-    except BaseException:
-        if p1.digest is not None:
-            p1.digest.cancel()
-        raise
     # the digest, last: it has had the start-up, and every moment a core was free since (tracelens.digest)
-    a.sha256 = p1.digest.result(sc.size) if p1.digest is not None else None
+    a.sha256 = digest.result(sc.size) if digest else None
     return a
 
 

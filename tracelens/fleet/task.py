@@ -63,12 +63,9 @@ def base_row(path: str, **kw) -> dict:
 
 
 def _sha256(path: str) -> str | None:
-    from tracelens.analysis.analyze import sha256_file
+    from tracelens.digest import sha256_file
 
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
+    return sha256_file(path)
 
 
 def already_done(opts: TaskOptions, path: str, key: str, vmcore: str | None) -> dict | None:
