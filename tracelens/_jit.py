@@ -217,16 +217,20 @@ def cold(modules, names=None) -> bool:
 
 
 class interpreting:
-    """Within the block, the kernels of ``modules`` run interpreted (see :func:`interpreted`): callers that look
-    them up as ``module.kernel`` at call time get the twins. Not for concurrent use from several threads."""
+    """Within the block, the kernels of ``modules`` (those named in ``names``, else every one) run interpreted (see
+    :func:`interpreted`): callers that look them up as ``module.kernel`` at call time get the twins. Not for
+    concurrent use from several threads."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules, names=None):
         self.modules = modules
+        self.names = names
         self.saved: list = []
 
     def __enter__(self):
         for m in self.modules:
             for name, f in _dispatchers(m).items():
+                if self.names is not None and name not in self.names:
+                    continue
                 self.saved.append((m, name, f))
                 setattr(m, name, interpreted(f))
         return self
@@ -255,6 +259,7 @@ class _CompileNotes(numba.core.event.Listener):
     def __init__(self, expected: int, stream):
         self.expected = max(expected, 1)
         self.stream = stream
+        self.beside = False  # a helper process compiles the later kernels (compile_beside)
         self.done = 0
         self.depth = 0
         self.t0 = {}
@@ -266,6 +271,9 @@ class _CompileNotes(numba.core.event.Listener):
             where = numba.config.CACHE_DIR or "beside the package"
             print(f"tracelens: preparing kernels for this machine, first run only (cache: {where})",
                   file=self.stream, flush=True)
+            if self.beside:
+                print("tracelens:   (those of the later steps in a second process, meanwhile)", file=self.stream,
+                      flush=True)
         self.depth += 1
         self.t0[id(event.data.get("dispatcher"))] = time.perf_counter()
 
@@ -281,15 +289,53 @@ class _CompileNotes(numba.core.event.Listener):
             print(f"tracelens:   [{self.done}] {name} ({t:.1f} s)", file=self.stream, flush=True)
 
 
+_BESIDE: list = []  # the helper processes compiling kernels beside this one (compile_beside)
+
+
+def compile_beside(job: str):
+    """Start a second process that compiles the kernels ``job`` needs *after* its first pass (see
+    :mod:`tracelens._warm`), so that they compile on the other core while this process compiles and runs the first
+    pass; :func:`join_beside` waits for it before they are needed. None when it cannot start."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "tracelens._warm", job], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    except OSError:  # pragma: no cover - no process to spare: this process compiles them when it gets there
+        return None
+    _BESIDE.append(proc)
+    return proc
+
+
+def join_beside(timeout: float = 300.0, kill: bool = False) -> None:
+    """Wait for the helpers of :func:`compile_beside` (their kernels are then in the cache, and load from it when
+    first called here), or stop them (``kill``: the work ended early). A helper that fails or overruns changes
+    nothing: the kernels compile here instead."""
+    import subprocess
+
+    while _BESIDE:
+        proc = _BESIDE.pop()
+        try:
+            if kill:
+                proc.kill()
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+            proc.wait()
+
+
 class first_run:
     """Around work that runs kernels on an input of ``size`` bytes: while its main ``kernels`` (names) are not
     cached, small inputs run the kernels interpreted (see :func:`mode`), large ones compile them and say so on
-    stderr, kernel by kernel."""
+    stderr, kernel by kernel. With ``beside`` (a job of :mod:`tracelens._warm`), the kernels that job needs after
+    its first pass compile in a second process meanwhile."""
 
-    def __init__(self, size: int, stream=None, kernels=None):
+    def __init__(self, size: int, stream=None, kernels=None, beside: str | None = None):
         self.size = int(size)
         self.stream = stream
         self.kernels = kernels  # the names of the kernels the work runs on (None: every kernel)
+        self.beside = beside
         self.stack = []
 
     def __enter__(self):
@@ -311,6 +357,9 @@ class first_run:
             expected = sum(not cached(f) for mod in (AK, XK) for f in _dispatchers(mod).values())
             listener = _CompileNotes(expected, self.stream or sys.stderr)
             stack.enter_context(numba.core.event.install_listener("numba:compile", listener))
+            if self.beside and compile_beside(self.beside) is not None:
+                listener.beside = True
+                stack.callback(join_beside, kill=True)  # (the work joins it when it needs its kernels)
         self.stack.append(stack)
         stack.__enter__()
         return m

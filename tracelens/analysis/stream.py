@@ -884,11 +884,13 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
 def _analyze_passes(path, config, opts: StreamOptions, p_two, sc, p1: _Pass1):
     """Everything after pass 1: boundaries, pass 2, ledgers and the Analysis."""
+    from tracelens._jit import join_beside
     from tracelens.analysis import analyze as A
     from tracelens.analysis.boundaries import find_boundaries
     from tracelens.parsers.xentrace import decode as D
     from tracelens.parsers.xentrace.catalog import parse_version
 
+    join_beside()  # on a first run, the kernels from here on compiled in a second process (_jit.first_run)
     rows = _sorted_rows(p1.rows)
     version = parse_version(config.decode.xen_version)
     dr = None
