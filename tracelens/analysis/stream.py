@@ -16,11 +16,22 @@ order, each chunk mapped in before and released after:
    domain's first offline transition after it) to the first record that puts the domain on a pCPU, starting from
    the window states of pass 1: a short walk, since a reset domain runs again soon. Those records join the rare
    ones, and :func:`tracelens.analysis.boundaries.find_boundaries` runs on that small table unchanged.
-3. **Grants and hypercalls** (:func:`_kernels.stream_grants_hypercalls`, parallel over windows, each from its state
-   of pass 1), now that the epochs are known: hypercalls are counted per (domain, epoch, source, op, cmd); grant
-   MAP/UNMAP rows are merged into time order one chunk at a time -- a row is final once its K is below the smallest
-   starting K of every window still to come -- and fed to the grant ledger, whose state (per pair: balance,
-   carried handles, epoch cursors) is explicit (:func:`_kernels.grant_ledger_step`).
+3. **Grants and hypercalls**, now that the epochs are known: hypercalls are counted per (domain, epoch, source,
+   op, cmd); grant MAP/UNMAP rows are merged into time order one chunk at a time -- a row is final once its K is
+   below the smallest starting K of every window still to come -- and fed to the grant ledger, whose state (per
+   pair: balance, carried handles, epoch cursors) is explicit (:func:`_kernels.grant_ledger_step`).
+
+**Pass 2's work in pass 1.** Neither grant rows nor hypercall counts need the epochs to be *collected*, only to be
+*counted*, so pass 1 collects them as it walks (:class:`_Fused`): each chunk's grant rows are kept (K, TSC,
+mapper, granter, MAP or not: 23 bytes a row, up to ``StreamOptions.keep_bytes``), and hypercalls are counted per
+(domain, *segment*, source, op, cmd), a segment being ``segment_bytes`` of the file, with each window's smallest
+and largest hypercall TSC. Once the boundaries are known, a segment's counts for a domain take the epoch of that
+smallest TSC, unless one of the domain's boundaries falls between the smallest and largest
+(:func:`_resolve_tallies`): a boundary cuts only a segment or two. Pass 2
+(:func:`_kernels.stream_grants_hypercalls`, parallel over windows, each from its state of pass 1) then walks only
+those segments, for those domains, and the chunks whose rows or counts did not fit pass 1's budgets (KEEP_BYTES,
+TALLY_LIMIT, a full hash table); it feeds the kept rows to the ledger from memory. Everything a budget leaves out
+is read again, so the budgets bound memory without changing a result.
 
 The rest of the analysis (balloon, guest tracepoints, lost records, IRQ vectors, safety, findings) runs unchanged on
 the small table of rare records. A record's place in time order is the decoder's: (K, pCPU, position in its
