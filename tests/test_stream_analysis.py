@@ -335,6 +335,17 @@ FUSED = {
 }
 
 
+def test_nothing_kept_at_all_still_covers_every_chunk(tmp_path, monkeypatch):
+    """No grant row kept and no hypercall count: pass 2 walks every chunk of pass 1, the last ones included."""
+    import tracelens.analysis.stream as S
+
+    monkeypatch.setattr(S, "TALLY_LIMIT", 1)
+    for seed in (2, 7):
+        path = tmp_path / f"c{seed}.xentrace"
+        synth.random_scenario(seed).write(path)
+        _same(_reference(path), analyze_stream(path, opts=StreamOptions(chunk_bytes=2048, keep_bytes=0)))
+
+
 def _spy(monkeypatch):
     """What pass 2 was given and did: the kept work (p1.fused) and the segments counted again."""
     import tracelens.analysis.stream as S

@@ -181,7 +181,7 @@ class _Select:
                     np.zeros(nth, np.int64))
         self.dom_seen = np.zeros((nth, 65536), np.uint8)
         # pass 2's work in pass 1 (see the module docstring)
-        self.fuse_grants = self.fuse_hc = fuse and select
+        self.fuse = self.fuse_grants = self.fuse_hc = fuse and select
         seg = int(opts.segment_bytes)
         if seg < 4 or seg & (seg - 1):
             raise ValueError(f"segment_bytes must be a power of two of at least 4, not {seg}")
@@ -264,7 +264,7 @@ class _Select:
             keep = np.concatenate([np.arange(cap_start[k], cap_start[k] + count[k]) for k in used.tolist()])
             self.parts.append({name: arr[keep] for name, arr in rows.items()})
         self.windows.append(wa)
-        if self.fuse_grants or self.fuse_hc:
+        if self.fuse:  # (every chunk: pass 2 goes by these spans, whether or not anything was kept)
             self._keep(nw, gk, gcap_start, g_count, groom, hw)
         return w_bad
 
