@@ -413,3 +413,32 @@ def test_segment_bytes_must_be_a_power_of_two(tmp_path):
     synth.random_scenario(1).write(path)
     with pytest.raises(ValueError, match="power of two"):
         analyze_stream(path, opts=StreamOptions(segment_bytes=100))
+
+
+def test_pass_two_releases_the_pages_it_walks(tmp_path, monkeypatch):
+    """Resident memory follows the chunk in pass 2 too: every range pass 2 walks is mapped in before and released
+    after (with nothing kept, that is every chunk of the capture)."""
+    import tracelens.analysis.stream as S
+    from tracelens.parsers.xentrace import decode as D
+
+    path = tmp_path / "c.xentrace"
+    synth.random_scenario(4).write(path)
+    calls = []
+    pass2 = S._pass2
+
+    def spy_pass2(sc, p1, *a):
+        monkeypatch.setattr(D, "_populate", lambda mm, a, b: calls.append(("in", a, b)))
+        monkeypatch.setattr(D, "_release", lambda mm, upto: calls.append(("out", upto)))
+        try:
+            return pass2(sc, p1, *a)
+        finally:
+            calls.append(("spans", [(int(sc.pos[a]) * 4, int(sc.end[a + n - 1]) * 4) for a, n in p1.fused.spans]))
+
+    monkeypatch.setattr(S, "_pass2", spy_pass2)
+    analyze_stream(path, opts=StreamOptions(chunk_bytes=2048, keep_bytes=0))
+    at = next(i for i, c in enumerate(calls) if c[0] == "spans")
+    spans, calls = calls[at][1], calls[:at]
+    assert len(spans) > 3 and len(calls) % 2 == 0
+    pairs = list(zip(calls[::2], calls[1::2]))  # each walk: its range mapped in, then released up to its end
+    assert all(i[0] == "in" and o == ("out", i[2]) for i, o in pairs), pairs
+    assert set(spans) <= {(i[1], i[2]) for i, _ in pairs}  # (and the segments a boundary cuts, walked again)

@@ -671,6 +671,7 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
     """Grants and hypercalls, now that the epochs are known: what pass 1 kept of them (``p1.fused``), and a walk of
     the chunks (or segments) it could not keep them for."""
     from tracelens.analysis import _kernels as K
+    from tracelens.parsers.xentrace import decode as D
 
     cidx = sc.cpu.astype(np.int64)
 
@@ -695,16 +696,19 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
     gfields = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", np.int64), ("mapper", np.int64),
                ("granter", np.int64), ("map", np.bool_))
     fz = p1.fused
-    spans = fz.spans if fz is not None else [(a, b - a) for a, b in _chunks(sc, opts.chunk_bytes)]
+    spans = fz.spans if fz is not None else [(a, b - a) for a, b in D._chunks(sc.pos, sc.end, opts.chunk_bytes)]
     tkeys, tcounts, again = _resolve_tallies(sc, fz, csr) if fz is not None and want_hc else ([], [], {})
     every = np.ones(65537, np.uint8)
     mask = np.zeros(65537, np.uint8)
 
-    def walk(windows, g_start, g, cat, dom_mask):
+    def walk(windows, g_start, g, cat, dom_mask):  # consecutive windows, their pages mapped in and released after
+        first, last = int(sc.pos[windows[0]]) * 4, int(sc.end[windows[-1]]) * 4
+        D._populate(sc.mm, first, last)
         K.stream_grants_hypercalls(sc.words, sc.pos[windows], sc.vend[windows], windows, cidx[windows], p1.w_tsc0,
                                    p1.w_key0, p1.w_state0, g_start, csr[1], csr[2], slot, scratch, K.TABLE_IDS, cat,
                                    K.TABLE_NEED, g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"],
                                    g["map"], *hc, *fold, limit, dropped, dom_mask)
+        D._release(sc.mm, last)
 
     for c, (a, nw) in enumerate(spans):
         b = a + nw
