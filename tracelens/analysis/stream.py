@@ -60,6 +60,7 @@ OTHER_MAPPER = -2  # the mapper of a granter's row that sums the pairs not repor
 KEEP_BYTES = 64 << 20  # grant rows pass 1 keeps for pass 2 (23 bytes a row); past that, pass 2 reads them again
 SEGMENT_BYTES = 4 << 20  # pass 1 counts hypercalls per segment of this many bytes of the file, epochs given after
 TALLY_LIMIT = 1 << 22  # hypercall counts pass 1 keeps (keys x segments); past that, pass 2 counts them
+WALK_BYTES = 16 << 20  # how much of the file pass 2 maps in at a time
 _GRANT_KEPT = (("key", np.uint64), ("tsc", np.uint64), ("mapper", np.int32), ("granter", np.uint16),
                ("map", np.bool_))
 
@@ -701,14 +702,22 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
     every = np.ones(65537, np.uint8)
     mask = np.zeros(65537, np.uint8)
 
-    def walk(windows, g_start, g, cat, dom_mask):  # consecutive windows, their pages mapped in and released after
-        first, last = int(sc.pos[windows[0]]) * 4, int(sc.end[windows[-1]]) * 4
-        D._populate(sc.mm, first, last)
-        K.stream_grants_hypercalls(sc.words, sc.pos[windows], sc.vend[windows], windows, cidx[windows], p1.w_tsc0,
-                                   p1.w_key0, p1.w_state0, g_start, csr[1], csr[2], slot, scratch, K.TABLE_IDS, cat,
-                                   K.TABLE_NEED, g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"],
-                                   g["map"], *hc, *fold, limit, dropped, dom_mask)
-        D._release(sc.mm, last)
+    def walk(windows, g_start, g, cat, dom_mask):
+        """Pass 2's kernel over consecutive windows, WALK_BYTES of the file at a time, each stretch mapped in before
+        and released after (pass 2 then holds less of the file than pass 1's chunks)."""
+        at = sc.pos[windows] * 4
+        i = 0
+        while i < windows.size:
+            j = max(i + 1, int(np.searchsorted(at, at[i] + WALK_BYTES, side="left")))
+            w = windows[i:j]
+            first, last = int(at[i]), int(sc.end[w[-1]]) * 4
+            D._populate(sc.mm, first, last)
+            K.stream_grants_hypercalls(sc.words, sc.pos[w], sc.vend[w], w, cidx[w], p1.w_tsc0, p1.w_key0, p1.w_state0,
+                                       g_start[i:j], csr[1], csr[2], slot, scratch, K.TABLE_IDS, cat, K.TABLE_NEED,
+                                       g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"], *hc,
+                                       *fold, limit, dropped, dom_mask)
+            D._release(sc.mm, last)
+            i = j
 
     for c, (a, nw) in enumerate(spans):
         b = a + nw
