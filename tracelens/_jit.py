@@ -259,7 +259,7 @@ class _CompileNotes(numba.core.event.Listener):
     def __init__(self, expected: int, stream):
         self.expected = max(expected, 1)
         self.stream = stream
-        self.beside = False  # a helper process compiles the later kernels (compile_beside)
+        self.beside = False  # helper processes compile some kernels meanwhile (compile_beside)
         self.done = 0
         self.depth = 0
         self.t0 = {}
@@ -272,8 +272,7 @@ class _CompileNotes(numba.core.event.Listener):
             print(f"tracelens: preparing kernels for this machine, first run only (cache: {where})",
                   file=self.stream, flush=True)
             if self.beside:
-                print("tracelens:   (those of the later steps in a second process, meanwhile)", file=self.stream,
-                      flush=True)
+                print("tracelens:   (and, meanwhile, the next ones in other processes)", file=self.stream, flush=True)
         self.depth += 1
         self.t0[id(event.data.get("dispatcher"))] = time.perf_counter()
 
@@ -289,33 +288,42 @@ class _CompileNotes(numba.core.event.Listener):
             print(f"tracelens:   [{self.done}] {name} ({t:.1f} s)", file=self.stream, flush=True)
 
 
-_BESIDE: list = []  # the helper processes compiling kernels beside this one (compile_beside)
+_BESIDE: dict = {}  # job -> the helper process compiling its kernels beside this one (compile_beside)
 
 
 def compile_beside(job: str):
-    """Start a second process that compiles the kernels ``job`` needs *after* its first pass (see
-    :mod:`tracelens._warm`), so that they compile on the other core while this process compiles and runs the first
-    pass; :func:`join_beside` waits for it before they are needed. None when it cannot start."""
+    """Start a process that compiles the kernels of ``job`` (see :mod:`tracelens._warm`: kernels this process will
+    need later), so that they compile on the other core while this process compiles and runs what comes first;
+    :func:`join_beside` waits for it before they are needed. None when they are cached already, or when no process
+    can start."""
     import subprocess
     import sys
 
+    from tracelens import _warm
+    from tracelens.analysis import _kernels as AK
+    from tracelens.parsers.xentrace import _kernels as XK
+
+    if job in _BESIDE or not cold((AK, XK), _warm.KERNELS[job]):
+        return None
     try:
         proc = subprocess.Popen([sys.executable, "-m", "tracelens._warm", job], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
     except OSError:  # pragma: no cover - no process to spare: this process compiles them when it gets there
         return None
-    _BESIDE.append(proc)
+    _BESIDE[job] = proc
     return proc
 
 
-def join_beside(timeout: float = 300.0, kill: bool = False) -> None:
-    """Wait for the helpers of :func:`compile_beside` (their kernels are then in the cache, and load from it when
-    first called here), or stop them (``kill``: the work ended early). A helper that fails or overruns changes
-    nothing: the kernels compile here instead."""
+def join_beside(job: str | None = None, timeout: float = 300.0, kill: bool = False) -> None:
+    """Wait for the helper of ``job`` (every helper when None) started by :func:`compile_beside`: its kernels are
+    then in the cache, and load from it when first called here. ``kill`` stops them instead (the work ended
+    early). A helper that fails or overruns changes nothing: the kernels compile here instead."""
     import subprocess
 
-    while _BESIDE:
-        proc = _BESIDE.pop()
+    for name in [job] if job is not None else list(_BESIDE):
+        proc = _BESIDE.pop(name, None)
+        if proc is None:
+            continue
         try:
             if kill:
                 proc.kill()
@@ -328,10 +336,10 @@ def join_beside(timeout: float = 300.0, kill: bool = False) -> None:
 class first_run:
     """Around work that runs kernels on an input of ``size`` bytes: while its main ``kernels`` (names) are not
     cached, small inputs run the kernels interpreted (see :func:`mode`), large ones compile them and say so on
-    stderr, kernel by kernel. With ``beside`` (a job of :mod:`tracelens._warm`), the kernels that job needs after
-    its first pass compile in a second process meanwhile."""
+    stderr, kernel by kernel. ``beside`` names jobs of :mod:`tracelens._warm` whose kernels compile in other
+    processes meanwhile (the work joins them, :func:`join_beside`, where it needs those kernels)."""
 
-    def __init__(self, size: int, stream=None, kernels=None, beside: str | None = None):
+    def __init__(self, size: int, stream=None, kernels=None, beside: tuple = ()):
         self.size = int(size)
         self.stream = stream
         self.kernels = kernels  # the names of the kernels the work runs on (None: every kernel)
@@ -357,9 +365,10 @@ class first_run:
             expected = sum(not cached(f) for mod in (AK, XK) for f in _dispatchers(mod).values())
             listener = _CompileNotes(expected, self.stream or sys.stderr)
             stack.enter_context(numba.core.event.install_listener("numba:compile", listener))
-            if self.beside and compile_beside(self.beside) is not None:
+            started = [job for job in self.beside if compile_beside(job) is not None]
+            if started:
                 listener.beside = True
-                stack.callback(join_beside, kill=True)  # (the work joins it when it needs its kernels)
+                stack.callback(join_beside, kill=True)  # (the work joins them when it needs their kernels)
         self.stack.append(stack)
         stack.__enter__()
         return m

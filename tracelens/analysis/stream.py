@@ -209,8 +209,10 @@ class _Select:
     def chunk(self, words, pos, vend, cpu) -> np.ndarray:
         """Run pass 1 over consecutive windows (word ranges pos..vend of pCPUs ``cpu``); returns each window's
         overrun position (-1: none)."""
+        from tracelens._jit import join_beside
         from tracelens.analysis import _kernels as K
 
+        join_beside("select")  # on a first run, stream_select compiled in another process meanwhile (_jit.first_run)
         ncpu = self.ncpu
         nw = pos.shape[0]
         order = np.argsort(cpu, kind="stable").astype(np.int64)
@@ -914,7 +916,7 @@ def _analyze_passes(path, config, opts: StreamOptions, p_two, sc, p1: _Pass1):
     from tracelens.parsers.xentrace import decode as D
     from tracelens.parsers.xentrace.catalog import parse_version
 
-    join_beside()  # on a first run, the kernels from here on compiled in a second process (_jit.first_run)
+    join_beside("analyze")  # on a first run, the kernels from here on compiled in another process (_jit.first_run)
     rows = _sorted_rows(p1.rows)
     version = parse_version(config.decode.xen_version)
     dr = None
