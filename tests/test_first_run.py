@@ -5,6 +5,7 @@ so on stderr, kernel by kernel."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,34 @@ def test_cold_cache_compiling_says_so(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "preparing kernels for this machine, first run only" in r.stderr
     assert "[1] " in r.stderr and "walk_windows" in r.stderr
+    # pass 1's kernel compiled meanwhile in another process (tracelens._warm select), then loaded from the cache
+    assert set(re.findall(r"\] (\w+) \(", r.stderr)) == {"walk_windows"}, r.stderr
+    assert any(p.name.startswith("_kernels.stream_select-") for p in (tmp_path / "cold").rglob("*.nbi"))
     again = _cli(["info", str(SAMPLES[0])], tmp_path / "cold", TRACELENS_JIT="compile")
     assert "preparing kernels" not in again.stderr  # loaded from the cache this time
     assert again.stdout == r.stdout
+
+
+def test_a_cold_analysis_compiles_its_later_kernels_in_a_second_process(tmp_path):
+    """``analyze`` compiles the window walk itself and, meanwhile, two other processes (tracelens._warm) compile
+    pass 1's kernel and those of the later steps on a sample: the command then loads them from the cache."""
+    sample = str(SAMPLES[0])
+    cache = tmp_path / "cold"
+    out = tmp_path / "a.json"
+    r = _cli(["analyze", sample, "--format", "json", "-o", str(out)], cache, TRACELENS_JIT="compile")
+    assert r.returncode == 0, r.stderr
+    assert "meanwhile, the next ones in other processes" in r.stderr
+    compiled_here = set(re.findall(r"\] (\w+) \(", r.stderr))
+    assert compiled_here == {"walk_windows"}, r.stderr
+    names = {p.name.split(".")[1].rsplit("-", 1)[0] for p in cache.rglob("*.nbi")}
+    assert {"stream_select", "stream_grants_hypercalls", "grant_ledger_step", "first_run_after", "find_resumes"} <= names
+    warm = _cli(["analyze", sample, "--format", "json", "-o", str(tmp_path / "b.json")], cache)
+    assert "preparing kernels" not in warm.stderr
+    assert (tmp_path / "b.json").read_bytes() == out.read_bytes()
+
+
+def test_warm_helper_usage():
+    from tracelens import _warm
+
+    assert _warm.main([]) == 2 and _warm.main(["nope"]) == 2
+    assert _warm.sample_path().is_file()

@@ -23,7 +23,7 @@ import tracelens
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample-traces" / "persistent-grants.xentrace"
-BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "tracelens", "parsers", "docs")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "tracelens", "parsers", "docs", "sample-traces")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,9 @@ def test_the_wheel_carries_licence_catalog_and_rule_docs(wheel):
     assert wheel.name.startswith(f"tracelens-{tracelens.__version__}-")
     assert f"{dist}/licenses/LICENSE" in names
     assert "tracelens/docs/rules.md" in names and "tracelens/parsers/xentrace/catalog.toml" in names
-    assert not [n for n in names if n.startswith(("parsers/", "tests/", "docs/"))]  # nothing at the top level
+    assert "tracelens/samples/persistent-grants.xentrace" in names  # what a first run compiles kernels on
+    top = ("parsers/", "tests/", "docs/", "sample-traces/")
+    assert not [n for n in names if n.startswith(top)]  # nothing at the top level
     meta = zipfile.ZipFile(wheel).read(f"{dist}/METADATA").decode()
     assert "License-Expression: Apache-2.0" in meta and "License-File: LICENSE" in meta
     shipped = zipfile.ZipFile(wheel).read("tracelens/docs/rules.md")
@@ -86,6 +88,10 @@ def test_an_installed_wheel_runs_from_root(installed, tmp_path):
     assert Path(r.stdout.strip()).is_relative_to(installed), r.stdout  # the wheel's tracelens, not the checkout's
     r = _run_from_root(installed, "--version", tmp=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith(f"tracelens {tracelens.__version__} (Python "), r.stderr
+    # the sample a first run compiles kernels on (tracelens._warm), read from the installed package
+    r = subprocess.run([installed / "bin" / "python", "-c", "from tracelens._warm import sample_path; "
+                        "print(len(sample_path().read_bytes()))"], cwd="/", capture_output=True, text=True, check=True)
+    assert int(r.stdout) == SAMPLE.stat().st_size
 
 
 def test_an_installed_wheel_gives_full_sarif_help(installed, tmp_path):

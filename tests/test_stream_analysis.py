@@ -322,3 +322,123 @@ def test_more_event_ids_than_pass_1s_table(tmp_path):
     assert ref.grants.rows
     _same(ref, analyze_stream(path))
     _same(ref, analyze_stream(path, opts=TINY))
+
+
+# Pass 2's work done in pass 1 (stream.py, "Pass 2's work in pass 1"): grant rows kept within a budget, hypercalls
+# counted per segment and given their epochs afterwards; whatever did not fit, or a segment a boundary cuts, is read
+# again by pass 2. Each option below forces one of those paths on small captures.
+FUSED = {
+    "segments": StreamOptions(chunk_bytes=1 << 16, segment_bytes=64),  # boundaries fall inside segments
+    "one-segment": StreamOptions(chunk_bytes=1 << 16, segment_bytes=1 << 30),
+    "budget": StreamOptions(chunk_bytes=2048, keep_bytes=23 * 40),  # some chunks' grant rows kept, then none
+    "no-budget": StreamOptions(chunk_bytes=3000, keep_bytes=0),
+}
+
+
+def test_nothing_kept_at_all_still_covers_every_chunk(tmp_path, monkeypatch):
+    """No grant row kept and no hypercall count: pass 2 walks every chunk of pass 1, the last ones included."""
+    import tracelens.analysis.stream as S
+
+    monkeypatch.setattr(S, "TALLY_LIMIT", 1)
+    for seed in (2, 7):
+        path = tmp_path / f"c{seed}.xentrace"
+        synth.random_scenario(seed).write(path)
+        _same(_reference(path), analyze_stream(path, opts=StreamOptions(chunk_bytes=2048, keep_bytes=0)))
+
+
+def _spy(monkeypatch):
+    """What pass 2 was given and did: the kept work (p1.fused) and the segments counted again."""
+    import tracelens.analysis.stream as S
+
+    seen = {"fused": [], "kept": [], "again": []}
+    resolve, pass2 = S._resolve_tallies, S._pass2
+
+    def spy_resolve(*a):
+        out = resolve(*a)
+        seen["again"].append(sum(len(v) for v in out[2].values()))
+        return out
+
+    def spy_pass2(sc, p1, *a):
+        seen["fused"].append(p1.fused)
+        seen["kept"].append([g is not None for g in p1.fused.grants])  # (pass 2 releases them as it goes)
+        return pass2(sc, p1, *a)
+
+    monkeypatch.setattr(S, "_resolve_tallies", spy_resolve)
+    monkeypatch.setattr(S, "_pass2", spy_pass2)
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("mode", sorted(FUSED))
+def test_pass_two_work_done_in_pass_one_equals_in_memory_analysis(mode, seed, tmp_path):
+    path = tmp_path / "c.xentrace"
+    synth.random_scenario(seed).write(path)
+    _same(_reference(path), analyze_stream(path, opts=FUSED[mode]))
+
+
+def test_the_kept_work_and_the_walks_are_both_exercised(tmp_path, monkeypatch):
+    """The options above do reach every path: segments cut by a boundary counted again, grant rows kept for some
+    chunks and read again for others."""
+    seen = _spy(monkeypatch)
+    for seed in range(24):
+        path = tmp_path / f"c{seed}.xentrace"
+        synth.random_scenario(seed).write(path)
+        analyze_stream(path, opts=FUSED["segments"])
+    assert sum(seen["again"]) > 0
+    assert all(f is not None and all(t is not None for t in f.tallies) for f in seen["fused"])
+    seen["kept"].clear()
+    analyze_stream(tmp_path / "c3.xentrace", opts=FUSED["budget"])
+    assert any(seen["kept"][0]) and not all(seen["kept"][0])
+
+
+@pytest.mark.parametrize("limit", [1, 6])
+def test_hypercall_counts_past_pass_one_limit_are_left_to_pass_two(limit, tmp_path, monkeypatch):
+    """A chunk whose hypercall keys do not fit pass 1's table (or past TALLY_LIMIT counts in all) is counted by
+    pass 2 instead, as is every chunk after it: the result does not change."""
+    import tracelens.analysis.stream as S
+
+    seen = _spy(monkeypatch)
+    monkeypatch.setattr(S, "TALLY_LIMIT", limit)
+    for seed in (2, 7, 11):
+        path = tmp_path / f"c{seed}.xentrace"
+        synth.random_scenario(seed).write(path)
+        ref = _reference(path)
+        assert ref.hypercalls
+        _same(ref, analyze_stream(path, opts=StreamOptions(chunk_bytes=4096)))
+    assert any(t is None for f in seen["fused"] for t in f.tallies)
+
+
+def test_segment_bytes_must_be_a_power_of_two(tmp_path):
+    path = tmp_path / "c.xentrace"
+    synth.random_scenario(1).write(path)
+    with pytest.raises(ValueError, match="power of two"):
+        analyze_stream(path, opts=StreamOptions(segment_bytes=100))
+
+
+def test_pass_two_releases_the_pages_it_walks(tmp_path, monkeypatch):
+    """Resident memory follows the chunk in pass 2 too: every range pass 2 walks is mapped in before and released
+    after (with nothing kept, that is every chunk of the capture)."""
+    import tracelens.analysis.stream as S
+    from tracelens.parsers.xentrace import decode as D
+
+    path = tmp_path / "c.xentrace"
+    synth.random_scenario(4).write(path)
+    calls = []
+    pass2 = S._pass2
+
+    def spy_pass2(sc, p1, *a):
+        monkeypatch.setattr(D, "_populate", lambda mm, a, b: calls.append(("in", a, b)))
+        monkeypatch.setattr(D, "_release", lambda mm, upto: calls.append(("out", upto)))
+        try:
+            return pass2(sc, p1, *a)
+        finally:
+            calls.append(("spans", [(int(sc.pos[a]) * 4, int(sc.end[a + n - 1]) * 4) for a, n in p1.fused.spans]))
+
+    monkeypatch.setattr(S, "_pass2", spy_pass2)
+    analyze_stream(path, opts=StreamOptions(chunk_bytes=2048, keep_bytes=0))
+    at = next(i for i, c in enumerate(calls) if c[0] == "spans")
+    spans, calls = calls[at][1], calls[:at]
+    assert len(spans) > 3 and len(calls) % 2 == 0
+    pairs = list(zip(calls[::2], calls[1::2]))  # each walk: its range mapped in, then released up to its end
+    assert all(i[0] == "in" and o == ("out", i[2]) for i, o in pairs), pairs
+    assert set(spans) <= {(i[1], i[2]) for i, _ in pairs}  # (and the segments a boundary cuts, walked again)

@@ -217,16 +217,20 @@ def cold(modules, names=None) -> bool:
 
 
 class interpreting:
-    """Within the block, the kernels of ``modules`` run interpreted (see :func:`interpreted`): callers that look
-    them up as ``module.kernel`` at call time get the twins. Not for concurrent use from several threads."""
+    """Within the block, the kernels of ``modules`` (those named in ``names``, else every one) run interpreted (see
+    :func:`interpreted`): callers that look them up as ``module.kernel`` at call time get the twins. Not for
+    concurrent use from several threads."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules, names=None):
         self.modules = modules
+        self.names = names
         self.saved: list = []
 
     def __enter__(self):
         for m in self.modules:
             for name, f in _dispatchers(m).items():
+                if self.names is not None and name not in self.names:
+                    continue
                 self.saved.append((m, name, f))
                 setattr(m, name, interpreted(f))
         return self
@@ -255,6 +259,7 @@ class _CompileNotes(numba.core.event.Listener):
     def __init__(self, expected: int, stream):
         self.expected = max(expected, 1)
         self.stream = stream
+        self.beside = False  # helper processes compile some kernels meanwhile (compile_beside)
         self.done = 0
         self.depth = 0
         self.t0 = {}
@@ -266,6 +271,8 @@ class _CompileNotes(numba.core.event.Listener):
             where = numba.config.CACHE_DIR or "beside the package"
             print(f"tracelens: preparing kernels for this machine, first run only (cache: {where})",
                   file=self.stream, flush=True)
+            if self.beside:
+                print("tracelens:   (and, meanwhile, the next ones in other processes)", file=self.stream, flush=True)
         self.depth += 1
         self.t0[id(event.data.get("dispatcher"))] = time.perf_counter()
 
@@ -281,15 +288,62 @@ class _CompileNotes(numba.core.event.Listener):
             print(f"tracelens:   [{self.done}] {name} ({t:.1f} s)", file=self.stream, flush=True)
 
 
+_BESIDE: dict = {}  # job -> the helper process compiling its kernels beside this one (compile_beside)
+
+
+def compile_beside(job: str):
+    """Start a process that compiles the kernels of ``job`` (see :mod:`tracelens._warm`: kernels this process will
+    need later), so that they compile on the other core while this process compiles and runs what comes first;
+    :func:`join_beside` waits for it before they are needed. None when they are cached already, or when no process
+    can start."""
+    import subprocess
+    import sys
+
+    from tracelens import _warm
+    from tracelens.analysis import _kernels as AK
+    from tracelens.parsers.xentrace import _kernels as XK
+
+    if job in _BESIDE or not cold((AK, XK), _warm.KERNELS[job]):
+        return None
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "tracelens._warm", job], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    except OSError:  # pragma: no cover - no process to spare: this process compiles them when it gets there
+        return None
+    _BESIDE[job] = proc
+    return proc
+
+
+def join_beside(job: str | None = None, timeout: float = 300.0, kill: bool = False) -> None:
+    """Wait for the helper of ``job`` (every helper when None) started by :func:`compile_beside`: its kernels are
+    then in the cache, and load from it when first called here. ``kill`` stops them instead (the work ended
+    early). A helper that fails or overruns changes nothing: the kernels compile here instead."""
+    import subprocess
+
+    for name in [job] if job is not None else list(_BESIDE):
+        proc = _BESIDE.pop(name, None)
+        if proc is None:
+            continue
+        try:
+            if kill:
+                proc.kill()
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+            proc.wait()
+
+
 class first_run:
     """Around work that runs kernels on an input of ``size`` bytes: while its main ``kernels`` (names) are not
     cached, small inputs run the kernels interpreted (see :func:`mode`), large ones compile them and say so on
-    stderr, kernel by kernel."""
+    stderr, kernel by kernel. ``beside`` names jobs of :mod:`tracelens._warm` whose kernels compile in other
+    processes meanwhile (the work joins them, :func:`join_beside`, where it needs those kernels)."""
 
-    def __init__(self, size: int, stream=None, kernels=None):
+    def __init__(self, size: int, stream=None, kernels=None, beside: tuple = ()):
         self.size = int(size)
         self.stream = stream
         self.kernels = kernels  # the names of the kernels the work runs on (None: every kernel)
+        self.beside = beside
         self.stack = []
 
     def __enter__(self):
@@ -311,6 +365,10 @@ class first_run:
             expected = sum(not cached(f) for mod in (AK, XK) for f in _dispatchers(mod).values())
             listener = _CompileNotes(expected, self.stream or sys.stderr)
             stack.enter_context(numba.core.event.install_listener("numba:compile", listener))
+            started = [job for job in self.beside if compile_beside(job) is not None]
+            if started:
+                listener.beside = True
+                stack.callback(join_beside, kill=True)  # (the work joins them when it needs their kernels)
         self.stack.append(stack)
         stack.__enter__()
         return m

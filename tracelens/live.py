@@ -222,6 +222,7 @@ class _Commit:
     csr: tuple | None = None  # the boundaries the last commit used
 
 
+_EVERY_DOMAIN = np.ones(65537, np.uint8)  # pass 2 counts the hypercalls of every domain
 _GFIELDS = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", np.int64), ("mapper", np.int64),
             ("granter", np.int64), ("map", np.bool_))
 
@@ -715,7 +716,7 @@ class Engine:
                                            csr[2], c.cursors[0], scratch, K.TABLE_IDS, K.TABLE_CAT, K.TABLE_NEED,
                                            g["key"],
                                            g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"], *c.hc,
-                                           *c.fold, self.limit, c.dropped)
+                                           *c.fold, self.limit, c.dropped, _EVERY_DOMAIN)
                 g["off"] += 4 * b.base
                 if m and c is self.c:
                     self.late += int((g["key"] < np.uint64(c.w_fed)).sum())

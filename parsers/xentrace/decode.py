@@ -703,7 +703,7 @@ def info(path, decode: DecodeOptions | None = None, *, progress: Progress | None
     d = decode or DecodeOptions()
     set_threads(d.threads)
     catalog = load_catalog(d.catalog_files)
-    with first_run(_size(path), kernels=INFO_KERNELS):
+    with first_run(_size(path), kernels=INFO_KERNELS, beside=("select",)):
         r = first_pass(path, xen_version=d.xen_version, tolerance=d.tolerance, progress=progress)
     sc, p1 = r["sc"], r["p1"]
     s = {"_guess": r["guess"], "ids": p1.ids, "cpus": p1.cpus, "lost": p1.lost,

@@ -592,6 +592,42 @@ from tracelens.parsers.xentrace._kernels import (  # noqa: E402
 ROW_WORDS = 7
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _hc_key(ev, n, w, body, d, ep):
+    """The hypercall count key of :func:`_hypercall_key`, from a record's words."""
+    src = 0 if ev == EV_HYPERCALL_V2 else (1 if ev == EV_HYPERCALL_SUBCALL else 2)
+    w1 = np.int64(w[body])
+    has = 0
+    cmd = 0
+    if src != 2 and ((w1 >> 20) & 3) != 0 and n >= 2:
+        has = 1
+        cmd = np.int64(w[body + 1]) & 0xFFF
+    k = np.uint64(d + 1)
+    k = (k << np.uint64(12)) | np.uint64(min(ep, 0xFFF))
+    k = (k << np.uint64(2)) | np.uint64(src)
+    k = (k << np.uint64(1)) | np.uint64(has)
+    k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
+    return (k << np.uint64(12)) | np.uint64(cmd)
+
+
+@njit(cache=True, nogil=True)
+def _hc_add(keys, used, cnt, nkeys, t, k, limit):
+    """Count u64 key ``k`` in thread ``t``'s open-addressing table (``nkeys[t]`` keys so far); False when the table
+    already holds ``limit`` keys and ``k`` is not one of them."""
+    size = keys.shape[1]
+    j = np.int64((k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (size - 1)
+    while used[t, j] and keys[t, j] != k:
+        j = (j + 1) & (size - 1)
+    if not used[t, j]:
+        if nkeys[t] >= limit:
+            return False
+        used[t, j] = True
+        keys[t, j] = k
+        nkeys[t] += 1
+    cnt[t, j] += 1
+    return True
+
+
 STATE_FLAG = 256  # in stream_select's per-key kinds: the record can move the pCPU's state
 
 
@@ -619,13 +655,16 @@ def _attribution(ev, n, w, body, state):
 def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key, st_state, st_first, st_stats,
                   w_tsc0, w_key0, w_state0, w_grants, w_nrec, w_bad, ids, table_cat, need, cap_start, o_key, o_tsc,
                   o_off, o_cpu, o_ev, o_n, o_has, o_d, o_dom, o_vcpu, o_count, handled, hkeys, hcounts, hoverflow,
-                  hcat, dom_counts, want_doms, dom_seen, big_keys, big_used, big_cnt, big_n, big_limit, big_other):
+                  hcat, dom_counts, want_doms, dom_seen, big_keys, big_used, big_cnt, big_n, big_limit, big_other,
+                  fuse_grants, fuse_hc, gcap_start, gk_key, gk_tsc, gk_mapper, gk_granter, gk_map, g_count, hc_keys,
+                  hc_used, hc_cnt, hc_n, hc_limit, hc_full, w_hlo, w_hhi, seg_pos0, seg_wshift):
     """Pass 1 over one chunk of windows. ``cpu_order[cpu_start[k]:cpu_start[k+1]]`` lists pCPU k's windows of the
     chunk in file order (k is the pCPU number); ``win_global`` maps a chunk window to its index
     in the capture. Per pCPU, ``st_*`` carry the state across chunks (updated in place): TSC, K, vCPU state, first
     timed TSC, and stats (records, LOST_RECORDS markers, records lost, smallest and largest TSC, timed records,
     malformed LOST_RECORDS: fewer than 4 words or a count of 0). ``dom_seen[thread, dom]`` is set for every domain a
-    record makes current on a pCPU (:func:`_state_after`; tracelens.analysis.records.seen_domains is its twin). Every window's starting TSC, K and state go to ``w_tsc0``/``w_key0``/``w_state0``, its record count to
+    record makes current on a pCPU (:func:`_state_after`; tracelens.analysis.records.seen_domains is its twin).
+    Every window's starting TSC, K and state go to ``w_tsc0``/``w_key0``/``w_state0``, its record count to
     ``w_nrec``, its grant record count to ``w_grants``, and the word position of a record that overruns it (the
     walk of that window stops there) to ``w_bad`` (-1 when none).
 
@@ -640,7 +679,16 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
 
     One probe per record serves both the count and the record's kind: ``hcat[thread, slot]`` holds the category
     of the key in that slot, plus STATE_FLAG when the record can move the pCPU's state (:func:`_state_after`),
-    computed when the key first enters the table (15 % of the kernel's time against a second probe per record)."""
+    computed when the key first enters the table (15 % of the kernel's time against a second probe per record).
+
+    For the analysis of a whole capture (tracelens.analysis.stream, "Pass 2's work in pass 1"): with
+    ``fuse_grants``, grant MAP/UNMAP rows are also written to pCPU k's stretch of the ``gk_*`` rows from
+    ``gcap_start[k]`` (K, TSC, mapper, granter, MAP or not; ``g_count[k]`` counts them even past the stretch);
+    with ``fuse_hc``, hypercalls are counted per
+    thread under the key of :func:`_hc_key` with the window's *segment* in the epoch's place: its word offset from
+    ``seg_pos0`` shifted right by ``seg_wshift`` (the epochs are not known yet; the driver gives each segment's
+    counts their epoch afterwards, from the window's smallest and largest hypercall TSC in ``w_hlo``/``w_hhi``).
+    ``hc_full[thread]`` is set when a key does not fit (the driver then counts the chunk's hypercalls in pass 2)."""
     ncpu = cpu_start.shape[0] - 1
     for k in prange(ncpu):
         j0 = cpu_start[k]
@@ -662,6 +710,8 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
         bad_lost = st_stats[k, 6]
         o = cap_start[k]
         cap_end = cap_start[k + 1]
+        go = gcap_start[k]
+        gcap_end = gcap_start[k + 1]
         for j in range(j0, j1):
             wi = cpu_order[j]
             g = win_global[wi]
@@ -673,6 +723,9 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
             ngrant = 0
             nwin = 0
             w_bad[g] = -1
+            seg = (p - seg_pos0) >> seg_wshift
+            hlo = np.uint64(0xFFFFFFFFFFFFFFFF)
+            hhi = np.uint64(0)
             while p < e:
                 ev, n, has, body = _header(w, p)
                 if body + n > e:
@@ -708,17 +761,37 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                     c = hcat[tid, slot]
                 moves = c & STATE_FLAG
                 c = c & (STATE_FLAG - 1)
+                if want_doms or c != 0:  # (one inlined copy of the attribution: a tenth of the compile time)
+                    dm, vc = _attribution(ev, n, w, body, state)
+                else:
+                    dm = vc = np.int64(-1)
                 if want_doms:
-                    dm, _vc = _attribution(ev, n, w, body, state)
                     dom_counts[tid, dm if dm >= 0 else 65536] += 1
                 if c == CAT_GRANT:
                     ngrant += 1
+                    if fuse_grants:
+                        if go < gcap_end:
+                            gk_key[go] = key
+                            gk_tsc[go] = tsc
+                            gk_mapper[go] = dm
+                            gk_granter[go] = w[body] & 0xFFFF
+                            gk_map[go] = ev == EV_GRANT_MAP
+                        go += 1
+                elif c == CAT_HYPERCALL:
+                    if fuse_hc:
+                        if seg > 0xFFF or not _hc_add(hc_keys, hc_used, hc_cnt, hc_n, tid,
+                                                      _hc_key(ev, n, w, body, dm, seg), hc_limit):
+                            hc_full[tid] = True
+                        if tsc < hlo:
+                            hlo = tsc
+                        if tsc > hhi:
+                            hhi = tsc
                 elif c == CAT_IRQ and ev == EV_IRQ_HANDLED:
                     if w[body] < 65536:
                         handled[tid, w[body]] += 1
                     elif not _hc_add(big_keys, big_used, big_cnt, big_n, tid, np.uint64(w[body]), big_limit):
                         big_other[tid] += 1
-                elif c != 0 and c != CAT_HYPERCALL:
+                elif c != 0:
                     if o < cap_end:
                         o_key[o] = key
                         o_tsc[o] = tsc
@@ -729,7 +802,6 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                         o_has[o] = has
                         for x in range(ROW_WORDS):
                             o_d[o, x] = w[body + x] if x < n else 0
-                        dm, vc = _attribution(ev, n, w, body, state)
                         o_dom[o] = dm
                         o_vcpu[o] = vc
                     o += 1
@@ -741,7 +813,10 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
                 p = body + n
             w_grants[g] = ngrant
             w_nrec[g] = nwin
+            w_hlo[g] = hlo
+            w_hhi[g] = hhi
         o_count[k] = o - cap_start[k]
+        g_count[k] = go - gcap_start[k]
         st_tsc[k] = tsc
         st_key[k] = key
         st_state[k] = state
@@ -900,47 +975,11 @@ def run_candidates(w, pos, vend, delta, wcpu, w_tsc0, w_key0, w_state0, q_dom, q
             p = body + n
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _hc_key(ev, n, w, body, d, ep):
-    """The hypercall count key of :func:`_hypercall_key`, from a record's words."""
-    src = 0 if ev == EV_HYPERCALL_V2 else (1 if ev == EV_HYPERCALL_SUBCALL else 2)
-    w1 = np.int64(w[body])
-    has = 0
-    cmd = 0
-    if src != 2 and ((w1 >> 20) & 3) != 0 and n >= 2:
-        has = 1
-        cmd = np.int64(w[body + 1]) & 0xFFF
-    k = np.uint64(d + 1)
-    k = (k << np.uint64(12)) | np.uint64(min(ep, 0xFFF))
-    k = (k << np.uint64(2)) | np.uint64(src)
-    k = (k << np.uint64(1)) | np.uint64(has)
-    k = (k << np.uint64(20)) | np.uint64(w1 & 0xFFFFF)
-    return (k << np.uint64(12)) | np.uint64(cmd)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _hc_add(keys, used, cnt, nkeys, t, k, limit):
-    """Count u64 key ``k`` in thread ``t``'s open-addressing table (``nkeys[t]`` keys so far); False when the table
-    already holds ``limit`` keys and ``k`` is not one of them."""
-    size = keys.shape[1]
-    j = np.int64((k * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & (size - 1)
-    while used[t, j] and keys[t, j] != k:
-        j = (j + 1) & (size - 1)
-    if not used[t, j]:
-        if nkeys[t] >= limit:
-            return False
-        used[t, j] = True
-        keys[t, j] = k
-        nkeys[t] += 1
-    cnt[t, j] += 1
-    return True
-
-
 @njit_norc(cache=True, parallel=True, nogil=True)
 def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_key0, w_state0, g_start, bstart, btsc,
                              slot, cursors, ids, table_cat, need, g_key, g_tsc, g_cpu, g_off, g_mapper, g_granter,
                              g_map, hc_keys, hc_used, hc_cnt, hc_n, fold_keys, fold_used, fold_cnt, fold_n, limit,
-                             dropped):
+                             dropped, dom_mask):
     """Pass 2 over one chunk of windows, in parallel over windows (each starts from its state of pass 1).
 
     Grant MAP/UNMAP records are written to rows ``g_start[wi]`` on (K, TSC, pCPU index, byte offset, mapper -- the
@@ -949,7 +988,8 @@ def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_ke
     in CSR form). A thread's table holds at most ``limit`` keys: the counts of further keys go to a second table
     keyed by (domain, epoch) alone, and past that to ``dropped`` (only captures with random payloads get there).
     ``slot`` is :func:`_dom_slots` of the boundaries' domains; ``cursors[thread]`` is scratch for a window's epoch
-    cursors (one per boundary domain)."""
+    cursors (one per boundary domain). Only the hypercalls of domains with ``dom_mask[domid + 1]`` set are counted
+    (index 0: unattributed)."""
     for wi in prange(pos.shape[0]):
         t = numba.get_thread_id()
         g = win_global[wi]
@@ -981,6 +1021,10 @@ def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_ke
                 o += 1
             elif c == CAT_HYPERCALL:
                 dm, _vc = _attribution(ev, n, w, body, state)
+                if not dom_mask[dm + 1]:
+                    state = _state_after(ev, n, w, body, state)
+                    p = body + n
+                    continue
                 ep = _epoch_cursor(dm, tsc, slot, cursor, bstart, btsc)
                 k = _hc_key(ev, n, w, body, dm, ep)
                 if not _hc_add(hc_keys, hc_used, hc_cnt, hc_n, t, k, limit):

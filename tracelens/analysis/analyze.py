@@ -101,7 +101,7 @@ def analyze(path, config: AnalysisConfig | None = None, progress=None) -> Analys
         config = config or AnalysisConfig()
         set_threads(config.decode.threads)
         config.decode.catalog()  # the analysis reads ids, not names; a catalog file it is given must still be valid
-        with first_run(_size(path), kernels=ANALYZE_KERNELS):
+        with first_run(_size(path), kernels=ANALYZE_KERNELS, beside=("select", "analyze")):
             a = analyze_stream(path, config, progress=progress, digest=digest)
     if config.vmcore:
         from tracelens.analysis.dumpside import attach

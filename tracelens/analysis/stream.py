@@ -16,11 +16,22 @@ order, each chunk mapped in before and released after:
    domain's first offline transition after it) to the first record that puts the domain on a pCPU, starting from
    the window states of pass 1: a short walk, since a reset domain runs again soon. Those records join the rare
    ones, and :func:`tracelens.analysis.boundaries.find_boundaries` runs on that small table unchanged.
-3. **Grants and hypercalls** (:func:`_kernels.stream_grants_hypercalls`, parallel over windows, each from its state
-   of pass 1), now that the epochs are known: hypercalls are counted per (domain, epoch, source, op, cmd); grant
-   MAP/UNMAP rows are merged into time order one chunk at a time -- a row is final once its K is below the smallest
-   starting K of every window still to come -- and fed to the grant ledger, whose state (per pair: balance,
-   carried handles, epoch cursors) is explicit (:func:`_kernels.grant_ledger_step`).
+3. **Grants and hypercalls**, now that the epochs are known: hypercalls are counted per (domain, epoch, source,
+   op, cmd); grant MAP/UNMAP rows are merged into time order one chunk at a time -- a row is final once its K is
+   below the smallest starting K of every window still to come -- and fed to the grant ledger, whose state (per
+   pair: balance, carried handles, epoch cursors) is explicit (:func:`_kernels.grant_ledger_step`).
+
+**Pass 2's work in pass 1.** Neither grant rows nor hypercall counts need the epochs to be *collected*, only to be
+*counted*, so pass 1 collects them as it walks (:class:`_Fused`): each chunk's grant rows are kept (K, TSC,
+mapper, granter, MAP or not: 23 bytes a row, up to ``StreamOptions.keep_bytes``), and hypercalls are counted per
+(domain, *segment*, source, op, cmd), a segment being ``segment_bytes`` of the file, with each window's smallest
+and largest hypercall TSC. Once the boundaries are known, a segment's counts for a domain take the epoch of that
+smallest TSC, unless one of the domain's boundaries falls between the smallest and largest
+(:func:`_resolve_tallies`): a boundary cuts only a segment or two. Pass 2
+(:func:`_kernels.stream_grants_hypercalls`, parallel over windows, each from its state of pass 1) then walks only
+those segments, for those domains, and the chunks whose rows or counts did not fit pass 1's budgets (KEEP_BYTES,
+TALLY_LIMIT, a full hash table); it feeds the kept rows to the ledger from memory. Everything a budget leaves out
+is read again, so the budgets bound memory without changing a result.
 
 The rest of the analysis (balloon, guest tracepoints, lost records, IRQ vectors, safety, findings) runs unchanged on
 the small table of rare records. A record's place in time order is the decoder's: (K, pCPU, position in its
@@ -46,6 +57,12 @@ SERIES_LIMIT = 1 << 20  # grant records kept exactly in the timeline series; pas
 IRQ_LIMIT = 4096  # distinct irqs past 65535 (no real irq) counted per thread; the rest are summed
 PAIR_LIMIT = 1 << 17  # (mapper, granter) pairs tracked by the grant ledger; later pairs are summed per granter
 OTHER_MAPPER = -2  # the mapper of a granter's row that sums the pairs not reported one by one
+KEEP_BYTES = 64 << 20  # grant rows pass 1 keeps for pass 2 (23 bytes a row); past that, pass 2 reads them again
+SEGMENT_BYTES = 4 << 20  # pass 1 counts hypercalls per segment of this many bytes of the file, epochs given after
+TALLY_LIMIT = 1 << 22  # hypercall counts pass 1 keeps (keys x segments); past that, pass 2 counts them
+WALK_BYTES = 16 << 20  # how much of the file pass 2 maps in at a time
+_GRANT_KEPT = (("key", np.uint64), ("tsc", np.uint64), ("mapper", np.int32), ("granter", np.uint16),
+               ("map", np.bool_))
 
 
 @dataclass
@@ -56,6 +73,8 @@ class StreamOptions:
     chunk_bytes: int = CHUNK_BYTES
     top: int = 10_000
     series_limit: int = SERIES_LIMIT
+    keep_bytes: int = KEEP_BYTES
+    segment_bytes: int = SEGMENT_BYTES
 
 
 @dataclass
@@ -74,11 +93,28 @@ class _Pass1:
     min_tsc: int | None = None  # smallest TSC of any record (tracelens info), None when no record has one
     cpus: list = field(default_factory=list)
     lost: tuple = (0, 0)  # LOST_RECORDS markers, records they report lost
+    fused: _Fused | None = None  # pass 2's work done in pass 1 (analysis only)
     dom_counts: np.ndarray | None = None
     handled_big: dict = field(default_factory=dict)  # IRQ_HANDLED of irqs past 65535, per irq
     handled_other: int = 0  # ... of the irqs past IRQ_LIMIT distinct ones
     bad_lost: int = 0  # malformed LOST_RECORDS markers (fewer than 4 words, or a count of 0)
     seen: np.ndarray | None = None  # domids some record made current on a pCPU (records.seen_domains)
+
+
+@dataclass
+class _Fused:
+    """What pass 1 did of pass 2's work, per chunk of pass 1 (``spans``: first window, windows): the chunk's grant
+    rows (``grants``: columns of _GRANT_KEPT and ``cpu``/``count``, the rows' pCPUs run by run; None when they did
+    not fit KEEP_BYTES) and its hypercall counts with each window's segment in the epoch's place (``tallies``:
+    keys and counts; None when they did not fit); ``hlo``/``hhi``: each window's smallest and largest hypercall
+    TSC."""
+
+    spans: list
+    grants: list
+    tallies: list
+    hlo: np.ndarray
+    hhi: np.ndarray
+    seg_wshift: int
 
 
 _ROW_FIELDS = (("key", np.uint64), ("tsc", np.uint64), ("off", np.int64), ("cpu", np.int64), ("ev", np.uint32),
@@ -112,7 +148,8 @@ class _Damaged(Exception):
 class _Select:
     """Pass 1's state across chunks (per pCPU id, up to decode.MAX_CPU) and what it keeps."""
 
-    def __init__(self, opts: StreamOptions, size: int, progress, select: bool = True, want_doms: bool = False):
+    def __init__(self, opts: StreamOptions, size: int, progress, select: bool = True, want_doms: bool = False,
+                 fuse: bool = False):
         from tracelens.analysis import _kernels as K
         from tracelens.parsers.xentrace._kernels import UNKNOWN
         from tracelens.parsers.xentrace.decode import MAX_CPU
@@ -144,12 +181,38 @@ class _Select:
                     np.zeros((nth, 2 * IRQ_LIMIT), np.int64), np.zeros(nth, np.int64), IRQ_LIMIT,
                     np.zeros(nth, np.int64))
         self.dom_seen = np.zeros((nth, 65536), np.uint8)
+        # pass 2's work in pass 1 (see the module docstring)
+        self.fuse = self.fuse_grants = self.fuse_hc = fuse and select
+        seg = int(opts.segment_bytes)
+        if seg < 4 or seg & (seg - 1):
+            raise ValueError(f"segment_bytes must be a power of two of at least 4, not {seg}")
+        self.seg_wshift = seg.bit_length() - 3  # log2(segment bytes) - 2: in words
+        size = 1 << 17 if self.fuse_hc else 2
+        self.fhc = (np.zeros((nth, size), np.uint64), np.zeros((nth, size), np.bool_), np.zeros((nth, size), np.int64),
+                    np.zeros(nth, np.int64))
+        self.hc_limit = min(HYPERCALL_KEY_LIMIT, size // 2, TALLY_LIMIT)
+        self.hc_full = np.zeros(nth, np.bool_)
+        self.stage = {name: np.empty(0, dt) for name, dt in _GRANT_KEPT}
+        self.kept_bytes = self.tally_entries = 0
+        self.spans: list[tuple[int, int]] = []
+        self.f_grants: list = []
+        self.f_tallies: list = []
+        self.hwin: list = []
+        self.nwin = 0
+
+    def _stage(self, n: int) -> dict:
+        """Staging rows for a chunk's grant rows (reused: their pages are faulted in once)."""
+        if self.stage["key"].shape[0] < n:
+            self.stage = {name: np.empty(max(n, 2 * self.stage["key"].shape[0]), dt) for name, dt in _GRANT_KEPT}
+        return self.stage
 
     def chunk(self, words, pos, vend, cpu) -> np.ndarray:
         """Run pass 1 over consecutive windows (word ranges pos..vend of pCPUs ``cpu``); returns each window's
         overrun position (-1: none)."""
+        from tracelens._jit import join_beside
         from tracelens.analysis import _kernels as K
 
+        join_beside("select")  # on a first run, stream_select compiled in another process meanwhile (_jit.first_run)
         ncpu = self.ncpu
         nw = pos.shape[0]
         order = np.argsort(cpu, kind="stable").astype(np.int64)
@@ -164,7 +227,18 @@ class _Select:
         wa = (np.zeros(nw, np.uint64), np.zeros(nw, np.uint64), np.zeros(nw, np.int64), np.zeros(nw, np.int64),
               np.zeros(nw, np.int64))
         w_bad = np.full(nw, -1, np.int64)
+        hw = (np.empty(nw, np.uint64), np.empty(nw, np.uint64))
+        # grant rows: room for one in 8 words (a grant record has 2 to 4); a pCPU with more is read again in pass 2
+        groom = np.where(counts > 0, words_per // 8 + 16, 0) if self.fuse_grants else np.zeros(ncpu, np.int64)
+        gcap_start = np.zeros(ncpu + 1, np.int64)
+        np.cumsum(groom, out=gcap_start[1:])
+        gk = self._stage(int(gcap_start[-1]))
+        g_count = np.zeros(ncpu, np.int64)
         while True:
+            if self.fuse_hc:
+                for x in self.fhc[1:]:
+                    x.fill(0)
+                self.hc_full[:] = False
             cap_start = np.zeros(ncpu + 1, np.int64)
             np.cumsum(room, out=cap_start[1:])
             rows = _alloc_rows(int(cap_start[-1]), zero=False)  # stream_select writes every field of a row
@@ -175,7 +249,10 @@ class _Select:
                             K.TABLE_IDS, self.table_cat, K.TABLE_NEED, cap_start, rows["key"], rows["tsc"],
                             rows["off"], rows["cpu"], rows["ev"], rows["n"], rows["has"], rows["d"], rows["dom"],
                             rows["vcpu"], count, self.c_handled, self.hkeys, self.hcounts, self.hoverflow, self.hcat,
-                            self.dom_counts, self.want_doms, self.dom_seen, *self.big)
+                            self.dom_counts, self.want_doms, self.dom_seen, *self.big,
+                            self.fuse_grants, self.fuse_hc, gcap_start, gk["key"], gk["tsc"], gk["mapper"],
+                            gk["granter"], gk["map"], g_count, *self.fhc, self.hc_limit, self.hc_full, *hw,
+                            int(pos[0]) if nw else 0, self.seg_wshift)
             if (count <= room).all():
                 break
             # a pCPU had more rare records than room for them: run the chunk again from the same state
@@ -190,7 +267,39 @@ class _Select:
             keep = np.concatenate([np.arange(cap_start[k], cap_start[k] + count[k]) for k in used.tolist()])
             self.parts.append({name: arr[keep] for name, arr in rows.items()})
         self.windows.append(wa)
+        if self.fuse:  # (every chunk: pass 2 goes by these spans, whether or not anything was kept)
+            self._keep(nw, gk, gcap_start, g_count, groom, hw)
         return w_bad
+
+    def _keep(self, nw, gk, gcap_start, g_count, groom, hw) -> None:
+        """Keep what this chunk's pass 1 did of pass 2's work, within KEEP_BYTES and TALLY_LIMIT; once either
+        does not fit, the rest of the capture leaves that work to pass 2."""
+        self.spans.append((self.nwin, nw))
+        self.nwin += nw
+        self.hwin.append(hw)
+        grants = None
+        if self.fuse_grants:
+            m = int(g_count.sum())
+            row = sum(np.dtype(dt).itemsize for _, dt in _GRANT_KEPT)
+            if self.kept_bytes + m * row > self.opts.keep_bytes:
+                self.fuse_grants = False  # the budget is spent: pass 2 reads the rest again
+            elif (g_count <= groom).all():  # (else a pCPU had more than room: pass 2 reads this chunk again)
+                used = np.flatnonzero(g_count)
+                grants = {name: np.concatenate([gk[name][gcap_start[k]:gcap_start[k] + g_count[k]] for k in used])
+                          if used.size else np.empty(0, dt) for name, dt in _GRANT_KEPT}
+                grants["cpu"], grants["count"] = used, g_count[used]
+                self.kept_bytes += m * row
+        self.f_grants.append(grants)
+        tally = None
+        if self.fuse_hc:
+            used = self.fhc[1]
+            n = int(self.fhc[3].sum())
+            if not self.hc_full.any() and self.tally_entries + n <= TALLY_LIMIT:
+                tally = (self.fhc[0][used], self.fhc[2][used])
+                self.tally_entries += n
+            else:
+                self.fuse_hc = False
+        self.f_tallies.append(tally)
 
     def table_ids(self) -> dict:
         """(event id, n_extra) -> records, from the per-thread tables (exact unless ``hoverflow``)."""
@@ -230,7 +339,14 @@ class _Select:
                       cpus=sorted(set(sc.cpu.tolist())), lost=(int(st[:, 1].sum()), int(st[:, 2].sum())),
                       dom_counts=self.dom_counts.sum(axis=0) if self.want_doms else None,
                       handled_big=big, handled_other=int(self.big[5].sum()),
-                      bad_lost=int(st[:, 6].sum()), seen=np.flatnonzero(self.dom_seen.any(axis=0)))
+                      bad_lost=int(st[:, 6].sum()), seen=np.flatnonzero(self.dom_seen.any(axis=0)),
+                      fused=self._fused())
+
+    def _fused(self) -> _Fused | None:
+        if not self.spans:
+            return None
+        return _Fused(self.spans, self.f_grants, self.f_tallies, np.concatenate([h[0] for h in self.hwin]),
+                      np.concatenate([h[1] for h in self.hwin]), self.seg_wshift)
 
 
 def _pass1_fast(path, opts: StreamOptions, progress, **select):
@@ -514,8 +630,51 @@ def _feed_grants(gs: _GrantState, batch: dict, csr, cursors, series_limit: int) 
         gs.series_n = merged["tsc"].shape[0]
 
 
+def _resolve_tallies(sc, fz: _Fused, csr) -> tuple[list, list, dict]:
+    """Pass 1's hypercall counts with their epochs: a segment's counts for a domain take the epoch of the segment's
+    smallest hypercall TSC when none of the domain's boundaries falls between its smallest and largest; the others
+    are left to pass 2. Returns (keys, counts, {chunk: [(windows, domids), ...]}: what pass 2 counts again)."""
+    bdom, bstart, btsc = csr
+    keys, counts, again = [], [], {}
+    clear = ~np.uint64(0xFFF << 35)
+    for c, tally in enumerate(fz.tallies):
+        if tally is None or not tally[0].size:
+            continue
+        k, cnt = tally
+        a, nw = fz.spans[c]
+        wseg = (sc.pos[a:a + nw] - sc.pos[a]) >> fz.seg_wshift
+        starts = np.flatnonzero(np.concatenate([[True], wseg[1:] != wseg[:-1]]))
+        seg_ids = wseg[starts]
+        lo = np.minimum.reduceat(fz.hlo[a:a + nw], starts)
+        hi = np.maximum.reduceat(fz.hhi[a:a + nw], starts)
+        dom = (k >> np.uint64(47)).astype(np.int64) - 1
+        si = np.searchsorted(seg_ids, ((k >> np.uint64(35)) & np.uint64(0xFFF)).astype(np.int64))
+        ep = np.zeros(k.size, np.int64)
+        bad = np.zeros(k.size, np.bool_)
+        for j, d in enumerate(bdom.tolist()):
+            sel = np.flatnonzero(dom == d)
+            if not sel.size:
+                continue
+            b = btsc[bstart[j]:bstart[j + 1]]
+            e_lo = np.searchsorted(b, lo[si[sel]], side="right")
+            ep[sel] = e_lo
+            bad[sel] = e_lo != np.searchsorted(b, hi[si[sel]], side="right")
+        if bad.any():
+            todo = again.setdefault(c, [])
+            for q in np.unique(si[bad]).tolist():
+                windows = a + np.flatnonzero(wseg == seg_ids[q])
+                todo.append((windows, np.unique(dom[bad & (si == q)])))
+        ok = ~bad
+        keys.append((k[ok] & clear) | (np.minimum(ep[ok], 0xFFF).astype(np.uint64) << np.uint64(35)))
+        counts.append(cnt[ok])
+    return keys, counts, again
+
+
 def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool, want_hc: bool):
+    """Grants and hypercalls, now that the epochs are known: what pass 1 kept of them (``p1.fused``), and a walk of
+    the chunks (or segments) it could not keep them for."""
     from tracelens.analysis import _kernels as K
+    from tracelens.parsers.xentrace import decode as D
 
     cidx = sc.cpu.astype(np.int64)
 
@@ -539,21 +698,53 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
     pending = None
     gfields = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", np.int64), ("mapper", np.int64),
                ("granter", np.int64), ("map", np.bool_))
-    for a, b in _chunks(sc, opts.chunk_bytes):
-        g_start = np.zeros(b - a + 1, np.int64)
-        np.cumsum(p1.w_grants[a:b] if want_grants else np.zeros(b - a, np.int64), out=g_start[1:])
-        m = int(g_start[-1])
-        g = {name: np.empty(m, dt) for name, dt in gfields}
-        if not want_grants:
-            g_start[:] = 0
-        K.stream_grants_hypercalls(sc.words, sc.pos[a:b], sc.vend[a:b], np.arange(a, b, dtype=np.int64),
-                                   cidx[a:b].astype(np.int64), p1.w_tsc0, p1.w_key0, p1.w_state0, g_start[:-1],
-                                   csr[1], csr[2], slot, scratch, K.TABLE_IDS,
-                                   K.TABLE_CAT if want_hc else _no_hypercalls(K), K.TABLE_NEED,
-                                   g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"],
-                                   *hc, *fold, limit, dropped)
+    fz = p1.fused
+    spans = fz.spans if fz is not None else [(a, b - a) for a, b in D._chunks(sc.pos, sc.end, opts.chunk_bytes)]
+    tkeys, tcounts, again = _resolve_tallies(sc, fz, csr) if fz is not None and want_hc else ([], [], {})
+    every = np.ones(65537, np.uint8)
+    mask = np.zeros(65537, np.uint8)
+
+    def walk(windows, g_start, g, cat, dom_mask):
+        """Pass 2's kernel over consecutive windows, WALK_BYTES of the file at a time, each stretch mapped in before
+        and released after (pass 2 then holds less of the file than pass 1's chunks)."""
+        at = sc.pos[windows] * 4
+        i = 0
+        while i < windows.size:
+            j = max(i + 1, int(np.searchsorted(at, at[i] + WALK_BYTES, side="left")))
+            w = windows[i:j]
+            first, last = int(at[i]), int(sc.end[w[-1]]) * 4
+            D._populate(sc.mm, first, last)
+            K.stream_grants_hypercalls(sc.words, sc.pos[w], sc.vend[w], w, cidx[w], p1.w_tsc0, p1.w_key0, p1.w_state0,
+                                       g_start[i:j], csr[1], csr[2], slot, scratch, K.TABLE_IDS, cat, K.TABLE_NEED,
+                                       g["key"], g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"], *hc,
+                                       *fold, limit, dropped, dom_mask)
+            D._release(sc.mm, last)
+            i = j
+
+    for c, (a, nw) in enumerate(spans):
+        b = a + nw
+        kept = fz.grants[c] if fz is not None and want_grants else None
+        walk_g = want_grants and kept is None
+        walk_h = want_hc and (fz is None or fz.tallies[c] is None)
+        g = None
+        if walk_g or walk_h:
+            g_start = np.zeros(b - a + 1, np.int64)
+            if walk_g:
+                np.cumsum(p1.w_grants[a:b], out=g_start[1:])
+            g = {name: np.empty(int(g_start[-1]), dt) for name, dt in gfields}
+            walk(np.arange(a, b, dtype=np.int64), g_start[:-1], g, _category_table(K, walk_g, walk_h), every)
+        for windows, doms in again.get(c, ()):  # segments whose counts pass 1 could not give an epoch
+            mask[doms + 1] = 1
+            none = {name: np.empty(0, dt) for name, dt in gfields}
+            walk(windows, np.zeros(windows.size, np.int64), none, _category_table(K, False, True), mask)
+            mask[doms + 1] = 0
         if want_grants:
-            del g["off"]  # the order within a pCPU is the rows' order (see _time_order)
+            if kept is not None:
+                g = {"key": kept["key"], "tsc": kept["tsc"], "cpu": np.repeat(kept["cpu"], kept["count"]),
+                     "mapper": kept["mapper"], "granter": kept["granter"], "map": kept["map"]}
+                fz.grants[c] = None  # fed once: release it as we go
+            else:
+                del g["off"]  # the order within a pCPU is the rows' order (see _time_order)
             if pending is not None and pending["key"].size:
                 g = {k: np.concatenate([pending[k], g[k]]) for k in g}
             order = _time_order(g["key"], g["cpu"])
@@ -563,8 +754,8 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
             pending = {k: v[cut:] for k, v in g.items()}
         if progress is not None:
             progress(int(sc.end[b - 1]) * 4, sc.size)
-    keys = []
-    counts = []
+    keys = list(tkeys)
+    counts = list(tcounts)
     for t in range(nth):
         used = hc[1][t]
         keys.append(hc[0][t][used])
@@ -575,6 +766,22 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
         fkeys.append(fold[0][t][used])
         fcounts.append(fold[2][t][used])
     return gs, _sum_keys(keys, counts), _sum_keys(fkeys, fcounts), int(dropped.sum())
+
+
+_CATS: dict = {}
+
+
+def _category_table(K, grants: bool, hypercalls: bool) -> np.ndarray:
+    """The category table with or without grant and hypercall records (what pass 2 walks for)."""
+    got = _CATS.get((grants, hypercalls))
+    if got is None:
+        got = K.TABLE_CAT.copy()
+        if not grants:
+            got[got == K.CAT_GRANT] = 0
+        if not hypercalls:
+            got[got == K.CAT_HYPERCALL] = 0
+        got = _CATS[(grants, hypercalls)] = got
+    return got
 
 
 def _time_order(key, cpu):
@@ -589,13 +796,6 @@ def _time_order(key, cpu):
         return order  # no K shared across pCPUs: K and the rows' order decide alone
     by_cpu = np.argsort(cpu, kind="stable")
     return by_cpu[np.argsort(key[by_cpu], kind="stable")]
-
-
-def _no_hypercalls(K):
-    """The category table without hypercalls (pass 2 for grants alone)."""
-    cat = K.TABLE_CAT.copy()
-    cat[cat == K.CAT_HYPERCALL] = 0
-    return cat
 
 
 def _sum_keys(keys, counts):
@@ -701,7 +901,7 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
         digest = Digest(path)
     with digest or contextlib.nullcontext():  # a failure cancels the hashing
-        sc, p1 = _pass1(path, config.decode.tolerance, opts, p_one)
+        sc, p1 = _pass1(path, config.decode.tolerance, opts, p_one, fuse=True)
         a = _analyze_passes(path, config, opts, p_two, sc, p1)
     # the digest, last: it has had the start-up, and every moment a core was free since (tracelens.digest)
     a.sha256 = digest.result(sc.size) if digest else None
@@ -710,11 +910,13 @@ def analyze_stream(path, config=None, opts: StreamOptions | None = None, progres
 
 def _analyze_passes(path, config, opts: StreamOptions, p_two, sc, p1: _Pass1):
     """Everything after pass 1: boundaries, pass 2, ledgers and the Analysis."""
+    from tracelens._jit import join_beside
     from tracelens.analysis import analyze as A
     from tracelens.analysis.boundaries import find_boundaries
     from tracelens.parsers.xentrace import decode as D
     from tracelens.parsers.xentrace.catalog import parse_version
 
+    join_beside("analyze")  # on a first run, the kernels from here on compiled in another process (_jit.first_run)
     rows = _sorted_rows(p1.rows)
     version = parse_version(config.decode.xen_version)
     dr = None
