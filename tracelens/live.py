@@ -222,11 +222,6 @@ class _Commit:
     csr: tuple | None = None  # the boundaries the last commit used
 
 
-_EVERY_DOMAIN = np.ones(65537, np.uint8)  # pass 2 counts the hypercalls of every domain
-_GFIELDS = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", np.int64), ("mapper", np.int64),
-            ("granter", np.int64), ("map", np.bool_))
-
-
 class Engine:
     """The incremental analysis (module docstring). ``feed(bytes)``; ``view()`` the Analysis so far;
     ``view(final=True)`` the final one."""
@@ -709,14 +704,14 @@ class Engine:
                 g_start = np.zeros(o.size + 1, np.int64)
                 np.cumsum(b.grants[o], out=g_start[1:])
                 m = int(g_start[-1])
-                g = {name: np.empty(m, dt) for name, dt in _GFIELDS}
+                g = {name: np.empty(m, dt) for name, dt in S._GRANT_ROWS}
                 scratch = np.zeros((c.hc[0].shape[0], max(1, csr[0].shape[0])), np.int64)  # per-thread cursors
                 K.stream_grants_hypercalls(b.words, b.pos[o], b.vend[o], np.arange(o.size, dtype=np.int64),
                                            b.cpu[o], b.tsc0[o], b.key0[o], b.state0[o], g_start[:-1], csr[1],
                                            csr[2], c.cursors[0], scratch, K.TABLE_IDS, K.TABLE_CAT, K.TABLE_NEED,
                                            g["key"],
                                            g["tsc"], g["cpu"], g["off"], g["mapper"], g["granter"], g["map"], *c.hc,
-                                           *c.fold, self.limit, c.dropped, _EVERY_DOMAIN)
+                                           *c.fold, self.limit, c.dropped, S._EVERY_DOMAIN)
                 g["off"] += 4 * b.base
                 if m and c is self.c:
                     self.late += int((g["key"] < np.uint64(c.w_fed)).sum())

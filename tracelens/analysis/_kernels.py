@@ -684,10 +684,10 @@ def stream_select(w, pos, vend, win_global, cpu_order, cpu_start, st_tsc, st_key
     For the analysis of a whole capture (tracelens.analysis.stream, "Pass 2's work in pass 1"): with
     ``fuse_grants``, grant MAP/UNMAP rows are also written to pCPU k's stretch of the ``gk_*`` rows from
     ``gcap_start[k]`` (K, TSC, mapper, granter, MAP or not; ``g_count[k]`` counts them even past the stretch);
-    with ``fuse_hc``, hypercalls are counted per
-    thread under the key of :func:`_hc_key` with the window's *segment* in the epoch's place: its word offset from
-    ``seg_pos0`` shifted right by ``seg_wshift`` (the epochs are not known yet; the driver gives each segment's
-    counts their epoch afterwards, from the window's smallest and largest hypercall TSC in ``w_hlo``/``w_hhi``).
+    with ``fuse_hc``, hypercalls are counted per thread under the key of :func:`_hc_key` with the window's
+    *segment* in the epoch's place: its word offset from ``seg_pos0`` shifted right by ``seg_wshift`` (the epochs
+    are not known yet; the driver gives each segment's counts their epoch afterwards, from the windows' smallest
+    and largest hypercall TSC in ``w_hlo``/``w_hhi``).
     ``hc_full[thread]`` is set when a key does not fit (the driver then counts the chunk's hypercalls in pass 2)."""
     ncpu = cpu_start.shape[0] - 1
     for k in prange(ncpu):
@@ -1021,16 +1021,13 @@ def stream_grants_hypercalls(w, pos, vend, win_global, win_cpu_idx, w_tsc0, w_ke
                 o += 1
             elif c == CAT_HYPERCALL:
                 dm, _vc = _attribution(ev, n, w, body, state)
-                if not dom_mask[dm + 1]:
-                    state = _state_after(ev, n, w, body, state)
-                    p = body + n
-                    continue
-                ep = _epoch_cursor(dm, tsc, slot, cursor, bstart, btsc)
-                k = _hc_key(ev, n, w, body, dm, ep)
-                if not _hc_add(hc_keys, hc_used, hc_cnt, hc_n, t, k, limit):
-                    fk = (np.uint64(dm + 1) << np.uint64(12)) | np.uint64(min(ep, 0xFFF))
-                    if not _hc_add(fold_keys, fold_used, fold_cnt, fold_n, t, fk, limit):
-                        dropped[t] += 1
+                if dom_mask[dm + 1]:
+                    ep = _epoch_cursor(dm, tsc, slot, cursor, bstart, btsc)
+                    k = _hc_key(ev, n, w, body, dm, ep)
+                    if not _hc_add(hc_keys, hc_used, hc_cnt, hc_n, t, k, limit):
+                        fk = (np.uint64(dm + 1) << np.uint64(12)) | np.uint64(min(ep, 0xFFF))
+                        if not _hc_add(fold_keys, fold_used, fold_cnt, fold_n, t, fk, limit):
+                            dropped[t] += 1
             state = _state_after(ev, n, w, body, state)
             p = body + n
 

@@ -63,6 +63,11 @@ TALLY_LIMIT = 1 << 22  # hypercall counts pass 1 keeps (keys x segments); past t
 WALK_BYTES = 16 << 20  # how much of the file pass 2 maps in at a time
 _GRANT_KEPT = (("key", np.uint64), ("tsc", np.uint64), ("mapper", np.int32), ("granter", np.uint16),
                ("map", np.bool_))
+_KEPT_ROW_BYTES = sum(np.dtype(dt).itemsize for _, dt in _GRANT_KEPT)  # 23
+# the grant rows pass 2's kernel writes (and live mode's)
+_GRANT_ROWS = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", np.int64), ("mapper", np.int64),
+               ("granter", np.int64), ("map", np.bool_))
+_EVERY_DOMAIN = np.ones(65537, np.uint8)  # pass 2's domain mask (index domid + 1) counting every domain's hypercalls
 
 
 @dataclass
@@ -280,15 +285,14 @@ class _Select:
         grants = None
         if self.fuse_grants:
             m = int(g_count.sum())
-            row = sum(np.dtype(dt).itemsize for _, dt in _GRANT_KEPT)
-            if self.kept_bytes + m * row > self.opts.keep_bytes:
+            if self.kept_bytes + m * _KEPT_ROW_BYTES > self.opts.keep_bytes:
                 self.fuse_grants = False  # the budget is spent: pass 2 reads the rest again
             elif (g_count <= groom).all():  # (else a pCPU had more than room: pass 2 reads this chunk again)
                 used = np.flatnonzero(g_count)
                 grants = {name: np.concatenate([gk[name][gcap_start[k]:gcap_start[k] + g_count[k]] for k in used])
                           if used.size else np.empty(0, dt) for name, dt in _GRANT_KEPT}
                 grants["cpu"], grants["count"] = used, g_count[used]
-                self.kept_bytes += m * row
+                self.kept_bytes += m * _KEPT_ROW_BYTES
         self.f_grants.append(grants)
         tally = None
         if self.fuse_hc:
@@ -696,12 +700,9 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
     # the smallest starting K of the windows from index i on: grant rows below it are final
     sufmin = np.minimum.accumulate(p1.w_key0[::-1])[::-1] if nwin else p1.w_key0
     pending = None
-    gfields = (("key", np.uint64), ("tsc", np.uint64), ("cpu", np.int64), ("off", np.int64), ("mapper", np.int64),
-               ("granter", np.int64), ("map", np.bool_))
     fz = p1.fused
     spans = fz.spans if fz is not None else [(a, b - a) for a, b in D._chunks(sc.pos, sc.end, opts.chunk_bytes)]
     tkeys, tcounts, again = _resolve_tallies(sc, fz, csr) if fz is not None and want_hc else ([], [], {})
-    every = np.ones(65537, np.uint8)
     mask = np.zeros(65537, np.uint8)
 
     def walk(windows, g_start, g, cat, dom_mask):
@@ -731,11 +732,11 @@ def _pass2(sc, p1: _Pass1, ep, opts: StreamOptions, progress, want_grants: bool,
             g_start = np.zeros(b - a + 1, np.int64)
             if walk_g:
                 np.cumsum(p1.w_grants[a:b], out=g_start[1:])
-            g = {name: np.empty(int(g_start[-1]), dt) for name, dt in gfields}
-            walk(np.arange(a, b, dtype=np.int64), g_start[:-1], g, _category_table(K, walk_g, walk_h), every)
+            g = {name: np.empty(int(g_start[-1]), dt) for name, dt in _GRANT_ROWS}
+            walk(np.arange(a, b, dtype=np.int64), g_start[:-1], g, _category_table(K, walk_g, walk_h), _EVERY_DOMAIN)
         for windows, doms in again.get(c, ()):  # segments whose counts pass 1 could not give an epoch
             mask[doms + 1] = 1
-            none = {name: np.empty(0, dt) for name, dt in gfields}
+            none = {name: np.empty(0, dt) for name, dt in _GRANT_ROWS}
             walk(windows, np.zeros(windows.size, np.int64), none, _category_table(K, False, True), mask)
             mask[doms + 1] = 0
         if want_grants:
